@@ -1,0 +1,234 @@
+"""The ``xbar`` command line: one entry point, one subcommand per job.
+
+Exit codes: 0 success, 1 the job failed (bad data, a board error), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from xbar import __version__
+from xbar.training.dataset import find_published, load_published
+from xbar.training.devices import DeviceModel, DeviceModelError, fit
+from xbar.training.ivdata import IVCurves, IVDataError, read_iv
+from xbar.training.usability import analyse
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+# Errors that mean "your input or your board is wrong", reported in one line, exit 1.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    IVDataError, DeviceModelError, KeyError, FileNotFoundError, OSError,
+)  # fmt: skip
+
+
+# -- devices -------------------------------------------------------------------------
+def _device_rows() -> list[dict[str, object]]:
+    rows = []
+    for device in load_published():
+        result = analyse(device.curves)
+        rows.append({
+            "id": device.short_id,
+            "name": device.name,
+            "material": device.material,
+            "sigma": result.sigma,
+            "monotonicity": result.monotonicity,
+            "usability": result.usability,
+        })  # fmt: skip
+    return rows
+
+
+def _print_table(rows: list[dict[str, object]]) -> None:
+    print(f"{'id':<6}  {'material':<8}  {'sigma':>7}  {'monot.':>6}  {'usability':>9}  device")
+    for r in rows:
+        print(f"{r['id']!s:<6}  {r['material']!s:<8}  {r['sigma']:>7.4f}  "
+              f"{r['monotonicity']:>6.2f}  {r['usability']:>9.4f}  {r['name']}")  # fmt: skip
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    rows = _device_rows()
+    key = args.sort
+    rows.sort(key=lambda r: r[key], reverse=key == "usability")  # type: ignore[arg-type,return-value]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows)
+    return EXIT_OK
+
+
+def _model_summary(model: DeviceModel) -> str:
+    d2d = "n/a (no replicates)" if model.d2d_sigma is None else f"{model.d2d_sigma:.3f}"
+    lines = [
+        f"device        {model.name}",
+        f"material      {model.material or 'unknown'}",
+        f"usability     {model.usability:.4f}  (monotonicity {model.monotonicity:.2f})",
+        f"sigma c2c     {model.sigma_c2c:.4f}  (log-normal)",
+        f"sigma d2d     {d2d}",
+        f"window        {model.g_min:.3e} .. {model.g_max:.3e} S  "
+        f"(ratio {model.g_max / model.g_min:.2f})",
+        f"levels        {len(model.level_conductances)} "
+        f"({model.level_voltages[0]:.2f} .. {model.level_voltages[-1]:.2f} V)",
+        f"read / set / reset  {model.read_voltage:.2f} / {model.v_set:.2f} / {model.v_reset:.2f} V",
+        f"compliance    {model.compliance_current:.3g} A",
+    ]
+    if model.conditions:
+        given = ", ".join(f"{k}={v}" for k, v in model.conditions.items() if v)
+        lines.append(f"conditions    {given}")
+    return "\n".join(lines)
+
+
+def cmd_devices_show(args: argparse.Namespace) -> int:
+    model = DeviceModel.preset(args.name)
+    print(model.to_json() if args.json else _model_summary(model))
+    return EXIT_OK
+
+
+def cmd_devices_fit(args: argparse.Namespace) -> int:
+    curves = read_iv(args.iv_file)
+    model, result = fit(curves)
+    # Check every output path before writing any of them.
+    outputs = [p for p in (args.out, args.plot) if p]
+    for out in outputs:
+        if not Path(out).parent.exists():
+            raise FileNotFoundError(f"{out}: folder {Path(out).parent} does not exist")
+    print(_model_summary(model))
+    if args.out:
+        model.save(args.out)
+        print(f"wrote {args.out}")
+    if args.plot:
+        from xbar.training.device_plots import plot_device
+
+        plot_device(curves, result, model, args.plot)
+        print(f"wrote {args.plot}")
+    return EXIT_OK
+
+
+def _curves_and_model(name: str) -> tuple[IVCurves, DeviceModel]:
+    path = Path(name)
+    if path.suffix.lower() in (".xlsx", ".xlsm", ".csv") or path.is_file():
+        curves = read_iv(path)
+        return curves, fit(curves)[0]
+    model = DeviceModel.preset(name)
+    stem = model.source.split(":", 1)[-1] if model.source else name
+    return find_published(stem).curves, model
+
+
+def cmd_devices_plot(args: argparse.Namespace) -> int:
+    from xbar.training.device_plots import plot_device
+
+    curves, model = _curves_and_model(args.name)
+    out = Path(args.out or f"{model.name}.png")
+    plot_device(curves, analyse(curves), model, out)
+    print(f"wrote {out}")
+    return EXIT_OK
+
+
+# -- demo ----------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job on built-in data: analyse every published device, fit the presets,
+    write their plots."""
+    from xbar.training.device_plots import plot_device, plot_population
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = _device_rows()
+    rows.sort(key=lambda r: r["usability"], reverse=True)  # type: ignore[arg-type,return-value]
+    print(f"== {len(rows)} published perovskite memristors, by usability ==")
+    _print_table(rows)
+    plot_population(
+        [str(r["name"]) for r in rows], [float(r["sigma"]) for r in rows],  # type: ignore[arg-type]
+        [float(r["usability"]) for r in rows], [str(r["material"]) for r in rows],  # type: ignore[arg-type]
+        out / "usability_vs_sigma.png",
+    )  # fmt: skip
+    print(f"\nwrote {out / 'usability_vs_sigma.png'}")
+    for preset in ("pvk-best", "pvk-median"):
+        model = DeviceModel.preset(preset)
+        stem = model.source.split(":", 1)[-1]
+        curves = find_published(stem).curves
+        model.save(out / f"{preset}.json")
+        plot_device(curves, analyse(curves), model, out / f"{preset}.png")
+        print(f"\n== preset {preset} ==\n{_model_summary(model)}")
+        print(f"wrote {out / (preset + '.json')}, {out / (preset + '.png')}")
+    return EXIT_OK
+
+
+# -- parser --------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xbar",
+        description="Hardware-in-the-loop toolkit for analog deep learning on perovskite "
+        "memristor crossbars.",
+    )
+    parser.add_argument("--version", action="version", version=f"xbar {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    devices = commands.add_parser(
+        "devices", help="measured devices: usability, device models, plots",
+        description="Published perovskite devices and your own I–V files.",
+    )  # fmt: skip
+    dev = devices.add_subparsers(dest="devices_command", metavar="ACTION", required=True)
+    p = dev.add_parser("list", help="table of the published devices (σ, monotonicity, usability)")
+    p.add_argument("--sort", choices=["id", "name", "sigma", "usability"], default="id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_devices_list)
+    p = dev.add_parser("show", help="the device model of a preset or published device")
+    p.add_argument(
+        "name", help="pvk-best, pvk-median, or a device id (pvk-07) or name from `devices list`"
+    )
+    p.add_argument("--json", action="store_true", help="print the model as JSON")
+    p.set_defaults(func=cmd_devices_show)
+    p = dev.add_parser("fit", help="fit a device model from your I–V file (.xlsx or .csv)")
+    p.add_argument("iv_file", help="first column `voltage`, then one current column per cycle")
+    p.add_argument("-o", "--out", help="write the model as JSON here")
+    p.add_argument("--plot", help="also write the analysis plot (PNG) here")
+    p.set_defaults(func=cmd_devices_fit)
+    p = dev.add_parser("plot", help="PNG of I–V cycles, the monotonic run and ln(G/ḡ)")
+    p.add_argument("name", help="a preset, a published device name, or an I–V file")
+    p.add_argument("-o", "--out", help="PNG path (default: NAME.png)")
+    p.set_defaults(func=cmd_devices_plot)
+
+    p = commands.add_parser("demo", help="run the main job on the built-in data")
+    p.add_argument("--out", default="out", help="folder for plots and models (default: out)")
+    p.set_defaults(func=cmd_demo)
+
+    for register in _optional_commands():
+        register(commands)
+    return parser
+
+
+def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
+    """Subcommands whose modules live beside this one (the emulator, board tools)."""
+    registered: list[Callable[[argparse._SubParsersAction], None]] = []
+    import importlib
+
+    for module in ("xbar.host.emulate",):
+        try:
+            registered.append(importlib.import_module(module).add_parser)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but is broken: say so
+                raise
+    return registered
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except BrokenPipeError:  # output piped into `head` and closed: not an error
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_OK
+    except USER_ERRORS as exc:
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        print(f"xbar: error: {message}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""The `xbar` command line: devices subcommands, demo, exit codes, nothing written on error."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xbar.host.cli import main
+from xbar.training.dataset import find_published
+from xbar.training.ivdata import write_csv
+
+
+def test_devices_list_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "list", "--json", "--sort", "usability"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert len(rows) == 43
+    assert rows[0]["usability"] == pytest.approx(0.349, abs=5e-4)
+    assert rows[0]["material"] == "MAPbI3"
+
+
+def test_devices_show_and_unknown_device(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["devices", "show", "pvk-best", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["name"] == "pvk-best"
+    assert main(["devices", "show", "pvk-nope"]) == 1
+    assert "no device preset 'pvk-nope'" in capsys.readouterr().err
+
+
+def test_fit_writes_model_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    iv = tmp_path / "mine.csv"
+    write_csv(find_published("pvk-30").curves, iv)
+    out, png = tmp_path / "mine.json", tmp_path / "mine.png"
+    assert main(["devices", "fit", str(iv), "-o", str(out), "--plot", str(png)]) == 0
+    assert json.loads(out.read_text())["usability"] == pytest.approx(0.349, abs=5e-4)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_bad_file_fails_and_writes_nothing(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("volts,i1,i2\n0.1,1,2\n")
+    out = tmp_path / "model.json"
+    assert main(["devices", "fit", str(bad), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and "no 'voltage' column" in err
+    assert not out.exists()
+
+
+def test_plot_preset(tmp_path: Path) -> None:
+    png = tmp_path / "best.png"
+    assert main(["devices", "plot", "pvk-best", "-o", str(png)]) == 0
+    assert png.stat().st_size > 10_000
+
+
+def test_usage_errors_exit_2() -> None:
+    result = subprocess.run([sys.executable, "-m", "xbar.host.cli", "devices", "frobnicate"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
+
+
+def test_demo_prints_table_and_writes_plots(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "43 published perovskite memristors" in out
+    assert "usability" in out and "MAPbI3" in out
+    for name in ("usability_vs_sigma.png", "pvk-best.png", "pvk-median.png", "pvk-best.json"):
+        assert (tmp_path / name).stat().st_size > 0

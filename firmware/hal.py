@@ -1,0 +1,223 @@
+"""Board HAL: owns the pins and parts, the safe state, the safety limits and the two
+energising primitives every command is built from (measure a set of columns with some
+rows driven; pulse one cell). Both end in the safe state whatever happens (try/finally).
+
+Safe state: every DAC at 0 V (code 32768) and every line grounded through its ground
+switch; DAC switches only ever close on a DAC already at 0 V.
+"""
+# ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
+
+import time
+from array import array
+
+import board
+import drivers
+import machine
+from micropython import const
+
+_MID = const(32768)
+
+
+class Hal:
+    def __init__(self, geom):
+        self.geom = geom
+        Pin = machine.Pin
+        out = Pin.OUT
+        self.led = Pin(board.PIN_LED, out, value=0)
+        spi0 = machine.SPI(
+            board.SPI0_ID, baudrate=board.SPI0_BAUD, polarity=0, phase=1,
+            sck=Pin(board.SPI0_SCK), mosi=Pin(board.SPI0_MOSI), miso=Pin(board.SPI0_MISO),
+        )  # fmt: skip
+        spi1 = machine.SPI(
+            board.SPI1_ID, baudrate=board.SPI1_BAUD, polarity=0, phase=1,
+            sck=Pin(board.SPI1_SCK), mosi=Pin(board.SPI1_MOSI), miso=Pin(board.SPI1_MISO),
+        )  # fmt: skip
+        dac_cs = [Pin(p, out, value=1) for p in board.PIN_CS_DAC[: geom.dac_selects]]
+        adc_cs = [Pin(p, out, value=1) for p in board.PIN_CS_ADC[: geom.adc_selects]]
+        self.dac = drivers.Dac(spi0, dac_cs, Pin(board.PIN_LDAC, out, value=1), geom)
+        self.sw = drivers.Switches(spi0, Pin(board.PIN_CS_SW, out, value=1), geom)
+        self.adc = drivers.Adc(spi1, adc_cs, Pin(board.PIN_ADC_RST, out, value=0), geom)
+        self.gain = drivers.Gain(Pin(board.PIN_GAIN0, out, value=0),
+                                 Pin(board.PIN_GAIN1, out, value=0))  # fmt: skip
+        # Measurement results for the columns of one array: code - 32768 and gain index.
+        self.codes = array("h", [0] * geom.columns)
+        self.gains = bytearray(geom.columns)
+        self.want = bytearray(geom.columns)
+        self.row_codes = array("H", [_MID] * geom.rows)
+        self.pulses = 0
+        self.busy_us = 0
+        self.safety_trips = 0
+        self.limits = list(board.SAFE_DEFAULT)
+        self._apply_limits()
+        self.boot()
+
+    # ---- limits --------------------------------------------------------------------
+    def set_limits(self, v_read, v_line, width_us, i_comp):
+        """Set the limits, each clamped into (0, hard maximum]; returns the ones in force."""
+        hard = board.SAFE_HARD
+        vals = (v_read, v_line, width_us, i_comp)
+        for i in range(4):
+            v = vals[i]
+            if not v > 0:  # also rejects NaN
+                v = board.SAFE_DEFAULT[i]
+            self.limits[i] = min(v, hard[i])
+        self.limits[2] = int(self.limits[2])
+        self._apply_limits()
+        return self.limits
+
+    def _apply_limits(self):
+        lsb = board.DAC_LSB
+        self.read_codes = int(self.limits[0] / lsb)
+        self.line_codes = int(self.limits[1] / lsb)
+        self.dac.limit = self.line_codes
+
+    # ---- safe state ----------------------------------------------------------------
+    def boot(self):
+        """Power-up order: switches open, DAC reset to 0 V, ADCs ranged, lines grounded."""
+        self.sw.all(drivers.Switches.FLOAT)
+        self.sw.commit()
+        self.dac.reset()
+        self.adc.init()
+        self.gain.set(board.N_GAINS - 1)
+        self.sw.all(board.SW_GND)
+        self.sw.commit()
+
+    def safe(self):
+        """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
+        self.sw.all(board.SW_GND)
+        self.sw.commit()
+        staged = self.dac.staged
+        for line in range(self.geom.lines):
+            if staged[line] != _MID:
+                self.dac.write(line, _MID, True)
+        self.dac.load()  # any input register left staged now also reads 0 V
+        self.led.off()
+
+    # ---- measure -------------------------------------------------------------------
+    def measure(self, arr, col0, ncols):
+        """Drive array `arr`'s rows with self.row_codes (32768 = grounded), hold columns
+        col0 .. col0+ncols-1 at virtual ground on their TIAs, and convert them with gain
+        ranging: every column starts at the highest gain and steps down a decade while
+        its TIA is near the rail. Leaves self.codes / self.gains for those columns.
+        """
+        g = self.geom
+        if arr < 0 or arr >= g.arrays or col0 < 0 or ncols < 1 or col0 + ncols > g.cols:
+            raise ValueError("columns %d+%d of array %d out of range" % (col0, ncols, arr))
+        lim = self.read_codes
+        rc = self.row_codes
+        for r in range(g.rows):
+            d = rc[r] - _MID
+            if d > lim or -d > lim:
+                self.safety_trips += 1
+                raise drivers.SafetyError("row %d read code %d beyond read limit" % (r, rc[r]))
+        sw = self.sw
+        dac = self.dac
+        base_line = g.row_line(arr, 0)
+        gbase = arr * g.cols
+        want = self.want
+        t0 = time.ticks_us()
+        self.led.on()
+        try:
+            for r in range(g.rows):
+                sw.set(base_line + r, board.SW_GND if rc[r] == _MID else board.SW_DAC)
+            for c in range(g.cols):
+                on = col0 <= c < col0 + ncols
+                sw.set(g.col_line(arr, c), board.SW_TIA if on else board.SW_GND)
+                want[gbase + c] = 1 if on else 0
+            sw.commit()
+            for r in range(g.rows):
+                if rc[r] != _MID:
+                    dac.write(base_line + r, rc[r], False)
+            dac.load()
+            time.sleep_us(board.DAC_SETTLE_US)
+            codes = self.codes
+            gains = self.gains
+            gi = board.N_GAINS - 1
+            while True:
+                self.gain.set(gi)
+                time.sleep_us(board.DAC_SETTLE_US)
+                self.adc.convert(want, codes)
+                more = False
+                for c in range(gbase + col0, gbase + col0 + ncols):
+                    if want[c]:
+                        gains[c] = gi
+                        v = codes[c]
+                        if gi > 0 and (v > board.ADC_SAT or -v > board.ADC_SAT):
+                            more = True
+                        else:
+                            want[c] = 0
+                if not more:
+                    break
+                gi -= 1
+        finally:
+            for c in range(g.cols):
+                want[gbase + c] = 0
+            self.safe()
+            self.busy_us += time.ticks_diff(time.ticks_us(), t0)
+
+    # ---- pulse ---------------------------------------------------------------------
+    def pulse(self, arr, row, col, volts, width_us):
+        """One write pulse of `volts` across cell (row, col) by the +-V/2 scheme: the row
+        at +V/2 and the column at -V/2 (signs swapped for negative volts), every other
+        line grounded, so half-selected cells see at most V/2. The width is timed by the
+        MCU between the two LDAC edges. Returns the measured width in microseconds.
+        """
+        g = self.geom
+        if arr < 0 or arr >= g.arrays or row < 0 or row >= g.rows or col < 0 or col >= g.cols:
+            raise ValueError("cell (%d, %d) of array %d out of range" % (row, col, arr))
+        half = int(volts / (2 * board.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
+        if half > self.line_codes or -half > self.line_codes:
+            self.safety_trips += 1
+            raise drivers.SafetyError("pulse of %.3f V needs +-%.3f V lines, limit %.3f V"
+                                      % (volts, volts / 2, self.limits[1]))  # fmt: skip
+        if width_us < board.PULSE_MIN_US or width_us > self.limits[2]:
+            self.safety_trips += 1
+            raise drivers.SafetyError("pulse width %d us outside %d..%d us"
+                                      % (width_us, board.PULSE_MIN_US, self.limits[2]))  # fmt: skip
+        rl = g.row_line(arr, row)
+        cl = g.col_line(arr, col)
+        sw = self.sw
+        dac = self.dac
+        t_start = time.ticks_us()
+        self.led.on()
+        try:
+            sw.all(board.SW_GND)
+            sw.set(rl, board.SW_DAC)
+            sw.set(cl, board.SW_DAC)
+            sw.commit()
+            dac.write(rl, _MID + half, False)
+            dac.write(cl, _MID - half, False)
+            dac.ldac.off()
+            t0 = time.ticks_us()
+            dac.ldac.on()
+            dac.write(rl, _MID, False)
+            dac.write(cl, _MID, False)
+            rest = width_us - time.ticks_diff(time.ticks_us(), t0)
+            if rest > 0:
+                time.sleep_us(rest)
+            dac.ldac.off()
+            t1 = time.ticks_us()
+            dac.ldac.on()
+            self.pulses += 1
+            return time.ticks_diff(t1, t0)
+        finally:
+            self.safe()
+            self.busy_us += time.ticks_diff(time.ticks_us(), t_start)
+
+    def applied(self, volts):
+        """The cell voltage pulse() really applies for `volts` (DAC quantisation)."""
+        half = int(volts / (2 * board.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
+        return 2 * half * board.DAC_LSB
+
+
+def watchdog(ms):
+    """The hardware watchdog; the command loop feeds it after every byte or poll."""
+    return machine.WDT(timeout=ms)
+
+
+def ticks_ms():
+    return time.ticks_ms()
+
+
+def ticks_diff(a, b):
+    return time.ticks_diff(a, b)

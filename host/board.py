@@ -1,0 +1,523 @@
+"""`Board`: the host's client for an xbar board, real or emulated, and the crossbar model
+it loads.
+
+A board is opened from a port string: a serial device (`/dev/ttyACM0`), a pty path, or
+any pyserial URL such as `emu://xbar-10x10?seed=1` (the emulator's handler), or from an
+already open serial-like object. Every method is one or a few protocol requests
+(docs/architecture.md, serial frame format and command payloads) with typed results;
+refusals raise `FirmwareError` with the firmware's error code and reason.
+
+`CrossbarModel` is a quantised network placed on the board: per layer the int8 weights,
+int32 bias, requantisation, activation, the conductance mapping (g_min, g_unit, input
+step k) and the tile map. `reference()` is the pure-integer forward pass the analog
+pipeline must match (with noise off, within one LSB), computed with the firmware's own
+`quant` module.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xbar.firmware import protocol as P
+from xbar.firmware import quant
+from xbar.host.protocol_client import (
+    BoardError,
+    FirmwareError,
+    Link,
+    LinkError,
+    SerialLike,
+)
+
+__all__ = [
+    "Board", "BoardError", "CrossbarModel", "FirmwareError", "Hello", "Info", "LinkError",
+    "LoadResult", "PlanError", "ProgramResult", "PulseResult", "Safety", "Tile", "TileLayer",
+    "plan_tiles",
+]  # fmt: skip
+
+DAC_LSB = 20.0 / 65536.0
+CELL_BYTES = struct.calcsize(P.PROGRAM_CELL)
+MAX_PROGRAM_CELLS = (P.MAX_PAYLOAD - struct.calcsize(P.PROGRAM_REQ)) // CELL_BYTES
+
+
+# ---- results ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Hello:
+    protocol: int
+    firmware: tuple[int, int, int]
+    max_payload: int
+    profile: str
+
+
+@dataclass(frozen=True)
+class Info:
+    arrays: int
+    rows: int
+    cols: int
+    gains: int
+    dac_lsb: float
+    adc_lsb: float
+    free_heap: int
+    model_capacity: int
+    max_layers: int
+    max_tiles: int
+    max_width: int
+    stream_window: int
+    profile: str
+
+
+@dataclass(frozen=True)
+class Safety:
+    """Limits in force and the firmware's hard maxima (same fields)."""
+
+    v_read_max: float
+    v_line_max: float
+    width_max_us: int
+    i_compliance: float
+    hard: tuple[float, float, int, float]
+
+
+@dataclass(frozen=True)
+class PulseResult:
+    amplitude: float  # V across the cell, after DAC quantisation
+    width_us: int  # as timed by the MCU
+    g_before: float  # S, the compliance check's read
+
+
+@dataclass
+class ProgramResult:
+    """Write-verify outcome per cell, in request order."""
+
+    cells: list[tuple[int, int]]
+    targets: np.ndarray
+    achieved: np.ndarray
+    pulses: np.ndarray
+    status: np.ndarray  # protocol ST_* per cell
+
+    @property
+    def error(self) -> np.ndarray:
+        return self.achieved - self.targets
+
+    @property
+    def converged(self) -> np.ndarray:
+        return self.status == P.ST_OK
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    layers: int
+    tiles: int
+    n_in: int
+    n_out: int
+    program: ProgramResult | None
+
+
+# ---- model -------------------------------------------------------------------------------
+class PlanError(ValueError):
+    """A model does not fit the board (names the layer and what ran out)."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    array: int
+    row0: int
+    col0: int
+    in_start: int
+    in_len: int
+    out_start: int
+    out_len: int
+
+
+@dataclass
+class TileLayer:
+    """One quantised layer and its placement (docs/architecture.md, model artifact)."""
+
+    weights: np.ndarray  # int8 (n_out, n_in)
+    bias: np.ndarray  # int32 (n_out,)
+    multiplier: int  # 1 .. 65535
+    shift: int
+    relu: bool
+    out_min: int
+    out_max: int
+    g_unit: float  # S per weight step
+    k: int  # DAC codes per input step
+    tiles: list[Tile] = field(default_factory=list)
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weights.shape[0])
+
+
+def plan_tiles(shapes: Sequence[tuple[int, int]], arrays: int, rows: int, cols: int
+               ) -> list[list[Tile]]:  # fmt: skip
+    """Tile maps for layers of (n_out, n_in): blocks of at most rows x cols/2 weights,
+    packed into vertical strips of each array in turn. Raises PlanError when they do
+    not fit."""
+    pairs = cols // 2
+    if pairs < 1:
+        raise PlanError(f"arrays of {cols} columns hold no differential pair")
+    array, strip_col, strip_w, row = 0, 0, 0, rows  # force a new strip first
+    out: list[list[Tile]] = []
+    for li, (n_out, n_in) in enumerate(shapes):
+        tiles = []
+        for o0 in range(0, n_out, pairs):
+            no = min(pairs, n_out - o0)
+            for i0 in range(0, n_in, rows):
+                ni = min(rows, n_in - i0)
+                w = 2 * no
+                if row + ni > rows or w > strip_w:
+                    strip_col += strip_w
+                    strip_w, row = w, 0
+                    if strip_col + w > cols:
+                        array, strip_col = array + 1, 0
+                    if array >= arrays:
+                        raise PlanError(f"layer {li}: the {arrays} array(s) of {rows}x{cols} "
+                                        "are full")  # fmt: skip
+                tiles.append(Tile(array, row, strip_col, i0, ni, o0, no))
+                row += ni
+        out.append(tiles)
+    return out
+
+
+@dataclass
+class CrossbarModel:
+    """A quantised network mapped to conductances: G± = g_min + max(±w, 0) * g_unit."""
+
+    layers: list[TileLayer]
+    g_min: float
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[Any], *, arrays: int, rows: int, cols: int,
+                    g_min: float, g_max: float, v_read: float) -> CrossbarModel:  # fmt: skip
+        """Map layers with weights/bias/multiplier/shift/relu/out_min/out_max (such as
+        training's QuantLayer) onto a board geometry; weight 127 maps to g_max and the
+        largest input (255) to at most v_read."""
+        if not 0 < g_min < g_max:
+            raise PlanError(f"conductance window {g_min}..{g_max} S is empty")
+        k = int(v_read / (255 * DAC_LSB))
+        if k < 1:
+            raise PlanError(f"read voltage {v_read} V is below one DAC step per input")
+        g_unit = (g_max - g_min) / 127.0
+        shapes = [tuple(np.asarray(layer.weights).shape) for layer in layers]
+        maps = plan_tiles([(int(s[0]), int(s[1])) for s in shapes], arrays, rows, cols)
+        out = []
+        for layer, tiles in zip(layers, maps, strict=True):
+            out.append(TileLayer(
+                weights=np.asarray(layer.weights, dtype=np.int64),
+                bias=np.asarray(layer.bias, dtype=np.int64),
+                multiplier=int(layer.multiplier), shift=int(layer.shift),
+                relu=bool(layer.relu), out_min=int(layer.out_min), out_max=int(layer.out_max),
+                g_unit=g_unit, k=k, tiles=tiles,
+            ))  # fmt: skip
+        return cls(out, g_min)
+
+    def validate(self) -> CrossbarModel:
+        for li, layer in enumerate(self.layers):
+            where = f"layer {li}"
+            w = layer.weights
+            if w.ndim != 2 or w.min(initial=0) < -127 or w.max(initial=0) > 127:
+                raise PlanError(f"{where}: weights must be a 2-D int8 array in -127..127")
+            if layer.bias.shape != (layer.n_out,):
+                raise PlanError(f"{where}: bias shape {layer.bias.shape} != ({layer.n_out},)")
+            if not 1 <= layer.multiplier < quant.MULT_LIMIT:
+                raise PlanError(f"{where}: multiplier {layer.multiplier} outside 1..65535")
+            if not 0 <= layer.shift < quant.SHIFT_LIMIT:
+                raise PlanError(f"{where}: shift {layer.shift} outside 0..47")
+            if li and self.layers[li - 1].n_out != layer.n_in:
+                raise PlanError(f"{where}: n_in {layer.n_in} != previous n_out")
+        return self
+
+    def to_blob(self) -> bytes:
+        """The LOAD blob (docs/architecture.md, model blob)."""
+        self.validate()
+        out = bytearray(struct.pack(P.MODEL_HEADER, P.MODEL_MAGIC, len(self.layers), 0, 0))
+        for layer in self.layers:
+            act = P.ACT_RELU if layer.relu else P.ACT_NONE
+            out += struct.pack(P.MODEL_LAYER, layer.n_in, layer.n_out, act, layer.k,
+                               len(layer.tiles), 0, layer.g_unit, layer.multiplier,
+                               layer.shift, layer.out_min, layer.out_max)  # fmt: skip
+            for t in layer.tiles:
+                out += struct.pack(P.MODEL_TILE, t.array, 0, t.row0, t.col0, t.in_start,
+                                   t.in_len, t.out_start, t.out_len)  # fmt: skip
+            out += struct.pack(f"<{layer.n_out}i", *(int(b) for b in layer.bias))
+        return bytes(out)
+
+    def targets(self) -> dict[int, dict[tuple[int, int], float]]:
+        """Target conductance of every used cell: {array: {(row, col): G}}."""
+        cells: dict[int, dict[tuple[int, int], float]] = {}
+        for layer in self.layers:
+            for t in layer.tiles:
+                block = layer.weights[t.out_start:t.out_start + t.out_len,
+                                      t.in_start:t.in_start + t.in_len]  # fmt: skip
+                arr = cells.setdefault(t.array, {})
+                for j in range(t.out_len):
+                    for i in range(t.in_len):
+                        w = int(block[j, i])
+                        arr[(t.row0 + i, t.col0 + 2 * j)] = self.g_min + max(w, 0) * layer.g_unit
+                        arr[(t.row0 + i, t.col0 + 2 * j + 1)] = (self.g_min
+                                                                 + max(-w, 0) * layer.g_unit)
+        return cells
+
+    def reference(self, x: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Pure-integer forward of one uint8 input: (outputs, last layer accumulators)."""
+        xs = [int(v) for v in x]
+        acc: list[int] = []
+        for layer in self.layers:
+            w = layer.weights.tolist()
+            xs, acc = quant.reference_layer(w, layer.bias.tolist(), xs, layer.multiplier,
+                                            layer.shift, layer.out_min, layer.out_max,
+                                            layer.relu)  # fmt: skip
+        return xs, acc
+
+
+# ---- the client ------------------------------------------------------------------------
+def _open(port: str | SerialLike) -> SerialLike:
+    if not isinstance(port, str):
+        return port
+    import serial  # pyserial; the emu:// handler registers through this package list
+
+    if "://" in port and "xbar.emulator" not in serial.protocol_handler_packages:
+        serial.protocol_handler_packages.append("xbar.emulator")
+    dev: SerialLike = serial.serial_for_url(port, baudrate=115200, timeout=0.05)
+    return dev
+
+
+class Board:
+    """One board on one port. `with Board("emu://xbar-10x10?seed=1") as b: b.hello()`."""
+
+    def __init__(self, port: str | SerialLike, timeout: float = 10.0) -> None:
+        self.port_name = port if isinstance(port, str) else type(port).__name__
+        self.link = Link(_open(port), timeout)
+        self.link.flush()
+        self._info: Info | None = None
+
+    def __enter__(self) -> Board:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.link.close()
+
+    def request(self, code: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
+        return self.link.request(code, payload, timeout)
+
+    # ---- identity and limits ---------------------------------------------------------
+    def hello(self) -> Hello:
+        p = self.request(P.HELLO)
+        n = struct.calcsize(P.HELLO_RESP)
+        ver, a, b, c, maxp = struct.unpack_from(P.HELLO_RESP, p, 0)
+        return Hello(ver, (a, b, c), maxp, bytes(p[n:]).decode())
+
+    def info(self) -> Info:
+        p = self.request(P.INFO)
+        n = struct.calcsize(P.INFO_RESP)
+        fields_ = struct.unpack_from(P.INFO_RESP, p, 0)
+        self._info = Info(*fields_, profile=bytes(p[n:]).decode())
+        return self._info
+
+    @property
+    def geometry(self) -> Info:
+        return self._info if self._info is not None else self.info()
+
+    def safety(self, v_read_max: float | None = None, v_line_max: float | None = None,
+               width_max_us: int | None = None, i_compliance: float | None = None
+               ) -> Safety:  # fmt: skip
+        """Get the limits, or set those given (the firmware clamps to its hard maxima)."""
+        values = (v_read_max, v_line_max, width_max_us, i_compliance)
+        if all(v is None for v in values):
+            p = self.request(P.SAFETY, struct.pack(P.SAFETY_REQ, 0, 0, 0, 0, 0))
+        else:
+            cur = self.safety()
+            now = (cur.v_read_max, cur.v_line_max, cur.width_max_us, cur.i_compliance)
+            new = [now[i] if v is None else v for i, v in enumerate(values)]
+            p = self.request(P.SAFETY, struct.pack(P.SAFETY_REQ, 1, float(new[0]),
+                                                   float(new[1]), int(new[2]), float(new[3])))
+        n = struct.calcsize(P.SAFETY_LIMITS)
+        lim = struct.unpack_from(P.SAFETY_LIMITS, p, 0)
+        hard = struct.unpack_from(P.SAFETY_LIMITS, p, n)
+        return Safety(lim[0], lim[1], lim[2], lim[3], hard)
+
+    # ---- cells -------------------------------------------------------------------------
+    def read(self, row: int | None = None, col: int | None = None, *, array: int = 0,
+             v_read: float = 0.1) -> Any:
+        """Conductance (S): one cell (row, col) as a float, a row (col None) as a vector,
+        or the whole array (row and col None) as a rows x cols matrix."""
+        if row is None:
+            info = self.geometry
+            if info.rows * info.cols * 4 + 5 <= P.MAX_PAYLOAD:
+                return self._read(P.READ_ARRAY, array, 0, 0, v_read).reshape(info.rows,
+                                                                             info.cols)
+            return np.stack([self._read(P.READ_ROW, array, r, 0, v_read)
+                             for r in range(info.rows)])  # fmt: skip
+        if col is None:
+            return self._read(P.READ_ROW, array, row, 0, v_read)
+        return float(self._read(P.READ_CELL, array, row, col, v_read)[0])
+
+    def _read(self, mode: int, array: int, row: int, col: int, v_read: float) -> np.ndarray:
+        p = self.request(P.READ, struct.pack(P.READ_REQ, array, mode, row, col, v_read))
+        n = struct.calcsize(P.READ_RESP)
+        _, count, _sat = struct.unpack_from(P.READ_RESP, p, 0)
+        return np.frombuffer(bytes(p[n:n + 4 * count]), dtype="<f4").astype(float)
+
+    def pulse(self, row: int, col: int, amplitude: float, width_us: int, *,
+              polarity: str = "set", array: int = 0) -> PulseResult:  # fmt: skip
+        """One write pulse of `amplitude` volts (> 0) across a cell; polarity set/reset."""
+        if polarity not in ("set", "reset"):
+            raise ValueError(f"polarity {polarity!r}: use 'set' or 'reset'")
+        pol = P.SET if polarity == "set" else P.RESET_POLARITY
+        p = self.request(P.PULSE, struct.pack(P.PULSE_REQ, array, pol, row, col,
+                                              float(amplitude), int(width_us)))
+        return PulseResult(*struct.unpack_from(P.PULSE_RESP, p, 0))
+
+    def program(self, targets: dict[tuple[int, int], float] | np.ndarray, *,
+                tolerance: float, array: int = 0, max_pulses: int = 100,
+                v_read: float = 0.1, v_set: float = 2.0, v_reset: float = 2.0,
+                v_step: float = 0.25, width_us: int = 100, max_width_us: int = 10_000,
+                timeout: float | None = None) -> ProgramResult:  # fmt: skip
+        """Write-verify cells to target conductances (S) within `tolerance` (S).
+
+        `targets` maps (row, col) to S, or is a rows x cols matrix (NaN: leave alone).
+        Sent in frames of up to MAX_PROGRAM_CELLS cells."""
+        if isinstance(targets, np.ndarray):
+            items = [((int(r), int(c)), float(targets[r, c]))
+                     for r, c in zip(*np.nonzero(~np.isnan(targets)), strict=True)]  # fmt: skip
+        else:
+            items = [((int(r), int(c)), float(g)) for (r, c), g in targets.items()]
+        cells = [rc for rc, _ in items]
+        want = np.array([g for _, g in items])
+        got = np.zeros(len(items))
+        used = np.zeros(len(items), dtype=np.int64)
+        status = np.zeros(len(items), dtype=np.int64)
+        rsz = struct.calcsize(P.PROGRAM_RESULT)
+        for s in range(0, len(items), MAX_PROGRAM_CELLS):
+            part = items[s:s + MAX_PROGRAM_CELLS]
+            body = bytearray(struct.pack(P.PROGRAM_REQ, array, 0, len(part), max_pulses,
+                                         tolerance, v_read, v_set, v_reset, v_step,
+                                         width_us, max_width_us))  # fmt: skip
+            for (r, c), g in part:
+                body += struct.pack(P.PROGRAM_CELL, r, c, g)
+            wait = timeout if timeout is not None else 30.0 + 0.05 * len(part) * max_pulses
+            p = self.request(P.PROGRAM, bytes(body), timeout=wait)
+            (n,) = struct.unpack_from(P.PROGRAM_RESP, p, 0)
+            if n != len(part):
+                raise LinkError(f"PROGRAM answered {n} cells for {len(part)}")
+            for i in range(n):
+                g, u, st = struct.unpack_from(P.PROGRAM_RESULT, p, 2 + i * rsz)
+                got[s + i], used[s + i], status[s + i] = g, u, st
+        return ProgramResult(cells, want, got, used, status)
+
+    # ---- models ----------------------------------------------------------------------
+    def load(self, model: CrossbarModel, *, program: bool = True, tolerance: float | None = None,
+             **program_args: Any) -> LoadResult:
+        """Program the model's conductances (unless program=False) and LOAD its blob."""
+        result = None
+        if program:
+            merged: ProgramResult | None = None
+            for array, cells in sorted(model.targets().items()):
+                tol = tolerance if tolerance is not None else 0.25 * model.layers[0].g_unit
+                r = self.program(cells, tolerance=tol, array=array, **program_args)
+                if merged is None:
+                    merged = r
+                else:
+                    merged = ProgramResult(merged.cells + r.cells,
+                                           np.concatenate([merged.targets, r.targets]),
+                                           np.concatenate([merged.achieved, r.achieved]),
+                                           np.concatenate([merged.pulses, r.pulses]),
+                                           np.concatenate([merged.status, r.status]))
+            result = merged
+        blob = model.to_blob()
+        self.request(P.LOAD_BEGIN, struct.pack(P.LOAD_BEGIN_REQ, len(blob), P.crc32(blob)))
+        step = P.MAX_PAYLOAD - struct.calcsize(P.LOAD_CHUNK_REQ)
+        for off in range(0, len(blob), step):
+            self.request(P.LOAD_CHUNK, struct.pack(P.LOAD_CHUNK_REQ, off)
+                         + blob[off:off + step])  # fmt: skip
+        p = self.request(P.LOAD_END)
+        nl, nt, n_in, n_out = struct.unpack_from(P.LOAD_END_RESP, p, 0)
+        return LoadResult(nl, nt, n_in, n_out, result)
+
+    def infer(self, x: Iterable[int], *, accumulators: bool = False) -> Any:
+        """Outputs (int array) for one uint8 input; with accumulators=True also the last
+        layer's int32 accumulators: (outputs, accumulators)."""
+        data = _u8(x)
+        flags = P.INFER_WANT_ACC if accumulators else 0
+        p = self.request(P.INFER, struct.pack(P.INFER_REQ, flags, len(data)) + data)
+        (n,) = struct.unpack_from(P.INFER_RESP, p, 0)
+        y = np.frombuffer(bytes(p[2:2 + 2 * n]), dtype="<i2").astype(np.int64)
+        if not accumulators:
+            return y
+        acc = np.frombuffer(bytes(p[2 + 2 * n:2 + 6 * n]), dtype="<i4").astype(np.int64)
+        return y, acc
+
+    def infer_stream(self, xs: Sequence[Iterable[int]], *, per_frame: int | None = None,
+                     window: int | None = None) -> np.ndarray:
+        """Outputs for a batch, keeping up to `window` requests in flight (credit-based:
+        each response returns one credit). Rows of the result follow the input order."""
+        rows = [_u8(x) for x in xs]
+        if not rows:
+            return np.zeros((0, 0), dtype=np.int64)
+        n_in = len(rows[0])
+        if any(len(r) != n_in for r in rows):
+            raise ValueError("every input of a stream must have the same length")
+        info = self.geometry
+        win = max(1, window if window is not None else info.stream_window)
+        hdr = struct.calcsize(P.STREAM_REQ)
+        per = per_frame or max(1, min(255, (P.MAX_PAYLOAD - hdr) // n_in))
+        chunks = [(i, rows[i:i + per]) for i in range(0, len(rows), per)]
+        batch = self.link.next_seq()
+        results: dict[int, np.ndarray] = {}
+        flight: list[tuple[int, int, int]] = []  # (seq, first, count)
+        pending = list(chunks)
+        n_out = 0
+        while pending or flight:
+            while pending and len(flight) < win:
+                first, part = pending.pop(0)
+                body = struct.pack(P.STREAM_REQ, batch, first, len(part)) + b"".join(part)
+                flight.append((self.link.send(P.INFER_STREAM, body), first, len(part)))
+            seq, first, count = flight.pop(0)
+            p = self.link.receive(P.INFER_STREAM, seq)
+            b, f, c, _credit = struct.unpack_from(P.STREAM_RESP, p, 0)
+            if (b, f, c) != (batch, first, count):
+                raise LinkError(f"stream response for batch {b} samples {f}+{c}, expected "
+                                f"{batch} {first}+{count}")  # fmt: skip
+            rs = struct.calcsize(P.STREAM_RESP)
+            y = np.frombuffer(bytes(p[rs:]), dtype="<i2").astype(np.int64)
+            n_out = len(y) // count
+            results[first] = y.reshape(count, n_out)
+        return np.concatenate([results[i] for i, _ in chunks])
+
+    # ---- housekeeping ----------------------------------------------------------------
+    def stats(self, clear: bool = False) -> dict[str, int]:
+        p = self.request(P.STATS, struct.pack(P.STATS_REQ, 1 if clear else 0))
+        return dict(zip(P.STATS_FIELDS, struct.unpack_from(P.STATS_RESP, p, 0), strict=True))
+
+    def reset(self) -> None:
+        """Back to the boot state: lines grounded, DACs at 0 V, model unloaded, limits
+        to defaults."""
+        self.request(P.RESET)
+        self._info = None
+
+    def exit(self) -> None:
+        """Leave binary mode; the board returns to its REPL."""
+        self.request(P.EXIT)
+
+
+def _u8(x: Iterable[int]) -> bytes:
+    arr = np.asarray(list(x) if not isinstance(x, np.ndarray | bytes) else x)
+    if isinstance(x, bytes):
+        return x
+    if arr.ndim != 1 or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+        raise ValueError("an input must be a 1-D sequence of integers in 0..255")
+    if not np.all(np.equal(np.mod(arr, 1), 0)):
+        raise ValueError("an input must hold integers")
+    return bytes(int(v) for v in arr)
+

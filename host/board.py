@@ -321,8 +321,10 @@ class Board:
     def info(self) -> Info:
         p = self.request(P.INFO)
         n = struct.calcsize(P.INFO_RESP)
-        fields_ = struct.unpack_from(P.INFO_RESP, p, 0)
-        self._info = Info(*fields_, profile=bytes(p[n:]).decode())
+        f = struct.unpack_from(P.INFO_RESP, p, 0)
+        self._info = Info(int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]),
+                          float(f[5]), int(f[6]), int(f[7]), int(f[8]), int(f[9]), int(f[10]),
+                          int(f[11]), bytes(p[n:]).decode())  # fmt: skip
         return self._info
 
     @property

@@ -144,7 +144,7 @@ class Hardware:
             self.reset_cause_code = cause
             self._wdt_timeout_cycles = 0
             self._interrupt = False
-            self.kbd_char = 3
+            self.kbd_char = -1  # the port's own boot is not interruptible; main.py is
             self._pins.clear()
 
     # -- the calls ---------------------------------------------------------------------
@@ -549,6 +549,7 @@ class InProcessBoard(EmulatedBoard):
         self.boots += 1
         self.namespace = FirmwareNamespace(self.hw, self._sys_stdio(), self._sys_stdio(),
                                            self.firmware_dir)  # fmt: skip
+        self.hw.kbd_char = 3  # as while a board runs main.py
         self.entry(self.namespace, self.stream, self.stream)
 
     def _sys_stdio(self) -> types.SimpleNamespace:

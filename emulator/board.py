@@ -1,0 +1,499 @@
+"""The emulated board: pins and SPI buses in, device physics, cycles and joules out.
+
+This is the contract the emulator runtime (emulated ``machine``/``time``, firmware
+loader, link) builds on. The firmware runs in one thread and calls these methods in
+program order; a board is not shared between threads, so there is no locking::
+
+    board = BoardModel("xbar-10x10", seed=0, device="pvk-median", noise=NoiseConfig())
+    board.clock             # Clock: .cycles (int, at profile.mcu_hz = 125 MHz), .seconds,
+                            #   .advance(cycles), .advance_seconds(s)
+    board.ledger            # EnergyLedger: .total(), .breakdown() -> {component: J},
+                            #   .mark() / .since(mark) for per-command deltas
+    board.pin_write(pin, value)   # GPIO output; CS rising edges latch parts, LDAC falling
+                                  # edge loads the DACs, GAIN0/1 pick the TIA gain,
+                                  # ADC_RST low powers the ADCs down
+    board.pin_read(pin) -> int
+    board.spi_transfer(bus, tx, baudrate) -> bytes   # full duplex to the selected parts;
+                                  # the clock advances ceil(8·len(tx)·mcu_hz / baudrate)
+    board.charge(op, count=1)     # firmware computation, cycles from board.cycle_costs
+                                  # (CYCLE_COSTS by default; load_cycle_costs(path) for JSON)
+    board.sleep_us(us)            # MCU idle wait in virtual time (idle power)
+    board.link(nbytes)            # host link traffic (energy per byte)
+    board.diagnostics             # dict[str, int]: malformed frames, refused shorts, damage…
+
+``pin_write`` and ``spi_transfer`` never raise for anything firmware could send (bad
+pins, values, buses, baud rates, truncated or garbage frames): the parts ignore or latch
+what the datasheets say, and the event is counted in ``diagnostics``.
+
+Randomness comes from three independent streams spawned from ``seed`` (numpy
+``SeedSequence(seed).spawn(3)``): device variation and faults (drawn once, at
+construction), programming pulses (c2c noise, in pulse order) and reads. The read stream
+yields exactly one standard normal per ADC conversion, in conversion order, whenever any
+read noise is on: all the per-conversion Gaussian sources (cell read noise, TIA noise, ADC
+transition noise, referred to the TIA input) are independent and summed, so one draw of
+their combined σ is the same distribution. That fixed consumption is what lets the batch
+path (``emulator.batch``) regenerate the very same numbers for N inferences at once.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .cells import CellArray, CellPhysics, DeviceLike, resolve_device
+from .clock import CYCLE_COSTS, Clock
+from .crossbar import DRIVEN, FLOAT, TIA, ArrayNetwork, Operator
+from .energy import EnergyLedger, PowerFigures
+from .parts import (
+    ADC_MAX_SCLK,
+    DAC_MAX_SCLK,
+    DAC_SETTLE_S,
+    SW_MAX_SCLK,
+    TIA_RF,
+    TIA_SAT_V,
+    AD5676Chain,
+    ADG714Chain,
+    ADS8688Chain,
+    adc_codes,
+    line_volts,
+    tia_volts,
+)
+from .profiles import BoardProfile, NoiseConfig, get_profile
+
+SW_DAC, SW_TIA, SW_GND = 0, 1, 2
+# First-order DAC settling: t_settle (±2 LSB of a half-scale step) is ln(2^14) time
+# constants; after t_settle the output is taken as exactly final.
+DAC_TAU_S = DAC_SETTLE_S / math.log(2**14)
+
+DIAGNOSTIC_KEYS = (
+    "spi_bytes", "spi_bad_bus", "spi_bad_baudrate", "spi_overspeed", "spi_unselected_bytes",
+    "spi_bad_data", "miso_contention", "pin_bad_args", "dac_words", "dac_partial_frames",
+    "dac_bad_address", "dac_bad_command", "dac_reset_bad_key", "dac_readback_unwired",
+    "switch_frames", "switch_bad_frames", "switch_short_frames", "shorted_lines_refused",
+    "row_tia_switch", "dac_tia_contention", "adc_conversions", "adc_truncated_frames",
+    "adc_short_frames", "adc_bad_command", "adc_bad_range", "adc_rate_violations",
+    "adc_frames_powered_down", "adc_unsettled_conversions", "tia_saturations",
+    "cells_programmed", "damage_events", "operator_solves", "charge_cycles",
+)  # fmt: skip
+
+
+class Diagnostics(dict[str, int]):
+    """Event counters; a key never seen reads as 0."""
+
+    def __missing__(self, key: str) -> int:
+        return 0
+
+
+def settle_alpha(dt_s: float | np.ndarray) -> np.ndarray:
+    """Fraction of a DAC step still missing ``dt_s`` after the update (0 once settled)."""
+    dt = np.asarray(dt_s, dtype=float)
+    return np.where(dt >= DAC_SETTLE_S, 0.0, np.exp(-np.maximum(dt, 0.0) / DAC_TAU_S))
+
+
+def convert(
+    current: np.ndarray,
+    sumsq: np.ndarray,
+    eps: np.ndarray | None,
+    rf: float,
+    low: float | np.ndarray,
+    high: float | np.ndarray,
+    noise: NoiseConfig,
+) -> tuple[np.ndarray, np.ndarray]:
+    """TIA and ADC of one or many conversions: (codes, saturated mask).
+
+    ``current`` is the noiseless current into the TIA, ``sumsq`` Σ (per-line current
+    contribution)² for the cell read noise, ``eps`` the conversions' standard normals (None
+    with read noise off). The byte-level path and the batch path both call this, so their
+    quantisation is the same code.
+    """
+    current = np.asarray(current, dtype=float)
+    if eps is not None:
+        lsb_v = (np.asarray(high) - np.asarray(low)) / 65536.0
+        var = (
+            noise.read_sigma**2 * np.asarray(sumsq)
+            + noise.tia_noise**2
+            + (noise.adc_noise_lsb * lsb_v / rf) ** 2
+        )
+        current = current + np.sqrt(var) * eps
+    raw = -current * rf
+    volts = tia_volts(current, rf)
+    return adc_codes(volts, low, high), np.abs(raw) > TIA_SAT_V
+
+
+class BoardModel:
+    """One emulated board (see the module docstring for the contract)."""
+
+    def __init__(
+        self,
+        profile: str | BoardProfile = "xbar-10x10",
+        seed: int = 0,
+        device: DeviceLike | str | None = None,
+        noise: NoiseConfig | None = None,
+        *,
+        physics: CellPhysics | None = None,
+        power: PowerFigures | None = None,
+        cycle_costs: dict[str, int] | None = None,
+    ) -> None:
+        self.profile = p = get_profile(profile)
+        self.seed = int(seed)
+        self.noise = noise if noise is not None else NoiseConfig()
+        self.device = resolve_device(device)
+        self.physics = physics or CellPhysics()
+        self.power = power or PowerFigures()
+        self.cycle_costs: dict[str, int] = dict(cycle_costs or CYCLE_COSTS)
+        self.clock = Clock(p.mcu_hz)
+        self.ledger = EnergyLedger(self.clock)
+        self.diagnostics: dict[str, int] = Diagnostics.fromkeys(DIAGNOSTIC_KEYS, 0)
+        self.trace: list[tuple[Any, ...]] | None = None  # event log for the batch probe
+        streams = np.random.SeedSequence(self.seed).spawn(3)
+        rng_variation, rng_pulse, self.rng_read = (np.random.default_rng(s) for s in streams)
+        self.cells = CellArray(
+            (p.arrays, p.rows, p.cols), self.device, self.noise, self.physics,
+            rng_variation, rng_pulse,
+        )  # fmt: skip
+        ideal = not self.noise.ir_drop
+        self.network = ArrayNetwork(
+            p.rows, p.cols, passive=p.cell == "0T1R",
+            r_wire=0.0 if ideal else p.r_wire,
+            r_switch=0.0 if ideal else p.r_switch,
+            r_access=0.0 if ideal else p.r_access,
+            g_leak=p.g_leak,
+        )  # fmt: skip
+        # Parts, one chain per chip select.
+        diag = self.diagnostics
+        self.dacs = [
+            AD5676Chain(min(p.dac_chain, p.dac_chips - s * p.dac_chain), diag)
+            for s in range(p.dac_selects)
+        ]
+        self.switches = ADG714Chain(p.sw_chips, diag)
+        self.adcs = [
+            ADS8688Chain(
+                min(p.adc_chain, p.adc_chips - s * p.adc_chain), s * p.adc_chain,
+                self._sample, diag,
+            )
+            for s in range(p.adc_selects)
+        ]  # fmt: skip
+        self._cs: dict[int, tuple[str, int]] = {}
+        for s in range(p.dac_selects):
+            self._cs[p.pin_cs_dac[s]] = ("dac", s)
+        self._cs[p.pin_cs_sw] = ("sw", 0)
+        for s in range(p.adc_selects):
+            self._cs[p.pin_cs_adc[s]] = ("adc", s)
+        self._pins: dict[int, int] = {pin: 1 for pin in self._cs}
+        self._pins[p.pin_ldac] = 1
+        self._pins[p.pin_adc_rst] = 1
+        # Lines: DAC output voltage, previous value and update time (settling), switches.
+        n = p.lines
+        self._dac_v = np.full(n, float(line_volts(0)))
+        self._dac_prev_v = self._dac_v.copy()
+        self._dac_t = np.full(n, -(10**12), dtype=np.int64)
+        self._sw = np.zeros(3 * n, dtype=bool)
+        self._modes = np.full((p.arrays, p.lines_per_array), FLOAT, dtype=np.int8)
+        self._via_dac = np.zeros(n, dtype=bool)
+        self._contention = np.zeros(n, dtype=bool)
+        # Per-array interval state: memristor voltages, start cycle, programming flag.
+        self._vcell = np.zeros((p.arrays, p.rows, p.cols))
+        self._t_start = np.zeros(p.arrays, dtype=np.int64)
+        self._pulsing = np.zeros(p.arrays, dtype=bool)
+        self._p_cells = np.zeros(p.arrays)
+        self._p_wire = np.zeros(p.arrays)
+        # Static powers (W).
+        pw = self.power
+        self.ledger.set_power("mcu", pw.mcu_active_w)
+        self.ledger.set_power("dac", p.dac_chips * pw.dac_static_w)
+        self.ledger.set_power("switches", p.sw_chips * pw.sw_static_w)
+        self.ledger.set_power("adc", p.adc_chips * pw.adc_static_w)
+        self.ledger.set_power("tia", p.columns * pw.tia_static_w)
+        self.ledger.set_power("array", 0.0)
+        self.ledger.set_power("array_wiring", 0.0)
+        self.ledger.add("link", 0.0)
+
+    # -- GPIO -------------------------------------------------------------------------
+    def pin_read(self, pin: int) -> int:
+        try:
+            return self._pins.get(int(pin), 0)
+        except (TypeError, ValueError):
+            self.diagnostics["pin_bad_args"] += 1
+            return 0
+
+    def pin_write(self, pin: int, value: int) -> None:
+        try:
+            pin, level = int(pin), 1 if value else 0
+        except (TypeError, ValueError):
+            self.diagnostics["pin_bad_args"] += 1
+            return
+        old = self._pins.get(pin, 0)
+        self._pins[pin] = level
+        if old == level:
+            return
+        p = self.profile
+        if pin in self._cs:
+            kind, s = self._cs[pin]
+            if level == 0:
+                self._select(kind, s)
+            else:
+                self._deselect(kind, s)
+        elif pin == p.pin_ldac and level == 0:
+            for s, chain in enumerate(self.dacs):
+                self._dac_loaded(s, chain.ldac_fall())
+        elif pin == p.pin_adc_rst:
+            for adc in self.adcs:
+                adc.power(bool(level))
+            watts = self.power.adc_static_w if level else self.power.adc_powerdown_w
+            self.ledger.set_power("adc", p.adc_chips * watts)
+
+    def _select(self, kind: str, s: int) -> None:
+        if kind == "dac":
+            self.dacs[s].begin()
+        elif kind == "sw":
+            self.switches.begin()
+        else:
+            if self.trace is not None:
+                self.trace.append(("adc_cs", self.clock.cycles, s))
+            self.adcs[s].begin(self.clock.seconds)
+
+    def _deselect(self, kind: str, s: int) -> None:
+        if kind == "dac":
+            ldac_low = self._pins.get(self.profile.pin_ldac, 1) == 0
+            self._dac_loaded(s, self.dacs[s].end(ldac_low))
+        elif kind == "sw":
+            state = self.switches.end()
+            if state is not None:
+                self.diagnostics["switch_frames"] += 1
+                self._latch_switches(state)
+        else:
+            self.adcs[s].end()
+
+    @property
+    def tia_rf(self) -> float:
+        g0, g1 = self.profile.pin_gain
+        return TIA_RF[2 * self._pins.get(g1, 0) + self._pins.get(g0, 0)]
+
+    # -- SPI --------------------------------------------------------------------------
+    def spi_transfer(self, bus: int, tx: bytes, baudrate: int) -> bytes:
+        try:
+            data = bytes(tx)
+        except (TypeError, ValueError):
+            self.diagnostics["spi_bad_data"] += 1
+            return b""
+        n = len(data)
+        try:
+            baud = int(baudrate)
+        except (TypeError, ValueError):
+            baud = 0
+        if baud <= 0:
+            self.diagnostics["spi_bad_baudrate"] += 1
+            baud = 1_000_000
+        self.clock.advance(self.clock.spi_cycles(n, baud))
+        self.diagnostics["spi_bytes"] += n
+        p = self.profile
+        if bus not in (p.bus_dac, p.bus_adc):
+            self.diagnostics["spi_bad_bus"] += 1
+            return bytes(n)
+        rx = bytearray(n)
+        selected = [self._cs[pin] for pin, level in self._pins.items()
+                    if level == 0 and pin in self._cs]  # fmt: skip
+        targets = [(k, s) for k, s in selected if (k == "adc") == (bus == p.bus_adc)]
+        if not targets:
+            self.diagnostics["spi_unselected_bytes"] += n
+            return bytes(n)
+        if sum(k == "adc" for k, _ in targets) > 1:
+            self.diagnostics["miso_contention"] += 1
+        for kind, s in targets:
+            if kind == "dac":
+                out, limit = self.dacs[s].shift(data), DAC_MAX_SCLK
+            elif kind == "sw":
+                out, limit = self.switches.shift(data), SW_MAX_SCLK
+            else:
+                out, limit = self.adcs[s].shift(data), ADC_MAX_SCLK
+            if baud > limit:
+                self.diagnostics["spi_overspeed"] += 1
+            for i, byte in enumerate(out):
+                rx[i] |= byte
+        return bytes(rx)
+
+    # -- time and computation ----------------------------------------------------------
+    def charge(self, op: str, count: int = 1) -> None:
+        """Charge ``count`` × the cycle cost of firmware operation ``op``."""
+        try:
+            cost = self.cycle_costs[op]
+        except KeyError:
+            raise ValueError(
+                f"unknown cycle-cost op {op!r}; known: {', '.join(sorted(self.cycle_costs))}"
+            ) from None
+        cycles = cost * int(count)
+        self.diagnostics["charge_cycles"] += cycles
+        self.clock.advance(cycles)
+
+    def sleep_us(self, us: int) -> None:
+        """MCU idles ``us`` µs of virtual time (DAC settling, pulse widths, delays)."""
+        if not us or us <= 0:
+            return
+        self.ledger.set_power("mcu", self.power.mcu_idle_w)
+        self.clock.advance_seconds(us * 1e-6, idle=True)
+        self.ledger.set_power("mcu", self.power.mcu_active_w)
+
+    def link(self, nbytes: int) -> None:
+        """Energy of ``nbytes`` crossing the host link (either direction)."""
+        self.ledger.add("link", max(0, int(nbytes)) * self.power.link_byte_j)
+
+    # -- lines -------------------------------------------------------------------------
+    def _dac_loaded(self, s: int, loaded: list[tuple[int, int]]) -> None:
+        """DAC registers loaded on chain ``s``: new line voltages, energy, array events."""
+        if not loaded:
+            return
+        p = self.profile
+        self.ledger.add("dac", len(loaded) * self.power.dac_update_j)
+        now = self.clock.cycles
+        arrays: set[int] = set()
+        for chip, ch in loaded:
+            line = 8 * (s * p.dac_chain + chip) + ch
+            if line >= p.lines:
+                continue
+            v = self.dacs[s].volts(chip, ch)
+            if v != self._dac_v[line]:
+                self._dac_prev_v[line] = self._effective_dac_v(line, now)
+                self._dac_v[line] = v
+                self._dac_t[line] = now
+                if self._via_dac[line]:
+                    arrays.add(line // p.lines_per_array)
+        for a in sorted(arrays):
+            self._array_event(a)
+
+    def _effective_dac_v(self, line: int, now: int) -> float:
+        alpha = float(settle_alpha((now - self._dac_t[line]) / self.clock.mcu_hz))
+        return float(self._dac_v[line] + (self._dac_prev_v[line] - self._dac_v[line]) * alpha)
+
+    def _latch_switches(self, state: np.ndarray) -> None:
+        p = self.profile
+        new = state[: 3 * p.lines].copy()
+        per_line = new.reshape(p.lines, 3)
+        short = per_line[:, SW_DAC] & per_line[:, SW_GND]
+        if short.any():
+            self.diagnostics["shorted_lines_refused"] += int(short.sum())
+            per_line[short] = self._sw.reshape(p.lines, 3)[short]
+        toggles = int(np.count_nonzero(new != self._sw))
+        self.ledger.add("switches", toggles * self.power.sw_toggle_j)
+        old_modes = self._modes.copy()
+        old_dac = self._via_dac.copy()
+        self._sw = new
+        local = np.arange(p.lines) % p.lines_per_array
+        is_row = local < p.rows
+        dac, tia, gnd = per_line[:, SW_DAC], per_line[:, SW_TIA], per_line[:, SW_GND]
+        self.diagnostics["row_tia_switch"] += int(np.count_nonzero(tia & is_row))
+        col_tia = tia & ~is_row
+        self._contention = dac & col_tia
+        self.diagnostics["dac_tia_contention"] += int(self._contention.sum())
+        modes = np.full(p.lines, FLOAT, dtype=np.int8)
+        modes[col_tia] = TIA
+        modes[dac | gnd] = DRIVEN
+        self._via_dac = dac
+        self._modes = modes.reshape(p.arrays, p.lines_per_array)
+        changed = (self._modes != old_modes).any(axis=1)
+        changed |= (self._via_dac != old_dac).reshape(p.arrays, -1).any(axis=1)
+        for a in np.flatnonzero(changed):
+            self._array_event(int(a))
+
+    def line_voltages(self, array: int, settled: bool = True) -> np.ndarray:
+        """Source voltage of each of the array's lines (0 for ground, TIA and floating)."""
+        p = self.profile
+        sl = slice(array * p.lines_per_array, (array + 1) * p.lines_per_array)
+        if settled:
+            dac = self._dac_v[sl]
+        else:
+            now = self.clock.cycles
+            dt = (now - self._dac_t[sl]) / self.clock.mcu_hz
+            dac = self._dac_v[sl] + (self._dac_prev_v[sl] - self._dac_v[sl]) * settle_alpha(dt)
+        return np.where(self._via_dac[sl], dac, 0.0)
+
+    def line_modes(self, array: int) -> np.ndarray:
+        return self._modes[array].copy()
+
+    def operator(self, array: int) -> Operator:
+        """The array's current electrical operator (cached per state)."""
+        epoch = self.cells.drift_epoch(self.clock.seconds)
+        before = self.network.solves
+        op = self.network.operator(
+            self.cells.conductance(array, epoch),
+            self._modes[array],
+            key=(array, int(self.cells.versions[array]), epoch),
+        )
+        self.diagnostics["operator_solves"] += self.network.solves - before
+        return op
+
+    def _array_event(self, a: int) -> None:
+        """The array's line state changed: close the old interval, open the new one."""
+        p = self.profile
+        now = self.clock.cycles
+        if self.trace is not None:
+            self.trace.append(("array", now, a))
+        if self._pulsing[a]:
+            width = (now - int(self._t_start[a])) / self.clock.mcu_hz
+            limit = None if p.cell == "0T1R" else self.device.compliance_current
+            moved = self.cells.apply_pulse(a, self._vcell[a], width, self.clock.seconds, limit)
+            self.diagnostics["cells_programmed"] += moved
+        v = self.line_voltages(a)
+        op = self.operator(a)
+        vcell = (op.cell_v @ v).reshape(p.rows, p.cols)
+        damaged = self.cells.check_damage(a, vcell, passive=p.cell == "0T1R")
+        if damaged:
+            self.diagnostics["damage_events"] += damaged
+            op = self.operator(a)
+            vcell = (op.cell_v @ v).reshape(p.rows, p.cols)
+        self._set_array_power(a, op.cell_power(v), op.source_power(v))
+        self._vcell[a] = vcell
+        self._pulsing[a] = bool(np.abs(vcell).max() >= self.cells.v_floor)
+        self._t_start[a] = now
+
+    def _set_array_power(self, a: int, p_cells: float, p_source: float) -> None:
+        self._p_cells[a] = p_cells
+        self._p_wire[a] = max(0.0, p_source - p_cells)
+        self.ledger.set_power("array", float(self._p_cells.sum()))
+        self.ledger.set_power("array_wiring", float(self._p_wire.sum()))
+
+    def set_conductances(self, array: int, g: np.ndarray) -> None:
+        """Place conductances directly (no pulses): test set-up and fast programming."""
+        self.cells.set_conductance(array, g, self.clock.seconds)
+        self._array_event(array)
+
+    def conductances(self, array: int) -> np.ndarray:
+        return self.cells.conductance(array, self.cells.drift_epoch(self.clock.seconds)).copy()
+
+    # -- conversions -------------------------------------------------------------------
+    def _sample(self, chip: int, channel: int) -> int:
+        """ADC ``chip`` samples ``channel`` now: TIA output, noise, quantisation."""
+        p = self.profile
+        chain = self.adcs[chip // p.adc_chain]
+        low, high = chain.range_of(chip % p.adc_chain, channel)
+        rf = self.tia_rf
+        gc = 8 * chip + channel
+        current, sumsq, forced = 0.0, 0.0, None
+        if self.trace is not None:
+            self.trace.append(("sample", self.clock.cycles, chip, channel))
+        if gc < p.columns:
+            a, c = divmod(gc, p.cols)
+            line = p.rows + c
+            gline = a * p.lines_per_array + line
+            if self._contention[gline]:
+                forced = -math.copysign(TIA_SAT_V, self._dac_v[gline] or 1.0)
+            elif self._modes[a, line] == TIA:
+                v = self.line_voltages(a, settled=False)
+                if not np.array_equal(v, self.line_voltages(a)):
+                    self.diagnostics["adc_unsettled_conversions"] += 1
+                contrib = self.operator(a).tia[line] * v
+                current = float(contrib.sum())
+                sumsq = float((contrib * contrib).sum())
+        eps = float(self.rng_read.standard_normal()) if self.noise.read_noise_on else None
+        self.diagnostics["adc_conversions"] += 1
+        self.ledger.add("adc", self.power.adc_conversion_j)
+        if forced is not None:
+            self.diagnostics["tia_saturations"] += 1
+            return int(adc_codes(np.asarray(forced), low, high))
+        codes, saturated = convert(
+            np.asarray(current), np.asarray(sumsq),
+            None if eps is None else np.asarray(eps), rf, low, high, self.noise,
+        )  # fmt: skip
+        self.diagnostics["tia_saturations"] += int(saturated)
+        return int(codes)

@@ -1,0 +1,373 @@
+"""The board's SPI parts, decoding the real bytes the firmware sends.
+
+Each class models one chip select's daisy chain of identical parts as a shift register
+of ``bits_per_part × n`` bits: bits enter at the chip nearest the MCU (position 0) and are
+pushed toward the far end, so after a full frame the *first* word on the wire sits in the
+*last* chip. Frames are decoded when the datasheet says the parts act (SYNC/CS edges).
+Nothing here raises for anything the firmware could send: malformed frames are ignored or
+latched exactly as the part would, and counted in the ``diag`` dict the board passes in.
+
+Datasheet references: AD5676 (Analog Devices, Rev. B) Table 8 "Command definitions",
+Figure 2 / "Serial interface" and "LDAC function"; ADG714 (Rev. C) "Serial interface" and
+"Daisy-chaining"; ADS8688 (TI SBAS582) §7.5 "Serial interface", Table 6 "Command register
+map", Table 11 "Program register map", §7.4.3 "Daisy-chain topology".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+# -- AD5676: 8-channel 16-bit DAC, 24-bit words [23:20] command, [19:16] address, [15:0] data
+DAC_WORD_BITS = 24
+DAC_SETTLE_S = 5e-6  # AD5676 t_settle (1/4 to 3/4 scale to ±2 LSB), "AC characteristics"
+DAC_MAX_SCLK = 50_000_000  # AD5676 t1 = 20 ns SCLK period
+DAC_RESET_KEY = 0x1234  # command 0x6 data that performs the software reset
+
+
+def line_volts(code: np.ndarray | int) -> np.ndarray:
+    """Line voltage of a DAC code: ``V = 4 · (5 V · code / 65536) − 10 V`` (architecture.md)."""
+    return np.asarray(code, dtype=float) * (20.0 / 65536.0) - 10.0
+
+
+class AD5676Chain:
+    """AD5676 chips sharing one SYNC; position 0's DIN is the MCU's MOSI.
+
+    A chip forwards bits to the next only when its daisy-chain enable (command 0x8, DCEN,
+    off at power-up) is set; a write reaches chip ``p`` only through enabled chips
+    ``0 … p−1``. On SYNC's rising edge each reached chip that received a full fresh word
+    (``24 · (p+1)`` bits this frame) executes the 24 bits in its shift register; a chip the
+    frame did not fill is left alone (counted as ``dac_partial_frames``), which is what the
+    datasheet's "SYNC brought high before the 24th falling edge aborts the write" becomes
+    in a chain.
+    """
+
+    def __init__(self, n: int, diag: dict[str, int]) -> None:
+        self.n = n
+        self.diag = diag
+        self.reset()
+        self._bits = 0
+
+    def reset(self) -> None:
+        """Power-on / software reset: every register zero scale, DCEN and masks off."""
+        self.input = np.zeros((self.n, 8), dtype=np.int64)
+        self.output = np.zeros((self.n, 8), dtype=np.int64)
+        self.ldac_mask = np.zeros(self.n, dtype=np.int64)
+        self.dcen = np.zeros(self.n, dtype=bool)
+        self.powered_down = np.zeros((self.n, 8), dtype=bool)
+        self._sr = 0
+
+    def begin(self) -> None:
+        self._bits = 0
+
+    def shift(self, data: bytes) -> bytes:
+        """Clock bytes in; AD5676 SDO is not wired to MISO, so MISO reads zeros."""
+        nbits = 8 * len(data)
+        width = DAC_WORD_BITS * self._reach()
+        self._sr = ((self._sr << nbits) | int.from_bytes(data, "big")) & ((1 << width) - 1)
+        self._bits += nbits
+        return bytes(len(data))
+
+    def _reach(self) -> int:
+        reach = 1
+        while reach < self.n and self.dcen[reach - 1]:
+            reach += 1
+        return reach
+
+    def end(self, ldac_low: bool) -> list[tuple[int, int]]:
+        """SYNC rising edge: execute; returns the (chip, channel) DAC registers loaded."""
+        reach = self._reach()
+        if self._bits == 0:
+            return []
+        if self._bits % DAC_WORD_BITS or self._bits < DAC_WORD_BITS * reach:
+            self.diag["dac_partial_frames"] += 1
+        changed: list[tuple[int, int]] = []
+        for p in range(reach):
+            if self._bits < DAC_WORD_BITS * (p + 1):
+                continue
+            word = (self._sr >> (DAC_WORD_BITS * p)) & 0xFFFFFF
+            changed += self._execute(p, word >> 20, (word >> 16) & 0xF, word & 0xFFFF, ldac_low)
+        self._bits = 0
+        return changed
+
+    def _update(self, chip: int, channels: list[int]) -> list[tuple[int, int]]:
+        for ch in channels:
+            self.output[chip, ch] = self.input[chip, ch]
+        return [(chip, ch) for ch in channels]
+
+    def _execute(
+        self, chip: int, cmd: int, addr: int, data: int, ldac_low: bool
+    ) -> list[tuple[int, int]]:
+        self.diag["dac_words"] += 1
+        if cmd in (0x1, 0x2, 0x3) and addr > 7:
+            self.diag["dac_bad_address"] += 1
+            return []
+        if cmd == 0x0:  # no operation (also the filler word for other chips in a chain)
+            return []
+        if cmd == 0x1:  # write input register n; DAC updates now if LDAC is held low
+            self.input[chip, addr] = data
+            masked = (self.ldac_mask[chip] >> addr) & 1
+            return self._update(chip, [addr]) if ldac_low and not masked else []
+        if cmd == 0x2:  # update DAC register n from input register n
+            return self._update(chip, [addr])
+        if cmd == 0x3:  # write and update DAC channel n
+            self.input[chip, addr] = data
+            return self._update(chip, [addr])
+        if cmd == 0x4:  # power down/up: 2 bits per channel, 00 = normal
+            for ch in range(8):
+                self.powered_down[chip, ch] = bool((data >> (2 * ch)) & 0x3)
+            return [(chip, ch) for ch in range(8)]
+        if cmd == 0x5:  # hardware LDAC mask register
+            self.ldac_mask[chip] = data & 0xFF
+            return []
+        if cmd == 0x6:  # software reset (power-on reset), only with the documented key
+            if data != DAC_RESET_KEY:
+                self.diag["dac_reset_bad_key"] += 1
+                return []
+            self.input[chip] = 0
+            self.output[chip] = 0
+            self.ldac_mask[chip] = 0
+            self.dcen[chip] = False
+            self.powered_down[chip] = False
+            return [(chip, ch) for ch in range(8)]
+        if cmd == 0x7:  # internal reference setup (the board keeps the 2.5 V reference)
+            return []
+        if cmd == 0x8:  # daisy-chain enable
+            self.dcen[chip] = bool(data & 1)
+            return []
+        if cmd == 0x9:  # readback: SDO is not wired to MISO on this board
+            self.diag["dac_readback_unwired"] += 1
+            return []
+        if cmd == 0xA:  # write all input registers
+            self.input[chip, :] = data
+            free = [ch for ch in range(8) if not (self.ldac_mask[chip] >> ch) & 1]
+            return self._update(chip, free) if ldac_low else []
+        if cmd == 0xB:  # write all input and DAC registers
+            self.input[chip, :] = data
+            return self._update(chip, list(range(8)))
+        self.diag["dac_bad_command"] += 1
+        return []
+
+    def ldac_fall(self) -> list[tuple[int, int]]:
+        """LDAC falling edge: unmasked DAC registers load from their input registers."""
+        changed = []
+        for chip in range(self.n):
+            channels = [ch for ch in range(8) if not (self.ldac_mask[chip] >> ch) & 1]
+            changed += self._update(chip, channels)
+        return changed
+
+    def volts(self, chip: int, channel: int) -> float:
+        """Line voltage of one channel (a powered-down output reads as 0 V at the DAC)."""
+        code = 0 if self.powered_down[chip, channel] else int(self.output[chip, channel])
+        return float(line_volts(code))
+
+
+# -- ADG714: octal SPST switch, 8-bit shift register, latched on SYNC rising edge ----------
+SW_MAX_SCLK = 30_000_000  # ADG714 t1 = 33 ns
+
+
+class ADG714Chain:
+    """ADG714 chips in one daisy chain (DOUT → DIN), one SYNC.
+
+    On SYNC's rising edge every chip latches its 8-bit shift register (bit b = switch b,
+    1 = closed). A frame that is not a whole number of bytes is ignored (counted as
+    ``switch_bad_frames``); a frame shorter than the chain latches the stale bits left in
+    the far chips, as the parts would (counted as ``switch_short_frames``).
+    """
+
+    def __init__(self, n: int, diag: dict[str, int]) -> None:
+        self.n = n
+        self.diag = diag
+        self._sr = 0
+        self._bits = 0
+        self.state = np.zeros(8 * n, dtype=bool)  # power-on: all switches open
+
+    def begin(self) -> None:
+        self._bits = 0
+
+    def shift(self, data: bytes) -> bytes:
+        nbits = 8 * len(data)
+        self._sr = ((self._sr << nbits) | int.from_bytes(data, "big")) & ((1 << (8 * self.n)) - 1)
+        self._bits += nbits
+        return bytes(len(data))
+
+    def end(self) -> np.ndarray | None:
+        """SYNC rising edge: the requested switch state (None if the frame is ignored)."""
+        if self._bits == 0:
+            return None
+        bits = self._bits
+        self._bits = 0
+        if bits % 8:
+            self.diag["switch_bad_frames"] += 1
+            return None
+        if bits < 8 * self.n:
+            self.diag["switch_short_frames"] += 1
+        raw = self._sr.to_bytes(self.n, "little")
+        return np.unpackbits(np.frombuffer(raw, dtype=np.uint8), bitorder="little").astype(bool)
+
+
+# -- ADS8688: 8-channel 16-bit SAR ADC, 500 kSPS, 32-bit frames, pipelined results -----------
+ADC_MAX_SCLK = 17_000_000  # ADS8688 f_SCLK max
+ADC_CYCLE_S = 2e-6  # 500 kSPS: t_CYC min
+# Range register codes (Table 11, "Channel n input range"): (low, high) volts at 4.096 V ref.
+ADC_RANGES: dict[int, tuple[float, float]] = {
+    0x00: (-10.24, 10.24),  # ±2.5 × VREF (reset default)
+    0x01: (-5.12, 5.12),  # ±1.25 × VREF
+    0x02: (-2.56, 2.56),  # ±0.625 × VREF
+    0x05: (0.0, 10.24),  # 0 … 2.5 × VREF
+    0x06: (0.0, 5.12),  # 0 … 1.25 × VREF
+}
+ADC_NO_OP, ADC_STDBY, ADC_PWR_DN, ADC_RST, ADC_AUTO_RST = 0x0000, 0x8200, 0x8300, 0x8500, 0xA000
+ADC_MAN_AUX = 0xE000
+REG_AUTO_SEQ_EN, REG_RANGE0 = 0x01, 0x05
+
+
+def adc_codes(volts: np.ndarray, low: np.ndarray | float, high: np.ndarray | float) -> np.ndarray:
+    """Straight-binary codes of input voltages: round to the nearest code, clamp 0…65535.
+
+    For ±10.24 V this is ``V = (code − 32768) · 20.48 / 65536`` (architecture.md).
+    """
+    lsb = (np.asarray(high) - np.asarray(low)) / 65536.0
+    codes = np.floor((np.asarray(volts) - low) / lsb + 0.5)
+    return np.clip(codes, 0, 65535).astype(np.int64)
+
+
+class ADS8688Chain:
+    """ADS8688 chips sharing CS, SCLK and SDI (every chip sees the same command).
+
+    A frame is a 16-bit command followed by data: chip ``p`` drives its 16 result bits on
+    SCLK ``17 + 16p … 32 + 16p`` (bytes ``2 + 2p``, ``3 + 2p``) — its own data first, then
+    what arrives on DAISY from the chip behind it. The channel selected in frame n is
+    sampled on frame n+1's CS falling edge (``sample`` callback) and shifted out in that
+    frame: the pipeline of the datasheet's Figure "Data acquisition example". A program
+    register frame (bit 15 = 0) outputs the register's 8 bits instead (byte ``2 + 2p``).
+    """
+
+    def __init__(
+        self, n: int, first_chip: int, sample: Callable[[int, int], int], diag: dict[str, int]
+    ) -> None:
+        self.n = n
+        self.first_chip = first_chip
+        self.sample = sample
+        self.diag = diag
+        self.powered = True
+        self._rx = b""
+        self._tx = bytearray()
+        self._results: list[int] = []
+        self.last_sample_s = -1.0
+        self.reset()
+
+    def reset(self) -> None:
+        """RST command or RST/PD pin: program registers to defaults, no channel pending."""
+        self.regs = np.zeros((self.n, 0x40), dtype=np.int64)
+        self.regs[:, REG_AUTO_SEQ_EN] = 0xFF
+        self.pending: int | None = None
+        self.mode = "man"
+
+    def range_of(self, chip: int, channel: int) -> tuple[float, float]:
+        return ADC_RANGES[int(self.regs[chip, REG_RANGE0 + channel])]
+
+    def begin(self, now_s: float) -> None:
+        """CS falling edge: sample the pending channel on every chip of the chain."""
+        self._tx = bytearray()
+        self._results = [0] * self.n
+        if not self.powered:
+            self.diag["adc_frames_powered_down"] += 1
+            return
+        if self.pending is not None:
+            if self.last_sample_s >= 0 and now_s - self.last_sample_s < ADC_CYCLE_S - 1e-12:
+                self.diag["adc_rate_violations"] += 1
+            self.last_sample_s = now_s
+            self._results = [self.sample(self.first_chip + p, self.pending) for p in range(self.n)]
+
+    def shift(self, data: bytes) -> bytes:
+        start = len(self._tx)
+        self._tx += data
+        if start < 2 <= len(self._tx):
+            self._decode_output()
+        frame = self._frame_out()
+        return bytes(frame[start : start + len(data)])
+
+    def _decode_output(self) -> None:
+        """After 16 SCLKs the command is known: program-register frames output registers."""
+        cmd = int.from_bytes(self._tx[:2], "big")
+        if self.powered and not cmd & 0x8000 and cmd != ADC_NO_OP:
+            addr = cmd >> 9
+            self._results = [int(self.regs[p, addr]) << 8 for p in range(self.n)]
+
+    def _frame_out(self) -> bytearray:
+        out = bytearray(2)
+        for value in self._results:
+            out += int(value).to_bytes(2, "big")
+        if len(self._tx) > len(out):
+            out += bytes(len(self._tx) - len(out))
+        return out
+
+    def end(self) -> None:
+        """CS rising edge: act on the command (frames under 16 bits are ignored)."""
+        if len(self._tx) < 2:
+            if self._tx:
+                self.diag["adc_truncated_frames"] += 1
+            return
+        if not self.powered:
+            return
+        if len(self._tx) < 2 + 2 * self.n:
+            self.diag["adc_short_frames"] += 1
+        cmd = int.from_bytes(self._tx[:2], "big")
+        if not cmd & 0x8000:
+            if cmd != ADC_NO_OP:
+                self._program(cmd)
+            else:
+                self._continue()
+            return
+        if (cmd & 0xE3FF) == 0xC000:  # MAN_Ch_n: 0xC000 + (n << 10), n = 0…7
+            self.mode, self.pending = "man", (cmd >> 10) & 0x7
+        elif cmd == ADC_MAN_AUX:
+            self.mode, self.pending = "man", None  # AUX input is not wired on this board
+        elif cmd == ADC_AUTO_RST:
+            self.mode = "auto"
+            self.pending = self._next_auto(-1)
+        elif cmd in (ADC_STDBY, ADC_PWR_DN):
+            self.pending = None
+        elif cmd == ADC_RST:
+            self.reset()
+        else:
+            self.diag["adc_bad_command"] += 1  # treated as NO_OP, as the part does
+            self._continue()
+
+    def _continue(self) -> None:
+        if self.mode == "auto" and self.pending is not None:
+            self.pending = self._next_auto(self.pending)
+
+    def _next_auto(self, current: int) -> int | None:
+        enabled = [ch for ch in range(8) if (int(self.regs[0, REG_AUTO_SEQ_EN]) >> ch) & 1]
+        if not enabled:
+            return None
+        later = [ch for ch in enabled if ch > current]
+        return later[0] if later else enabled[0]
+
+    def _program(self, cmd: int) -> None:
+        addr, write, data = cmd >> 9, (cmd >> 8) & 1, cmd & 0xFF
+        if not write:
+            return
+        if REG_RANGE0 <= addr < REG_RANGE0 + 8 and data not in ADC_RANGES:
+            self.diag["adc_bad_range"] += 1
+            return
+        self.regs[:, addr] = data
+
+    def power(self, on: bool) -> None:
+        """RST/PD pin: low powers the chain down; the rising edge resets it."""
+        if on and not self.powered:
+            self.reset()
+        self.powered = on
+
+
+# -- TIA: column transimpedance amplifiers -------------------------------------------------
+TIA_RF = (1_000.0, 10_000.0, 100_000.0, 1_000_000.0)  # by GAIN1·2 + GAIN0
+TIA_SAT_V = 10.0
+
+
+def tia_volts(current: np.ndarray, rf: float) -> np.ndarray:
+    """``Vout = −I · Rf`` clipped at the ±10 V rails (current into the TIA is positive)."""
+    return np.clip(-np.asarray(current) * rf, -TIA_SAT_V, TIA_SAT_V)

@@ -62,19 +62,19 @@ class SimBoard:
         self.events: list[tuple[str, Any]] = []
 
     # ---- wiring helpers ----------------------------------------------------------
-    def _bit(self, s: int) -> bool:
-        return bool(self.sw[s >> 3] & (1 << (s & 7)))
+    def modes(self) -> np.ndarray:
+        """(lines, 3) bool: DAC, TIA, ground switch closed, per line."""
+        bits = np.unpackbits(np.frombuffer(bytes(self.sw), np.uint8), bitorder="little")
+        return bits[: 3 * self.geom.lines].reshape(self.geom.lines, 3).astype(bool)
+
+    def volts(self) -> np.ndarray:
+        """Voltage of every line: its DAC's if switched in, else 0 V (ground, TIA node)."""
+        codes = self.dac_out.reshape(-1)[: self.geom.lines]
+        return np.where(self.modes()[:, 0], 20.0 * codes / 65536.0 - 10.0, 0.0)
 
     def line_mode(self, line: int) -> int:
-        for k in range(3):
-            if self._bit(3 * line + k):
-                return k
-        return -1
-
-    def line_v(self, line: int) -> float:
-        if self.line_mode(line) == 0:
-            return line_volts(int(self.dac_out[line // 8, line % 8]))
-        return 0.0
+        m = self.modes()[line]
+        return int(np.argmax(m)) if m.any() else -1
 
     # ---- pins and SPI ------------------------------------------------------------
     def pin_write(self, pin: int, value: int) -> None:
@@ -126,9 +126,8 @@ class SimBoard:
         self._segment()
         for k in range(n):
             self.sw[n - 1 - k] = tx[k]
-        for line in range(self.geom.lines):
-            if self._bit(3 * line) and self._bit(3 * line + 2):
-                self.shorts += 1
+        m = self.modes()
+        self.shorts += int((m[:, 0] & m[:, 2]).sum())
         self._check()
 
     def _adc(self, sel: int, tx: bytes) -> bytes:
@@ -154,11 +153,10 @@ class SimBoard:
         if gcol >= geom.columns:
             return 32768
         a, c = divmod(gcol, geom.cols)
-        line = geom.col_line(a, c)
-        if self.line_mode(line) != 1:
+        if not self.modes()[geom.col_line(a, c), 1]:
             return 32768
-        current = sum(self.line_v(geom.row_line(a, r)) * self.g[a, r, c]
-                      for r in range(geom.rows))  # fmt: skip
+        base = geom.row_line(a, 0)
+        current = float(self.volts()[base:base + geom.rows] @ self.g[a, :, c])
         rf = RF[self.pins.get(17, 0) * 2 + self.pins.get(16, 0)]
         vout = max(-10.0, min(10.0, -current * rf))
         return max(0, min(65535, round(32768 + vout / ADC_LSB)))
@@ -171,32 +169,32 @@ class SimBoard:
         if dt <= 0:
             return
         geom = self.geom
+        v = self.volts()
+        if np.abs(v).max(initial=0.0) * 2 <= self.V_TH:
+            return
         span = self.G_MAX - self.G_MIN
         for a in range(geom.arrays):
-            rv = [self.line_v(geom.row_line(a, r)) for r in range(geom.rows)]
-            cv = [self.line_v(geom.col_line(a, c)) for c in range(geom.cols)]
-            for r in range(geom.rows):
-                for c in range(geom.cols):
-                    v = rv[r] - cv[c]
-                    if abs(v) > self.V_TH:
-                        step = math.copysign(self.RATE * (abs(v) - self.V_TH) * dt * span, v)
-                        self.g[a, r, c] = min(self.G_MAX, max(self.G_MIN, self.g[a, r, c] + step))
+            base = geom.row_line(a, 0)
+            cell = v[base:base + geom.rows, None] - v[base + geom.rows:base + geom.lines_per_array]
+            over = np.abs(cell) > self.V_TH
+            if over.any():
+                step = np.sign(cell) * self.RATE * (np.abs(cell) - self.V_TH) * dt * span
+                self.g[a] = np.where(over, np.clip(self.g[a] + step, self.G_MIN, self.G_MAX),
+                                     self.g[a])  # fmt: skip
 
     def _check(self) -> None:
-        geom = self.geom
-        tia = any(self.line_mode(line) == 1 for line in range(geom.lines))
-        for line in range(geom.lines):
-            if self.line_mode(line) == 0:
-                v = abs(self.line_v(line))
-                self.max_line_v = max(self.max_line_v, v)
-                if tia:
-                    self.max_read_v = max(self.max_read_v, v)
+        m = self.modes()
+        v = np.abs(self.volts())[m[:, 0]]
+        if v.size:
+            self.max_line_v = max(self.max_line_v, float(v.max()))
+            if m[:, 1].any():
+                self.max_read_v = max(self.max_read_v, float(v.max()))
 
     def idle_safe(self) -> bool:
         """True when every line is grounded and every DAC output is 0 V."""
-        lines_ok = all(self.line_mode(line) == 2 for line in range(self.geom.lines))
-        dacs = [int(self.dac_out[line // 8, line % 8]) for line in range(self.geom.lines)]
-        return lines_ok and all(c == 32768 for c in dacs)
+        m = self.modes()
+        lines_ok = bool(m[:, 2].all() and not m[:, :2].any())
+        return lines_ok and bool((self.dac_out.reshape(-1)[: self.geom.lines] == 32768).all())
 
 
 def _fake_modules(sim: FirmwareSim) -> dict[str, types.ModuleType]:

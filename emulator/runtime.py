@@ -125,7 +125,11 @@ class Hardware:
         self._pins: set[int] = set()
         self._wdt_timeout_cycles = 0
         self._wdt_deadline = 0
+        self._reset_request: int | None = None
         self.calls = 0
+        self.bytecodes = 0  # firmware bytecodes charged so far (in-process runtime)
+        self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
+        self.charge_link_work = False  # see link_bytes
 
     # -- control from the host side ----------------------------------------------------
     def hz(self) -> int:
@@ -138,13 +142,50 @@ class Hardware:
     def halt(self) -> None:
         self.halted = True
 
+    def request_reset(self, cause: int = PWRON_RESET) -> None:
+        """Hard reset at the firmware's next machine call or link read."""
+        self._reset_request = cause
+
+    def take_reset(self) -> None:
+        """Raise the requested reset, if any (firmware side)."""
+        cause, self._reset_request = self._reset_request, None
+        if cause is not None:
+            raise BoardReset(cause)
+
+    def flush_compute(self) -> None:
+        """Charge the bytecodes the firmware ran since the last call."""
+        n, self.pending_bytecodes = self.pending_bytecodes, 0
+        if n:
+            self.bytecodes += n
+            self.model.charge("bytecode", n)
+
+    def link_bytes(self, data: bytes) -> None:
+        """Host-link traffic (either direction): its energy, and, where the firmware's
+        bytecodes are not counted (`charge_link_work`, the MicroPython runtime, whose
+        interpreter has no counter), the firmware's frame work from the cost table: COBS
+        and CRC per byte, and parse-and-dispatch per frame delimiter."""
+        if not data:
+            return
+        with self.lock:
+            link = getattr(self.model, "link", None)
+            if link is not None:
+                link(len(data))
+            if self.charge_link_work:
+                self.model.charge("cobs_byte", len(data))
+                self.model.charge("crc_byte", len(data))
+                frames = data.count(0)
+                if frames:
+                    self.model.charge("frame", frames)
+
     def power_on(self, cause: int) -> None:
         """State the MCU loses on reset (the board's parts keep theirs)."""
         with self.lock:
             self.reset_cause_code = cause
             self._wdt_timeout_cycles = 0
             self._interrupt = False
+            self._reset_request = None
             self.kbd_char = -1  # the port's own boot is not interruptible; main.py is
+            self.pending_bytecodes = 0
             self._pins.clear()
 
     # -- the calls ---------------------------------------------------------------------
@@ -152,7 +193,9 @@ class Hardware:
         """Bookkeeping every call shares: stop, reset, Ctrl-C, watchdog, overhead."""
         if self.halted:
             raise BoardHalted
+        self.take_reset()
         self.calls += 1
+        self.flush_compute()
         self.model.charge(self.COST_OP[kind])
         if self._wdt_timeout_cycles and self.model.clock.cycles > self._wdt_deadline:
             self.model.diagnostics["wdt_resets"] = self.model.diagnostics.get("wdt_resets", 0) + 1
@@ -274,6 +317,8 @@ def print_exception_mpy(exc: BaseException, file: Any) -> None:
     """A traceback as MicroPython prints it (file, line, function; no source lines)."""
     lines = ["Traceback (most recent call last):"]
     for frame in traceback.extract_tb(exc.__traceback__):
+        if Path(frame.filename).is_absolute():  # the emulator's frames, not the board's
+            continue
         lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
     message = str(exc)
     lines.append(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
@@ -380,6 +425,9 @@ class LinkStream:
     stream and raised in the firmware at its next machine call (or read), as on a board.
     """
 
+    xbar_chunk = 256
+    """`app.run` reads up to this many bytes per `readinto` (the board reads 1)."""
+
     def __init__(self, pty: Pty, hw: Hardware) -> None:
         self.pty = pty
         self.hw = hw
@@ -410,6 +458,11 @@ class LinkStream:
             self._closed = True
             self._cond.notify_all()
 
+    def wake(self) -> None:
+        """Let a blocked read re-check for reset, interrupt or stop."""
+        with self._cond:
+            self._cond.notify_all()
+
     def any(self) -> int:
         with self._cond:
             return len(self._buf)
@@ -419,13 +472,15 @@ class LinkStream:
             while len(self._buf) < (n if exact else 1):
                 if self.hw.halted or self._closed:
                     raise BoardHalted
+                self.hw.take_reset()
                 if self.hw._interrupt:
                     self.hw._interrupt = False
                     raise KeyboardInterrupt
                 self._cond.wait(0.5)
             out = bytes(self._buf[:n])
             del self._buf[:n]
-            return out
+        self.hw.link_bytes(out)
+        return out
 
     def read(self, n: int = -1) -> bytes:
         """Blocks for exactly n bytes, like MicroPython's `sys.stdin.buffer.read(n)`."""
@@ -435,7 +490,8 @@ class LinkStream:
         return self._take(n, exact=False)
 
     def readinto(self, buf: Any, n: int | None = None) -> int:
-        data = self._take(len(buf) if n is None else n, exact=True)
+        """What is there, at least one byte (blocking): `app.run`'s reader contract."""
+        data = self._take(len(buf) if n is None else n, exact=False)
         buf[: len(data)] = data
         return len(data)
 
@@ -448,6 +504,9 @@ class LinkStream:
     def write(self, data: Any) -> int:
         if isinstance(data, str):
             data = data.encode()
+        with self.hw.lock:  # the host sees the board's clock as of this write
+            self.hw.flush_compute()
+        self.hw.link_bytes(bytes(data))
         self.pty.write(bytes(data))
         return len(data)
 
@@ -531,10 +590,13 @@ class InProcessBoard(EmulatedBoard):
 
     def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
                  model: ModelLike | None = None, entry: Entry = firmware_entry,
-                 firmware_dir: Path = FIRMWARE_DIR) -> None:  # fmt: skip
+                 firmware_dir: Path = FIRMWARE_DIR,
+                 count_bytecodes: bool = True) -> None:  # fmt: skip
         super().__init__(profile, seed, model)
         self.entry = entry
         self.firmware_dir = Path(firmware_dir)
+        self.count_bytecodes = count_bytecodes
+        self._traced = {p.name for p in self.firmware_dir.glob("*.py")}
         self.stream = LinkStream(self.pty, self.hw)
         self.namespace: FirmwareNamespace | None = None
         self.boots = 0
@@ -550,7 +612,29 @@ class InProcessBoard(EmulatedBoard):
         self.namespace = FirmwareNamespace(self.hw, self._sys_stdio(), self._sys_stdio(),
                                            self.firmware_dir)  # fmt: skip
         self.hw.kbd_char = 3  # as while a board runs main.py
-        self.entry(self.namespace, self.stream, self.stream)
+        if self.count_bytecodes:
+            sys.settrace(self._trace_call)
+        try:
+            self.entry(self.namespace, self.stream, self.stream)
+        finally:
+            sys.settrace(None)
+            with self.hw.lock:
+                self.hw.flush_compute()
+
+    # The firmware's own computation is charged per bytecode it executes (the cost
+    # table's "bytecode"), counted with CPython's opcode tracing in firmware frames only:
+    # deterministic, and close to MicroPython's bytecode count for the same source.
+    def _trace_call(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if frame.f_code.co_filename in self._traced:
+            frame.f_trace_opcodes = True
+            frame.f_trace_lines = False
+            return self._trace_opcode
+        return None
+
+    def _trace_opcode(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            self.hw.pending_bytecodes += 1
+        return self._trace_opcode
 
     def _sys_stdio(self) -> types.SimpleNamespace:
         return types.SimpleNamespace(buffer=self.stream, write=self.stream.write,
@@ -581,7 +665,11 @@ class InProcessBoard(EmulatedBoard):
             self.hw.kbd_char = -1
             self.stream.write(BANNER.encode() + b">>> ")
             while True:
-                char = self.stream.read(1)
+                try:
+                    char = self.stream.read(1)
+                except BoardReset as exc:
+                    self.hw.reset_cause_code = exc.cause
+                    return True
                 if char == b"\x04":
                     self.stream.write(b"MPY: soft reboot\r\n")
                     return True
@@ -590,9 +678,10 @@ class InProcessBoard(EmulatedBoard):
         except (BoardHalted, PtyClosedError):
             return False
 
-    def reset(self) -> None:
-        self.hw.interrupt()  # unblock a waiting read; the firmware sees BoardReset below
-        raise NotImplementedError("hard reset of a running in-process board")
+    def reset(self, cause: int = PWRON_RESET) -> None:
+        """Hard reset: the firmware unwinds at its next machine call or link read."""
+        self.hw.request_reset(cause)
+        self.stream.wake()
 
     def stop(self) -> None:
         if self._stopped:

@@ -90,6 +90,7 @@ class MicroPythonBoard(EmulatedBoard):
         if firmware:
             install_firmware(self.flash_dir)
         self.heapsize = heapsize
+        self.hw.charge_link_work = True
         self.binary = micropython_binary()
         self.boots = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -201,6 +202,7 @@ class MicroPythonBoard(EmulatedBoard):
                 break
             if not data:
                 break
+            self.hw.link_bytes(data)
             try:
                 self.pty.write(data)
             except PtyClosedError:
@@ -220,6 +222,7 @@ class MicroPythonBoard(EmulatedBoard):
             if 0 <= char < 256 and char in data:
                 data = data.replace(bytes([char]), b"")
                 self._interrupt()
+            self.hw.link_bytes(data)
             proc = self.proc
             if data and proc is not None and proc.stdin is not None:
                 with contextlib.suppress(OSError, ValueError):

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import serial
 
+import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.emulator.runtime_mpy import MicroPythonBoard, micropython_binary
 
 try:
@@ -146,7 +147,7 @@ def test_machine_calls_reach_the_board_model(board, term) -> None:
 def test_flash_a_file_and_soft_reset_runs_main(board, term) -> None:
     term.enter_raw()
     src = "print('main.py ran', 3 * 14)\n"
-    out, err = term.raw_exec(f"f = open('/main.py', 'w')\nf.write({src!r})\nf.close()".encode())
+    _, err = term.raw_exec(f"f = open('/main.py', 'w')\nf.write({src!r})\nf.close()".encode())
     assert err == b""
     assert (board.flash_dir / "main.py").read_text() == src
     term.write(b"\x02")  # friendly REPL: a soft reset there runs main.py, as on a board
@@ -229,3 +230,21 @@ def test_heap_is_the_boards(board, term) -> None:
     term.enter_raw()
     out, _ = term.raw_exec(b"import gc\ngc.collect()\nprint(gc.mem_free() + gc.mem_alloc())")
     assert 150_000 < int(out) <= 192 * 1024
+
+
+def test_firmware_under_micropython_answers_hello_over_emu_url() -> None:
+    from xbar.host.board import Board
+
+    port = serial.serial_for_url("emu://xbar-10x10?seed=2&micropython=1", timeout=20)
+    board = port.board
+    try:
+        assert (board.flash_dir / "main.py").is_file() and (board.flash_dir / "app.py").is_file()
+        with Board(port) as client:
+            assert client.hello().profile == "xbar-10x10"
+            cells = client.read(0, 0)
+        assert cells is not None
+        assert board.bridge is not None and board.bridge.requests > 0
+        assert board.model.clock.cycles > 0
+    finally:
+        port.close()
+    assert board.proc is not None and board.proc.poll() is not None

@@ -78,7 +78,8 @@ class Serial(PosixSerial):
             raise serial.SerialException(str(exc)) from exc
         board.start()
         self.board = board
-        self._port = board.port
+        # pyserial's POSIX open() uses `portstr`; point it at the pty for the open only.
+        self._port = self.portstr = board.port
         try:
             super().open()
         except BaseException:
@@ -86,7 +87,7 @@ class Serial(PosixSerial):
             self.board = None
             raise
         finally:
-            self._port = url
+            self._port = self.portstr = url
 
     def close(self) -> None:
         try:

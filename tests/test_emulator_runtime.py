@@ -1,0 +1,214 @@
+"""The in-process runtime: firmware source under CPython on a real pty, `emu://` URLs,
+per-board isolation, virtual time, resets and the link's error behaviour."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import serial
+
+import xbar.emulator  # noqa: F401 - registers emu://
+from xbar.emulator.runtime import WDT_RESET, InProcessBoard
+from xbar.firmware import protocol
+from xbar.host.board import Board
+
+
+def read_until(ser: serial.Serial, ending: bytes, timeout: float = 10.0) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    ser.timeout = 0.05
+    while not data.endswith(ending):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no {ending!r} from the board; got {data[-300:]!r}")
+        data += ser.read(1)
+    return data
+
+
+def firmware(tmp_path: Path, app_source: str) -> Path:
+    """A firmware folder whose app.py is `app_source` (flat modules, as on a board)."""
+    folder = tmp_path / "fw"
+    folder.mkdir()
+    (folder / "app.py").write_text(app_source)
+    return folder
+
+
+@pytest.fixture
+def make_board():
+    boards: list[InProcessBoard] = []
+
+    def make(start: bool = True, **kwargs) -> InProcessBoard:
+        b = InProcessBoard(**kwargs)
+        boards.append(b)
+        return b.start() if start else b
+
+    yield make
+    for b in boards:
+        b.stop()
+        assert not b._thread.is_alive()
+
+
+def test_hello_over_emu_url_runs_the_real_firmware() -> None:
+    port = serial.serial_for_url("emu://xbar-10x10?seed=3", timeout=10)
+    board = port.board
+    try:
+        with Board(port) as client:
+            hello = client.hello()
+            assert hello.profile == "xbar-10x10"
+            assert hello.protocol == protocol.VERSION
+        assert board.model.clock.cycles > 0  # firmware init and the frame cost board time
+        assert board.hw.bytecodes > 0
+    finally:
+        port.close()
+    assert board.pty.closed and not board._thread.is_alive()
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("emu://xbar-10x10?sed=1", "unknown parameter(s) sed"),
+        ("emu://xbar-10x10?seed=x", "seed='x' is not an integer"),
+        ("emu://xbar-10x10?micropython=maybe", "micropython='maybe' is not 0 or 1"),
+        ("emu://xbar-10x10?flash=/tmp", "need micropython=1"),
+    ],
+)
+def test_bad_emu_urls_say_what_is_wrong(url: str, message: str) -> None:
+    with pytest.raises(
+        serial.SerialException, match=message.replace("(", r"\(").replace(")", r"\)")
+    ):
+        serial.serial_for_url(url)
+
+
+def test_two_boards_in_one_process_share_no_state(make_board) -> None:
+    a = make_board(seed=1)
+    b = make_board(seed=2)
+    with Board(serial.Serial(b.port, timeout=10)) as client:
+        client.hello()
+    b_cycles = b.model.clock.cycles
+    with Board(serial.Serial(a.port, timeout=10)) as client:
+        client.hello()
+        client.read(0, 0)
+    assert a.namespace is not None and b.namespace is not None
+    mods_a, mods_b = a.namespace.modules, b.namespace.modules
+    for name in ("app", "protocol", "machine", "time", "micropython"):
+        assert mods_a[name] is not mods_b[name]
+    mods_a["board"].DEFAULT_PROFILE = "changed on a"
+    assert mods_b["board"].DEFAULT_PROFILE == "xbar-10x10"
+    assert b.model.clock.cycles == b_cycles  # a's work did not touch b's clock
+    # CPython's own modules are untouched.
+    import time as cpython_time
+
+    assert sys.modules["time"] is cpython_time and not hasattr(cpython_time, "ticks_us")
+    assert "machine" not in sys.modules
+
+
+def test_virtual_time_advances_only_through_the_board(make_board, tmp_path: Path) -> None:
+    fw = firmware(tmp_path, (
+        "import time\n"
+        "def run(reader, writer):\n"
+        "    t0 = time.ticks_us()\n"
+        "    time.sleep_ms(250)\n"
+        "    writer.write(b'%d\\n' % time.ticks_diff(time.ticks_us(), t0))\n"
+        "    reader.read(1)\n"
+    ))  # fmt: skip
+    b = make_board(firmware_dir=fw, start=False)
+    ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
+    b.start()
+    elapsed = int(read_until(ser, b"\n"))
+    assert 250_000 <= elapsed < 251_000  # the sleep, plus a few calls' overhead
+    assert b.board_seconds() >= 0.25
+    ser.close()
+
+
+def test_bytecode_charging_is_deterministic(make_board, tmp_path: Path) -> None:
+    fw = firmware(tmp_path, (
+        "def run(reader, writer):\n"
+        "    x = 0\n"
+        "    for i in range(1000):\n"
+        "        x += i * i\n"
+        "    writer.write(b'done\\n')\n"
+        "    reader.read(1)\n"
+    ))  # fmt: skip
+    cycles = []
+    for count in (True, True, False):
+        b = make_board(firmware_dir=fw, count_bytecodes=count, start=False)
+        ser = serial.Serial(b.port)
+        b.start()
+        read_until(ser, b"done\n")
+        ser.close()
+        cycles.append((b.hw.bytecodes, b.model.clock.cycles))
+    assert cycles[0] == cycles[1]
+    assert cycles[0][0] > 4000  # ~5 bytecodes per loop step
+    assert cycles[2][0] == 0 and cycles[2][1] < cycles[0][1]
+
+
+def test_firmware_exception_is_a_micropython_traceback_then_ctrl_d_reboots(
+    make_board, tmp_path: Path
+) -> None:
+    fw = firmware(tmp_path, (
+        "def helper():\n"
+        "    raise ValueError('no such cell')\n"
+        "def run(reader, writer):\n"
+        "    helper()\n"
+    ))  # fmt: skip
+    b = make_board(firmware_dir=fw, start=False)
+    ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
+    b.start()
+    text = read_until(ser, b">>> ")
+    assert b'Traceback (most recent call last):\r\n  File "app.py", line 4, in run\r\n' in text
+    assert b"ValueError: no such cell\r\n" in text
+    ser.write(b"\x04")
+    read_until(ser, b"MPY: soft reboot\r\n")
+    read_until(ser, b">>> ")
+    assert b.boots == 2
+    ser.close()
+
+
+def test_ctrl_c_interrupts_firmware_and_watchdog_resets(make_board, tmp_path: Path) -> None:
+    fw = firmware(tmp_path, (
+        "import machine, time\n"
+        "def run(reader, writer):\n"
+        "    writer.write(b'cause %d\\n' % machine.reset_cause())\n"
+        "    if machine.reset_cause() != 3:\n"
+        "        wdt = machine.WDT(timeout=100)\n"
+        "        time.sleep_ms(150)\n"  # starved: the next call resets the board
+        "        time.sleep_ms(1)\n"
+        "    while True:\n"
+        "        time.sleep_us(10)\n"
+    ))  # fmt: skip
+    b = make_board(firmware_dir=fw, start=False)
+    ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
+    b.start()
+    read_until(ser, b"cause 1\n")
+    read_until(ser, b"cause 3\n")  # rebooted by the watchdog, into the busy loop
+    assert b.model.diagnostics.get("wdt_resets") == 1
+    ser.write(b"\x03")
+    assert b"KeyboardInterrupt" in read_until(ser, b">>> ")
+    assert b.hw.reset_cause_code == WDT_RESET
+    ser.close()
+
+
+def test_hard_reset_reboots_a_waiting_firmware(make_board, tmp_path: Path) -> None:
+    fw = firmware(tmp_path, (
+        "def run(reader, writer):\n"
+        "    writer.write(b'up\\n')\n"
+        "    reader.read(1)\n"
+    ))  # fmt: skip
+    b = make_board(firmware_dir=fw, start=False)
+    ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
+    b.start()
+    read_until(ser, b"up\n")
+    b.reset()
+    read_until(ser, b"up\n")
+    assert b.boots == 2
+    ser.close()
+
+
+def test_realtime_factor_is_board_time_over_wall_time(make_board) -> None:
+    b = make_board()
+    mark = b.mark()
+    with Board(serial.Serial(b.port, timeout=10)) as client:
+        client.read(0, 0)
+    assert b.realtime_factor(mark) > 0

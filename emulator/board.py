@@ -50,7 +50,10 @@ from .parts import (
     ADC_MAX_SCLK,
     DAC_MAX_SCLK,
     DAC_SETTLE_S,
+    SW_DAC,
+    SW_GND,
     SW_MAX_SCLK,
+    SW_TIA,
     TIA_RF,
     TIA_SAT_V,
     AD5676Chain,
@@ -62,7 +65,6 @@ from .parts import (
 )
 from .profiles import BoardProfile, NoiseConfig, get_profile
 
-SW_DAC, SW_TIA, SW_GND = 0, 1, 2
 # First-order DAC settling: t_settle (±2 LSB of a half-scale step) is ln(2^14) time
 # constants; after t_settle the output is taken as exactly final.
 DAC_TAU_S = DAC_SETTLE_S / math.log(2**14)
@@ -147,6 +149,7 @@ class BoardModel:
         self.ledger = EnergyLedger(self.clock)
         self.diagnostics: dict[str, int] = Diagnostics.fromkeys(DIAGNOSTIC_KEYS, 0)
         self.trace: list[tuple[Any, ...]] | None = None  # event log for the batch probe
+        self.batch_cache: dict[Any, Any] = {}  # batch-path plans (emulator.batch)
         streams = np.random.SeedSequence(self.seed).spawn(3)
         rng_variation, rng_pulse, self.rng_read = (np.random.default_rng(s) for s in streams)
         self.cells = CellArray(
@@ -236,8 +239,8 @@ class BoardModel:
             else:
                 self._deselect(kind, s)
         elif pin == p.pin_ldac and level == 0:
-            for s, chain in enumerate(self.dacs):
-                self._dac_loaded(s, chain.ldac_fall())
+            self._dac_loaded([(s, chip, ch) for s, chain in enumerate(self.dacs)
+                              for chip, ch in chain.ldac_fall()])  # fmt: skip
         elif pin == p.pin_adc_rst:
             for adc in self.adcs:
                 adc.power(bool(level))
@@ -257,7 +260,7 @@ class BoardModel:
     def _deselect(self, kind: str, s: int) -> None:
         if kind == "dac":
             ldac_low = self._pins.get(self.profile.pin_ldac, 1) == 0
-            self._dac_loaded(s, self.dacs[s].end(ldac_low))
+            self._dac_loaded([(s, chip, ch) for chip, ch in self.dacs[s].end(ldac_low)])
         elif kind == "sw":
             state = self.switches.end()
             if state is not None:
@@ -340,15 +343,15 @@ class BoardModel:
         self.ledger.add("link", max(0, int(nbytes)) * self.power.link_byte_j)
 
     # -- lines -------------------------------------------------------------------------
-    def _dac_loaded(self, s: int, loaded: list[tuple[int, int]]) -> None:
-        """DAC registers loaded on chain ``s``: new line voltages, energy, array events."""
+    def _dac_loaded(self, loaded: list[tuple[int, int, int]]) -> None:
+        """DAC registers (select, chip, channel) loaded: line voltages, energy, array events."""
         if not loaded:
             return
         p = self.profile
         self.ledger.add("dac", len(loaded) * self.power.dac_update_j)
         now = self.clock.cycles
         arrays: set[int] = set()
-        for chip, ch in loaded:
+        for s, chip, ch in loaded:
             line = 8 * (s * p.dac_chain + chip) + ch
             if line >= p.lines:
                 continue
@@ -357,8 +360,10 @@ class BoardModel:
                 self._dac_prev_v[line] = self._effective_dac_v(line, now)
                 self._dac_v[line] = v
                 self._dac_t[line] = now
-                if self._via_dac[line]:
-                    arrays.add(line // p.lines_per_array)
+            if self._via_dac[line]:
+                # Every load of a switched-in line opens a new interval (even at the same
+                # voltage), so interval boundaries depend on the sequence, not the data.
+                arrays.add(line // p.lines_per_array)
         for a in sorted(arrays):
             self._array_event(a)
 
@@ -413,7 +418,10 @@ class BoardModel:
 
     def operator(self, array: int) -> Operator:
         """The array's current electrical operator (cached per state)."""
-        epoch = self.cells.drift_epoch(self.clock.seconds)
+        return self.operator_at(array, self.cells.drift_epoch(self.clock.seconds))
+
+    def operator_at(self, array: int, epoch: int) -> Operator:
+        """The array's operator for its present line states at drift ``epoch``."""
         before = self.network.solves
         op = self.network.operator(
             self.cells.conductance(array, epoch),
@@ -449,7 +457,11 @@ class BoardModel:
 
     def _set_array_power(self, a: int, p_cells: float, p_source: float) -> None:
         self._p_cells[a] = p_cells
-        self._p_wire[a] = max(0.0, p_source - p_cells)
+        # Ideal wiring dissipates nothing; the difference would be rounding residue.
+        self._p_wire[a] = max(0.0, p_source - p_cells) if self.noise.ir_drop else 0.0
+        self._publish_array_power()
+
+    def _publish_array_power(self) -> None:
         self.ledger.set_power("array", float(self._p_cells.sum()))
         self.ledger.set_power("array_wiring", float(self._p_wire.sum()))
 

@@ -83,7 +83,7 @@ class CellPhysics:
     d2d_default: float = 0.1  # d2d σ when the device model has no replicates
     endurance: float = 1e5  # pulses that halve the window
     drift_t0: float = 1.0  # s, drift time scale
-    drift_quantum: float = 1e-3  # s, drift is re-evaluated at this virtual-time step
+    drift_quantum: float = 0.1  # s, drift is re-evaluated at this virtual-time step
     breakdown_factor: float = 1.6  # × max(v_set, |v_reset|): hard breakdown voltage
     compliance_margin: float = 2.0  # × compliance_current: passive-array damage current
     short_factor: float = 100.0  # a broken-down cell conducts short_factor × g_max

@@ -92,6 +92,18 @@ class EnergyLedger:
         for component in list(self._power):
             self._settle(component)
 
+    def absorb(self, joules: Mapping[str, float]) -> None:
+        """Account a span the caller computed itself (the batch path).
+
+        Call :meth:`settle` before advancing the clock over the span, then this: every
+        power's integration restarts at the current cycle and ``joules`` are added.
+        """
+        now = self.clock.cycles
+        for component in self._power:
+            self._since[component] = now
+        for component, value in joules.items():
+            self.add(component, value)
+
     def breakdown(self) -> dict[str, float]:
         self.settle()
         return dict(self._joules)

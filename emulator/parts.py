@@ -16,8 +16,12 @@ map", Table 11 "Program register map", §7.4.3 "Daisy-chain topology".
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .profiles import BoardProfile
 
 # -- AD5676: 8-channel 16-bit DAC, 24-bit words [23:20] command, [19:16] address, [15:0] data
 DAC_WORD_BITS = 24
@@ -371,3 +375,60 @@ TIA_SAT_V = 10.0
 def tia_volts(current: np.ndarray, rf: float) -> np.ndarray:
     """``Vout = −I · Rf`` clipped at the ±10 V rails (current into the TIA is positive)."""
     return np.clip(-np.asarray(current) * rf, -TIA_SAT_V, TIA_SAT_V)
+
+
+# -- frame builders (the byte formats above, as the firmware sends them) ------------------
+DAC_BAUD = 30_000_000
+ADC_BAUD = 17_000_000
+DAC_MID = 32768
+SW_DAC, SW_TIA, SW_GND = 0, 1, 2
+
+
+def dac_word(cmd: int, channel: int, data: int) -> int:
+    """AD5676 24-bit word: [23:20] command, [19:16] channel, [15:0] data."""
+    return ((cmd & 0xF) << 20) | ((channel & 0xF) << 16) | (data & 0xFFFF)
+
+
+def dac_frame(chain_len: int, words: dict[int, int]) -> bytes:
+    """One frame for a DAC chain: ``words[position]``; NO-OP (0) for other positions.
+
+    The first word on the wire ends in the last chip, so positions go out n−1 … 0.
+    """
+    return b"".join(words.get(p, 0).to_bytes(3, "big") for p in reversed(range(chain_len)))
+
+
+def switch_frame(n_chips: int, closed: np.ndarray) -> bytes:
+    """ADG714 chain frame: byte k carries switches 8·(n−1−k) … +7, bit b switch 8·(n−1−k)+b."""
+    bits = np.zeros(8 * n_chips, dtype=bool)
+    bits[: len(closed)] = closed
+    per_chip = np.packbits(bits.reshape(n_chips, 8), axis=1, bitorder="little")[:, 0]
+    return bytes(per_chip[::-1].tolist())
+
+
+def adc_command_frame(chain_len: int, command: int) -> bytes:
+    """ADS8688 frame: 16-bit command then 16 clocks of data per chip in the chain."""
+    return command.to_bytes(2, "big") + bytes(2 * chain_len)
+
+
+def adc_results(rx: bytes, chain_len: int) -> list[int]:
+    """Each chain position's 16-bit result from a received frame (bytes 2+2p, 3+2p)."""
+    return [int.from_bytes(rx[2 + 2 * p : 4 + 2 * p], "big") for p in range(chain_len)]
+
+
+def man_ch(channel: int) -> int:
+    return 0xC000 + (channel << 10)
+
+
+def program_write(addr: int, data: int) -> int:
+    return (addr << 9) | 0x100 | (data & 0xFF)
+
+
+def mvm_switches(profile: BoardProfile, arrays: list[int]) -> np.ndarray:
+    """Switch state for reading: the arrays' rows to their DACs, columns to their TIAs."""
+    closed = np.zeros(3 * profile.lines, dtype=bool)
+    for a in arrays:
+        for r in range(profile.rows):
+            closed[3 * profile.row_line(a, r) + SW_DAC] = True
+        for c in range(profile.cols):
+            closed[3 * profile.col_line(a, c) + SW_TIA] = True
+    return closed

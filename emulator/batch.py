@@ -1,0 +1,550 @@
+"""Vectorised evaluation of N MVMs / inferences, identical to the byte-level path.
+
+The byte-level path is the board model driven frame by frame (``MvmDriver`` below is the
+reference sequence, exactly the documented byte formats). The batch path computes the
+same N inferences at once with numpy and leaves the board in the same state: the same ADC
+codes, the same cycle count, the same energy per ledger component (to float rounding) and
+the same diagnostics. Three properties of the board model make that possible:
+
+* **timing is data-independent**: every frame has a fixed length and every MicroPython
+  call a fixed cost, so one *probe* run of the sequence on a scratch board (noise off)
+  gives each MVM's cycles, its per-component non-array energy, the cycle offset of its
+  LDAC edge and of every ADC sample (``plan_mvm``);
+* **the array is linear** between LDAC edges: the column currents and the array power of
+  inference i are matrix products of its line voltages with the cached operator;
+* **the read-noise stream is consumed one normal per ADC sample in sample order**, so the
+  batch path draws an ``(N, samples per inference)`` block from the same generator.
+
+A schedule is a list of steps per inference — :class:`MvmStep` (one reference MVM on an
+array) and :class:`ChargeStep` (firmware computation) — run by :class:`BatchSession`:
+declare the schedule, call :meth:`BatchSession.mvm` for each MVM step in order with the
+``(N, rows)`` DAC codes (they may depend on earlier steps' outputs: a layer's input is the
+previous layer's output), then :meth:`BatchSession.finish` commits time, energy and state
+to the board. :func:`run_bytes` runs the same schedule frame by frame.
+
+``exact=True`` reduces each column current exactly as the byte path does (elementwise
+product summed along the line axis), so codes match bit for bit; the default uses matrix
+products, which differ from it only in floating-point rounding (a code can differ by one
+LSB when a current falls within ~1e-16 of a code boundary).
+
+Not reproduced by the batch path: the ``tia_saturations`` diagnostic of samples taken for
+other arrays' columns sharing an ADC chain, the stale bits left in the DAC shift registers,
+and pulses (inputs must stay below the cells' disturb floor; the session raises otherwise).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .board import BoardModel, convert, settle_alpha
+from .crossbar import DRIVEN, TIA
+from .parts import (
+    ADC_BAUD,
+    ADC_RST,
+    ADC_STDBY,
+    DAC_BAUD,
+    DAC_MID,
+    DAC_RESET_KEY,
+    REG_RANGE0,
+    adc_command_frame,
+    adc_results,
+    dac_frame,
+    dac_word,
+    line_volts,
+    man_ch,
+    mvm_switches,
+    program_write,
+    switch_frame,
+)
+from .profiles import NoiseConfig
+
+PLAN_DIAG_EXCLUDE = ("operator_solves", "tia_saturations", "cells_programmed", "damage_events")
+
+
+class MvmDriver:
+    """The reference byte-level MVM sequence (module docstring) on one board."""
+
+    def __init__(self, board: BoardModel, gain: int = 3) -> None:
+        self.board = board
+        self.p = board.profile
+        self.gain = gain
+
+    # -- primitives --------------------------------------------------------------
+    def _frame(self, cs: int, bus: int, data: bytes, baud: int) -> bytes:
+        b = self.board
+        b.charge("pin")
+        b.pin_write(cs, 0)
+        b.charge("spi_call")
+        rx = b.spi_transfer(bus, data, baud)
+        b.charge("pin")
+        b.pin_write(cs, 1)
+        return rx
+
+    def _chain_len(self, kind: str, s: int) -> int:
+        p = self.p
+        if kind == "dac":
+            return min(p.dac_chain, p.dac_chips - s * p.dac_chain)
+        return min(p.adc_chain, p.adc_chips - s * p.adc_chain)
+
+    def dac(self, s: int, words: dict[int, int]) -> None:
+        frame = dac_frame(self._chain_len("dac", s), words)
+        self._frame(self.p.pin_cs_dac[s], self.p.bus_dac, frame, DAC_BAUD)
+
+    def adc(self, s: int, command: int) -> list[int]:
+        n = self._chain_len("adc", s)
+        rx = self._frame(self.p.pin_cs_adc[s], self.p.bus_adc, adc_command_frame(n, command),
+                         ADC_BAUD)  # fmt: skip
+        return adc_results(rx, n)
+
+    def switches(self, closed: np.ndarray) -> None:
+        self._frame(self.p.pin_cs_sw, self.p.bus_dac, switch_frame(self.p.sw_chips, closed),
+                    DAC_BAUD)  # fmt: skip
+
+    # -- set-up ------------------------------------------------------------------
+    def setup(self, arrays: list[int] | None = None) -> None:
+        """Reset and chain the DACs, park every line at 0 V, switch the arrays in for
+        reading, reset the ADCs to ±10.24 V, select the TIA gain."""
+        p, b = self.p, self.board
+        arrays = list(range(p.arrays)) if arrays is None else arrays
+        for s in range(p.dac_selects):
+            n = self._chain_len("dac", s)
+            self.dac(s, {0: dac_word(0x6, 0, DAC_RESET_KEY)})  # reaches chip 0 (standalone)
+            for k in range(n - 1):  # enable forwarding one chip at a time
+                self.dac(s, {k: dac_word(0x8, 0, 1)})
+            self.dac(s, {q: dac_word(0xB, 0, DAC_MID) for q in range(n)})  # all to 0 V
+        self.switches(mvm_switches(p, arrays))
+        for s in range(p.adc_selects):
+            self.adc(s, ADC_RST)
+            for ch in range(8):
+                self.adc(s, program_write(REG_RANGE0 + ch, 0x00))
+        b.pin_write(p.pin_gain[0], self.gain & 1)
+        b.pin_write(p.pin_gain[1], (self.gain >> 1) & 1)
+
+    # -- one MVM -----------------------------------------------------------------
+    def mvm(self, array: int, codes: np.ndarray) -> np.ndarray:
+        """Apply DAC ``codes`` (rows,) to the array's rows; the columns' ADC codes."""
+        p, b = self.p, self.board
+        codes = np.asarray(codes, dtype=np.int64)
+        groups: dict[tuple[int, int], dict[int, int]] = {}
+        for r in range(p.rows):
+            line = p.row_line(array, r)
+            chip, ch = divmod(line, 8)
+            s, pos = divmod(chip, p.dac_chain)
+            groups.setdefault((s, ch), {})[pos] = dac_word(0x1, ch, int(codes[r]))
+        for (s, _ch), words in sorted(groups.items()):
+            self.dac(s, words)
+        b.charge("pin")
+        b.pin_write(p.pin_ldac, 0)
+        b.charge("pin")
+        b.pin_write(p.pin_ldac, 1)
+        b.sleep_us(5)
+        out = np.zeros(p.cols, dtype=np.int64)
+        wanted: dict[int, dict[int, list[tuple[int, int]]]] = {}
+        for c in range(p.cols):
+            chip, ch = divmod(array * p.cols + c, 8)
+            s, pos = divmod(chip, p.adc_chain)
+            wanted.setdefault(s, {}).setdefault(ch, []).append((pos, c))
+        for s in sorted(wanted):
+            channels = sorted(wanted[s])
+            for j, command in enumerate([*map(man_ch, channels), ADC_STDBY]):
+                results = self.adc(s, command)
+                if j:
+                    for pos, c in wanted[s][channels[j - 1]]:
+                        out[c] = results[pos]
+        return out
+
+
+@dataclass(frozen=True)
+class MvmStep:
+    """One reference MVM on ``array`` (inputs given to :meth:`BatchSession.mvm`)."""
+
+    array: int
+
+
+@dataclass(frozen=True)
+class ChargeStep:
+    """Firmware computation: ``count`` × the cycle cost of ``op``."""
+
+    op: str
+    count: int = 1
+
+
+Step = MvmStep | ChargeStep
+
+
+@dataclass(frozen=True)
+class MvmPlan:
+    """Data-independent facts of one reference MVM on one array (from a probe run)."""
+
+    array: int
+    cycles: int
+    idle_cycles: int
+    energy: dict[str, float]  # J per MVM, every component but the array's
+    diag: dict[str, int]  # diagnostics per MVM
+    ldac: int  # cycle offset of the LDAC edge
+    sample_offsets: np.ndarray  # (K,) cycle offsets of the ADC samples, in order
+    sample_chips: np.ndarray  # (K,)
+    sample_channels: np.ndarray  # (K,)
+    sample_cols: np.ndarray  # (K,) the array's column sampled, or -1 (another column)
+    last_sample: dict[int, int]  # ADC select -> offset of its last sample
+
+
+def _probe_board(board: BoardModel) -> BoardModel:
+    return BoardModel(
+        board.profile, seed=0, device=board.device, noise=NoiseConfig.off(),
+        physics=board.physics, power=board.power, cycle_costs=board.cycle_costs,
+    )  # fmt: skip
+
+
+def plan_mvm(board: BoardModel, array: int) -> MvmPlan:
+    """Probe the reference MVM on ``array`` once (cached on the board)."""
+    key = ("mvm", array, tuple(sorted(board.cycle_costs.items())))
+    if key in board.batch_cache:
+        plan: MvmPlan = board.batch_cache[key]
+        return plan
+    p = board.profile
+    probe = _probe_board(board)
+    driver = MvmDriver(probe)
+    driver.setup([array])
+    mid = np.full(p.rows, DAC_MID)
+    driver.mvm(array, mid)
+    c0, idle0 = probe.clock.cycles, probe.clock.idle_cycles
+    mark = probe.ledger.mark()
+    diag0 = dict(probe.diagnostics)
+    probe.trace = []
+    driver.mvm(array, mid + 1)
+    trace = probe.trace
+    ldac = [t - c0 for kind, t, *rest in trace if kind == "array" and rest == [array]]
+    if len(ldac) != 1:
+        raise RuntimeError(f"reference MVM on array {array}: {len(ldac)} array events, not 1")
+    samples = [(t - c0, chip, ch) for kind, t, *rest in trace if kind == "sample"
+               for chip, ch in [rest]]  # fmt: skip
+    offsets = np.array([s[0] for s in samples], dtype=np.int64)
+    chips = np.array([s[1] for s in samples], dtype=np.int64)
+    channels = np.array([s[2] for s in samples], dtype=np.int64)
+    gcol = 8 * chips + channels
+    mine = (gcol // p.cols == array) & (gcol < p.columns)
+    cols = np.where(mine, gcol % p.cols, -1)
+    last = {int(chip) // p.adc_chain: int(off) for off, chip in zip(offsets, chips, strict=True)}
+    energy = {k: v for k, v in probe.ledger.since(mark).items()
+              if k not in ("array", "array_wiring")}  # fmt: skip
+    diag = {k: v - diag0.get(k, 0) for k, v in probe.diagnostics.items()
+            if k not in PLAN_DIAG_EXCLUDE and v != diag0.get(k, 0)}  # fmt: skip
+    plan = MvmPlan(
+        array=array, cycles=probe.clock.cycles - c0, idle_cycles=probe.clock.idle_cycles - idle0,
+        energy=energy, diag=diag, ldac=ldac[0], sample_offsets=offsets, sample_chips=chips,
+        sample_channels=channels, sample_cols=cols, last_sample=last,
+    )  # fmt: skip
+    board.batch_cache[key] = plan
+    return plan
+
+
+@dataclass
+class _ArrayLog:
+    """LDAC events of one array during a session: times and powers, in time order."""
+
+    times: list[np.ndarray]
+    p_cells: list[np.ndarray]
+    p_wire: list[np.ndarray]
+    last_v: np.ndarray  # line voltages of the last inference (lines_per_array,)
+    last_time: int
+
+
+class BatchSession:
+    """N inferences of a fixed schedule, evaluated step by step over all N at once."""
+
+    def __init__(self, board: BoardModel, steps: list[Step], n: int, exact: bool = False) -> None:
+        if n < 1:
+            raise ValueError(f"a batch needs n >= 1 inferences, got {n}")
+        self.board, self.steps, self.n, self.exact = board, list(steps), int(n), exact
+        p = board.profile
+        self.plans: list[MvmPlan | None] = []
+        self.offsets: list[int] = []
+        self.k_base: list[int] = []
+        t = k = 0
+        for step in self.steps:
+            self.offsets.append(t)
+            self.k_base.append(k)
+            if isinstance(step, MvmStep):
+                if not 0 <= step.array < p.arrays:
+                    raise ValueError(f"MvmStep array {step.array} not in 0…{p.arrays - 1}")
+                plan = plan_mvm(board, step.array)
+                t += plan.cycles
+                k += plan.sample_offsets.size
+                self.plans.append(plan)
+            elif isinstance(step, ChargeStep):
+                if step.op not in board.cycle_costs or step.count < 0:
+                    raise ValueError(f"ChargeStep({step.op!r}, {step.count}): unknown op or "
+                                     "negative count")  # fmt: skip
+                t += board.cycle_costs[step.op] * step.count
+                self.plans.append(None)
+            else:
+                raise TypeError(f"not a batch step: {step!r}")
+        self.period = t
+        self.samples = k
+        board.ledger.settle()
+        self.t0 = board.clock.cycles
+        self.eps = (board.rng_read.standard_normal((self.n, k))
+                    if board.noise.read_noise_on else None)  # fmt: skip
+        self._next = 0
+        self._logs: dict[int, _ArrayLog] = {}
+        self._dac_codes: dict[int, np.ndarray] = {}  # array -> (n, rows) codes, last step
+        self._dac_times: dict[int, np.ndarray] = {}
+        self._adc_last: dict[int, int] = {}
+        self._saturations = 0
+        self._finished = False
+
+    # -- checks --------------------------------------------------------------------
+    def _check_ready(self, array: int, plan: MvmPlan) -> None:
+        b, p = self.board, self.board.profile
+        modes = b.line_modes(array)
+        lines = np.arange(p.lines_per_array) + array * p.lines_per_array
+        rows_ok = (modes[: p.rows] == DRIVEN).all() and b._via_dac[lines[: p.rows]].all()
+        cols_ok = (modes[p.rows :] == TIA).all() and not b._contention[lines].any()
+        if not (rows_ok and cols_ok):
+            raise RuntimeError(
+                f"array {array} is not switched for reading (rows to DACs, columns to TIAs); "
+                "run MvmDriver.setup first"
+            )
+        if b.pin_read(p.pin_ldac) != 1 or any(b.pin_read(pin) != 1 for pin in b._cs):
+            raise RuntimeError("LDAC and every chip select must be high between MVMs")
+        for s in {int(c) // p.adc_chain for c in plan.sample_chips}:
+            if not b.adcs[s].powered or b.adcs[s].pending is not None:
+                raise RuntimeError(f"ADC select {s} is not idle (powered, nothing pending)")
+        for r in range(p.rows):
+            chip, ch = divmod(p.row_line(array, r), 8)
+            s, pos = divmod(chip, p.dac_chain)
+            chain = b.dacs[s]
+            if chain._reach() <= pos or (int(chain.ldac_mask[pos]) >> ch) & 1:
+                raise RuntimeError(f"row {r} of array {array}: its DAC is not reachable "
+                                   "through the chain or ignores LDAC")  # fmt: skip
+        if b._pulsing[array]:
+            raise RuntimeError(f"array {array} is being pulsed; finish the pulse first")
+
+    # -- one MVM step --------------------------------------------------------------
+    def mvm(self, codes: np.ndarray) -> np.ndarray:
+        """The next MVM step for all N inferences: (N, rows) DAC codes -> (N, cols) ADC codes."""
+        while self._next < len(self.steps) and isinstance(self.steps[self._next], ChargeStep):
+            self._next += 1
+        if self._finished or self._next >= len(self.steps):
+            raise RuntimeError("no MVM step left in this batch schedule")
+        j = self._next
+        self._next += 1
+        step, plan = self.steps[j], self.plans[j]
+        assert isinstance(step, MvmStep) and plan is not None
+        b, p, n = self.board, self.board.profile, self.n
+        a = step.array
+        codes = np.asarray(codes)
+        if codes.shape != (n, p.rows) or codes.min() < 0 or codes.max() > 0xFFFF:
+            raise ValueError(f"MVM step {j}: codes must be ({n}, {p.rows}) ints in 0…65535, "
+                             f"got shape {codes.shape}")  # fmt: skip
+        codes = codes.astype(np.int64)
+        self._check_ready(a, plan)
+        hz = b.clock.mcu_hz
+        if (settle_alpha((plan.sample_offsets - plan.ldac) / hz) != 0).any():
+            raise NotImplementedError("samples before the DAC has settled are byte-level only")
+        volts = np.zeros((n, p.lines_per_array))
+        volts[:] = b.line_voltages(a)
+        volts[:, : p.rows] = line_volts(codes)
+        if np.abs(volts).max() >= b.cells.v_floor:
+            raise ValueError(
+                f"MVM step {j}: inputs up to {np.abs(volts).max():.3f} V reach the cells' "
+                f"disturb floor ({b.cells.v_floor:.3f} V); pulses need the byte-level path"
+            )
+        base = self.t0 + np.arange(n, dtype=np.int64) * self.period + self.offsets[j]
+        t_ldac = base + plan.ldac
+        t_samp = base[:, None] + plan.sample_offsets[None, :]
+        out = np.zeros((n, p.cols), dtype=np.int64)
+        out[:] = -1
+        ks = np.flatnonzero(plan.sample_cols >= 0)
+        k_total = plan.sample_offsets.size
+        current = np.zeros((n, k_total))
+        sumsq = np.zeros((n, k_total))
+        col_lines = p.rows + plan.sample_cols[ks]
+        samp_epochs = self._epochs(t_samp)
+        for e in np.unique(samp_epochs[:, ks]):
+            tia = b.operator_at(a, int(e)).tia[col_lines]  # (K', lines)
+            sel = samp_epochs[:, ks] == e
+            if self.exact:
+                for i_k, k in enumerate(ks):
+                    rows_i = np.flatnonzero(sel[:, i_k])
+                    contrib = volts[rows_i] * tia[i_k]
+                    current[rows_i, k] = contrib.sum(axis=1)
+                    sumsq[rows_i, k] = (contrib * contrib).sum(axis=1)
+            else:
+                cur = volts @ tia.T
+                sq = (volts * volts) @ (tia * tia).T
+                current[:, ks] = np.where(sel, cur, current[:, ks])
+                sumsq[:, ks] = np.where(sel, sq, sumsq[:, ks])
+        ranges = [b.adcs[int(c) // p.adc_chain].range_of(int(c) % p.adc_chain, int(ch))
+                  for c, ch in zip(plan.sample_chips, plan.sample_channels, strict=True)]
+        low = np.array([r[0] for r in ranges])
+        high = np.array([r[1] for r in ranges])
+        kb = self.k_base[j]
+        eps = None if self.eps is None else self.eps[:, kb : kb + k_total]
+        conv, saturated = convert(current, sumsq, eps, b.tia_rf, low, high, b.noise)
+        self._saturations += int(saturated[:, ks].sum())
+        out[:, plan.sample_cols[ks]] = conv[:, ks]
+        self._log_array(a, t_ldac, volts)
+        self._dac_codes[a] = codes
+        self._dac_times[a] = t_ldac
+        for s, off in plan.last_sample.items():
+            self._adc_last[s] = int(base[-1]) + off
+        return out
+
+    def _epochs(self, cycles: np.ndarray) -> np.ndarray:
+        b = self.board
+        if b.noise.drift_nu <= 0:
+            return np.zeros(cycles.shape, dtype=np.int64)
+        seconds = cycles / b.clock.mcu_hz
+        return np.floor_divide(seconds, b.physics.drift_quantum).astype(np.int64)
+
+    def _log_array(self, a: int, t_ldac: np.ndarray, volts: np.ndarray) -> None:
+        """Array power of each inference from its LDAC edge; safety checks."""
+        b, p = self.board, self.board.profile
+        n = self.n
+        p_cells = np.zeros(n)
+        p_src = np.zeros(n)
+        epochs = self._epochs(t_ldac)
+        for e in np.unique(epochs):
+            op = b.operator_at(a, int(e))
+            rows_i = np.flatnonzero(epochs == e)
+            v = volts[rows_i]
+            bound = np.abs(op.cell_v).sum(axis=1).max() * np.abs(v).max()
+            passive = p.cell == "0T1R"
+            limit = b.physics.compliance_margin * b.device.compliance_current
+            if bound > b.cells.v_breakdown or (passive and bound * op.g.max() > limit):
+                vc = v @ op.cell_v.T
+                over = np.abs(vc) > b.cells.v_breakdown
+                if passive:
+                    over |= (np.abs(vc) * op.g > limit) & (b.cells.stuck[a].ravel() != 3)
+                if over.any():
+                    raise ValueError(f"array {a}: these inputs would damage cells; "
+                                     "use the byte-level path")  # fmt: skip
+            quad = (op.cell_v.T * op.g) @ op.cell_v
+            p_cells[rows_i] = ((v @ quad) * v).sum(axis=1)
+            p_src[rows_i] = ((v @ op.src.T) * v).sum(axis=1)
+        p_wire = np.maximum(0.0, p_src - p_cells) if b.noise.ir_drop else np.zeros(n)
+        log = self._logs.get(a)
+        if log is None:
+            self._logs[a] = _ArrayLog([t_ldac], [p_cells], [p_wire], volts[-1], int(t_ldac[-1]))
+        else:
+            log.times.append(t_ldac)
+            log.p_cells.append(p_cells)
+            log.p_wire.append(p_wire)
+            if t_ldac[-1] > log.last_time:
+                log.last_v, log.last_time = volts[-1], int(t_ldac[-1])
+
+    # -- commit ----------------------------------------------------------------------
+    def finish(self) -> None:
+        """Advance the board's clock, ledger, diagnostics and part state over the batch."""
+        if self._finished:
+            return
+        while self._next < len(self.steps) and isinstance(self.steps[self._next], ChargeStep):
+            self._next += 1
+        if self._next != len(self.steps):
+            raise RuntimeError(f"batch finished after {self._next} of {len(self.steps)} steps")
+        self._finished = True
+        b, p, n = self.board, self.board.profile, self.n
+        hz = b.clock.mcu_hz
+        span = n * self.period
+        idle = n * sum(plan.idle_cycles for plan in self.plans if plan is not None)
+        energy: dict[str, float] = {}
+        powers = {c: b.ledger.power(c) for c in b.ledger.breakdown()
+                  if c not in ("array", "array_wiring")}  # fmt: skip
+        for step, plan in zip(self.steps, self.plans, strict=True):
+            if plan is not None:
+                for comp, joules in plan.energy.items():
+                    energy[comp] = energy.get(comp, 0.0) + n * joules
+                for key, count in plan.diag.items():
+                    b.diagnostics[key] += n * count
+            else:
+                assert isinstance(step, ChargeStep)
+                cycles = n * b.cycle_costs[step.op] * step.count
+                b.diagnostics["charge_cycles"] += cycles
+                for comp, watts in powers.items():
+                    energy[comp] = energy.get(comp, 0.0) + watts * cycles / hz
+        b.diagnostics["tia_saturations"] += self._saturations
+        t_end = self.t0 + span
+        e_cells = e_wire = 0.0
+        for a in range(p.arrays):
+            log = self._logs.get(a)
+            if log is None:
+                e_cells += b._p_cells[a] * span / hz
+                e_wire += b._p_wire[a] * span / hz
+                continue
+            times = np.concatenate(log.times)
+            order = np.argsort(times, kind="stable")
+            times = times[order]
+            edges = np.concatenate([[self.t0], times, [t_end]])
+            durations = np.diff(edges) / hz
+            pc = np.concatenate([[b._p_cells[a]], np.concatenate(log.p_cells)[order]])
+            pw = np.concatenate([[b._p_wire[a]], np.concatenate(log.p_wire)[order]])
+            e_cells += float(np.dot(pc, durations))
+            e_wire += float(np.dot(pw, durations))
+            b._p_cells[a], b._p_wire[a] = pc[-1], pw[-1]
+            op = b.operator_at(a, int(self._epochs(np.array([log.last_time]))[0]))
+            b._vcell[a] = (op.cell_v @ log.last_v).reshape(p.rows, p.cols)
+            b._t_start[a] = log.last_time
+        energy["array"] = energy.get("array", 0.0) + e_cells
+        energy["array_wiring"] = energy.get("array_wiring", 0.0) + e_wire
+        b.clock.advance(span - idle)
+        b.clock.advance(idle, idle=True)
+        b.ledger.absorb(energy)
+        b._publish_array_power()
+        self._commit_dacs()
+        for s, t in self._adc_last.items():
+            b.adcs[s].last_sample_s = t / hz
+
+    def _commit_dacs(self) -> None:
+        """Leave the row DACs as the last inference left them (registers, settling)."""
+        b, p = self.board, self.board.profile
+        for a, codes in self._dac_codes.items():
+            times = self._dac_times[a]
+            for r in range(p.rows):
+                line = p.row_line(a, r)
+                chip, ch = divmod(line, 8)
+                s, pos = divmod(chip, p.dac_chain)
+                chain = b.dacs[s]
+                history = np.concatenate([[int(chain.output[pos, ch])], codes[:, r]])
+                changed = np.flatnonzero(history[1:] != history[:-1])
+                chain.input[pos, ch] = chain.output[pos, ch] = history[-1]
+                b._dac_v[line] = float(line_volts(int(history[-1])))
+                if changed.size:
+                    last = int(changed[-1])
+                    b._dac_prev_v[line] = float(line_volts(int(history[last])))
+                    b._dac_t[line] = int(times[last])
+
+
+def batch_mvm(board: BoardModel, array: int, codes: np.ndarray, exact: bool = False) -> np.ndarray:
+    """N reference MVMs on one array: (N, rows) DAC codes -> (N, cols) ADC codes."""
+    codes = np.asarray(codes)
+    session = BatchSession(board, [MvmStep(array)], codes.shape[0], exact=exact)
+    out = session.mvm(codes)
+    session.finish()
+    return out
+
+
+def run_bytes(board: BoardModel, steps: list[Step], inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """The byte-level counterpart of a batch: ``inputs[m]`` (N, rows) for the m-th MVM step.
+
+    Runs inference by inference, step by step, through ``MvmDriver``; returns the
+    (N, cols) ADC codes of each MVM step.
+    """
+    driver = MvmDriver(board)
+    mvm_steps = [s for s in steps if isinstance(s, MvmStep)]
+    if len(inputs) != len(mvm_steps):
+        raise ValueError(f"{len(mvm_steps)} MVM steps but {len(inputs)} input arrays")
+    n = inputs[0].shape[0] if inputs else 0
+    outs = [np.zeros((n, board.profile.cols), dtype=np.int64) for _ in mvm_steps]
+    for i in range(n):
+        m = 0
+        for step in steps:
+            if isinstance(step, MvmStep):
+                outs[m][i] = driver.mvm(step.array, inputs[m][i])
+                m += 1
+            else:
+                board.charge(step.op, step.count)
+    return outs

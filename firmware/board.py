@@ -41,6 +41,7 @@ DAC_CMD_WRITE = const(0x1)  # write input register, applied on LDAC falling edge
 DAC_CMD_WRITE_UPDATE = const(0x3)
 DAC_CMD_RESET = const(0x6)
 DAC_RESET_DATA = const(0x1234)  # AD5676 software reset key
+DAC_CMD_DCEN = const(0x8)  # daisy-chain enable (data bit 0)
 # ADG714: 8 switches per chip; three per line (to DAC, to TIA, to ground).
 SW_PER_CHIP = const(8)
 SW_DAC = const(0)

@@ -66,23 +66,49 @@ class Dac:
         self.ldac.off()
         self.ldac.on()
 
-    def reset(self):
-        """Software reset (outputs to zero scale), then every channel to 0 V (mid code)."""
-        self.ldac.on()
+    def _frame(self, sel, words, cmd, data):
+        """A frame of `words` words whose first (farthest-travelling) word is
+        (cmd, data) and the rest no-ops: it reaches chip `words - 1` of the chain."""
         buf = self.buf
+        for i in range(len(buf)):
+            buf[i] = _NOP
+        buf[0] = cmd << 4
+        buf[1] = data >> 8
+        buf[2] = data & 0xFF
+        cs = self.cs[sel]
+        cs.off()
+        try:
+            self.spi.write(memoryview(buf)[: 3 * words])
+        finally:
+            cs.on()
+
+    def reset(self):
+        """Software reset (outputs to zero scale), then every channel to 0 V (mid code).
+
+        In a chain a chip passes bits on only once its daisy-chain enable (DCEN) is set,
+        and reset clears it; so chips are reset and enabled one by one from the MCU end.
+        """
+        self.ldac.on()
         for sel in range(len(self.cs)):
+            for p in range(self.chain):
+                self._frame(sel, p + 1, board.DAC_CMD_RESET, board.DAC_RESET_DATA)
+                if p < self.chain - 1:
+                    self._frame(sel, p + 1, board.DAC_CMD_DCEN, 1)
+        # Every chip of a chain takes one word per frame: channel ch of all chips at once.
+        buf = self.buf
+        for ch in range(board.DAC_CHANNELS):
             for k in range(0, len(buf), 3):
-                buf[k] = board.DAC_CMD_RESET << 4
-                buf[k + 1] = board.DAC_RESET_DATA >> 8
-                buf[k + 2] = board.DAC_RESET_DATA & 0xFF
-            cs = self.cs[sel]
-            cs.off()
-            try:
-                self.spi.write(buf)
-            finally:
-                cs.on()
+                buf[k] = (board.DAC_CMD_WRITE_UPDATE << 4) | ch
+                buf[k + 1] = board.DAC_MID >> 8
+                buf[k + 2] = board.DAC_MID & 0xFF
+            for sel in range(len(self.cs)):
+                cs = self.cs[sel]
+                cs.off()
+                try:
+                    self.spi.write(buf)
+                finally:
+                    cs.on()
         for line in range(len(self.staged)):
-            self._send(line, board.DAC_CMD_WRITE_UPDATE, board.DAC_MID)
             self.staged[line] = board.DAC_MID
 
 
@@ -131,10 +157,18 @@ class Switches:
                 self.set(line, mode)
 
     def commit(self):
-        """Send the frame; the switches latch on the rising edge of CS_SW."""
+        """Send the staged state; the switches latch on the rising edge of CS_SW."""
+        self.prepare()
+        self.send()
+
+    def prepare(self):
+        """Lay the staged state out as the wire frame, without sending it yet."""
         n = len(self.state)
         for k in range(n):
             self.wire[k] = self.state[n - 1 - k]
+
+    def send(self):
+        """Send the prepared frame: a few machine calls, so it can time a pulse's end."""
         self.cs.off()
         try:
             self.spi.write(self.wire)
@@ -143,7 +177,12 @@ class Switches:
 
 
 class Adc:
-    """ADS8688 ADCs: manual channel select, results one frame later (pipeline)."""
+    """ADS8688 ADCs: manual channel select, results one frame later (pipeline).
+
+    The chips of one chip select share SDI, so every chip of a chain receives the same
+    16-bit command; the frame then carries 16 result bits per chip, position p in bytes
+    2 + 2p, 3 + 2p (for a single chip: the last two bytes of the 32-bit frame).
+    """
 
     def __init__(self, spi, cs, rst, geom):
         self.spi = spi
@@ -152,12 +191,13 @@ class Adc:
         self.chain = geom.adc_chain
         self.chips = geom.adc_chips
         self.columns = geom.columns
-        self.tx = bytearray(4 * self.chain)
-        self.rx = bytearray(4 * self.chain)
-        self.pending = array("h", [-1] * self.chain)  # column whose result comes next
+        self.tx = bytearray(2 + 2 * self.chain)
+        self.rx = bytearray(2 + 2 * self.chain)
         self.conversions = 0
 
-    def _frame(self, sel):
+    def _frame(self, sel, cmd):
+        self.tx[0] = cmd >> 8
+        self.tx[1] = cmd & 0xFF
         cs = self.cs[sel]
         cs.off()
         try:
@@ -165,67 +205,48 @@ class Adc:
         finally:
             cs.on()
 
-    def _put(self, pos, cmd):
-        k = 4 * (self.chain - 1 - pos)
-        self.tx[k] = cmd >> 8
-        self.tx[k + 1] = cmd & 0xFF
-        self.tx[k + 2] = 0
-        self.tx[k + 3] = 0
-
-    def _fill(self, cmd):
-        for pos in range(self.chain):
-            self._put(pos, cmd)
-
     def init(self):
         """Release reset, reset every chip, set every channel's range to +-10.24 V."""
         self.rst.on()
         for sel in range(len(self.cs)):
-            self._fill(board.ADC_CMD_RESET)
-            self._frame(sel)
+            self._frame(sel, board.ADC_CMD_RESET)
             for ch in range(board.ADC_CHANNELS):
-                self._fill(((board.ADC_REG_RANGE + ch) << 9) | 0x100 | board.ADC_RANGE_10V24)
-                self._frame(sel)
+                self._frame(sel, ((board.ADC_REG_RANGE + ch) << 9) | 0x100
+                            | board.ADC_RANGE_10V24)  # fmt: skip
 
     def convert(self, want, codes):
         """Convert every column c with want[c] != 0; codes[c] = result - 32768.
 
-        Per chip select, one frame per channel number asks every chip of the chain for
-        that channel; each result arrives in the next frame, hence one flush frame.
+        Per chip select, one frame per channel number that any chip of the chain needs;
+        each frame returns the previous selection's results, hence one flush frame.
         """
         chain = self.chain
         nsel = (self.chips + chain - 1) // chain
-        pend = self.pending
+        per = chain * board.ADC_CHANNELS
         for sel in range(nsel):
-            base = sel * chain * board.ADC_CHANNELS
-            for p in range(chain):
-                pend[p] = -1
+            base = sel * per
+            prev = -1
             for ch in range(board.ADC_CHANNELS + 1):
-                any_cmd = False
-                for p in range(chain):
-                    col = base + p * board.ADC_CHANNELS + ch
-                    if ch < board.ADC_CHANNELS and col < self.columns and want[col]:
-                        self._put(p, board.ADC_CMD_MAN + (ch << 10))
-                        any_cmd = True
-                    else:
-                        self._put(p, board.ADC_CMD_NOOP)
-                busy = any_cmd
-                for p in range(chain):
-                    if pend[p] >= 0:
-                        busy = True
-                if not busy:
+                need = False
+                if ch < board.ADC_CHANNELS:
+                    col = base + ch
+                    for _p in range(chain):
+                        if col < self.columns and want[col]:
+                            need = True
+                            break
+                        col += board.ADC_CHANNELS
+                if not need and prev < 0:
                     continue
-                self._frame(sel)
-                for p in range(chain):
-                    col = pend[p]
-                    if col >= 0:
-                        k = 4 * (chain - 1 - p)
-                        codes[col] = ((self.rx[k + 2] << 8) | self.rx[k + 3]) - board.ADC_MID
-                        self.conversions += 1
-                    nxt = base + p * board.ADC_CHANNELS + ch
-                    if ch < board.ADC_CHANNELS and nxt < self.columns and want[nxt]:
-                        pend[p] = nxt
-                    else:
-                        pend[p] = -1
+                self._frame(sel, board.ADC_CMD_MAN + (ch << 10) if need else board.ADC_CMD_NOOP)
+                if prev >= 0:
+                    col = base + prev
+                    rx = self.rx
+                    for p in range(chain):
+                        if col < self.columns and want[col]:
+                            codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - board.ADC_MID
+                            self.conversions += 1
+                        col += board.ADC_CHANNELS
+                prev = ch if need else -1
 
 
 class Gain:

@@ -81,6 +81,11 @@ class Hal:
         self.gain.set(board.N_GAINS - 1)
         self.sw.all(board.SW_GND)
         self.sw.commit()
+        # How long ending a pulse takes (one prepared switch frame), so pulse() can
+        # start that frame early by as much; sending the all-ground frame again is inert.
+        t = time.ticks_us()
+        self.sw.send()
+        self.end_us = time.ticks_diff(time.ticks_us(), t)
 
     def safe(self):
         """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
@@ -159,8 +164,9 @@ class Hal:
     def pulse(self, arr, row, col, volts, width_us):
         """One write pulse of `volts` across cell (row, col) by the +-V/2 scheme: the row
         at +V/2 and the column at -V/2 (signs swapped for negative volts), every other
-        line grounded, so half-selected cells see at most V/2. The width is timed by the
-        MCU between the two LDAC edges. Returns the measured width in microseconds.
+        line grounded, so half-selected cells see at most V/2. The pulse starts on the LDAC
+        edge that loads both staged codes and ends when one prepared switch frame grounds
+        both lines, timed by the MCU in between. Returns the measured width (us).
         """
         g = self.geom
         if arr < 0 or arr >= g.arrays or row < 0 or row >= g.rows or col < 0 or col >= g.cols:
@@ -187,17 +193,17 @@ class Hal:
             sw.commit()
             dac.write(rl, _MID + half, False)
             dac.write(cl, _MID - half, False)
-            dac.ldac.off()
+            sw.set(rl, board.SW_GND)
+            sw.set(cl, board.SW_GND)
+            sw.prepare()  # the frame that ends the pulse, ready before it starts
+            dac.ldac.off()  # falling LDAC edge: both lines step to +-V/2 together
             t0 = time.ticks_us()
             dac.ldac.on()
-            dac.write(rl, _MID, False)
-            dac.write(cl, _MID, False)
-            rest = width_us - time.ticks_diff(time.ticks_us(), t0)
+            rest = width_us - self.end_us - time.ticks_diff(time.ticks_us(), t0)
             if rest > 0:
                 time.sleep_us(rest)
-            dac.ldac.off()
+            sw.send()  # both lines back to ground on the CS_SW rising edge
             t1 = time.ticks_us()
-            dac.ldac.on()
             self.pulses += 1
             return time.ticks_diff(t1, t0)
         finally:

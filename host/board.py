@@ -297,6 +297,7 @@ class Board:
         self.port_name = port if isinstance(port, str) else type(port).__name__
         self.link = Link(_open(port), timeout)
         self.link.flush()
+        self.link.sync(timeout)
         self._info: Info | None = None
 
     def __enter__(self) -> Board:

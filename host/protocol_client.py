@@ -90,6 +90,27 @@ class Link:
     def request(self, code: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         return self.receive(code, self.send(code, payload), timeout)
 
+    def sync(self, timeout: float) -> bytes:
+        """Wait until the board answers HELLO; returns its payload.
+
+        Until the firmware is in binary mode the board's stdin still treats 0x03 as
+        Ctrl-C, so the HELLO frames sent here use sequence numbers whose wire bytes hold
+        no 0x03 (nor 0x04, soft reboot), and are repeated while the board boots.
+        """
+        deadline = time.monotonic() + timeout
+        last: BoardError | None = None
+        while time.monotonic() < deadline:
+            seq = self.next_seq()
+            wire = P.encode(P.HELLO, seq)
+            if 3 in wire or 4 in wire:
+                continue
+            self.port.write(b"\x00" + wire)
+            try:
+                return self.receive(P.HELLO, seq, timeout=min(0.5, self.timeout))
+            except LinkError as exc:
+                last = exc
+        raise LinkError(f"board did not answer HELLO within {timeout:g} s") from last
+
     def flush(self) -> None:
         """Terminate any partial frame on the board's side and drop pending input."""
         self.port.write(b"\x00")

@@ -13,7 +13,6 @@ emulator itself.
 from __future__ import annotations
 
 import builtins
-import math
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -103,11 +102,13 @@ class SimBoard:
         return self._adc(sel, tx) if sel >= 0 else bytes(len(tx))
 
     def _dac(self, sel: int, tx: bytes) -> None:
+        """The last word on the wire lands in the chip nearest the MCU (position 0)."""
         chain = self.geom.dac_chain
-        assert len(tx) == 3 * chain, f"DAC frame of {len(tx)} bytes, chain {chain}"
+        words = len(tx) // 3
+        assert len(tx) % 3 == 0 and 1 <= words <= chain, f"DAC frame of {len(tx)} bytes"
         self._segment()
-        for k in range(chain):
-            chip = sel * chain + (chain - 1 - k)
+        for k in range(words):
+            chip = sel * chain + (words - 1 - k)
             cmd, ch = tx[3 * k] >> 4, tx[3 * k] & 15
             code = (tx[3 * k + 1] << 8) | tx[3 * k + 2]
             if chip >= self.geom.dac_chips:
@@ -131,17 +132,18 @@ class SimBoard:
         self._check()
 
     def _adc(self, sel: int, tx: bytes) -> bytes:
+        """Shared command for the chain; chip p's previous result in bytes 2+2p, 3+2p."""
         chain = self.geom.adc_chain
-        assert len(tx) == 4 * chain
+        assert len(tx) == 2 + 2 * chain, f"ADC frame of {len(tx)} bytes, chain {chain}"
         rx = bytearray(len(tx))
-        for k in range(chain):
-            chip = sel * chain + (chain - 1 - k)
+        cmd = (tx[0] << 8) | tx[1]
+        for p in range(chain):
+            chip = sel * chain + p
             if chip >= self.geom.adc_chips:
                 continue
             r = int(self.adc_result[chip])
-            rx[4 * k + 2], rx[4 * k + 3] = r >> 8, r & 0xFF
-            cmd = (tx[4 * k] << 8) | tx[4 * k + 1]
-            if cmd & 0xC000 == 0xC000 and cmd & 0x3FF == 0:
+            rx[2 + 2 * p], rx[3 + 2 * p] = r >> 8, r & 0xFF
+            if cmd & 0xE3FF == 0xC000:
                 self.adc_ch[chip] = (cmd >> 10) & 7
             elif cmd != 0:
                 continue  # reset, register writes

@@ -12,8 +12,10 @@ the same diagnostics. Three properties of the board model make that possible:
   LDAC edge and of every ADC sample (``plan_mvm``);
 * **the array is linear** between LDAC edges: the column currents and the array power of
   inference i are matrix products of its line voltages with the cached operator;
-* **the read-noise stream is consumed one normal per ADC sample in sample order**, so the
-  batch path draws an ``(N, samples per inference)`` block from the same generator.
+* **read noise is counter-based**: the noise of ADC chip k's n-th sample is a pure
+  function of (seed, k, n) (``board.sample_normals``), and the sample counts per chip are
+  data-independent, so the batch path computes the noise of exactly the conversions it
+  needs.
 
 A schedule is a list of steps per inference — :class:`MvmStep` (one reference MVM on an
 array) and :class:`ChargeStep` (firmware computation) — run by :class:`BatchSession`:
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .board import BoardModel, convert, settle_alpha
+from .board import BoardModel, convert, sample_normals, settle_alpha
 from .crossbar import DRIVEN, TIA
 from .parts import (
     ADC_BAUD,
@@ -188,6 +190,8 @@ class MvmPlan:
     sample_chips: np.ndarray  # (K,)
     sample_channels: np.ndarray  # (K,)
     sample_cols: np.ndarray  # (K,) the array's column sampled, or -1 (another column)
+    sample_ordinal: np.ndarray  # (K,) earlier samples of the same chip in this MVM
+    chip_samples: np.ndarray  # (adc_chips,) samples per chip in this MVM
     last_sample: dict[int, int]  # ADC select -> offset of its last sample
 
 
@@ -232,10 +236,16 @@ def plan_mvm(board: BoardModel, array: int) -> MvmPlan:
               if k not in ("array", "array_wiring")}  # fmt: skip
     diag = {k: v - diag0.get(k, 0) for k, v in probe.diagnostics.items()
             if k not in PLAN_DIAG_EXCLUDE and v != diag0.get(k, 0)}  # fmt: skip
+    seen: dict[int, int] = {}
+    ordinal = np.zeros(chips.size, dtype=np.int64)
+    for j, chip in enumerate(chips.tolist()):
+        ordinal[j] = seen.get(chip, 0)
+        seen[chip] = ordinal[j] + 1
     plan = MvmPlan(
         array=array, cycles=probe.clock.cycles - c0, idle_cycles=probe.clock.idle_cycles - idle0,
         energy=energy, diag=diag, ldac=ldac[0], sample_offsets=offsets, sample_chips=chips,
-        sample_channels=channels, sample_cols=cols, last_sample=last,
+        sample_channels=channels, sample_cols=cols, sample_ordinal=ordinal,
+        chip_samples=np.bincount(chips, minlength=p.adc_chips), last_sample=last,
     )  # fmt: skip
     board.batch_cache[key] = plan
     return plan
@@ -262,32 +272,33 @@ class BatchSession:
         p = board.profile
         self.plans: list[MvmPlan | None] = []
         self.offsets: list[int] = []
-        self.k_base: list[int] = []
-        t = k = 0
+        self.ordinals: list[np.ndarray] = []  # per step: each sample's ordinal for its chip
+        per_chip = np.zeros(p.adc_chips, dtype=np.int64)  # samples per chip per inference
+        t = 0
         for step in self.steps:
             self.offsets.append(t)
-            self.k_base.append(k)
             if isinstance(step, MvmStep):
                 if not 0 <= step.array < p.arrays:
                     raise ValueError(f"MvmStep array {step.array} not in 0…{p.arrays - 1}")
                 plan = plan_mvm(board, step.array)
                 t += plan.cycles
-                k += plan.sample_offsets.size
+                self.ordinals.append(per_chip[plan.sample_chips] + plan.sample_ordinal)
+                per_chip += plan.chip_samples
                 self.plans.append(plan)
             elif isinstance(step, ChargeStep):
                 if step.op not in board.cycle_costs or step.count < 0:
                     raise ValueError(f"ChargeStep({step.op!r}, {step.count}): unknown op or "
                                      "negative count")  # fmt: skip
                 t += board.cycle_costs[step.op] * step.count
+                self.ordinals.append(np.zeros(0, dtype=np.int64))
                 self.plans.append(None)
             else:
                 raise TypeError(f"not a batch step: {step!r}")
         self.period = t
-        self.samples = k
+        self.per_chip = per_chip
+        self.counts0 = board.adc_samples.copy()
         board.ledger.settle()
         self.t0 = board.clock.cycles
-        self.eps = (board.rng_read.standard_normal((self.n, k))
-                    if board.noise.read_noise_on else None)  # fmt: skip
         self._next = 0
         self._logs: dict[int, _ArrayLog] = {}
         self._dac_codes: dict[int, np.ndarray] = {}  # array -> (n, rows) codes, last step
@@ -382,11 +393,17 @@ class BatchSession:
                   for c, ch in zip(plan.sample_chips, plan.sample_channels, strict=True)]
         low = np.array([r[0] for r in ranges])
         high = np.array([r[1] for r in ranges])
-        kb = self.k_base[j]
-        eps = None if self.eps is None else self.eps[:, kb : kb + k_total]
-        conv, saturated = convert(current, sumsq, eps, b.tia_rf, low, high, b.noise)
-        self._saturations += int(saturated[:, ks].sum())
-        out[:, plan.sample_cols[ks]] = conv[:, ks]
+        eps = None
+        if b.noise.read_noise_on:
+            chips = plan.sample_chips[ks]
+            counts = (self.counts0[chips] + self.ordinals[j][ks])[None, :] + (
+                np.arange(n, dtype=np.int64)[:, None] * self.per_chip[chips][None, :]
+            )
+            eps = sample_normals(b.noise_key, np.broadcast_to(chips, counts.shape), counts)
+        conv, saturated = convert(current[:, ks], sumsq[:, ks], eps, b.tia_rf, low[ks],
+                                  high[ks], b.noise)  # fmt: skip
+        self._saturations += int(saturated.sum())
+        out[:, plan.sample_cols[ks]] = conv
         self._log_array(a, t_ldac, volts)
         self._dac_codes[a] = codes
         self._dac_times[a] = t_ldac
@@ -494,6 +511,7 @@ class BatchSession:
         b.clock.advance(idle, idle=True)
         b.ledger.absorb(energy)
         b._publish_array_power()
+        b.adc_samples += n * self.per_chip
         self._commit_dacs()
         for s, t in self._adc_last.items():
             b.adcs[s].last_sample_s = t / hz

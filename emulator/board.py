@@ -25,14 +25,15 @@ program order; a board is not shared between threads, so there is no locking::
 pins, values, buses, baud rates, truncated or garbage frames): the parts ignore or latch
 what the datasheets say, and the event is counted in ``diagnostics``.
 
-Randomness comes from three independent streams spawned from ``seed`` (numpy
-``SeedSequence(seed).spawn(3)``): device variation and faults (drawn once, at
-construction), programming pulses (c2c noise, in pulse order) and reads. The read stream
-yields exactly one standard normal per ADC conversion, in conversion order, whenever any
-read noise is on: all the per-conversion Gaussian sources (cell read noise, TIA noise, ADC
-transition noise, referred to the TIA input) are independent and summed, so one draw of
-their combined σ is the same distribution. That fixed consumption is what lets the batch
-path (``emulator.batch``) regenerate the very same numbers for N inferences at once.
+Randomness comes from ``seed`` in two forms. Device variation and faults (drawn once, at
+construction) and programming pulses (c2c noise, in pulse order) use numpy generators
+spawned from ``SeedSequence(seed)``. Read noise is *counter-based*: the noise of ADC chip
+k's n-th sample is a pure function :func:`sample_normals` of (seed, k, n), so any path can
+regenerate the noise of any conversion without replaying the others. Every per-conversion
+Gaussian source (cell read noise, TIA noise, ADC transition noise referred to the TIA
+input) is independent and summed, so one normal of their combined σ per conversion is the
+same distribution. That is what lets the batch path (``emulator.batch``) reproduce the
+byte-level path's numbers for N inferences at once, touching only the conversions it needs.
 """
 
 from __future__ import annotations
@@ -86,6 +87,34 @@ class Diagnostics(dict[str, int]):
 
     def __missing__(self, key: str) -> int:
         return 0
+
+
+_M1, _M2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64 finaliser (uint64 in, uint64 out; wrapping arithmetic)."""
+    x = x + np.uint64(_GOLDEN)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(_M1)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(_M2)
+    return x ^ (x >> np.uint64(31))
+
+
+def sample_normals(key: int, chip: np.ndarray | int, count: np.ndarray | int) -> np.ndarray:
+    """Standard normals for ADC samples (chip, count): counter-based, Box–Muller.
+
+    A pure elementwise function, so the byte-level path (one sample at a time) and the
+    batch path (arrays of samples) compute bit-identical values.
+    """
+    chip_a = np.atleast_1d(np.asarray(chip, dtype=np.uint64))
+    count_a = np.atleast_1d(np.asarray(count, dtype=np.uint64))
+    h = _mix(_mix(np.uint64(key) ^ chip_a) ^ count_a)
+    h2 = _mix(h ^ np.uint64(1))
+    scale = 2.0**-53
+    u1 = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * scale
+    u2 = (h2 >> np.uint64(11)).astype(np.float64) * scale
+    out: np.ndarray = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
+    return out
 
 
 def settle_alpha(dt_s: float | np.ndarray) -> np.ndarray:
@@ -151,7 +180,9 @@ class BoardModel:
         self.trace: list[tuple[Any, ...]] | None = None  # event log for the batch probe
         self.batch_cache: dict[Any, Any] = {}  # batch-path plans (emulator.batch)
         streams = np.random.SeedSequence(self.seed).spawn(3)
-        rng_variation, rng_pulse, self.rng_read = (np.random.default_rng(s) for s in streams)
+        rng_variation, rng_pulse = (np.random.default_rng(s) for s in streams[:2])
+        self.noise_key = int(streams[2].generate_state(1, np.uint64)[0])
+        self.adc_samples = np.zeros(p.adc_chips, dtype=np.int64)  # per-chip sample counters
         self.cells = CellArray(
             (p.arrays, p.rows, p.cols), self.device, self.noise, self.physics,
             rng_variation, rng_pulse,
@@ -497,7 +528,10 @@ class BoardModel:
                 contrib = self.operator(a).tia[line] * v
                 current = float(contrib.sum())
                 sumsq = float((contrib * contrib).sum())
-        eps = float(self.rng_read.standard_normal()) if self.noise.read_noise_on else None
+        count = int(self.adc_samples[chip])
+        self.adc_samples[chip] += 1
+        eps = (sample_normals(self.noise_key, chip, count)[0]
+               if self.noise.read_noise_on else None)  # fmt: skip
         self.diagnostics["adc_conversions"] += 1
         self.ledger.add("adc", self.power.adc_conversion_j)
         if forced is not None:

@@ -221,7 +221,7 @@ class NoiseConfig:
 
     @property
     def read_noise_on(self) -> bool:
-        """True if conversions draw from the read-noise stream (one normal each)."""
+        """True if conversions carry read noise (one counter-based normal each)."""
         return self.read_sigma > 0 or self.tia_noise > 0 or self.adc_noise_lsb > 0
 
     def validate(self) -> NoiseConfig:

@@ -91,7 +91,7 @@ def make_model(profile: str, seed: int) -> ModelLike:
     """The board model for a profile (imported late: it is the heavy numpy part)."""
     from xbar.emulator.board import BoardModel
 
-    return BoardModel(profile=profile, seed=seed)  # type: ignore[no-any-return]
+    return BoardModel(profile=profile, seed=seed)
 
 
 class Hardware:
@@ -130,6 +130,7 @@ class Hardware:
         self.bytecodes = 0  # firmware bytecodes charged so far (in-process runtime)
         self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
         self.charge_link_work = False  # see link_bytes
+        self.ready = threading.Event()  # booted: the firmware or REPL waits for the host
 
     # -- control from the host side ----------------------------------------------------
     def hz(self) -> int:
@@ -184,6 +185,7 @@ class Hardware:
             self._wdt_timeout_cycles = 0
             self._interrupt = False
             self._reset_request = None
+            self.ready.clear()
             self.kbd_char = -1  # the port's own boot is not interruptible; main.py is
             self.pending_bytecodes = 0
             self._pins.clear()
@@ -294,6 +296,8 @@ class Hardware:
 
     def kbd_intr(self, char: int) -> None:
         self.kbd_char = char
+        if char < 0:
+            self.ready.set()  # the firmware listens for binary frames, or the REPL waits
 
 
 # -- firmware loading -----------------------------------------------------------------
@@ -470,6 +474,7 @@ class LinkStream:
     def _take(self, n: int, exact: bool) -> bytes:
         with self._cond:
             while len(self._buf) < (n if exact else 1):
+                self.hw.ready.set()
                 if self.hw.halted or self._closed:
                     raise BoardHalted
                 self.hw.take_reset()
@@ -551,7 +556,23 @@ class EmulatedBoard:
         return (cycles - cycles0) / self.hw.hz() / max(wall - wall0, 1e-9)
 
     # -- life cycle ---------------------------------------------------------------
-    def start(self) -> EmulatedBoard:
+    BOOT_TIMEOUT_S = 60.0
+
+    def start(self, wait: bool = True) -> EmulatedBoard:
+        """Power on and (with `wait`) return once the board listens, as a board plugged
+        in long before the host connects: its firmware turned Ctrl-C off for binary
+        frames, read the link, or reached the REPL. A host frame sent earlier could
+        carry a 0x03 byte into a still-booting firmware and interrupt it."""
+        self._power_on()
+        if wait:
+            self.hw.ready.wait(self.BOOT_TIMEOUT_S)
+        return self
+
+    def wait_ready(self, timeout: float | None = None) -> bool:
+        """Wait for the board to listen again (after a reset)."""
+        return self.hw.ready.wait(self.BOOT_TIMEOUT_S if timeout is None else timeout)
+
+    def _power_on(self) -> None:
         raise NotImplementedError
 
     def stop(self) -> None:
@@ -603,9 +624,12 @@ class InProcessBoard(EmulatedBoard):
         self.last_error: BaseException | None = None
         self._thread = threading.Thread(target=self._main, name="emu-firmware", daemon=True)
 
-    def start(self) -> InProcessBoard:
-        self._thread.start()
+    def start(self, wait: bool = True) -> InProcessBoard:
+        super().start(wait)
         return self
+
+    def _power_on(self) -> None:
+        self._thread.start()
 
     def _boot_once(self) -> None:
         self.boots += 1
@@ -662,7 +686,7 @@ class InProcessBoard(EmulatedBoard):
     def _prompt(self) -> bool:
         """The REPL prompt after the firmware ended: True to reboot (Ctrl-D)."""
         try:
-            self.hw.kbd_char = -1
+            self.hw.kbd_intr(-1)
             self.stream.write(BANNER.encode() + b">>> ")
             while True:
                 try:

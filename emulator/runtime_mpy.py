@@ -97,17 +97,18 @@ class MicroPythonBoard(EmulatedBoard):
         self.bridge: BridgeServer | None = None
         self._reset_cause: int | None = None
         self._boot_lock = threading.Lock()
-        self._booted = threading.Event()
         self._main_thread = threading.Thread(target=self._main, name="emu-mpy", daemon=True)
         self._input_thread = threading.Thread(target=self._pump_input, name="emu-mpy-in",
                                               daemon=True)  # fmt: skip
 
     # -- life cycle ----------------------------------------------------------------
-    def start(self) -> MicroPythonBoard:
+    def start(self, wait: bool = True) -> MicroPythonBoard:
+        super().start(wait)
+        return self
+
+    def _power_on(self) -> None:
         self._main_thread.start()
         self._input_thread.start()
-        self._booted.wait(timeout=10)
-        return self
 
     def stop(self) -> None:
         if self._stopped:
@@ -165,7 +166,6 @@ class MicroPythonBoard(EmulatedBoard):
                 self._reset_cause = None
                 self.proc = self._spawn(reason)
                 self.boots += 1
-            self._booted.set()
             self._relay_output(self.proc)
             status = self.proc.wait()
             if self.bridge is not None:

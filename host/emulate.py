@@ -18,12 +18,16 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xbar.emulator.runtime import EmulatedBoard
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `emulate` on the `xbar` command's subparsers."""
     p = subparsers.add_parser(
         "emulate", help="serve an emulated board on a serial port (pty)",
@@ -55,7 +59,7 @@ def configure(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def open_board(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def open_board(args: argparse.Namespace) -> EmulatedBoard:
     """The board the arguments describe (not started)."""
     if args.micropython:
         from xbar.emulator.runtime_mpy import MicroPythonBoard
@@ -77,7 +81,8 @@ def serve(args: argparse.Namespace) -> int:
     with board:
         mode = "MicroPython" if args.micropython else "in-process"
         print(board.port, flush=True)
-        extra = f", flash {Path(board.flash_dir)}" if args.micropython else ""
+        flash = getattr(board, "flash_dir", None)
+        extra = f", flash {Path(flash)}" if flash is not None else ""
         print(f"emulated {args.profile} (seed {args.seed}, {mode}{extra}); Ctrl-C to stop",
               file=sys.stderr, flush=True)  # fmt: skip
         try:

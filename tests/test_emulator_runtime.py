@@ -44,6 +44,9 @@ def make_board():
         boards.append(b)
         return b.start() if start else b
 
+    # Boards whose test firmware never listens on the link are started with
+    # start(wait=False): start() otherwise waits for the board to listen.
+
     yield make
     for b in boards:
         b.stop()
@@ -115,7 +118,7 @@ def test_virtual_time_advances_only_through_the_board(make_board, tmp_path: Path
     ))  # fmt: skip
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
-    b.start()
+    b.start(wait=False)
     elapsed = int(read_until(ser, b"\n"))
     assert 250_000 <= elapsed < 251_000  # the sleep, plus a few calls' overhead
     assert b.board_seconds() >= 0.25
@@ -155,7 +158,7 @@ def test_firmware_exception_is_a_micropython_traceback_then_ctrl_d_reboots(
     ))  # fmt: skip
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
-    b.start()
+    b.start(wait=False)
     text = read_until(ser, b">>> ")
     assert b'Traceback (most recent call last):\r\n  File "app.py", line 4, in run\r\n' in text
     assert b"ValueError: no such cell\r\n" in text
@@ -180,7 +183,7 @@ def test_ctrl_c_interrupts_firmware_and_watchdog_resets(make_board, tmp_path: Pa
     ))  # fmt: skip
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
-    b.start()
+    b.start(wait=False)
     read_until(ser, b"cause 1\n")
     read_until(ser, b"cause 3\n")  # rebooted by the watchdog, into the busy loop
     assert b.model.diagnostics.get("wdt_resets") == 1
@@ -198,7 +201,7 @@ def test_hard_reset_reboots_a_waiting_firmware(make_board, tmp_path: Path) -> No
     ))  # fmt: skip
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
-    b.start()
+    b.start(wait=False)
     read_until(ser, b"up\n")
     b.reset()
     read_until(ser, b"up\n")

@@ -69,7 +69,7 @@ class Serial(PosixSerial):
     board: EmulatedBoard | None = None
 
     def open(self) -> None:
-        url = self._port
+        url = self.port
         if url is None:
             raise serial.SerialException("Port must be configured before it can be used.")
         try:

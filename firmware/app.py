@@ -304,17 +304,20 @@ class App:
             cells.append((row, col, target))
         out = self.enc.payload
         struct.pack_into(protocol.PROGRAM_RESP, out, 0, n)
+        # Cells of one array switch alike: each cell starts one step below the amplitude
+        # that last moved a cell in that direction, not from the bottom again.
+        start = [v_set, v_reset, v_set, v_reset]  # learned, then the host's floors
         for i in range(n):
             row, col, target = cells[i]
             g, used, status = self._write_verify(
-                arr, row, col, target, tol, max_p, code, v_set, v_reset, v_step, w0, w_max, v_max
+                arr, row, col, target, tol, max_p, code, start, v_step, w0, w_max, v_max
             )
             struct.pack_into(protocol.PROGRAM_RESULT, out, 2 + i * rsz, g, used, status)
             self.counts[2] += 1
         return 2 + n * rsz
 
-    def _write_verify(self, arr, row, col, target, tol, max_p, code,
-                      v_set, v_reset, v_step, w0, w_max, v_max):  # fmt: skip
+    def _write_verify(self, arr, row, col, target, tol, max_p, code, start, v_step, w0,
+                      w_max, v_max):  # fmt: skip
         """Pulse toward target until |G - target| <= tol.
 
         SET pulses when below, RESET when above. While pulses in one direction barely
@@ -325,6 +328,9 @@ class App:
         compliance current.
         """
         i_comp = self.hal.limits[3]
+        v_set = start[0]
+        v_reset = start[1]
+        floor = [start[2], start[3]]
         g = self.read_cell(arr, row, col, code)
         amp = [v_set, v_reset]
         w = w0
@@ -352,7 +358,7 @@ class App:
                 else:
                     futile = 0
             elif last >= 0:
-                amp[last] = max(amp[last] - v_step, v_set if last == 0 else v_reset)
+                amp[last] = max(amp[last] - v_step, floor[last])
                 w = max(w // 2, w0)
                 futile = 0
             a = amp[d]
@@ -365,6 +371,8 @@ class App:
             last = d
             g_prev = g
             g = self.read_cell(arr, row, col, code)
+            if abs(g - g_prev) >= tol / 4:
+                start[d] = max(a - v_step, floor[d])  # this amplitude moves cells
 
     def load_begin(self, p):
         size, crc = _need(p, protocol.LOAD_BEGIN_REQ)

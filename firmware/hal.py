@@ -162,9 +162,11 @@ class Hal:
 
     # ---- pulse ---------------------------------------------------------------------
     def pulse(self, arr, row, col, volts, width_us):
-        """One write pulse of `volts` across cell (row, col) by the +-V/2 scheme: the row
-        at +V/2 and the column at -V/2 (signs swapped for negative volts), every other
-        line grounded, so half-selected cells see at most V/2. The pulse starts on the LDAC
+        """One write pulse of `volts` across cell (row, col): the row at +V/2 and the
+        column at -V/2 (signs swapped for negative volts). Passive (0T1R) arrays: every
+        other line grounded, so half-selected cells see at most V/2. 1T1R arrays: the
+        other columns follow the row (+V/2), so the row's other cells see 0 V, and the
+        grounded rows keep their access transistors off. The pulse starts on the LDAC
         edge that loads both staged codes and ends when one prepared switch frame grounds
         both lines, timed by the MCU in between. Returns the measured width (us).
         """
@@ -187,14 +189,23 @@ class Hal:
         t_start = time.ticks_us()
         self.led.on()
         try:
+            follow = g.cell == "1T1R"
+            c0 = g.col_line(arr, 0)
             sw.all(board.SW_GND)
             sw.set(rl, board.SW_DAC)
-            sw.set(cl, board.SW_DAC)
+            if follow:
+                for c in range(g.cols):
+                    sw.set(c0 + c, board.SW_DAC)
+            else:
+                sw.set(cl, board.SW_DAC)
             sw.commit()
             dac.write(rl, _MID + half, False)
+            if follow:
+                for c in range(g.cols):
+                    if c != col:
+                        dac.write(c0 + c, _MID + half, False)
             dac.write(cl, _MID - half, False)
-            sw.set(rl, board.SW_GND)
-            sw.set(cl, board.SW_GND)
+            sw.all(board.SW_GND)
             sw.prepare()  # the frame that ends the pulse, ready before it starts
             dac.ldac.off()  # falling LDAC edge: both lines step to +-V/2 together
             t0 = time.ticks_us()

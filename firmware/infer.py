@@ -28,7 +28,7 @@ _L_ACT = const(2)
 _L_K = const(3)
 _L_T0 = const(4)
 _L_NT = const(5)
-_L_B0 = const(6)
+_L_B0 = const(6)  # byte offset of the layer's int32 biases in the blob
 _L_M = const(7)
 _L_SH = const(8)
 _L_LO = const(9)
@@ -53,7 +53,6 @@ class Model:
         self.blob = bytearray(g.model_bytes)
         self.layers = array("i", [0] * (board.MAX_LAYERS * _LF))
         self.tiles = array("H", [0] * (board.MAX_TILES * _TF))
-        self.bias = array("i", [0] * (board.MAX_LAYERS * board.MAX_WIDTH // 2))
         self.acc = array("i", [0] * board.MAX_WIDTH)
         self.out = array("h", [0] * board.MAX_WIDTH)
         self.act = bytearray(board.MAX_WIDTH)
@@ -112,7 +111,6 @@ class Model:
         L = self.layers
         T = self.tiles
         nt_all = 0
-        nb_all = 0
         prev_out = -1
         for li in range(nl):
             if off + lsz > len(mv):
@@ -143,8 +141,6 @@ class Model:
             if nt < 1 or nt_all + nt > board.MAX_TILES:
                 raise ModelError(where + "%d tiles; %d allowed in all"
                                  % (nt, board.MAX_TILES))  # fmt: skip
-            if nb_all + n_out > len(self.bias):
-                raise ModelError(where + "biases exceed %d in all" % len(self.bias))
             b = li * _LF
             L[b + _L_NIN] = n_in
             L[b + _L_NOUT] = n_out
@@ -152,7 +148,6 @@ class Model:
             L[b + _L_K] = k
             L[b + _L_T0] = nt_all
             L[b + _L_NT] = nt
-            L[b + _L_B0] = nb_all
             L[b + _L_M] = m
             L[b + _L_SH] = sh
             L[b + _L_LO] = lo
@@ -192,11 +187,13 @@ class Model:
                                  % (area, n_in * n_out))  # fmt: skip
             if off + 4 * n_out > len(mv):
                 raise ModelError(where + "biases past the end of the blob")
+            L[b + _L_B0] = off
             for j in range(n_out):
-                self.bias[nb_all + j] = struct.unpack_from("<i", mv, off + 4 * j)[0]
+                v = struct.unpack_from("<i", mv, off + 4 * j)[0]
+                if v >= quant.BIAS_LIMIT or v <= -quant.BIAS_LIMIT:
+                    raise ModelError(where + "bias %d = %d beyond +-2^29" % (j, v))
             off += 4 * n_out
             nt_all += nt
-            nb_all += n_out
             prev_out = n_out
         if off != len(mv):
             raise ModelError("%d trailing bytes after the last layer" % (len(mv) - off))
@@ -272,8 +269,14 @@ class Model:
             hi = L[b + _L_HI]
             relu = L[b + _L_ACT] == protocol.ACT_RELU
             nxt = self.act
+            blob = self.blob
             for j in range(n_out):
-                a = acc[j] + self.bias[b0 + j]
+                # int32 little-endian bias, |bias| < 2^29 (checked at LOAD): small ints only
+                o = b0 + 4 * j
+                top = blob[o + 3]
+                if top >= 128:
+                    top -= 256
+                a = acc[j] + ((top << 24) | (blob[o + 2] << 16) | (blob[o + 1] << 8) | blob[o])
                 acc[j] = a
                 y = quant.requant(a, m, sh, lo, hi, relu)
                 if li == last:

@@ -13,6 +13,7 @@ MCU (|acc| < 2^24 assumed; products are split, see mulshift).
 ACC_LIMIT = 1 << 24
 MULT_LIMIT = 1 << 16
 SHIFT_LIMIT = 48
+BIAS_LIMIT = 1 << 29
 
 
 def mulshift(a, m, s):

@@ -102,7 +102,7 @@ def _model(shapes: list[tuple[int, int]], arrays: int, rows: int, cols: int) -> 
                   multiplier=40000, shift=24, relu=i < len(shapes) - 1,
                   out_min=0 if i < len(shapes) - 1 else -128,
                   out_max=255 if i < len(shapes) - 1 else 127,
-                  g_unit=1e-8, k=3, tiles=t)  # fmt: skip
+                  g_unit=1e-8, k=3, tiles=t)
         for i, (s, t) in enumerate(zip(shapes, maps, strict=True))
     ]
     return CrossbarModel(layers, g_min=5e-7)

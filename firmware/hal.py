@@ -166,7 +166,7 @@ class Hal:
         column at -V/2 (signs swapped for negative volts). Passive (0T1R) arrays: every
         other line grounded, so half-selected cells see at most V/2. 1T1R arrays: the
         other columns follow the row (+V/2), so the row's other cells see 0 V, and the
-        grounded rows keep their access transistors off. The pulse starts on the LDAC
+        other rows float, which keeps their access transistors off. The pulse starts on the LDAC
         edge that loads both staged codes and ends when one prepared switch frame grounds
         both lines, timed by the MCU in between. Returns the measured width (us).
         """
@@ -196,6 +196,9 @@ class Hal:
             if follow:
                 for c in range(g.cols):
                     sw.set(c0 + c, board.SW_DAC)
+                for r in range(g.rows):
+                    if r != row:
+                        sw.set(g.row_line(arr, r), drivers.Switches.FLOAT)
             else:
                 sw.set(cl, board.SW_DAC)
             sw.commit()

@@ -1,0 +1,151 @@
+"""End to end on the emulator: the real firmware in the in-process runtime, over a pty,
+driven by the host's `Board` (HELLO, READ, PULSE, PROGRAM of a full array, LOAD, INFER)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("xbar.emulator.board")
+
+from xbar.emulator.board import BoardModel  # noqa: E402
+from xbar.emulator.profiles import NoiseConfig  # noqa: E402
+from xbar.emulator.runtime import InProcessBoard  # noqa: E402
+from xbar.firmware import protocol as P  # noqa: E402
+from xbar.host.board import Board, CrossbarModel, TileLayer, plan_tiles  # noqa: E402
+
+# Diagnostics that mean the firmware spoke a part's protocol wrongly or endangered cells.
+MISUSE = (
+    "spi_bad_bus", "spi_bad_baudrate", "spi_overspeed", "spi_unselected_bytes",
+    "miso_contention", "pin_bad_args", "dac_partial_frames", "dac_bad_address",
+    "dac_bad_command", "dac_reset_bad_key", "switch_bad_frames", "switch_short_frames",
+    "shorted_lines_refused", "row_tia_switch", "dac_tia_contention", "adc_truncated_frames",
+    "adc_short_frames", "adc_bad_command", "adc_bad_range", "adc_rate_violations",
+    "adc_frames_powered_down", "adc_unsettled_conversions", "damage_events",
+)  # fmt: skip
+
+
+@contextlib.contextmanager
+def emulated(profile: str = "xbar-10x10", seed: int = 0,
+             noise: NoiseConfig | None = None) -> Iterator[tuple[BoardModel, Board]]:  # fmt: skip
+    model = BoardModel(profile, seed=seed, noise=noise)
+
+    def entry(ns: Any, reader: Any, writer: Any) -> None:
+        ns.load("app").run(reader, writer, profile=profile)
+
+    with InProcessBoard(profile, seed, model=model, entry=entry) as emu:
+        board = Board(emu.port, timeout=300)
+        try:
+            yield model, board
+        finally:
+            board.close()
+    misuse = {k: model.diagnostics[k] for k in MISUSE if model.diagnostics[k]}
+    assert not misuse, f"firmware misused the parts: {misuse}"
+
+
+def test_hello_over_emu_url() -> None:
+    with Board("emu://xbar-10x10?seed=3") as b:
+        h = b.hello()
+        assert (h.protocol, h.profile) == (P.VERSION, "xbar-10x10")
+        info = b.info()
+        assert (info.arrays, info.rows, info.cols) == (1, 10, 10)
+        assert b.stats()["frames_ok"] >= 2
+
+
+@pytest.mark.parametrize("profile", ["xbar-10x10", "xbar-10x10-passive"])
+def test_read_matches_cells(profile: str) -> None:
+    with emulated(profile, seed=1, noise=NoiseConfig.off()) as (model, b):
+        g = b.read(v_read=0.2)
+        np.testing.assert_allclose(g, model.conductances(0), rtol=0.01)
+        assert b.stats()["conversions"] >= 100
+
+
+def test_pulse_set_raises_reset_lowers() -> None:
+    with emulated(seed=2, noise=NoiseConfig.off()) as (model, b):
+        g0 = b.read(3, 4)
+        r = b.pulse(3, 4, 5.5, 1000)
+        assert r.g_before == pytest.approx(g0, rel=0.01) and r.width_us >= 1000
+        g1 = b.read(3, 4)
+        assert g1 > g0 * 1.05
+        b.pulse(3, 4, 6.0, 1000, polarity="reset")
+        assert b.read(3, 4) < g1
+        # 1T1R scheme: no other cell moved.
+        ref = BoardModel("xbar-10x10", seed=2, noise=NoiseConfig.off()).conductances(0)
+        mask = np.ones((10, 10), bool)
+        mask[3, 4] = False
+        np.testing.assert_allclose(model.conductances(0)[mask], ref[mask], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_program_full_array_to_pattern() -> None:
+    """Write-verify all 100 cells of the realistic board (c2c noise, variation, stuck
+    cells, drift) to a random pattern; report the achieved error distribution."""
+    rng = np.random.default_rng(0)
+    target = rng.uniform(0.7e-6, 1.9e-6, size=(10, 10))
+    tol = 0.04e-6
+    with emulated(seed=1) as (model, b):
+        r = b.program(target, tolerance=tol, v_set=2.5, v_reset=2.5, v_step=0.25,
+                      width_us=100, max_width_us=10_000, max_pulses=100)  # fmt: skip
+        readback = b.read(v_read=0.1)
+    ok = r.converged
+    err = np.abs(r.error) / 1e-6
+    print(f"\nPROGRAM 10x10: {ok.sum()} ok, status counts {np.bincount(r.status, minlength=4)}, "
+          f"pulses mean {r.pulses.mean():.1f} max {r.pulses.max()}; |error| uS median "
+          f"{np.median(err):.4f} p90 {np.percentile(err, 90):.4f} max {err.max():.4f}; "
+          f"readback vs target median rel {np.median(np.abs(readback / target - 1)):.3f}")
+    assert ok.mean() >= 0.9
+    assert np.abs(r.error[ok]).max() <= tol
+    assert set(np.unique(r.status)) <= {P.ST_OK, P.ST_STUCK, P.ST_MAX_PULSES}
+
+
+def _model(rng: np.random.Generator, shapes: list[tuple[int, int]], geometry: tuple[int, ...],
+           g_min: float, g_max: float) -> CrossbarModel:  # fmt: skip
+    maps = plan_tiles(shapes, *geometry)
+    layers = []
+    for i, ((n_out, n_in), tiles) in enumerate(zip(shapes, maps, strict=True)):
+        last = i == len(shapes) - 1
+        layers.append(TileLayer(
+            weights=rng.integers(-127, 128, size=(n_out, n_in)),
+            bias=rng.integers(-2000, 2000, size=n_out), multiplier=50000,
+            shift=24 + (n_in > 16), relu=not last, out_min=-128 if last else 0,
+            out_max=127 if last else 255, g_unit=(g_max - g_min) / 127, k=1, tiles=tiles,
+        ))  # fmt: skip
+    return CrossbarModel(layers, g_min=g_min)
+
+
+def _place(model: BoardModel, cm: CrossbarModel) -> None:
+    """Set the cells to the model's conductances directly (the ideal PROGRAM)."""
+    for array, cells in cm.targets().items():
+        g = model.conductances(array)
+        for (r, c), value in cells.items():
+            g[r, c] = value
+        model.set_conductances(array, g)
+
+
+@pytest.mark.parametrize(
+    "profile, shapes, geometry",
+    [
+        ("xbar-10x10", [(5, 10)], (1, 10, 10)),
+        ("xbar-4x64", [(24, 64), (10, 24)], (4, 64, 64)),
+    ],
+)
+def test_infer_matches_integer_reference_noise_off(profile: str, shapes: list[tuple[int, int]],
+                                                   geometry: tuple[int, int, int]) -> None:  # fmt: skip
+    rng = np.random.default_rng(4)
+    with emulated(profile, seed=4, noise=NoiseConfig.off()) as (model, b):
+        dev = model.device
+        cm = _model(rng, shapes, geometry, dev.g_min, dev.g_max)
+        _place(model, cm)
+        res = b.load(cm, program=False)
+        assert (res.n_in, res.n_out) == (shapes[0][1], shapes[-1][0])
+        xs = rng.integers(0, 256, size=(6, shapes[0][1]))
+        ref = np.array([cm.reference(x)[0] for x in xs])
+        single = np.array([b.infer(x) for x in xs[:2]])
+        stream = b.infer_stream(xs, per_frame=2)
+        assert np.abs(single - ref[:2]).max() <= 1
+        assert np.abs(stream - ref).max() <= 1, (stream, ref)
+        assert b.stats()["inferences"] == 8

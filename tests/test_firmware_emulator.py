@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("xbar.emulator.board")
 
-from xbar.emulator.board import BoardModel  # noqa: E402
-from xbar.emulator.profiles import NoiseConfig  # noqa: E402
-from xbar.emulator.runtime import InProcessBoard  # noqa: E402
-from xbar.firmware import protocol as P  # noqa: E402
-from xbar.host.board import Board, CrossbarModel, TileLayer, plan_tiles  # noqa: E402
+from xbar.emulator.board import BoardModel
+from xbar.emulator.profiles import NoiseConfig
+from xbar.emulator.runtime import InProcessBoard
+from xbar.firmware import protocol as P
+from xbar.host.board import Board, CrossbarModel, TileLayer, plan_tiles
 
 # Diagnostics that mean the firmware spoke a part's protocol wrongly or endangered cells.
 MISUSE = (
@@ -87,7 +87,7 @@ def test_program_full_array_to_pattern() -> None:
     rng = np.random.default_rng(0)
     target = rng.uniform(0.7e-6, 1.9e-6, size=(10, 10))
     tol = 0.04e-6
-    with emulated(seed=1) as (model, b):
+    with emulated(seed=1) as (_model, b):
         r = b.program(target, tolerance=tol, v_set=2.5, v_reset=2.5, v_step=0.25,
                       width_us=100, max_width_us=10_000, max_pulses=100)  # fmt: skip
         readback = b.read(v_read=0.1)
@@ -133,8 +133,9 @@ def _place(model: BoardModel, cm: CrossbarModel) -> None:
         ("xbar-4x64", [(24, 64), (10, 24)], (4, 64, 64)),
     ],
 )
-def test_infer_matches_integer_reference_noise_off(profile: str, shapes: list[tuple[int, int]],
-                                                   geometry: tuple[int, int, int]) -> None:  # fmt: skip
+def test_infer_matches_integer_reference_noise_off(
+    profile: str, shapes: list[tuple[int, int]], geometry: tuple[int, int, int]
+) -> None:
     rng = np.random.default_rng(4)
     with emulated(profile, seed=4, noise=NoiseConfig.off()) as (model, b):
         dev = model.device

@@ -49,6 +49,77 @@ OPS = {
 }
 
 
+class ComputeMeter:
+    """Charges the interpreter's own computation to the board, from its CPU time.
+
+    The unix port has no bytecode counter, so the firmware's Python work between two
+    bridge calls is measured as the interpreter process's CPU time on the host
+    (`/proc/PID/schedstat`, nanoseconds; time blocked on the link or the bridge does
+    not count) and converted to bytecodes with a calibration the interpreter runs at
+    boot (`_emu_hw.calibrate_compute`): host nanoseconds per bytecode from a loop of
+    known size, minus the measured cost of the bridge calls themselves. Each bytecode
+    is charged the cost table's "bytecode", as the in-process runtime charges each one
+    it counts. Unlike that count, this depends on the host's speed and load: virtual
+    time in this runtime is reproducible only to within that jitter.
+    """
+
+    SAMPLES = 64
+
+    def __init__(self, pid: int) -> None:
+        self._path = f"/proc/{pid}/schedstat"
+        self.ns_per_op: float | None = None
+        self.sync_overhead_ns = 0.0
+        self.post_overhead_ns = 0.0
+        self.calibrated = False
+        self._last = self._read()
+        self._posts = 0
+        self._samples: list[float] = []
+        self._carry = 0.0
+
+    def _read(self) -> int:
+        try:
+            with open(self._path, "rb") as f:
+                return int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return 0
+
+    def _delta(self) -> float:
+        now = self._read()
+        delta, self._last = float(now - self._last), now
+        return delta
+
+    def posted(self) -> None:
+        self._posts += 1
+
+    def calibrate(self, step: int) -> None:
+        delta = self._delta()
+        if step == 0:
+            self._posts = 0
+        elif step > 0:
+            self.ns_per_op = max(delta, 1.0) / step
+        elif step == -1:
+            self._samples.append(delta)
+        elif step == -2:  # after SAMPLES posted no-ops
+            self._samples.sort()
+            self.sync_overhead_ns = self._samples[len(self._samples) // 2] if self._samples else 0
+            self.post_overhead_ns = max(delta - self.sync_overhead_ns, 0.0) / max(self._posts, 1)
+            self._posts = 0
+        elif step == -3:
+            self.calibrated = self.ns_per_op is not None
+
+    def synced(self) -> int:
+        """Bytecodes the interpreter ran since the previous synchronous call."""
+        delta = self._delta()
+        posts, self._posts = self._posts, 0
+        if not self.calibrated or self.ns_per_op is None:
+            return 0
+        work = delta - self.sync_overhead_ns - posts * self.post_overhead_ns
+        ops = max(work, 0.0) / self.ns_per_op + self._carry
+        whole = int(ops)
+        self._carry = ops - whole
+        return whole
+
+
 class BridgeServer:
     """Serves one interpreter's bridge until its pipe closes or the board resets.
 
@@ -58,9 +129,10 @@ class BridgeServer:
     without landing in the middle of a bridge exchange.
     """
 
-    def __init__(self, hw: Hardware, rfd: int, wfd: int,
-                 on_reset: Callable[[int], None]) -> None:  # fmt: skip
+    def __init__(self, hw: Hardware, rfd: int, wfd: int, on_reset: Callable[[int], None],
+                 meter: ComputeMeter | None = None) -> None:  # fmt: skip
         self.hw = hw
+        self.meter = meter
         self._rfile = os.fdopen(rfd, "rb", buffering=1 << 16)
         self._wfd = wfd
         self.on_reset = on_reset
@@ -106,6 +178,22 @@ class BridgeServer:
             args: tuple[Any, ...] = op.request.unpack_from(payload)
             if op.name == "spi":
                 args = (*args, payload[op.request.size :])
+            if self.meter is not None:
+                if op.name in ("calibrate", "nop"):
+                    if op.name == "calibrate":
+                        self.meter.calibrate(*args)
+                        self._reply(WIRE.OK)
+                    else:
+                        self.meter.posted()
+                    return True
+                if op.sync:
+                    self.hw.pending_bytecodes += self.meter.synced()
+                else:
+                    self.meter.posted()
+            elif op.name in ("calibrate", "nop"):
+                if op.sync:
+                    self._reply(WIRE.OK)
+                return True
             return self._dispatch(op, args)
         finally:
             self.busy = False

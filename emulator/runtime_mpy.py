@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from xbar.emulator.link import PtyClosedError
-from xbar.emulator.mpy_bridge import BridgeServer
+from xbar.emulator.mpy_bridge import BridgeServer, ComputeMeter
 from xbar.emulator.runtime import (
     FIRMWARE_DIR,
     MPY_DIR,
@@ -75,11 +75,21 @@ class MicroPythonBoard(EmulatedBoard):
 
     flash_dir: the board's filesystem (default: a fresh temporary folder, removed on
     stop). firmware: copy `firmware/*.py` into it before the first boot, as if flashed.
+
+    measure_compute: charge the interpreter's own computation from its host CPU time
+    (`mpy_bridge.ComputeMeter`). Off (the default), machine calls and the per-byte
+    frame work of the link are charged: reproducible, but the firmware's other Python
+    work is left out, so board time is a lower bound. On, it is included, but host
+    syscalls (the link's per-byte reads, bridge wake-ups) cost far more host time than
+    their board equivalents and the host's load adds jitter: board time is then an
+    overestimate. The in-process runtime counts bytecodes and is the one to use for
+    timing and energy figures; this one for interpreter fidelity (heap, API, REPL).
     """
 
     def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
                  model: ModelLike | None = None, flash_dir: str | Path | None = None,
-                 firmware: bool = False, heapsize: str = HEAPSIZE) -> None:  # fmt: skip
+                 firmware: bool = False, heapsize: str = HEAPSIZE,
+                 measure_compute: bool = False) -> None:  # fmt: skip
         super().__init__(profile, seed, model)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if flash_dir is None:
@@ -90,7 +100,9 @@ class MicroPythonBoard(EmulatedBoard):
         if firmware:
             install_firmware(self.flash_dir)
         self.heapsize = heapsize
-        self.hw.charge_link_work = True
+        self.measure_compute = measure_compute
+        # Without a compute meter, the firmware's frame work is estimated per link byte.
+        self.hw.charge_link_work = not measure_compute
         self.binary = micropython_binary()
         self.boots = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -144,6 +156,8 @@ class MicroPythonBoard(EmulatedBoard):
             "XBAR_BRIDGE": f"{resp_r},{req_w}",
             "XBAR_BOOT": reason,
         }
+        if self.measure_compute:
+            env["XBAR_METER"] = "1"
         try:
             proc = subprocess.Popen(
                 [self.binary, "-X", f"heapsize={self.heapsize}", str(MPY_DIR / "_emu_boot.py")],
@@ -154,7 +168,8 @@ class MicroPythonBoard(EmulatedBoard):
         finally:
             os.close(resp_r)
             os.close(req_w)
-        self.bridge = BridgeServer(self.hw, req_r, resp_w, self.reset).start()
+        meter = ComputeMeter(proc.pid) if self.measure_compute else None
+        self.bridge = BridgeServer(self.hw, req_r, resp_w, self.reset, meter).start()
         return proc
 
     def _main(self) -> None:

@@ -16,9 +16,10 @@ import argparse
 import signal
 import sys
 import threading
+import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from xbar.emulator.runtime import EmulatedBoard
@@ -57,6 +58,15 @@ def configure(p: argparse.ArgumentParser) -> None:
         "--selftest", action="store_true",
         help="run a short MVM through the board and print timing and energy",
     )  # fmt: skip
+    p.add_argument(
+        "--measure-compute", action="store_true",
+        help="--micropython: also charge the interpreter's computation, from its host CPU "
+        "time (not reproducible; see MicroPythonBoard)",
+    )  # fmt: skip
+    p.add_argument(
+        "--program", action="store_true",
+        help="--selftest: program the cells with the firmware's write-verify (slow)",
+    )  # fmt: skip
 
 
 def open_board(args: argparse.Namespace) -> EmulatedBoard:
@@ -65,10 +75,11 @@ def open_board(args: argparse.Namespace) -> EmulatedBoard:
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
         return MicroPythonBoard(args.profile, args.seed, flash_dir=args.flash,
-                                firmware=not args.blank)  # fmt: skip
-    if args.flash or args.blank:
-        raise ValueError("--flash and --blank need --micropython (the in-process board "
-                         "runs the firmware source tree)")  # fmt: skip
+                                firmware=not args.blank,
+                                measure_compute=args.measure_compute)  # fmt: skip
+    if args.flash or args.blank or args.measure_compute:
+        raise ValueError("--flash, --blank and --measure-compute need --micropython (the "
+                         "in-process board runs the firmware source tree)")  # fmt: skip
     from xbar.emulator.runtime import InProcessBoard
 
     return InProcessBoard(args.profile, args.seed)
@@ -94,11 +105,100 @@ def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def board_url(args: argparse.Namespace) -> str:
+    url = f"emu://{args.profile}?seed={args.seed}"
+    if args.micropython:
+        url += "&micropython=1"
+        if args.flash:
+            url += f"&flash={args.flash}"
+        if args.measure_compute:
+            url += "&compute=measured"
+    return url
+
+
+def selftest(args: argparse.Namespace) -> int:
+    """A short MVM through the emulated board, the way a host would run it: LOAD a
+    one-layer model through the firmware and INFER, next to the integer reference;
+    then the board time, real-time factor and energy it took.
+
+    The cells are placed at their target conductances directly (as on a board that was
+    programmed earlier); `--program` programs them with the firmware's write-verify
+    instead (minutes of emulation for a full array).
+    """
+    import time
+
+    import numpy as np
+    import serial
+
+    import xbar.emulator  # noqa: F401 - registers emu://
+    from xbar.host.board import Board, CrossbarModel
+
+    url = board_url(args)
+    port = serial.serial_for_url(url, timeout=60)
+    emulated: EmulatedBoard = port.board  # type: ignore[attr-defined]
+    model: Any = emulated.model  # the BoardModel: ledger, device, conductances
+    try:
+        with Board(port, timeout=600) as client:
+            hello, info = client.hello(), client.info()
+            print(f"{url}: firmware {'.'.join(map(str, hello.firmware))}, "
+                  f"{info.arrays}x {info.rows}x{info.cols}, "
+                  f"{'MicroPython' if args.micropython else 'in-process'}")  # fmt: skip
+            rng = np.random.default_rng(args.seed)
+            n_out, n_in = info.cols // 2, info.rows
+            layer = types.SimpleNamespace(
+                weights=rng.integers(-127, 128, size=(n_out, n_in)),
+                bias=rng.integers(-2000, 2000, size=n_out), multiplier=1, shift=10,
+                relu=False, out_min=-128, out_max=127,
+            )  # fmt: skip
+            device = model.device
+            crossbar = CrossbarModel.from_layers(
+                [layer], arrays=1, rows=info.rows, cols=info.cols,
+                g_min=2 * device.g_min, g_max=0.8 * device.g_max, v_read=0.2,
+            )  # fmt: skip
+            if not args.program:
+                for array, cells in crossbar.targets().items():
+                    g = model.conductances(array)
+                    for (row, col), target in cells.items():
+                        g[row, col] = target
+                    model.set_conductances(array, g)
+            start = emulated.mark()
+            loaded = client.load(crossbar, program=args.program)
+            if loaded.program is not None:
+                print(f"programmed {len(loaded.program.cells)} cells, "
+                      f"{loaded.program.converged.mean():.0%} converged")  # fmt: skip
+            print(f"LOAD: {emulated.board_seconds():.4f} s of board time so far")
+            energy0 = model.ledger.mark()
+            cycles0 = model.clock.cycles
+            mark, wall0 = emulated.mark(), time.perf_counter()
+            n = 4
+            print("MVM  outputs (board)            reference")
+            for _ in range(n):
+                x = rng.integers(0, 256, size=n_in)
+                y = client.infer(x)
+                ref, _acc = crossbar.reference(x.tolist())
+                print(f"     {np.array2string(y, separator=' '):28s} {ref}")
+            wall = time.perf_counter() - wall0
+            rtf = emulated.realtime_factor(mark)
+            board_s = (model.clock.cycles - cycles0) / model.clock.mcu_hz
+            spent = model.ledger.since(energy0)
+        print(f"timing: {n} inferences in {board_s * 1e3:.3f} ms of board time "
+              f"({board_s / n * 1e6:.1f} us each), {wall:.3f} s wall, "
+              f"real-time factor {rtf:.3g} (board s / wall s); "
+              f"whole run {emulated.realtime_factor(start):.3g}")  # fmt: skip
+        total = sum(spent.values())
+        print(f"energy: {total * 1e6:.3f} uJ ({total / n * 1e6:.3f} uJ per inference)")
+        for part, joules in sorted(spent.items(), key=lambda kv: -kv[1]):
+            print(f"  {part:14s} {joules * 1e6:12.4f} uJ  {joules / total if total else 0:6.1%}")
+        if emulated.hw.bytecodes:
+            print(f"firmware bytecodes charged: {emulated.hw.bytecodes}")
+    finally:
+        port.close()
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     if args.selftest:
-        from xbar.emulator.selftest import selftest  # type: ignore[import-not-found]
-
-        return int(selftest(args))
+        return selftest(args)
     return serve(args)
 
 

@@ -75,6 +75,7 @@ def test_hello_over_emu_url_runs_the_real_firmware() -> None:
         ("emu://xbar-10x10?seed=x", "seed='x' is not an integer"),
         ("emu://xbar-10x10?micropython=maybe", "micropython='maybe' is not 0 or 1"),
         ("emu://xbar-10x10?flash=/tmp", "need micropython=1"),
+        ("emu://xbar-10x10?micropython=1&compute=fast", "compute='fast' is not"),
     ],
 )
 def test_bad_emu_urls_say_what_is_wrong(url: str, message: str) -> None:

@@ -55,6 +55,8 @@ def _run_file(name):
     return None
 
 
+if os.getenv("XBAR_METER"):
+    _emu_hw.calibrate_compute()
 if _reason != "power":
     _emu_repl._w(b"MPY: soft reboot\r\n")
 _run_file("boot.py")

@@ -108,3 +108,35 @@ def unique_id():
 
 def kbd_intr(char):
     _call(W.KBD_INTR, _pack("<b", char if -1 <= char < 128 else -1))
+
+
+def calibrate(step):
+    _call(W.CALIBRATE, _pack("<i", step))
+
+
+def nop():
+    _post(W.NOP, b"")
+
+
+def _loop(n):
+    x = 0
+    for i in range(n):
+        x = x + i
+    return x
+
+
+def calibrate_compute():
+    """Let the emulator time this interpreter on the host: a loop of known size (7
+    bytecodes per step as CPython counts them, the unit the in-process runtime
+    charges), then bare synchronous and posted calls, whose cost is bridge overhead
+    and must not be charged to the firmware. See mpy_bridge.ComputeMeter."""
+    n = 20000
+    calibrate(0)
+    _loop(n)
+    calibrate(7 * n)
+    for _ in range(64):
+        calibrate(-1)
+    for _ in range(64):
+        nop()
+    calibrate(-2)
+    calibrate(-3)

@@ -30,6 +30,8 @@ RESET = 0x58  # X
 RESET_CAUSE = 0x59  # Y
 UNIQUE_ID = 0x55  # U
 KBD_INTR = 0x4B  # K
+CALIBRATE = 0x4C  # L: compute-meter calibration step (see mpy_bridge.ComputeMeter)
+NOP = 0x6C  # l: posted no-op (calibrates the cost of a posted call)
 
 OPS = {
     PIN_INIT: ("pin_init", "<B", None),
@@ -47,11 +49,13 @@ OPS = {
     RESET_CAUSE: ("reset_cause", "", "<B"),
     UNIQUE_ID: ("unique_id", "", "raw"),
     KBD_INTR: ("kbd_intr", "<b", None),
+    CALIBRATE: ("calibrate", "<i", None),
+    NOP: ("nop", "", None),
 }
 
 # Ops whose caller waits for a response (the others are posted and not answered).
 SYNC = (PIN_INIT, PIN_READ, SPI_INIT, SPI, TICKS_US, TICKS_CPU, WDT_START, FREQ,
-        RESET_CAUSE, UNIQUE_ID, KBD_INTR)  # fmt: skip
+        RESET_CAUSE, UNIQUE_ID, KBD_INTR, CALIBRATE)  # fmt: skip
 
 OK = 0
 E_VALUE = 1  # ValueError(message)

@@ -4,8 +4,9 @@
     serial.serial_for_url("emu://xbar-10x10?seed=3&micropython=1")   # real interpreter
 
 Query parameters: `seed` (int, default 0), `micropython` (0/1), and with micropython=1
-`flash` (the board's flash folder, default a temporary one) and `firmware` (0/1,
-default 1: copy `firmware/*.py` into the flash before booting, as if flashed). The
+`flash` (the board's flash folder, default a temporary one), `firmware` (0/1,
+default 1: copy `firmware/*.py` into the flash before booting, as if flashed) and
+`compute` (`calls`, default, or `measured`: see `MicroPythonBoard`). The
 board lives as long as the port is open: `close()` stops it. The open port's `board`
 attribute is the emulated board (its model, clock, energy ledger, real-time factor).
 
@@ -33,7 +34,7 @@ def board_from_url(url: str) -> EmulatedBoard:
         raise ValueError(f"{url!r}: not an emu:// URL")
     profile = parts.netloc or parts.path.strip("/") or "xbar-10x10"
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    known = {"seed", "micropython", "flash", "firmware"}
+    known = {"seed", "micropython", "flash", "firmware", "compute"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise ValueError(f"{url!r}: unknown parameter(s) {', '.join(unknown)} "
@@ -54,10 +55,14 @@ def board_from_url(url: str) -> EmulatedBoard:
     if flag("micropython", False):
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
+        compute = query.get("compute", "calls")
+        if compute not in ("calls", "measured"):
+            raise ValueError(f"{url!r}: compute={compute!r} is not 'calls' or 'measured'")
         return MicroPythonBoard(profile, seed, flash_dir=query.get("flash") or None,
-                                firmware=flag("firmware", True))  # fmt: skip
-    if "flash" in query or "firmware" in query:
-        raise ValueError(f"{url!r}: flash/firmware need micropython=1")
+                                firmware=flag("firmware", True),
+                                measure_compute=compute == "measured")  # fmt: skip
+    if "flash" in query or "firmware" in query or "compute" in query:
+        raise ValueError(f"{url!r}: flash/firmware/compute need micropython=1")
     from xbar.emulator.runtime import InProcessBoard
 
     return InProcessBoard(profile, seed)

@@ -150,3 +150,16 @@ def test_infer_matches_integer_reference_noise_off(
         assert np.abs(single - ref[:2]).max() <= 1
         assert np.abs(stream - ref).max() <= 1, (stream, ref)
         assert b.stats()["inferences"] == 8
+
+
+def test_under_real_micropython_interpreter() -> None:
+    """The same firmware files flashed to the emulator's MicroPython-mode board."""
+    with Board("emu://xbar-10x10?seed=5&micropython=1", timeout=120) as b:
+        assert b.hello().profile == "xbar-10x10"
+        assert b.info().free_heap > 48 * 1024
+        g = b.read(v_read=0.1)
+        assert g.shape == (10, 10) and (g > 0).all()
+        r = b.pulse(1, 1, 4.0, 200)
+        assert r.width_us >= 200
+        s = b.stats()
+        assert s["pulses"] == 1 and s["errors"] == 0

@@ -175,7 +175,12 @@ class BridgeServer:
             if op is None:
                 self._reply(WIRE.E_OS, f"unknown bridge op 0x{code:02x}".encode())
                 return True
-            args: tuple[Any, ...] = op.request.unpack_from(payload)
+            try:
+                args: tuple[Any, ...] = op.request.unpack_from(payload)
+            except struct.error:
+                if op.sync:
+                    self._reply(WIRE.E_VALUE, f"bad {op.name} request".encode())
+                return True
             if op.name == "spi":
                 args = (*args, payload[op.request.size :])
             if self.meter is not None:

@@ -657,7 +657,13 @@ class InProcessBoard(EmulatedBoard):
 
     def _trace_opcode(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if event == "opcode":
-            self.hw.pending_bytecodes += 1
+            hw = self.hw
+            hw.pending_bytecodes += 1
+            if hw.halted:  # stop() reaches firmware that computes without machine calls
+                raise BoardHalted
+            if hw._interrupt and hw.kbd_char >= 0:  # and so does Ctrl-C, between bytecodes
+                hw._interrupt = False
+                raise KeyboardInterrupt
         return self._trace_opcode
 
     def _sys_stdio(self) -> types.SimpleNamespace:

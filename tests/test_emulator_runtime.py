@@ -216,3 +216,23 @@ def test_realtime_factor_is_board_time_over_wall_time(make_board) -> None:
     with Board(serial.Serial(b.port, timeout=10)) as client:
         client.read(0, 0)
     assert b.realtime_factor(mark) > 0
+
+
+def test_pure_computation_is_interruptible_and_stoppable(make_board, tmp_path: Path) -> None:
+    fw = firmware(tmp_path, (
+        "def run(reader, writer):\n"
+        "    writer.write(b'spinning\\n')\n"
+        "    while True:\n"
+        "        pass\n"
+    ))  # fmt: skip
+    b = make_board(firmware_dir=fw, start=False)
+    ser = serial.Serial(b.port)
+    b.start(wait=False)
+    read_until(ser, b"spinning\n")
+    ser.write(b"\x03")
+    assert b"KeyboardInterrupt" in read_until(ser, b">>> ")
+    ser.write(b"\x04")  # reboot into the loop again; stop() must still end the thread
+    read_until(ser, b"spinning\n")
+    ser.close()
+    b.stop()
+    assert not b._thread.is_alive()

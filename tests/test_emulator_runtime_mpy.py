@@ -248,3 +248,41 @@ def test_firmware_under_micropython_answers_hello_over_emu_url() -> None:
     finally:
         port.close()
     assert board.proc is not None and board.proc.poll() is not None
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def test_xbar_emulate_serves_a_port_until_interrupted() -> None:
+    import signal
+
+    cmd = [sys.executable, "-m", "xbar.host.emulate", "--micropython", "--blank"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        port = proc.stdout.readline().strip()
+        assert port.startswith("/dev/")
+        interpreters = _children(proc.pid)
+        assert interpreters  # the MicroPython interpreter, a child of the server
+        term = Term(port)
+        term.enter_raw()
+        assert term.raw_exec(b"print('served')")[0].strip() == b"served"
+        term.ser.close()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=20) == 0
+        for pid in interpreters:
+            assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .board import BoardModel, convert, sample_normals, settle_alpha
-from .crossbar import DRIVEN, TIA
+from .cells import SHORTED
+from .crossbar import DRIVEN, TIA, Operator
 from .parts import (
     ADC_BAUD,
     ADC_RST,
@@ -204,14 +205,27 @@ def _probe_board(board: BoardModel) -> BoardModel:
 
 def plan_mvm(board: BoardModel, array: int) -> MvmPlan:
     """Probe the reference MVM on ``array`` once (cached on the board)."""
-    key = ("mvm", array, tuple(sorted(board.cycle_costs.items())))
-    if key in board.batch_cache:
-        plan: MvmPlan = board.batch_cache[key]
-        return plan
-    p = board.profile
-    probe = _probe_board(board)
-    driver = MvmDriver(probe)
-    driver.setup([array])
+    return plan_mvms(board, [array])[array]
+
+
+def plan_mvms(board: BoardModel, arrays: list[int]) -> dict[int, MvmPlan]:
+    """Plans for several arrays, probing the missing ones on one scratch board."""
+    costs = tuple(sorted(board.cycle_costs.items()))
+    plans = {a: board.batch_cache.get(("mvm", a, costs)) for a in arrays}
+    missing = sorted(a for a, plan in plans.items() if plan is None)
+    if missing:
+        probe = _probe_board(board)
+        probe.sample_values = False  # the probe needs when samples happen, not their values
+        driver = MvmDriver(probe)
+        driver.setup(missing)
+        for a in missing:
+            plan = _probe_mvm(probe, driver, a)
+            board.batch_cache[("mvm", a, costs)] = plans[a] = plan
+    return {a: plan for a, plan in plans.items() if plan is not None}
+
+
+def _probe_mvm(probe: BoardModel, driver: MvmDriver, array: int) -> MvmPlan:
+    p = probe.profile
     mid = np.full(p.rows, DAC_MID)
     driver.mvm(array, mid)
     c0, idle0 = probe.clock.cycles, probe.clock.idle_cycles
@@ -219,7 +233,7 @@ def plan_mvm(board: BoardModel, array: int) -> MvmPlan:
     diag0 = dict(probe.diagnostics)
     probe.trace = []
     driver.mvm(array, mid + 1)
-    trace = probe.trace
+    trace, probe.trace = probe.trace, None
     ldac = [t - c0 for kind, t, *rest in trace if kind == "array" and rest == [array]]
     if len(ldac) != 1:
         raise RuntimeError(f"reference MVM on array {array}: {len(ldac)} array events, not 1")
@@ -241,14 +255,12 @@ def plan_mvm(board: BoardModel, array: int) -> MvmPlan:
     for j, chip in enumerate(chips.tolist()):
         ordinal[j] = seen.get(chip, 0)
         seen[chip] = ordinal[j] + 1
-    plan = MvmPlan(
+    return MvmPlan(
         array=array, cycles=probe.clock.cycles - c0, idle_cycles=probe.clock.idle_cycles - idle0,
         energy=energy, diag=diag, ldac=ldac[0], sample_offsets=offsets, sample_chips=chips,
         sample_channels=channels, sample_cols=cols, sample_ordinal=ordinal,
         chip_samples=np.bincount(chips, minlength=p.adc_chips), last_sample=last,
     )  # fmt: skip
-    board.batch_cache[key] = plan
-    return plan
 
 
 @dataclass
@@ -274,6 +286,8 @@ class BatchSession:
         self.offsets: list[int] = []
         self.ordinals: list[np.ndarray] = []  # per step: each sample's ordinal for its chip
         per_chip = np.zeros(p.adc_chips, dtype=np.int64)  # samples per chip per inference
+        plan_mvms(board, sorted({s.array for s in self.steps if isinstance(s, MvmStep)
+                                 and 0 <= s.array < p.arrays}))  # fmt: skip
         t = 0
         for step in self.steps:
             self.offsets.append(t)
@@ -306,6 +320,8 @@ class BatchSession:
         self._adc_last: dict[int, int] = {}
         self._saturations = 0
         self._finished = False
+        self._ready: set[int] = set()  # arrays checked ready (the board is frozen meanwhile)
+        self._consts: dict[int, tuple[Operator, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     # -- checks --------------------------------------------------------------------
     def _check_ready(self, array: int, plan: MvmPlan) -> None:
@@ -334,82 +350,224 @@ class BatchSession:
         if b._pulsing[array]:
             raise RuntimeError(f"array {array} is being pulsed; finish the pulse first")
 
-    # -- one MVM step --------------------------------------------------------------
+    # -- MVM steps -------------------------------------------------------------------
     def mvm(self, codes: np.ndarray) -> np.ndarray:
         """The next MVM step for all N inferences: (N, rows) DAC codes -> (N, cols) ADC codes."""
-        while self._next < len(self.steps) and isinstance(self.steps[self._next], ChargeStep):
+        return self.mvms([codes])[0]
+
+    def mvms(self, codes_list: list[np.ndarray]) -> list[np.ndarray]:
+        """The next ``len(codes_list)`` MVM steps at once (their inputs known up front).
+
+        Same results as calling :meth:`mvm` for each; steps that share one input array
+        (a layer's tiles over the same input slice) are evaluated as one matrix product.
+        """
+        taken = []
+        for codes in codes_list:
+            while self._next < len(self.steps) and isinstance(self.steps[self._next],
+                                                              ChargeStep):  # fmt: skip
+                self._next += 1
+            if self._finished or self._next >= len(self.steps):
+                raise RuntimeError("no MVM step left in this batch schedule")
+            taken.append((self._next, self._prepare(self._next, codes)))
             self._next += 1
-        if self._finished or self._next >= len(self.steps):
-            raise RuntimeError("no MVM step left in this batch schedule")
-        j = self._next
-        self._next += 1
+        if self.exact or self.board.noise.drift_nu > 0:
+            return [self._evaluate_general(j, codes) for j, codes in taken]
+        return self._evaluate_grouped(taken, codes_list)
+
+    def _prepare(self, j: int, codes: np.ndarray) -> np.ndarray:
+        """Validate step j's codes and the board state; the codes as int64."""
+        b, p, n = self.board, self.board.profile, self.n
         step, plan = self.steps[j], self.plans[j]
         assert isinstance(step, MvmStep) and plan is not None
-        b, p, n = self.board, self.board.profile, self.n
-        a = step.array
         codes = np.asarray(codes)
         if codes.shape != (n, p.rows) or codes.min() < 0 or codes.max() > 0xFFFF:
             raise ValueError(f"MVM step {j}: codes must be ({n}, {p.rows}) ints in 0…65535, "
                              f"got shape {codes.shape}")  # fmt: skip
-        codes = codes.astype(np.int64)
-        self._check_ready(a, plan)
-        hz = b.clock.mcu_hz
-        if (settle_alpha((plan.sample_offsets - plan.ldac) / hz) != 0).any():
-            raise NotImplementedError("samples before the DAC has settled are byte-level only")
+        if step.array not in self._ready:
+            self._check_ready(step.array, plan)
+            if (settle_alpha((plan.sample_offsets - plan.ldac) / b.clock.mcu_hz) != 0).any():
+                raise NotImplementedError("samples before the DAC settles are byte-level only")
+            self._ready.add(step.array)
+        peak = max(abs(int(codes.max()) - DAC_MID), abs(int(codes.min()) - DAC_MID))
+        if float(line_volts(DAC_MID + peak)) >= b.cells.v_floor:
+            raise ValueError(
+                f"MVM step {j}: inputs up to {float(line_volts(DAC_MID + peak)):.3f} V reach "
+                f"the cells' disturb floor ({b.cells.v_floor:.3f} V); pulses need the "
+                "byte-level path"
+            )
+        return codes.astype(np.int64, copy=False)
+
+    def _times(self, j: int) -> np.ndarray:
+        """Cycle at which step j of each inference starts."""
+        return self.t0 + np.arange(self.n, dtype=np.int64) * self.period + self.offsets[j]
+
+    def _ranges(self, plan: MvmPlan, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b, p = self.board, self.board.profile
+        ranges = [b.adcs[int(c) // p.adc_chain].range_of(int(c) % p.adc_chain, int(ch))
+                  for c, ch in zip(plan.sample_chips[ks], plan.sample_channels[ks], strict=True)]
+        return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
+
+    def _noise(self, j: int, plan: MvmPlan, ks: np.ndarray) -> np.ndarray:
+        """Standard normals of step j's samples ks for every inference (n, len(ks))."""
+        chips = plan.sample_chips[ks]
+        counts = (self.counts0[chips] + self.ordinals[j][ks])[None, :] + (
+            np.arange(self.n, dtype=np.int64)[:, None] * self.per_chip[chips][None, :]
+        )
+        return sample_normals(self.board.noise_key, chips, counts)
+
+    def _finish_step(self, j: int, codes: np.ndarray, plan: MvmPlan) -> None:
+        step = self.steps[j]
+        assert isinstance(step, MvmStep)
+        base = self._times(j)
+        self._dac_codes[step.array] = codes
+        self._dac_times[step.array] = base + plan.ldac
+        for s, off in plan.last_sample.items():
+            self._adc_last[s] = int(base[-1]) + off
+
+    def _evaluate_general(self, j: int, codes: np.ndarray) -> np.ndarray:
+        """One step, any drift epochs; ``exact`` reduces currents as the byte path does."""
+        b, p, n = self.board, self.board.profile, self.n
+        step, plan = self.steps[j], self.plans[j]
+        assert isinstance(step, MvmStep) and plan is not None
+        a = step.array
         volts = np.zeros((n, p.lines_per_array))
         volts[:] = b.line_voltages(a)
         volts[:, : p.rows] = line_volts(codes)
-        if np.abs(volts).max() >= b.cells.v_floor:
-            raise ValueError(
-                f"MVM step {j}: inputs up to {np.abs(volts).max():.3f} V reach the cells' "
-                f"disturb floor ({b.cells.v_floor:.3f} V); pulses need the byte-level path"
-            )
-        base = self.t0 + np.arange(n, dtype=np.int64) * self.period + self.offsets[j]
-        t_ldac = base + plan.ldac
-        t_samp = base[:, None] + plan.sample_offsets[None, :]
-        out = np.zeros((n, p.cols), dtype=np.int64)
-        out[:] = -1
+        base = self._times(j)
+        out = np.full((n, p.cols), -1, dtype=np.int64)
+        # Only the samples of this array's columns matter; the others (other arrays'
+        # columns on shared ADC chains) advance the chips' noise counters, nothing else.
         ks = np.flatnonzero(plan.sample_cols >= 0)
-        k_total = plan.sample_offsets.size
-        current = np.zeros((n, k_total))
-        sumsq = np.zeros((n, k_total))
         col_lines = p.rows + plan.sample_cols[ks]
-        samp_epochs = self._epochs(t_samp)
-        for e in np.unique(samp_epochs[:, ks]):
+        current = np.zeros((n, ks.size))
+        sumsq = np.zeros((n, ks.size))
+        samp_epochs = self._epochs(base[:, None] + plan.sample_offsets[ks][None, :])
+        for e in np.unique(samp_epochs):
             tia = b.operator_at(a, int(e)).tia[col_lines]  # (K', lines)
-            sel = samp_epochs[:, ks] == e
+            sel = samp_epochs == e
             if self.exact:
-                for i_k, k in enumerate(ks):
+                for i_k in range(ks.size):
                     rows_i = np.flatnonzero(sel[:, i_k])
                     contrib = volts[rows_i] * tia[i_k]
-                    current[rows_i, k] = contrib.sum(axis=1)
-                    sumsq[rows_i, k] = (contrib * contrib).sum(axis=1)
+                    current[rows_i, i_k] = contrib.sum(axis=1)
+                    sumsq[rows_i, i_k] = (contrib * contrib).sum(axis=1)
             else:
-                cur = volts @ tia.T
-                sq = (volts * volts) @ (tia * tia).T
-                current[:, ks] = np.where(sel, cur, current[:, ks])
-                sumsq[:, ks] = np.where(sel, sq, sumsq[:, ks])
-        ranges = [b.adcs[int(c) // p.adc_chain].range_of(int(c) % p.adc_chain, int(ch))
-                  for c, ch in zip(plan.sample_chips, plan.sample_channels, strict=True)]
-        low = np.array([r[0] for r in ranges])
-        high = np.array([r[1] for r in ranges])
-        eps = None
-        if b.noise.read_noise_on:
-            chips = plan.sample_chips[ks]
-            counts = (self.counts0[chips] + self.ordinals[j][ks])[None, :] + (
-                np.arange(n, dtype=np.int64)[:, None] * self.per_chip[chips][None, :]
-            )
-            eps = sample_normals(b.noise_key, np.broadcast_to(chips, counts.shape), counts)
-        conv, saturated = convert(current[:, ks], sumsq[:, ks], eps, b.tia_rf, low[ks],
-                                  high[ks], b.noise)  # fmt: skip
+                current = np.where(sel, volts @ tia.T, current)
+                sumsq = np.where(sel, (volts * volts) @ (tia * tia).T, sumsq)
+        low, high = self._ranges(plan, ks)
+        eps = self._noise(j, plan, ks) if b.noise.read_noise_on else None
+        conv, saturated = convert(current, sumsq, eps, b.tia_rf, low, high, b.noise)
         self._saturations += int(saturated.sum())
         out[:, plan.sample_cols[ks]] = conv
-        self._log_array(a, t_ldac, volts)
-        self._dac_codes[a] = codes
-        self._dac_times[a] = t_ldac
-        for s, off in plan.last_sample.items():
-            self._adc_last[s] = int(base[-1]) + off
+        t_ldac = base + plan.ldac
+        epochs = self._epochs(t_ldac)
+        p_cells, p_src = np.zeros(n), np.zeros(n)
+        for e in np.unique(epochs):
+            rows_i = np.flatnonzero(epochs == e)
+            pc, ps = self._powers(a, b.operator_at(a, int(e)), volts[rows_i], p.lines_per_array)
+            p_cells[rows_i], p_src[rows_i] = pc, ps
+        self._log_array(a, t_ldac, volts[-1], p_cells, p_src)
+        self._finish_step(j, codes, plan)
         return out
+
+    def _evaluate_grouped(self, taken: list[tuple[int, np.ndarray]],
+                          originals: list[np.ndarray]) -> list[np.ndarray]:  # fmt: skip
+        """Steps without drift, matrix products over the row lines only (columns sit at
+        virtual ground), one product per group of steps sharing an input array."""
+        b, p, n = self.board, self.board.profile, self.n
+        rf, noise = b.tia_rf, b.noise
+        outs: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(taken)
+        groups: dict[int, list[int]] = {}
+        for m, original in enumerate(originals):
+            groups.setdefault(id(original), []).append(m)
+        for members in groups.values():
+            codes = taken[members[0]][1]
+            volts = line_volts(codes)  # (n, rows)
+            tias, quads, srcs, lows, highs, eps_parts, ks_list = [], [], [], [], [], [], []
+            for m in members:
+                j = taken[m][0]
+                step, plan = self.steps[j], self.plans[j]
+                assert isinstance(step, MvmStep) and plan is not None
+                op = b.operator_at(step.array, 0)
+                ks = np.flatnonzero(plan.sample_cols >= 0)
+                consts = self._row_constants(step.array, op)
+                tias.append(consts[0][plan.sample_cols[ks]])
+                quads.append(consts[1])
+                srcs.append(consts[2])
+                low, high = self._ranges(plan, ks)
+                lows.append(low)
+                highs.append(high)
+                ks_list.append(ks)
+                if noise.read_noise_on:
+                    eps_parts.append(self._noise(j, plan, ks))
+            tia = np.concatenate(tias)  # (K, rows)
+            current = volts @ tia.T
+            sumsq = (volts * volts) @ (tia * tia).T if noise.read_sigma > 0 else 0.0
+            eps = np.concatenate(eps_parts, axis=1) if eps_parts else None
+            conv, saturated = convert(current, np.asarray(sumsq), eps, rf,
+                                      np.concatenate(lows), np.concatenate(highs), noise)
+            self._saturations += int(saturated.sum())
+            quad = np.concatenate(quads, axis=1)  # (rows, rows·S)
+            s_count = len(members)
+            p_cells = ((volts @ quad).reshape(n, s_count, p.rows) * volts[:, None, :]).sum(-1)
+            if noise.ir_drop:
+                src = np.concatenate(srcs, axis=1)
+                p_src = ((volts @ src).reshape(n, s_count, p.rows) * volts[:, None, :]).sum(-1)
+            else:
+                p_src = p_cells
+            full = np.zeros(p.lines_per_array)
+            start = 0
+            for i_m, m in enumerate(members):
+                j = taken[m][0]
+                step, plan = self.steps[j], self.plans[j]
+                assert isinstance(step, MvmStep) and plan is not None
+                ks = ks_list[i_m]
+                out = np.full((n, p.cols), -1, dtype=np.int64)
+                out[:, plan.sample_cols[ks]] = conv[:, start : start + ks.size]
+                start += ks.size
+                outs[m] = out
+                full[: p.rows] = volts[-1]
+                self._log_array(step.array, self._times(j) + plan.ldac, full.copy(),
+                                p_cells[:, i_m], p_src[:, i_m])  # fmt: skip
+                self._finish_step(j, codes, plan)
+        return outs
+
+    def _row_constants(self, a: int, op: Operator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per operator: TIA rows (cols, rows), cell-power and source-power forms
+        restricted to the row lines, after a one-off check that reads are safe."""
+        key = id(op)
+        hit = self._consts.get(key)
+        if hit is not None and hit[0] is op:
+            return hit[1]
+        p = self.board.profile
+        self._check_safe(a, op, p.rows)
+        rows = slice(0, p.rows)
+        quad = ((op.cell_v.T * op.g) @ op.cell_v)[rows, rows]
+        consts = (op.tia[p.rows :, rows], quad, op.src[rows, rows].T)
+        self._consts[key] = (op, consts)
+        return consts
+
+    def _check_safe(self, a: int, op: Operator, n_lines: int) -> None:
+        """Refuse inputs that could damage cells (the batch path never pulses)."""
+        b, p = self.board, self.board.profile
+        v_max = b.cells.v_floor  # inputs are checked to stay below it
+        bound = np.abs(op.cell_v[:, :n_lines]).sum(axis=1).max() * v_max
+        passive = p.cell == "0T1R"
+        limit = b.physics.compliance_margin * b.device.compliance_current
+        healthy = b.cells.stuck[a].ravel() != SHORTED
+        if bound > b.cells.v_breakdown or (
+            passive and bound * op.g[healthy].max(initial=0.0) > limit
+        ):
+            raise ValueError(f"array {a}: read inputs could damage cells; use the byte path")
+
+    def _powers(self, a: int, op: Operator, volts: np.ndarray,
+                n_lines: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """Cell and source power of each row of ``volts`` (first n_lines lines)."""
+        self._check_safe(a, op, n_lines)
+        quad = (op.cell_v.T * op.g) @ op.cell_v
+        p_cells = ((volts @ quad) * volts).sum(axis=1)
+        p_src = ((volts @ op.src.T) * volts).sum(axis=1)
+        return p_cells, p_src
 
     def _epochs(self, cycles: np.ndarray) -> np.ndarray:
         b = self.board
@@ -418,41 +576,20 @@ class BatchSession:
         seconds = cycles / b.clock.mcu_hz
         return np.floor_divide(seconds, b.physics.drift_quantum).astype(np.int64)
 
-    def _log_array(self, a: int, t_ldac: np.ndarray, volts: np.ndarray) -> None:
-        """Array power of each inference from its LDAC edge; safety checks."""
-        b, p = self.board, self.board.profile
-        n = self.n
-        p_cells = np.zeros(n)
-        p_src = np.zeros(n)
-        epochs = self._epochs(t_ldac)
-        for e in np.unique(epochs):
-            op = b.operator_at(a, int(e))
-            rows_i = np.flatnonzero(epochs == e)
-            v = volts[rows_i]
-            bound = np.abs(op.cell_v).sum(axis=1).max() * np.abs(v).max()
-            passive = p.cell == "0T1R"
-            limit = b.physics.compliance_margin * b.device.compliance_current
-            if bound > b.cells.v_breakdown or (passive and bound * op.g.max() > limit):
-                vc = v @ op.cell_v.T
-                over = np.abs(vc) > b.cells.v_breakdown
-                if passive:
-                    over |= (np.abs(vc) * op.g > limit) & (b.cells.stuck[a].ravel() != 3)
-                if over.any():
-                    raise ValueError(f"array {a}: these inputs would damage cells; "
-                                     "use the byte-level path")  # fmt: skip
-            quad = (op.cell_v.T * op.g) @ op.cell_v
-            p_cells[rows_i] = ((v @ quad) * v).sum(axis=1)
-            p_src[rows_i] = ((v @ op.src.T) * v).sum(axis=1)
-        p_wire = np.maximum(0.0, p_src - p_cells) if b.noise.ir_drop else np.zeros(n)
+    def _log_array(self, a: int, t_ldac: np.ndarray, last_v: np.ndarray,
+                   p_cells: np.ndarray, p_src: np.ndarray) -> None:  # fmt: skip
+        """Record the array's LDAC edges and the power from each (ideal wiring: none)."""
+        b = self.board
+        p_wire = np.maximum(0.0, p_src - p_cells) if b.noise.ir_drop else np.zeros(self.n)
         log = self._logs.get(a)
         if log is None:
-            self._logs[a] = _ArrayLog([t_ldac], [p_cells], [p_wire], volts[-1], int(t_ldac[-1]))
+            self._logs[a] = _ArrayLog([t_ldac], [p_cells], [p_wire], last_v, int(t_ldac[-1]))
         else:
             log.times.append(t_ldac)
             log.p_cells.append(p_cells)
             log.p_wire.append(p_wire)
             if t_ldac[-1] > log.last_time:
-                log.last_v, log.last_time = volts[-1], int(t_ldac[-1])
+                log.last_v, log.last_time = last_v, int(t_ldac[-1])
 
     # -- commit ----------------------------------------------------------------------
     def finish(self) -> None:

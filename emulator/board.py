@@ -103,16 +103,15 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def sample_normals(key: int, chip: np.ndarray | int, count: np.ndarray | int) -> np.ndarray:
     """Standard normals for ADC samples (chip, count): counter-based, Box–Muller.
 
-    A pure elementwise function, so the byte-level path (one sample at a time) and the
-    batch path (arrays of samples) compute bit-identical values.
+    One SplitMix64 hash per sample gives two 32-bit uniforms (tails reach 6.8 σ). A pure
+    elementwise function (``chip`` and ``count`` broadcast), so the byte-level path (one
+    sample at a time) and the batch path (arrays of samples) get bit-identical values.
     """
-    chip_a = np.atleast_1d(np.asarray(chip, dtype=np.uint64))
-    count_a = np.atleast_1d(np.asarray(count, dtype=np.uint64))
-    h = _mix(_mix(np.uint64(key) ^ chip_a) ^ count_a)
-    h2 = _mix(h ^ np.uint64(1))
-    scale = 2.0**-53
-    u1 = ((h >> np.uint64(11)).astype(np.float64) + 0.5) * scale
-    u2 = (h2 >> np.uint64(11)).astype(np.float64) * scale
+    chip_key = _mix(np.uint64(key) ^ np.atleast_1d(np.asarray(chip, dtype=np.uint64)))
+    h = _mix(chip_key ^ np.atleast_1d(np.asarray(count, dtype=np.uint64)))
+    scale = 2.0**-32
+    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * scale
+    u2 = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * scale
     out: np.ndarray = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
     return out
 
@@ -179,6 +178,7 @@ class BoardModel:
         self.diagnostics: dict[str, int] = Diagnostics.fromkeys(DIAGNOSTIC_KEYS, 0)
         self.trace: list[tuple[Any, ...]] | None = None  # event log for the batch probe
         self.batch_cache: dict[Any, Any] = {}  # batch-path plans (emulator.batch)
+        self.sample_values = True  # False: conversions return 0 (batch probes time only)
         streams = np.random.SeedSequence(self.seed).spawn(3)
         rng_variation, rng_pulse = (np.random.default_rng(s) for s in streams[:2])
         self.noise_key = int(streams[2].generate_state(1, np.uint64)[0])
@@ -193,7 +193,7 @@ class BoardModel:
             r_wire=0.0 if ideal else p.r_wire,
             r_switch=0.0 if ideal else p.r_switch,
             r_access=0.0 if ideal else p.r_access,
-            g_leak=p.g_leak,
+            g_leak=p.g_leak, cache_size=max(32, 4 * p.arrays),
         )  # fmt: skip
         # Parts, one chain per chip select.
         diag = self.diagnostics
@@ -270,8 +270,11 @@ class BoardModel:
             else:
                 self._deselect(kind, s)
         elif pin == p.pin_ldac and level == 0:
-            self._dac_loaded([(s, chip, ch) for s, chain in enumerate(self.dacs)
-                              for chip, ch in chain.ldac_fall()])  # fmt: skip
+            lines = []
+            for s, chain in enumerate(self.dacs):
+                chips, channels = np.nonzero(chain.ldac_fall())
+                lines.append(8 * (s * p.dac_chain + chips) + channels)
+            self._dac_loaded(np.concatenate(lines))
         elif pin == p.pin_adc_rst:
             for adc in self.adcs:
                 adc.power(bool(level))
@@ -291,7 +294,10 @@ class BoardModel:
     def _deselect(self, kind: str, s: int) -> None:
         if kind == "dac":
             ldac_low = self._pins.get(self.profile.pin_ldac, 1) == 0
-            self._dac_loaded([(s, chip, ch) for chip, ch in self.dacs[s].end(ldac_low)])
+            chain = self.profile.dac_chain
+            loaded = self.dacs[s].end(ldac_low)
+            self._dac_loaded(np.array([8 * (s * chain + chip) + ch for chip, ch in loaded],
+                                      dtype=np.int64))  # fmt: skip
         elif kind == "sw":
             state = self.switches.end()
             if state is not None:
@@ -374,33 +380,29 @@ class BoardModel:
         self.ledger.add("link", max(0, int(nbytes)) * self.power.link_byte_j)
 
     # -- lines -------------------------------------------------------------------------
-    def _dac_loaded(self, loaded: list[tuple[int, int, int]]) -> None:
-        """DAC registers (select, chip, channel) loaded: line voltages, energy, array events."""
-        if not loaded:
+    def _dac_loaded(self, lines: np.ndarray) -> None:
+        """DAC registers loaded (global channel numbers): line voltages, energy, events."""
+        if lines.size == 0:
             return
         p = self.profile
-        self.ledger.add("dac", len(loaded) * self.power.dac_update_j)
+        self.ledger.add("dac", lines.size * self.power.dac_update_j)
+        lines = lines[lines < p.lines]
+        codes = np.concatenate([chain.output.ravel() for chain in self.dacs])[lines]
+        down = np.concatenate([chain.powered_down.ravel() for chain in self.dacs])[lines]
+        volts = line_volts(np.where(down, 0, codes))
         now = self.clock.cycles
-        arrays: set[int] = set()
-        for s, chip, ch in loaded:
-            line = 8 * (s * p.dac_chain + chip) + ch
-            if line >= p.lines:
-                continue
-            v = self.dacs[s].volts(chip, ch)
-            if v != self._dac_v[line]:
-                self._dac_prev_v[line] = self._effective_dac_v(line, now)
-                self._dac_v[line] = v
-                self._dac_t[line] = now
-            if self._via_dac[line]:
-                # Every load of a switched-in line opens a new interval (even at the same
-                # voltage), so interval boundaries depend on the sequence, not the data.
-                arrays.add(line // p.lines_per_array)
-        for a in sorted(arrays):
-            self._array_event(a)
-
-    def _effective_dac_v(self, line: int, now: int) -> float:
-        alpha = float(settle_alpha((now - self._dac_t[line]) / self.clock.mcu_hz))
-        return float(self._dac_v[line] + (self._dac_prev_v[line] - self._dac_v[line]) * alpha)
+        moved = volts != self._dac_v[lines]
+        if moved.any():
+            changed = lines[moved]
+            dt = (now - self._dac_t[changed]) / self.clock.mcu_hz
+            old = self._dac_v[changed]
+            self._dac_prev_v[changed] = old + (self._dac_prev_v[changed] - old) * settle_alpha(dt)
+            self._dac_v[changed] = volts[moved]
+            self._dac_t[changed] = now
+        # Every load of a switched-in line opens a new interval (even at the same voltage),
+        # so interval boundaries depend on the sequence, not the data.
+        for a in np.unique(lines[self._via_dac[lines]] // p.lines_per_array):
+            self._array_event(int(a))
 
     def _latch_switches(self, state: np.ndarray) -> None:
         p = self.profile
@@ -468,6 +470,8 @@ class BoardModel:
         now = self.clock.cycles
         if self.trace is not None:
             self.trace.append(("array", now, a))
+        if not self.sample_values:
+            return  # a timing probe: no physics
         if self._pulsing[a]:
             width = (now - int(self._t_start[a])) / self.clock.mcu_hz
             limit = None if p.cell == "0T1R" else self.device.compliance_current
@@ -508,13 +512,19 @@ class BoardModel:
     def _sample(self, chip: int, channel: int) -> int:
         """ADC ``chip`` samples ``channel`` now: TIA output, noise, quantisation."""
         p = self.profile
+        if self.trace is not None:
+            self.trace.append(("sample", self.clock.cycles, chip, channel))
+        count = int(self.adc_samples[chip])
+        self.adc_samples[chip] += 1
+        self.diagnostics["adc_conversions"] += 1
+        self.ledger.add("adc", self.power.adc_conversion_j)
+        if not self.sample_values:
+            return 0
         chain = self.adcs[chip // p.adc_chain]
         low, high = chain.range_of(chip % p.adc_chain, channel)
         rf = self.tia_rf
         gc = 8 * chip + channel
         current, sumsq, forced = 0.0, 0.0, None
-        if self.trace is not None:
-            self.trace.append(("sample", self.clock.cycles, chip, channel))
         if gc < p.columns:
             a, c = divmod(gc, p.cols)
             line = p.rows + c
@@ -528,12 +538,8 @@ class BoardModel:
                 contrib = self.operator(a).tia[line] * v
                 current = float(contrib.sum())
                 sumsq = float((contrib * contrib).sum())
-        count = int(self.adc_samples[chip])
-        self.adc_samples[chip] += 1
         eps = (sample_normals(self.noise_key, chip, count)[0]
                if self.noise.read_noise_on else None)  # fmt: skip
-        self.diagnostics["adc_conversions"] += 1
-        self.ledger.add("adc", self.power.adc_conversion_j)
         if forced is not None:
             self.diagnostics["tia_saturations"] += 1
             return int(adc_codes(np.asarray(forced), low, high))

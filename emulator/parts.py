@@ -153,18 +153,15 @@ class AD5676Chain:
         self.diag["dac_bad_command"] += 1
         return []
 
-    def ldac_fall(self) -> list[tuple[int, int]]:
-        """LDAC falling edge: unmasked DAC registers load from their input registers."""
-        changed = []
-        for chip in range(self.n):
-            channels = [ch for ch in range(8) if not (self.ldac_mask[chip] >> ch) & 1]
-            changed += self._update(chip, channels)
-        return changed
+    def ldac_fall(self) -> np.ndarray:
+        """LDAC falling edge: unmasked DAC registers load from their input registers.
 
-    def volts(self, chip: int, channel: int) -> float:
-        """Line voltage of one channel (a powered-down output reads as 0 V at the DAC)."""
-        code = 0 if self.powered_down[chip, channel] else int(self.output[chip, channel])
-        return float(line_volts(code))
+        Returns the (chips, 8) mask of the registers loaded.
+        """
+        bits = (self.ldac_mask[:, None] >> np.arange(8)[None, :]) & 1
+        loaded = bits == 0
+        self.output[loaded] = self.input[loaded]
+        return loaded
 
 
 # -- ADG714: octal SPST switch, 8-bit shift register, latched on SYNC rising edge ----------

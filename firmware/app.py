@@ -172,6 +172,8 @@ class App:
 
     def _read_code(self, volts):
         """DAC code for a read voltage; refuses 0 V and anything beyond the read limit."""
+        if not -20.0 < volts < 20.0:  # also NaN
+            raise Fail(protocol.E_RANGE, "read voltage %r V" % volts)
         d = int(volts / board.DAC_LSB + (0.5 if volts >= 0 else -0.5))
         if d == 0:
             raise Fail(protocol.E_RANGE, "read voltage %r V rounds to 0 V" % volts)
@@ -268,7 +270,7 @@ class App:
         self._check_cell(arr, row, col)
         if pol != protocol.SET and pol != protocol.RESET_POLARITY:
             raise Fail(protocol.E_RANGE, "polarity %d (0 SET, 1 RESET)" % pol)
-        if not amp > 0:
+        if not 0 < amp < 40.0:  # also NaN; the line limit refuses far less
             raise Fail(protocol.E_RANGE, "amplitude %r V must be > 0" % amp)
         volts = amp if pol == protocol.SET else -amp
         g_pre = self.read_cell(arr, row, col, self._check_code())
@@ -288,7 +290,8 @@ class App:
                        % (n, off + n * csz, len(p)))  # fmt: skip
         if 2 + n * rsz > protocol.MAX_PAYLOAD:
             raise Fail(protocol.E_RANGE, "%d cells exceed one response frame" % n)
-        if not (tol > 0 and v_set > 0 and v_reset > 0 and v_step >= 0 and w0 >= 1):
+        if not (tol > 0 and 0 < v_set < 40 and 0 < v_reset < 40 and 0 <= v_step < 40
+                and w0 >= 1):  # fmt: skip
             raise Fail(protocol.E_RANGE, "tolerance, amplitudes and start width must be > 0")
         code = self._read_code(v_read)
         v_max = 2 * self.hal.limits[1]

@@ -299,6 +299,7 @@ class Board:
         self.link.flush()
         self.link.sync(timeout)
         self._info: Info | None = None
+        self._shape: tuple[int, int] | None = None  # (n_in, n_out) of the loaded model
 
     def __enter__(self) -> Board:
         return self
@@ -446,6 +447,7 @@ class Board:
                          + blob[off:off + step])  # fmt: skip
         p = self.request(P.LOAD_END)
         nl, nt, n_in, n_out = struct.unpack_from(P.LOAD_END_RESP, p, 0)
+        self._shape = (n_in, n_out)
         return LoadResult(nl, nt, n_in, n_out, result)
 
     def infer(self, x: Iterable[int], *, accumulators: bool = False) -> Any:
@@ -474,13 +476,15 @@ class Board:
         info = self.geometry
         win = max(1, window if window is not None else info.stream_window)
         hdr = struct.calcsize(P.STREAM_REQ)
-        per = per_frame or max(1, min(255, (P.MAX_PAYLOAD - hdr) // n_in))
+        n_out = self._shape[1] if self._shape is not None else P.MAX_PAYLOAD // 2
+        fit = min((P.MAX_PAYLOAD - hdr) // n_in,
+                  (P.MAX_PAYLOAD - struct.calcsize(P.STREAM_RESP)) // (2 * n_out))  # fmt: skip
+        per = per_frame or max(1, min(255, fit))
         chunks = [(i, rows[i:i + per]) for i in range(0, len(rows), per)]
         batch = self.link.next_seq()
         results: dict[int, np.ndarray] = {}
         flight: list[tuple[int, int, int]] = []  # (seq, first, count)
         pending = list(chunks)
-        n_out = 0
         while pending or flight:
             while pending and len(flight) < win:
                 first, part = pending.pop(0)
@@ -508,6 +512,7 @@ class Board:
         to defaults."""
         self.request(P.RESET)
         self._info = None
+        self._shape = None
 
     def exit(self) -> None:
         """Leave binary mode; the board returns to its REPL."""

@@ -106,6 +106,13 @@ class SimBoard:
         chain = self.geom.dac_chain
         words = len(tx) // 3
         assert len(tx) % 3 == 0 and 1 <= words <= chain, f"DAC frame of {len(tx)} bytes"
+        cmds = {tx[3 * k] >> 4 for k in range(words)}
+        if cmds <= {0x0, 0x1, 0x8}:  # input registers only: no output moves yet
+            for k in range(words):
+                chip = sel * chain + (words - 1 - k)
+                if tx[3 * k] >> 4 == 0x1 and chip < self.geom.dac_chips:
+                    self.dac_in[chip, tx[3 * k] & 15] = (tx[3 * k + 1] << 8) | tx[3 * k + 2]
+            return
         self._segment()
         for k in range(words):
             chip = sel * chain + (words - 1 - k)
@@ -179,6 +186,8 @@ class SimBoard:
             base = geom.row_line(a, 0)
             cell = v[base:base + geom.rows, None] - v[base + geom.rows:base + geom.lines_per_array]
             over = np.abs(cell) > self.V_TH
+            if geom.cell == "1T1R":  # a floating row keeps its access transistors off
+                over &= self.modes()[base:base + geom.rows].any(axis=1)[:, None]
             if over.any():
                 step = np.sign(cell) * self.RATE * (np.abs(cell) - self.V_TH) * dt * span
                 self.g[a] = np.where(over, np.clip(self.g[a] + step, self.G_MIN, self.G_MAX),
@@ -302,17 +311,27 @@ class FirmwareSim:
         return self.modules[name]
 
     def feed(self, data: bytes) -> bytes:
-        """Push bytes through the firmware's decoder and dispatcher; returns its output."""
-        app = self.app
-        for b in data:
-            r = app.dec.push(b)
-            if r == 1:
-                app.dispatch(app.dec.code, app.dec.seq, app.dec.payload)
-            elif r == 2 and app.dec.last_drop == 6:
-                app.send_error(app.dec.seq, app.dec.code, 1, "frame CRC mismatch")
+        """Run the firmware's own command loop over these bytes; returns its output."""
+        self.app.loop(_Bytes(data))
         out = bytes(self.out)
         self.out.clear()
         return out
+
+
+class _Bytes:
+    """A reader for `app.loop`: the given bytes, then end of stream (readinto -> 0)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = memoryview(data)
+
+    def any(self) -> int:
+        return len(self.data)
+
+    def readinto(self, buf: Any, size: int | None = None) -> int:
+        n = min(len(buf) if size is None else size, len(self.data))
+        buf[:n] = self.data[:n]
+        self.data = self.data[n:]
+        return n
 
 
 class SimTransport:

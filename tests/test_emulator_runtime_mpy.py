@@ -181,7 +181,8 @@ def test_mpremote_transport_raw_paste_and_files(board) -> None:
         assert t.use_raw_paste  # the board accepted raw-paste mode
         t.fs_writefile("lib_mod.py", b"VALUE = 'from flash'\n")
         assert t.eval("__import__('lib_mod').VALUE") == "from flash"
-        assert [e.name for e in t.fs_listdir("/")] == ["lib_mod.py"]
+        listing = t.fs_listdir("/")
+        assert [(e.name, e.st_size) for e in listing] == [("lib_mod.py", 21)]
         t.exit_raw_repl()
     finally:
         t.close()

@@ -15,10 +15,12 @@ import time  # noqa: F401 - idem
 
 import _emu_hw
 import _emu_micropython
+import _emu_os
 import _emu_repl
 import machine  # noqa: F401 - the shim: this folder precedes the built-in module
 
 sys.modules["micropython"] = _emu_micropython
+sys.modules["os"] = _emu_os
 
 _reason = os.getenv("XBAR_BOOT") or "power"
 _flash = os.getcwd()

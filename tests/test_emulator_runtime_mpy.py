@@ -218,7 +218,8 @@ def test_ctrl_c_interrupts_busy_code(board, term) -> None:
 def test_board_survives_a_killed_interpreter_and_machine_reset(board, term) -> None:
     assert board.proc is not None
     board.proc.kill()
-    assert b"rebooting" in term.read_until(b">>> ")
+    term.read_until(b"status -9; rebooting]\r\n")
+    term.read_until(b">>> ")
     term.write(b"import machine; machine.reset()\r")
     term.read_until(b"MicroPython v")  # a hard reset boots without "soft reboot"
     term.read_until(b">>> ")

@@ -9,28 +9,15 @@ same `Hardware` method the in-process runtime calls, and answers the synchronous
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 import struct
 import threading
 import time
 from collections.abc import Callable
-from types import ModuleType
 from typing import Any
 
-from xbar.emulator.runtime import MPY_DIR, BoardHalted, BoardReset, Hardware
+from xbar.emulator.runtime import WIRE, BoardHalted, BoardReset, Hardware
 
-
-def _load_wire() -> ModuleType:
-    path = MPY_DIR / "_emu_wire.py"
-    spec = importlib.util.spec_from_file_location("xbar.emulator._emu_wire", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-WIRE = _load_wire()
 _HEADER = struct.Struct(WIRE.HEADER)
 
 

@@ -19,12 +19,13 @@ from __future__ import annotations
 import builtins
 import contextlib
 import hashlib
+import importlib.util
 import sys
 import threading
 import time
 import traceback
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -51,11 +52,22 @@ SPI_PINS = {0: (2, 3, 4), 1: (10, 11, 12)}
 SPI_MODE = (0, 1)
 """(polarity, phase) every part on the board expects: mode 1."""
 
-BANNER = (
-    "MicroPython v1.28.0 on 2026-01-01; xbar-10x10 rev A (emulated) with RP2040\r\n"
-    'Type "help()" for more information.\r\n'
-)
-"""What the board prints when it enters the friendly REPL."""
+
+def load_mpy_module(name: str) -> types.ModuleType:
+    """A module of `emulator/mpy/` written in the common subset, loaded into CPython."""
+    path = MPY_DIR / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"xbar.emulator.{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+WIRE = load_mpy_module("_emu_wire")
+"""The bridge wire format and the REPL banner, shared with the MicroPython side."""
+
+BANNER = f"CPython {sys.version.split()[0]} (in-process firmware); {WIRE.BOARD}\r\n{WIRE.HELP}\r\n"
+"""What the in-process board prints at its prompt."""
 
 
 class ModelLike(Protocol):
@@ -721,13 +733,3 @@ class InProcessBoard(EmulatedBoard):
         self.pty.close()
         if self._thread.is_alive():
             self._thread.join(timeout=5)
-
-
-@contextlib.contextmanager
-def running(board: EmulatedBoard) -> Iterator[EmulatedBoard]:
-    """`with running(board):` starts it and always stops it."""
-    board.start()
-    try:
-        yield board
-    finally:
-        board.stop()

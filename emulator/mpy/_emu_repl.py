@@ -12,6 +12,7 @@ and all module state really are reset.
 import sys
 
 import _emu_hw
+import _emu_wire as W
 
 SOFT_RESET = 10  # exit status: soft reset, come back in the friendly REPL (runs main.py)
 SOFT_RESET_RAW = 11  # exit status: soft reset from the raw REPL (main.py is skipped)
@@ -19,8 +20,9 @@ SOFT_RESET_RAW = 11  # exit status: soft reset from the raw REPL (main.py is ski
 _in = sys.stdin.buffer
 _out = sys.stdout.buffer
 _globals = {"__name__": "__main__"}
-BANNER = b"MicroPython v1.28.0 on 2026-01-01; xbar-10x10 rev A (emulated) with RP2040\r\n"
-HELP = b'Type "help()" for more information.\r\n'
+BANNER = "MicroPython v{}.{}.{}; {}\r\n{}\r\n".format(
+    *sys.implementation.version[:3], W.BOARD, W.HELP
+).encode()
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128  # half of MICROPY_REPL_STDIN_BUFFER_MAX, as pyexec.c
 
@@ -202,14 +204,14 @@ def _run_friendly(text, mode):
 def friendly_repl(banner=True):
     """Friendly REPL; returns when the host asks for the raw REPL (Ctrl-A)."""
     if banner:
-        _w(BANNER + HELP)
+        _w(BANNER)
     while True:
         got = _read_line(b">>> ")
         if got == 0x01:
             _w(b"\r\n")
             return
         if got == 0x02:
-            _w(b"\r\n" + BANNER + HELP)
+            _w(b"\r\n" + BANNER)
             continue
         if got == 0x03:
             _w(b"\r\n")

@@ -11,6 +11,11 @@ them in order, and the next synchronous call waits until the emulator has applie
 them all. That halves the round trips of a chip-select / transfer / release sequence.
 """
 
+BOARD = "xbar-10x10 rev A (emulated) with RP2040"
+"""The machine line of the REPL banner, after the interpreter's own version (both
+runtimes print it; they differ in the interpreter)."""
+HELP = 'Type "help()" for more information.'
+
 HEADER = "<BH"
 HEADER_SIZE = 3
 

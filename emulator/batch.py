@@ -265,13 +265,13 @@ def _probe_mvm(probe: BoardModel, driver: MvmDriver, array: int) -> MvmPlan:
 
 @dataclass
 class _ArrayLog:
-    """LDAC events of one array during a session: times and powers, in time order."""
+    """LDAC edges of one array in each inference: cycle offsets in the inference and the
+    array power from each edge, per inference."""
 
-    times: list[np.ndarray]
+    offsets: list[int]
     p_cells: list[np.ndarray]
     p_wire: list[np.ndarray]
-    last_v: np.ndarray  # line voltages of the last inference (lines_per_array,)
-    last_time: int
+    last_v: np.ndarray  # line voltages after the latest edge (lines_per_array,)
 
 
 class BatchSession:
@@ -316,7 +316,7 @@ class BatchSession:
         self._next = 0
         self._logs: dict[int, _ArrayLog] = {}
         self._dac_codes: dict[int, np.ndarray] = {}  # array -> (n, rows) codes, last step
-        self._dac_times: dict[int, np.ndarray] = {}
+        self._dac_offsets: dict[int, int] = {}  # array -> LDAC offset of its last step
         self._adc_last: dict[int, int] = {}
         self._saturations = 0
         self._finished = False
@@ -340,11 +340,12 @@ class BatchSession:
         for s in {int(c) // p.adc_chain for c in plan.sample_chips}:
             if not b.adcs[s].powered or b.adcs[s].pending is not None:
                 raise RuntimeError(f"ADC select {s} is not idle (powered, nothing pending)")
+        reach = [chain._reach() for chain in b.dacs]
         for r in range(p.rows):
             chip, ch = divmod(p.row_line(array, r), 8)
             s, pos = divmod(chip, p.dac_chain)
             chain = b.dacs[s]
-            if chain._reach() <= pos or (int(chain.ldac_mask[pos]) >> ch) & 1:
+            if reach[s] <= pos or (int(chain.ldac_mask[pos]) >> ch) & 1:
                 raise RuntimeError(f"row {r} of array {array}: its DAC is not reachable "
                                    "through the chain or ignores LDAC")  # fmt: skip
         if b._pulsing[array]:
@@ -418,11 +419,11 @@ class BatchSession:
     def _finish_step(self, j: int, codes: np.ndarray, plan: MvmPlan) -> None:
         step = self.steps[j]
         assert isinstance(step, MvmStep)
-        base = self._times(j)
+        last_start = self.t0 + (self.n - 1) * self.period + self.offsets[j]
         self._dac_codes[step.array] = codes
-        self._dac_times[step.array] = base + plan.ldac
+        self._dac_offsets[step.array] = self.offsets[j] + plan.ldac
         for s, off in plan.last_sample.items():
-            self._adc_last[s] = int(base[-1]) + off
+            self._adc_last[s] = last_start + off
 
     def _evaluate_general(self, j: int, codes: np.ndarray) -> np.ndarray:
         """One step, any drift epochs; ``exact`` reduces currents as the byte path does."""
@@ -466,7 +467,7 @@ class BatchSession:
             rows_i = np.flatnonzero(epochs == e)
             pc, ps = self._powers(a, b.operator_at(a, int(e)), volts[rows_i], p.lines_per_array)
             p_cells[rows_i], p_src[rows_i] = pc, ps
-        self._log_array(a, t_ldac, volts[-1], p_cells, p_src)
+        self._log_array(a, self.offsets[j] + plan.ldac, volts[-1], p_cells, p_src)
         self._finish_step(j, codes, plan)
         return out
 
@@ -522,12 +523,16 @@ class BatchSession:
                 step, plan = self.steps[j], self.plans[j]
                 assert isinstance(step, MvmStep) and plan is not None
                 ks = ks_list[i_m]
-                out = np.full((n, p.cols), -1, dtype=np.int64)
-                out[:, plan.sample_cols[ks]] = conv[:, start : start + ks.size]
+                block = conv[:, start : start + ks.size]
                 start += ks.size
-                outs[m] = out
+                if np.array_equal(plan.sample_cols[ks], np.arange(p.cols)):
+                    outs[m] = block  # columns sampled in order: no reordering needed
+                else:
+                    out = np.full((n, p.cols), -1, dtype=np.int64)
+                    out[:, plan.sample_cols[ks]] = block
+                    outs[m] = out
                 full[: p.rows] = volts[-1]
-                self._log_array(step.array, self._times(j) + plan.ldac, full.copy(),
+                self._log_array(step.array, self.offsets[j] + plan.ldac, full.copy(),
                                 p_cells[:, i_m], p_src[:, i_m])  # fmt: skip
                 self._finish_step(j, codes, plan)
         return outs
@@ -576,20 +581,35 @@ class BatchSession:
         seconds = cycles / b.clock.mcu_hz
         return np.floor_divide(seconds, b.physics.drift_quantum).astype(np.int64)
 
-    def _log_array(self, a: int, t_ldac: np.ndarray, last_v: np.ndarray,
+    def _log_array(self, a: int, offset: int, last_v: np.ndarray,
                    p_cells: np.ndarray, p_src: np.ndarray) -> None:  # fmt: skip
-        """Record the array's LDAC edges and the power from each (ideal wiring: none)."""
+        """Record an LDAC edge of array ``a`` at ``offset`` cycles into every inference and
+        the array power from it (ideal wiring dissipates nothing)."""
         b = self.board
         p_wire = np.maximum(0.0, p_src - p_cells) if b.noise.ir_drop else np.zeros(self.n)
-        log = self._logs.get(a)
-        if log is None:
-            self._logs[a] = _ArrayLog([t_ldac], [p_cells], [p_wire], last_v, int(t_ldac[-1]))
-        else:
-            log.times.append(t_ldac)
-            log.p_cells.append(p_cells)
-            log.p_wire.append(p_wire)
-            if t_ldac[-1] > log.last_time:
-                log.last_v, log.last_time = last_v, int(t_ldac[-1])
+        log = self._logs.setdefault(a, _ArrayLog([], [], [], last_v))
+        log.offsets.append(offset)
+        log.p_cells.append(p_cells)
+        log.p_wire.append(p_wire)
+        if offset >= max(log.offsets):
+            log.last_v = last_v
+
+    def _array_energy(self, a: int, log: _ArrayLog) -> tuple[float, float]:
+        """Joules (cells, wiring) of array ``a`` over the batch: each power holds from its
+        edge to the next edge of the same array (the first from the board's state)."""
+        b, n, hz = self.board, self.n, self.board.clock.mcu_hz
+        order = np.argsort(log.offsets, kind="stable")
+        offs = np.asarray(log.offsets, dtype=np.int64)[order]
+        hold = np.empty(offs.size)  # cycles each edge's power holds (but the very last)
+        hold[:-1] = np.diff(offs)
+        hold[-1] = self.period - offs[-1] + offs[0]
+        out = []
+        for before, powers in ((b._p_cells[a], log.p_cells), (b._p_wire[a], log.p_wire)):
+            stacked = np.stack([powers[k] for k in order])  # (edges, n)
+            joules = before * offs[0] + float(np.dot(stacked.sum(axis=1), hold))
+            joules -= stacked[-1, n - 1] * offs[0]  # the last edge holds to the batch end
+            out.append(joules / hz)
+        return out[0], out[1]
 
     # -- commit ----------------------------------------------------------------------
     def finish(self) -> None:
@@ -621,7 +641,6 @@ class BatchSession:
                 for comp, watts in powers.items():
                     energy[comp] = energy.get(comp, 0.0) + watts * cycles / hz
         b.diagnostics["tia_saturations"] += self._saturations
-        t_end = self.t0 + span
         e_cells = e_wire = 0.0
         for a in range(p.arrays):
             log = self._logs.get(a)
@@ -629,19 +648,15 @@ class BatchSession:
                 e_cells += b._p_cells[a] * span / hz
                 e_wire += b._p_wire[a] * span / hz
                 continue
-            times = np.concatenate(log.times)
-            order = np.argsort(times, kind="stable")
-            times = times[order]
-            edges = np.concatenate([[self.t0], times, [t_end]])
-            durations = np.diff(edges) / hz
-            pc = np.concatenate([[b._p_cells[a]], np.concatenate(log.p_cells)[order]])
-            pw = np.concatenate([[b._p_wire[a]], np.concatenate(log.p_wire)[order]])
-            e_cells += float(np.dot(pc, durations))
-            e_wire += float(np.dot(pw, durations))
-            b._p_cells[a], b._p_wire[a] = pc[-1], pw[-1]
-            op = b.operator_at(a, int(self._epochs(np.array([log.last_time]))[0]))
+            cells_j, wire_j = self._array_energy(a, log)
+            e_cells += cells_j
+            e_wire += wire_j
+            last = int(np.argmax(log.offsets))
+            b._p_cells[a], b._p_wire[a] = log.p_cells[last][-1], log.p_wire[last][-1]
+            last_time = self.t0 + (n - 1) * self.period + log.offsets[last]
+            op = b.operator_at(a, int(self._epochs(np.array([last_time]))[0]))
             b._vcell[a] = (op.cell_v @ log.last_v).reshape(p.rows, p.cols)
-            b._t_start[a] = log.last_time
+            b._t_start[a] = last_time
         energy["array"] = energy.get("array", 0.0) + e_cells
         energy["array_wiring"] = energy.get("array_wiring", 0.0) + e_wire
         b.clock.advance(span - idle)
@@ -655,22 +670,26 @@ class BatchSession:
 
     def _commit_dacs(self) -> None:
         """Leave the row DACs as the last inference left them (registers, settling)."""
-        b, p = self.board, self.board.profile
+        b, p, n = self.board, self.board.profile, self.n
         for a, codes in self._dac_codes.items():
-            times = self._dac_times[a]
+            lines = np.array([p.row_line(a, r) for r in range(p.rows)])
+            chips, channels = np.divmod(lines, 8)
+            selects, positions = np.divmod(chips, p.dac_chain)
+            before = np.array([b.dacs[s].output[q, c]
+                               for s, q, c in zip(selects, positions, channels, strict=True)])
+            history = np.vstack([before, codes])  # (n + 1, rows)
+            changed = history[1:] != history[:-1]
+            last = n - 1 - np.argmax(changed[::-1], axis=0)  # last inference that changed it
+            t_last = self.t0 + last * self.period + self._dac_offsets[a]
             for r in range(p.rows):
-                line = p.row_line(a, r)
-                chip, ch = divmod(line, 8)
-                s, pos = divmod(chip, p.dac_chain)
-                chain = b.dacs[s]
-                history = np.concatenate([[int(chain.output[pos, ch])], codes[:, r]])
-                changed = np.flatnonzero(history[1:] != history[:-1])
-                chain.input[pos, ch] = chain.output[pos, ch] = history[-1]
-                b._dac_v[line] = float(line_volts(int(history[-1])))
-                if changed.size:
-                    last = int(changed[-1])
-                    b._dac_prev_v[line] = float(line_volts(int(history[last])))
-                    b._dac_t[line] = int(times[last])
+                chain = b.dacs[int(selects[r])]
+                chain.input[positions[r], channels[r]] = codes[-1, r]
+                chain.output[positions[r], channels[r]] = codes[-1, r]
+                line = int(lines[r])
+                b._dac_v[line] = float(line_volts(int(codes[-1, r])))
+                if changed[:, r].any():
+                    b._dac_prev_v[line] = float(line_volts(int(history[last[r], r])))
+                    b._dac_t[line] = int(t_last[r])
 
 
 def batch_mvm(board: BoardModel, array: int, codes: np.ndarray, exact: bool = False) -> np.ndarray:

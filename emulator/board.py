@@ -62,7 +62,6 @@ from .parts import (
     ADS8688Chain,
     adc_codes,
     line_volts,
-    tia_volts,
 )
 from .profiles import BoardProfile, NoiseConfig, get_profile
 
@@ -147,9 +146,9 @@ def convert(
             + (noise.adc_noise_lsb * lsb_v / rf) ** 2
         )
         current = current + np.sqrt(var) * eps
-    raw = -current * rf
-    volts = tia_volts(current, rf)
-    return adc_codes(volts, low, high), np.abs(raw) > TIA_SAT_V
+    raw = np.asarray(current * -rf)  # tia_volts before clipping, computed once
+    saturated = np.abs(raw) > TIA_SAT_V
+    return adc_codes(np.clip(raw, -TIA_SAT_V, TIA_SAT_V), low, high), saturated
 
 
 class BoardModel:

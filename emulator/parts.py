@@ -230,8 +230,13 @@ def adc_codes(volts: np.ndarray, low: np.ndarray | float, high: np.ndarray | flo
     For ±10.24 V this is ``V = (code − 32768) · 20.48 / 65536`` (architecture.md).
     """
     lsb = (np.asarray(high) - np.asarray(low)) / 65536.0
-    codes = np.floor((np.asarray(volts) - low) / lsb + 0.5)
-    return np.clip(codes, 0, 65535).astype(np.int64)
+    codes = np.array(volts, dtype=np.float64)  # a copy, worked on in place
+    codes -= low
+    codes /= lsb
+    codes += 0.5
+    np.floor(codes, out=codes)
+    np.clip(codes, 0, 65535, out=codes)
+    return codes.astype(np.int64)
 
 
 class ADS8688Chain:
@@ -371,7 +376,7 @@ TIA_SAT_V = 10.0
 
 def tia_volts(current: np.ndarray, rf: float) -> np.ndarray:
     """``Vout = −I · Rf`` clipped at the ±10 V rails (current into the TIA is positive)."""
-    return np.clip(-np.asarray(current) * rf, -TIA_SAT_V, TIA_SAT_V)
+    return np.clip(np.asarray(current) * -rf, -TIA_SAT_V, TIA_SAT_V)
 
 
 # -- frame builders (the byte formats above, as the firmware sends them) ------------------

@@ -126,3 +126,22 @@ def test_batch_refuses_what_it_cannot_reproduce(device):
     bare = BoardModel("xbar-10x10", device=device, noise=NoiseConfig.off())
     with pytest.raises(RuntimeError, match="not switched for reading"):
         batch_mvm(bare, 0, np.full((2, 10), 32768))
+
+
+def test_grouped_steps_sharing_an_input(device):
+    noise = NoiseConfig(drift_nu=0.0)
+    steps = [MvmStep(0), MvmStep(1), ChargeStep("add", 10), MvmStep(2), MvmStep(3)]
+    byte_board = programmed(device, "xbar-4x10x10-passive", noise)
+    batch_board = programmed(device, "xbar-4x10x10-passive", noise)
+    n = 50
+    rng = np.random.default_rng(4)
+    shared = 32768 + 4 * rng.integers(0, 256, (n, 10))
+    other = 32768 + 4 * rng.integers(0, 256, (n, 10))
+    inputs = [shared, shared, other, shared]
+    expect = run_bytes(byte_board, steps, inputs)
+    session = BatchSession(batch_board, steps, n)
+    got = session.mvms(inputs)
+    session.finish()
+    for g, e in zip(got, expect, strict=True):
+        assert np.abs(g - e).max() <= 1 and np.mean(g == e) > 0.99
+    assert_same_board(byte_board, batch_board)

@@ -13,8 +13,6 @@ from array import array
 import board
 from micropython import const
 
-_NOP = const(0)
-
 
 class SafetyError(Exception):
     """A command would drive a line beyond a safety limit; nothing was energised."""
@@ -30,36 +28,76 @@ class Dac:
         self.chain = geom.dac_chain
         self.lines = geom.lines
         self.buf = bytearray(3 * self.chain)
+        self.nops = bytes(3 * self.chain)
         self.limit = 0  # set by the HAL from the safety limits
         self.staged = array("H", [board.DAC_MID] * (geom.dac_chips * board.DAC_CHANNELS))
+        self.dirty = 0  # lines whose last written code is not 0 V
 
-    def _send(self, line, cmd, data):
-        chip = line // board.DAC_CHANNELS
-        sel = chip // self.chain
-        k = 3 * (self.chain - 1 - chip % self.chain)
-        buf = self.buf
-        for i in range(len(buf)):
-            buf[i] = _NOP
-        buf[k] = (cmd << 4) | (line % board.DAC_CHANNELS)
-        buf[k + 1] = data >> 8
-        buf[k + 2] = data & 0xFF
+    def _out(self, sel):
         cs = self.cs[sel]
         cs.off()
         try:
-            self.spi.write(buf)
+            self.spi.write(self.buf)
         finally:
             cs.on()
+
+    def _put(self, line, cmd, code):
+        """Place line's word in the frame buffer and track what its register holds."""
+        chip = line >> 3
+        k = 3 * (self.chain - 1 - chip % self.chain)
+        buf = self.buf
+        buf[k] = cmd | (line & 7)
+        buf[k + 1] = code >> 8
+        buf[k + 2] = code & 0xFF
+        old = self.staged[line]
+        if old != code:
+            if old == board.DAC_MID:
+                self.dirty += 1
+            elif code == board.DAC_MID:
+                self.dirty -= 1
+            self.staged[line] = code
+
+    def _check(self, line, code):
+        d = code - board.DAC_MID
+        if d > self.limit or -d > self.limit or line < 0 or line >= self.lines:
+            raise SafetyError("DAC code %d on line %d beyond limit" % (code, line))
 
     def write(self, line, code, update):
         """Write `code` to line's channel; update=False stages it for the next LDAC edge.
 
         Refuses (SafetyError) any code beyond the line-voltage limit, whoever asks.
         """
-        d = code - board.DAC_MID
-        if d > self.limit or -d > self.limit or line < 0 or line >= self.lines:
-            raise SafetyError("DAC code %d on line %d beyond limit" % (code, line))
-        self._send(line, board.DAC_CMD_WRITE_UPDATE if update else board.DAC_CMD_WRITE, code)
-        self.staged[line] = code
+        self._check(line, code)
+        self.buf[:] = self.nops
+        cmd = board.DAC_CMD_WRITE_UPDATE if update else board.DAC_CMD_WRITE
+        self._put(line, cmd << 4, code)
+        self._out(line // board.DAC_CHANNELS // self.chain)
+
+    def stage(self, base, codes, n, update):
+        """Write codes[0:n] to lines base .. base+n-1 (all checked before any is sent).
+
+        One frame per channel number and chip select carries that channel for every chip
+        of the chain at once, so a block of lines costs ~8 frames, not one per line.
+        """
+        for i in range(n):
+            self._check(base + i, codes[i])
+        cmd = (board.DAC_CMD_WRITE_UPDATE if update else board.DAC_CMD_WRITE) << 4
+        per_sel = self.chain * board.DAC_CHANNELS
+        end = base + n
+        for ch in range(board.DAC_CHANNELS):
+            line = base + (ch - base) % board.DAC_CHANNELS
+            sel = -1
+            while line < end:
+                s = line // per_sel
+                if s != sel:
+                    if sel >= 0:
+                        self._out(sel)
+                    self.buf[:] = self.nops
+                    sel = s
+                self._put(line, cmd, codes[line - base])
+                line += board.DAC_CHANNELS
+            if sel >= 0:
+                self._out(sel)
 
     def load(self):
         """Falling LDAC edge: every staged input register becomes the output at once."""
@@ -70,8 +108,7 @@ class Dac:
         """A frame of `words` words whose first (farthest-travelling) word is
         (cmd, data) and the rest no-ops: it reaches chip `words - 1` of the chain."""
         buf = self.buf
-        for i in range(len(buf)):
-            buf[i] = _NOP
+        buf[:] = self.nops
         buf[0] = cmd << 4
         buf[1] = data >> 8
         buf[2] = data & 0xFF
@@ -110,14 +147,15 @@ class Dac:
                     cs.on()
         for line in range(len(self.staged)):
             self.staged[line] = board.DAC_MID
+        self.dirty = 0
 
 
 class Switches:
     """ADG714 chain: three switches per line (DAC, TIA, ground); one-hot per line.
 
-    `state` holds the switch bits in switch order (byte j: switches 8j..8j+7); the frame
-    on the wire is that image reversed, so byte k carries switches 8(n-1-k)..8(n-1-k)+7.
-    One-hot modes make a DAC-to-ground short impossible by construction.
+    `wire` is the frame exactly as sent: byte k carries switches 8(n-1-k) .. 8(n-1-k)+7,
+    bit b switch 8(n-1-k)+b. Modes are staged into it and latch when `send` (or
+    `commit`) raises CS_SW. One-hot modes make a DAC-to-ground short impossible.
     """
 
     FLOAT = -1
@@ -125,50 +163,43 @@ class Switches:
     def __init__(self, spi, cs, geom):
         self.spi = spi
         self.cs = cs
-        n = geom.sw_chips
         self.lines = geom.lines
-        self.state = bytearray(n)
-        self.wire = bytearray(n)
+        self.n = geom.sw_chips
+        self.wire = bytearray(self.n)
+        for line in range(self.lines):
+            self.set(line, board.SW_GND)
+        self.grounded = bytes(self.wire)
+        self.floating = bytes(self.n)
 
     def set(self, line, mode):
-        """Put line in mode board.SW_DAC / SW_TIA / SW_GND or Switches.FLOAT (staged)."""
-        st = self.state
+        """Stage line in mode board.SW_DAC / SW_TIA / SW_GND or Switches.FLOAT."""
+        w = self.wire
+        last = self.n - 1
+        s = 3 * line
         for k in range(3):
-            s = 3 * line + k
-            st[s >> 3] &= ~(1 << (s & 7)) & 0xFF
+            w[last - ((s + k) >> 3)] &= ~(1 << ((s + k) & 7)) & 0xFF
         if mode >= 0:
-            s = 3 * line + mode
-            st[s >> 3] |= 1 << (s & 7)
+            s += mode
+            w[last - (s >> 3)] |= 1 << (s & 7)
 
     def mode(self, line):
-        """Current staged mode of a line (FLOAT when no switch is closed)."""
+        """Staged mode of a line (FLOAT when no switch is closed)."""
         for k in range(3):
             s = 3 * line + k
-            if self.state[s >> 3] & (1 << (s & 7)):
+            if self.wire[self.n - 1 - (s >> 3)] & (1 << (s & 7)):
                 return k
         return self.FLOAT
 
     def all(self, mode):
-        """Stage every line to one mode (used for the safe state)."""
-        for j in range(len(self.state)):
-            self.state[j] = 0
-        if mode >= 0:
-            for line in range(self.lines):
-                self.set(line, mode)
+        """Stage every line to ground or floating (the safe and power-up states)."""
+        self.wire[:] = self.grounded if mode == board.SW_GND else self.floating
 
     def commit(self):
-        """Send the staged state; the switches latch on the rising edge of CS_SW."""
-        self.prepare()
+        """Send the staged frame; the switches latch on the rising edge of CS_SW."""
         self.send()
 
-    def prepare(self):
-        """Lay the staged state out as the wire frame, without sending it yet."""
-        n = len(self.state)
-        for k in range(n):
-            self.wire[k] = self.state[n - 1 - k]
-
     def send(self):
-        """Send the prepared frame: a few machine calls, so it can time a pulse's end."""
+        """A few machine calls, so a pulse can end on it."""
         self.cs.off()
         try:
             self.spi.write(self.wire)

@@ -44,6 +44,7 @@ class Hal:
         self.gains = bytearray(geom.columns)
         self.want = bytearray(geom.columns)
         self.row_codes = array("H", [_MID] * geom.rows)
+        self.mid_rows = array("H", [_MID] * geom.rows)
         self.pulses = 0
         self.busy_us = 0
         self.safety_trips = 0
@@ -81,7 +82,7 @@ class Hal:
         self.gain.set(board.N_GAINS - 1)
         self.sw.all(board.SW_GND)
         self.sw.commit()
-        # How long ending a pulse takes (one prepared switch frame), so pulse() can
+        # How long ending a pulse takes (one staged switch frame), so pulse() can
         # start that frame early by as much; sending the all-ground frame again is inert.
         t = time.ticks_us()
         self.sw.send()
@@ -91,10 +92,13 @@ class Hal:
         """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
         self.sw.all(board.SW_GND)
         self.sw.commit()
-        staged = self.dac.staged
-        for line in range(self.geom.lines):
+        dac = self.dac
+        staged = dac.staged
+        line = 0
+        while dac.dirty > 0 and line < self.geom.lines:
             if staged[line] != _MID:
-                self.dac.write(line, _MID, True)
+                dac.write(line, _MID, True)
+            line += 1
         self.dac.load()  # any input register left staged now also reads 0 V
         self.led.off()
 
@@ -130,9 +134,7 @@ class Hal:
                 sw.set(g.col_line(arr, c), board.SW_TIA if on else board.SW_GND)
                 want[gbase + c] = 1 if on else 0
             sw.commit()
-            for r in range(g.rows):
-                if rc[r] != _MID:
-                    dac.write(base_line + r, rc[r], False)
+            dac.stage(base_line, rc, g.rows, False)
             dac.load()
             time.sleep_us(board.DAC_SETTLE_US)
             codes = self.codes
@@ -157,6 +159,8 @@ class Hal:
         finally:
             for c in range(g.cols):
                 want[gbase + c] = 0
+            if dac.dirty:
+                dac.stage(base_line, self.mid_rows, g.rows, False)  # ~8 frames, not rows
             self.safe()
             self.busy_us += time.ticks_diff(time.ticks_us(), t0)
 
@@ -167,7 +171,7 @@ class Hal:
         other line grounded, so half-selected cells see at most V/2. 1T1R arrays: the
         other columns follow the row (+V/2), so the row's other cells see 0 V, and the
         other rows float, which keeps their access transistors off. The pulse starts on the LDAC
-        edge that loads both staged codes and ends when one prepared switch frame grounds
+        edge that loads both staged codes and ends when one staged switch frame grounds
         both lines, timed by the MCU in between. Returns the measured width (us).
         """
         g = self.geom
@@ -208,8 +212,7 @@ class Hal:
                     if c != col:
                         dac.write(c0 + c, _MID + half, False)
             dac.write(cl, _MID - half, False)
-            sw.all(board.SW_GND)
-            sw.prepare()  # the frame that ends the pulse, ready before it starts
+            sw.all(board.SW_GND)  # the frame that ends the pulse, staged before it starts
             dac.ldac.off()  # falling LDAC edge: both lines step to +-V/2 together
             t0 = time.ticks_us()
             dac.ldac.on()

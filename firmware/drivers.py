@@ -11,7 +11,6 @@ chip, and the first word on the wire ends in the last chip of the chain.
 from array import array
 
 import board
-from micropython import const
 
 
 class SafetyError(Exception):

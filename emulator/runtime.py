@@ -143,6 +143,9 @@ class Hardware:
         self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
         self.charge_link_work = False  # see link_bytes
         self.ready = threading.Event()  # booted: the firmware or REPL waits for the host
+        # Called before the interrupt character changes (the MicroPython runtime drains
+        # the interpreter's output first: its line-end cooking follows that character).
+        self.before_kbd_change: Callable[[], None] | None = None
 
     # -- control from the host side ----------------------------------------------------
     def hz(self) -> int:
@@ -307,6 +310,8 @@ class Hardware:
         return hashlib.sha256(f"xbar-board-{self.seed}".encode()).digest()[:8]
 
     def kbd_intr(self, char: int) -> None:
+        if self.before_kbd_change is not None and char != self.kbd_char:
+            self.before_kbd_change()
         self.kbd_char = char
         if char < 0:
             self.ready.set()  # the firmware listens for binary frames, or the REPL waits

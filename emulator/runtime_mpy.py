@@ -14,13 +14,17 @@ interpreter is reported on the link and rebooted.
 
 from __future__ import annotations
 
+import array
 import contextlib
+import fcntl
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import termios
 import threading
 import time
 from pathlib import Path
@@ -103,6 +107,8 @@ class MicroPythonBoard(EmulatedBoard):
         self.measure_compute = measure_compute
         # Without a compute meter, the firmware's frame work is estimated per link byte.
         self.hw.charge_link_work = not measure_compute
+        self.hw.before_kbd_change = self._drain_output
+        self._relaying = False
         self.binary = micropython_binary()
         self.boots = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -207,22 +213,60 @@ class MicroPythonBoard(EmulatedBoard):
             self.pty.write(text.encode())
 
     def _relay_output(self, proc: subprocess.Popen[bytes]) -> None:
-        """Interpreter stdout -> host, until the interpreter ends."""
+        """Interpreter stdout -> host, until the interpreter ends.
+
+        While Python code runs with Ctrl-C enabled (REPL commands, boot.py, main.py
+        before it switches to binary frames) "\n" goes out as "\r\n", as a port's
+        cooked stdout does for print(); the unix port does not cook, and the pty is raw.
+        Binary mode (interrupt character off) passes bytes through untouched.
+        """
         assert proc.stdout is not None
         fd = proc.stdout.fileno()
         while True:
             try:
+                select.select([fd], [], [])
+                # Flag first, then read: _drain_output sees either bytes in the pipe or
+                # a relay at work, never a chunk in between.
+                self._relaying = True
                 data = os.read(fd, 4096)
-            except OSError:
+            except (OSError, ValueError):
+                self._relaying = False
                 break
             if not data:
+                self._relaying = False
                 break
-            self.hw.link_bytes(data)
             try:
+                if self.hw.kbd_char >= 0:
+                    data = data.replace(b"\n", b"\r\n")
+                self.hw.link_bytes(data)
                 self.pty.write(data)
             except PtyClosedError:
                 break
+            finally:
+                self._relaying = False
         proc.stdout.close()
+
+    def _drain_output(self, timeout: float = 2.0) -> None:
+        """Wait until everything the interpreter wrote so far has gone to the host.
+
+        Called from the bridge while the interpreter waits for its kbd_intr reply, so
+        no new output can appear: once its stdout pipe is empty and the relay idle, the
+        cooking switch falls exactly between the output before and after the call.
+        """
+        proc = self.proc
+        if proc is None or proc.stdout is None or proc.stdout.closed:
+            return
+        fd = proc.stdout.fileno()
+        deadline = time.monotonic() + timeout
+        pending = array.array("i", [0])
+        while time.monotonic() < deadline:
+            try:
+                fcntl.ioctl(fd, termios.FIONREAD, pending)
+            except OSError:
+                return
+            if pending[0] == 0 and not self._relaying:
+                return
+            time.sleep(0.0005)
 
     def _pump_input(self) -> None:
         """Host -> interpreter stdin; the interrupt character is taken out and raised."""

@@ -112,7 +112,7 @@ def test_pty_opens_with_pyserial_and_shows_the_friendly_repl(board, term) -> Non
     term.write(b"\x02")  # Ctrl-B: the banner again (the boot one may predate our open)
     term.read_until(b'Type "help()" for more information.\r\n>>> ')
     term.write(b"6*7\r")
-    term.read_until(b"6*7\r\n42\n>>> ")  # echo, result, prompt
+    term.read_until(b"6*7\r\n42\r\n>>> ")  # echo, result (cooked line end), prompt
 
 
 def test_raw_repl_exec_round_trip_and_traceback(board, term) -> None:

@@ -108,11 +108,18 @@ def sample_normals(key: int, chip: np.ndarray | int, count: np.ndarray | int) ->
     """
     chip_key = _mix(np.uint64(key) ^ np.atleast_1d(np.asarray(chip, dtype=np.uint64)))
     h = _mix(chip_key ^ np.atleast_1d(np.asarray(count, dtype=np.uint64)))
-    scale = 2.0**-32
-    u1 = ((h >> np.uint64(32)).astype(np.float64) + 0.5) * scale
-    u2 = (h & np.uint64(0xFFFFFFFF)).astype(np.float64) * scale
-    out: np.ndarray = np.sqrt(-2.0 * np.log(u1)) * np.cos(2.0 * np.pi * u2)
-    return out
+    # 32-bit halves converted through int64 (exact, and much faster than from uint64).
+    u1 = (h >> np.uint64(32)).view(np.int64).astype(np.float64)
+    u1 += 0.5
+    u1 *= 2.0**-32
+    u2 = (h & np.uint64(0xFFFFFFFF)).view(np.int64).astype(np.float64)
+    u2 *= 2.0 * np.pi * 2.0**-32
+    np.log(u1, out=u1)
+    u1 *= -2.0
+    np.sqrt(u1, out=u1)
+    np.cos(u2, out=u2)
+    u1 *= u2
+    return u1
 
 
 def settle_alpha(dt_s: float | np.ndarray) -> np.ndarray:

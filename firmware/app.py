@@ -154,6 +154,7 @@ class App:
             protocol.INFO_RESP, self.enc.payload, 0, g.arrays, g.rows, g.cols, board.N_GAINS,
             board.DAC_LSB, board.ADC_LSB, gc.mem_free(), len(self.model.blob),
             board.MAX_LAYERS, board.MAX_TILES, board.MAX_WIDTH, board.STREAM_WINDOW,
+            *self.hal.limits,
         )  # fmt: skip
         return self._text(struct.calcsize(protocol.INFO_RESP), g.name)
 

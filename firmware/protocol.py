@@ -73,8 +73,9 @@ ERROR_NAMES = {
 # HELLO response: protocol version, fw major/minor/patch, max payload, then profile name.
 HELLO_RESP = "<BBBBH"
 # INFO response: arrays, rows, cols, gains, DAC LSB (V), ADC LSB (V), free heap (B),
-# model capacity (B), max layers, max tiles, max width, stream window, then profile name.
-INFO_RESP = "<BHHBffIIHHHB"
+# model capacity (B), max layers, max tiles, max width, stream window, the safety limits
+# in force (SAFETY_LIMITS: v_read_max, v_line_max, width_max_us, i_comp), profile name.
+INFO_RESP = "<BHHBffIIHHHBffIf"
 # SAFETY request: op (0 get, 1 set), v_read_max, v_line_max (V), width_max_us, i_comp (A).
 # SAFETY response: the limits in force, then the hard maxima (same four fields).
 SAFETY_REQ = "<BffIf"

@@ -67,6 +67,7 @@ class Info:
     max_tiles: int
     max_width: int
     stream_window: int
+    limits: tuple[float, float, int, float]  # v_read_max, v_line_max, width_max_us, i_comp
     profile: str
 
 
@@ -326,7 +327,8 @@ class Board:
         f = struct.unpack_from(P.INFO_RESP, p, 0)
         self._info = Info(int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]),
                           float(f[5]), int(f[6]), int(f[7]), int(f[8]), int(f[9]), int(f[10]),
-                          int(f[11]), bytes(p[n:]).decode())  # fmt: skip
+                          int(f[11]), (float(f[12]), float(f[13]), int(f[14]), float(f[15])),
+                          bytes(p[n:]).decode())  # fmt: skip
         return self._info
 
     @property

@@ -735,6 +735,7 @@ class InProcessBoard(EmulatedBoard):
             return
         self._stopped = True
         self.hw.halt()
+        self.stream.wake()
         self.pty.close()
         if self._thread.is_alive():
             self._thread.join(timeout=5)

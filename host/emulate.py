@@ -88,7 +88,10 @@ def open_board(args: argparse.Namespace) -> EmulatedBoard:
 def serve(args: argparse.Namespace) -> int:
     board = open_board(args)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM both end the service cleanly (interpreters stopped, pty and
+    # temporary flash removed), also when started where SIGINT was ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with board:
         mode = "MicroPython" if args.micropython else "in-process"
         print(board.port, flush=True)
@@ -96,10 +99,7 @@ def serve(args: argparse.Namespace) -> int:
         extra = f", flash {Path(flash)}" if flash is not None else ""
         print(f"emulated {args.profile} (seed {args.seed}, {mode}{extra}); Ctrl-C to stop",
               file=sys.stderr, flush=True)  # fmt: skip
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
         print(f"board time {board.board_seconds():.6f} s", file=sys.stderr)
     return EXIT_OK

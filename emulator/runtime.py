@@ -344,10 +344,8 @@ def print_exception_mpy(exc: BaseException, file: Any) -> None:
     message = str(exc)
     lines.append(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
     text = "\r\n".join(lines) + "\r\n"
-    if hasattr(file, "buffer"):
-        file.buffer.write(text.encode())
-    else:
-        file.write(text if not isinstance(file, LinkStream) else text.encode())
+    target = getattr(file, "buffer", file)
+    target.write(text.encode() if target is not file or isinstance(file, LinkStream) else text)
 
 
 class FirmwareNamespace:
@@ -365,6 +363,8 @@ class FirmwareNamespace:
         self.modules: dict[str, types.ModuleType] = {}
         self._builtins = dict(builtins.__dict__)
         self._builtins["__import__"] = self._import
+        self._builtins["print"] = self._print
+        self._stdout = stdout
         self._lock = threading.RLock()
         hw_mod = types.ModuleType("_emu_hw")
         for name in ("pin_init", "pin_write", "pin_read", "spi_init", "spi", "sleep_us",
@@ -375,6 +375,14 @@ class FirmwareNamespace:
         self.modules["gc"] = _gc_module()
         self.modules["micropython"] = self._micropython_module()
         self.modules["sys"] = self._sys_module(stdin, stdout)
+
+    def _print(self, *args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None:
+        """The firmware's print() goes to the link, with the board's cooked line ends."""
+        text = sep.join(str(a) for a in args) + end
+        if file is not None and file is not self._stdout:
+            file.write(text)
+            return
+        self._stdout.write(text.replace("\n", "\r\n"))
 
     def _micropython_module(self) -> types.ModuleType:
         mod = types.ModuleType("micropython")

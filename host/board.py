@@ -16,6 +16,7 @@ pipeline must match (with noise off, within one LSB), computed with the firmware
 
 from __future__ import annotations
 
+import importlib
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -283,10 +284,12 @@ class CrossbarModel:
 def _open(port: str | SerialLike) -> SerialLike:
     if not isinstance(port, str):
         return port
-    import serial  # pyserial; the emu:// handler registers through this package list
+    import serial
 
-    if "://" in port and "xbar.emulator" not in serial.protocol_handler_packages:
-        serial.protocol_handler_packages.append("xbar.emulator")
+    if port.startswith("emu://"):
+        # Importing the emulator registers its emu:// handler with pyserial; imported
+        # here only, so talking to real boards never loads it.
+        importlib.import_module("xbar.emulator")
     dev: SerialLike = serial.serial_for_url(port, baudrate=115200, timeout=0.05)
     return dev
 
@@ -522,12 +525,13 @@ class Board:
 
 
 def _u8(x: Iterable[int]) -> bytes:
-    arr = np.asarray(list(x) if not isinstance(x, np.ndarray | bytes) else x)
-    if isinstance(x, bytes):
-        return x
-    if arr.ndim != 1 or (arr.size and (arr.min() < 0 or arr.max() > 255)):
+    """One input as bytes, refusing anything that is not a 1-D run of 0..255 integers."""
+    if isinstance(x, bytes | bytearray):
+        return bytes(x)
+    arr = np.asarray(x if isinstance(x, np.ndarray) else list(x))
+    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)
+                         and not np.all(np.mod(arr, 1) == 0)):  # fmt: skip
         raise ValueError("an input must be a 1-D sequence of integers in 0..255")
-    if not np.all(np.equal(np.mod(arr, 1), 0)):
-        raise ValueError("an input must hold integers")
+    if arr.size and (arr.min() < 0 or arr.max() > 255):
+        raise ValueError(f"input values {arr.min()}..{arr.max()} outside 0..255")
     return bytes(int(v) for v in arr)
-

@@ -58,15 +58,19 @@ class Link:
         return self.seq
 
     def send(self, code: int, payload: bytes = b"") -> int:
-        """Send one request; returns its sequence number."""
+        """Send one request; returns its sequence number.
+
+        A leading 0x00 ends whatever torn frame line noise may have left in the board's
+        decoder (an empty frame is ignored), so one bad frame never costs the next.
+        """
         seq = self.next_seq()
-        self.port.write(P.encode(code, seq, payload))
+        self.port.write(b"\x00" + P.encode(code, seq, payload))
         return seq
 
-    def _frames(self, deadline: float) -> None:
+    def _frames(self, deadline: float, timeout: float) -> None:
         while not self._ready:
             if time.monotonic() > deadline:
-                raise LinkError(f"no response within {self.timeout:g} s")
+                raise LinkError(f"no response within {timeout:g} s")
             data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
             if data:
                 self._ready.extend(self.decoder.feed(data))
@@ -74,9 +78,10 @@ class Link:
     def receive(self, code: int, seq: int, timeout: float | None = None) -> bytes:
         """The payload of the response to request (code, seq); raises FirmwareError for
         an error frame answering it. Frames answering other requests are discarded."""
-        deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         while True:
-            self._frames(deadline)
+            self._frames(deadline, wait)
             rcode, rseq, payload = self._ready.pop(0)
             if rseq != seq:
                 continue  # a late answer to an abandoned request, or an echo of garbage

@@ -1,0 +1,84 @@
+"""The host's link: sequence matching, error frames, timeouts, resynchronisation."""
+
+from __future__ import annotations
+
+import pytest
+from test_firmware_sim import FirmwareSim, SimTransport
+
+from xbar.firmware import protocol as P
+from xbar.host.board import Board, FirmwareError, LinkError
+from xbar.host.protocol_client import Link
+
+
+class Scripted:
+    """A port that answers each write with canned bytes."""
+
+    def __init__(self, answer: bytes = b"") -> None:
+        self.answer = answer
+        self.rx = bytearray()
+        self.timeout: float | None = 0.01
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> int:
+        self.written += data
+        self.rx += self.answer
+        return len(data)
+
+    def read(self, n: int = 1) -> bytes:
+        out = bytes(self.rx[:n])
+        del self.rx[:n]
+        return out
+
+
+def test_error_frame_becomes_firmware_error() -> None:
+    link = Link(Scripted(P.encode(P.ERROR, 1, P.error_payload(P.E_RANGE, P.READ, "row 12"))))
+    with pytest.raises(FirmwareError) as e:
+        link.request(P.READ, b"")
+    assert (e.value.code, e.value.command, e.value.reason) == (P.E_RANGE, P.READ, "row 12")
+    assert "READ: out-of-range: row 12" in str(e.value)
+
+
+def test_stale_and_garbled_frames_skipped() -> None:
+    answer = b"\x13\x37garbage\x00" + P.encode(P.HELLO | P.RESPONSE, 99) + P.encode(
+        P.HELLO | P.RESPONSE, 1, b"ok")
+    link = Link(Scripted(answer))
+    assert link.request(P.HELLO) == b"ok"
+
+
+def test_wrong_response_code_is_link_error() -> None:
+    link = Link(Scripted(P.encode(P.INFO | P.RESPONSE, 1)))
+    with pytest.raises(LinkError, match="response code"):
+        link.request(P.HELLO)
+
+
+def test_silence_times_out() -> None:
+    with pytest.raises(LinkError, match="no response"):
+        Link(Scripted(), timeout=0.05).request(P.HELLO)
+    with pytest.raises(LinkError, match="did not answer HELLO"):
+        Board(Scripted(), timeout=0.2)
+
+
+def test_sync_hello_never_carries_ctrl_c() -> None:
+    port = Scripted()
+    with pytest.raises(LinkError):
+        Link(port, timeout=0.05).sync(0.3)
+    assert port.written and 3 not in port.written and 4 not in port.written
+
+
+def test_board_recovers_after_line_noise() -> None:
+    sim = FirmwareSim()
+    noisy = {"left": 1}
+
+    def tap(data: bytes) -> bytes:
+        if noisy["left"]:
+            noisy["left"] -= 1
+            return b"\xff\x01" * 40 + data[: len(data) // 2]  # garbage, then a torn frame
+        return data
+
+    transport = SimTransport(sim)
+    board = Board(transport)
+    transport.tap = tap
+    with pytest.raises(LinkError):
+        board.link.request(P.HELLO, timeout=0.05)
+    assert board.hello().profile == "xbar-10x10"  # the next frame resynchronises
+    assert board.stats()["frames_dropped"] >= 1

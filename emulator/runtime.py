@@ -454,8 +454,10 @@ class LinkStream:
     stream and raised in the firmware at its next machine call (or read), as on a board.
     """
 
-    xbar_chunk = 256
-    """`app.run` reads up to this many bytes per `readinto` (the board reads 1)."""
+    xbar_chunk = 1
+    """Bytes `app.run` asks for per `readinto`: one, as the board's main.py does, so the
+    firmware does the same work per byte (and is charged the same bytecodes) however
+    the host's bytes happen to arrive."""
 
     def __init__(self, pty: Pty, hw: Hardware) -> None:
         self.pty = pty

@@ -464,6 +464,7 @@ class LinkStream:
         self.hw = hw
         self._buf = bytearray()
         self._cond = threading.Condition()
+        self.waiting = threading.Event()  # the firmware is blocked reading the host
         self._closed = False
         self._pump = threading.Thread(target=self._run, name="emu-link-pump", daemon=True)
         self._pump.start()
@@ -494,13 +495,21 @@ class LinkStream:
         with self._cond:
             self._cond.notify_all()
 
-    def any(self) -> int:
+    # Deliberately no `any()`: `app.run` reads in chunks of what is ready from readers
+    # that have one, and how the host's bytes happen to be split would then change the
+    # firmware's work. Like the board's main.py stdin, this reader gives one byte a call.
+    def available(self) -> int:
         with self._cond:
             return len(self._buf)
 
     def _take(self, n: int, exact: bool) -> bytes:
         with self._cond:
             while len(self._buf) < (n if exact else 1):
+                if not self.waiting.is_set():
+                    # Blocked on the host: the board's clock is complete up to here.
+                    with self.hw.lock:
+                        self.hw.flush_compute()
+                    self.waiting.set()
                 self.hw.ready.set()
                 if self.hw.halted or self._closed:
                     raise BoardHalted
@@ -509,6 +518,7 @@ class LinkStream:
                     self.hw._interrupt = False
                     raise KeyboardInterrupt
                 self._cond.wait(0.5)
+            self.waiting.clear()
             out = bytes(self._buf[:n])
             del self._buf[:n]
         self.hw.link_bytes(out)
@@ -567,7 +577,11 @@ class EmulatedBoard:
         return int(self.model.clock.cycles) / self.hw.hz()
 
     def mark(self) -> tuple[float, int]:
-        """A point to measure the real-time factor from (see `realtime_factor`)."""
+        """A point to measure the real-time factor from (see `realtime_factor`): wall
+        time and board cycles, once the firmware waits for the host where the runtime
+        can tell (in-process), so the work a response's tail still does is counted on
+        the same side of the mark in every run."""
+        self.settle()
         with self.hw.lock:
             return time.perf_counter(), int(self.model.clock.cycles)
 
@@ -581,6 +595,10 @@ class EmulatedBoard:
         wall0, cycles0 = since if since is not None else (self._wall0, self._cycles0)
         wall, cycles = self.mark()
         return (cycles - cycles0) / self.hw.hz() / max(wall - wall0, 1e-9)
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the firmware has finished with what the host sent (if the runtime
+        can see it); a no-op where it cannot."""
 
     # -- life cycle ---------------------------------------------------------------
     BOOT_TIMEOUT_S = 60.0
@@ -657,6 +675,13 @@ class InProcessBoard(EmulatedBoard):
 
     def _power_on(self) -> None:
         self._thread.start()
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the firmware blocks on the link with nothing left to read."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self._thread.is_alive():
+            if self.stream.waiting.wait(0.05) and not self.stream.available():
+                return
 
     def _boot_once(self) -> None:
         self.boots += 1

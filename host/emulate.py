@@ -125,7 +125,6 @@ def selftest(args: argparse.Namespace) -> int:
     programmed earlier); `--program` programs them with the firmware's write-verify
     instead (minutes of emulation for a full array).
     """
-    import time
 
     import numpy as np
     import serial
@@ -166,10 +165,10 @@ def selftest(args: argparse.Namespace) -> int:
             if loaded.program is not None:
                 print(f"programmed {len(loaded.program.cells)} cells, "
                       f"{loaded.program.converged.mean():.0%} converged")  # fmt: skip
+            emulated.settle()
             print(f"LOAD: {emulated.board_seconds():.4f} s of board time so far")
+            mark = emulated.mark()  # settled: the same point in every run
             energy0 = model.ledger.mark()
-            cycles0 = model.clock.cycles
-            mark, wall0 = emulated.mark(), time.perf_counter()
             n = 4
             print("MVM  outputs (board)            reference")
             for _ in range(n):
@@ -177,10 +176,12 @@ def selftest(args: argparse.Namespace) -> int:
                 y = client.infer(x)
                 ref, _acc = crossbar.reference(x.tolist())
                 print(f"     {np.array2string(y, separator=' '):28s} {ref}")
-            wall = time.perf_counter() - wall0
-            rtf = emulated.realtime_factor(mark)
-            board_s = (model.clock.cycles - cycles0) / model.clock.mcu_hz
+            end = emulated.mark()
             spent = model.ledger.since(energy0)
+            wall = end[0] - mark[0]
+            board_s = (end[1] - mark[1]) / model.clock.mcu_hz
+            rtf = board_s / wall
+            bytecodes = emulated.hw.bytecodes
         print(f"timing: {n} inferences in {board_s * 1e3:.3f} ms of board time "
               f"({board_s / n * 1e6:.1f} us each), {wall:.3f} s wall, "
               f"real-time factor {rtf:.3g} (board s / wall s); "
@@ -189,8 +190,8 @@ def selftest(args: argparse.Namespace) -> int:
         print(f"energy: {total * 1e6:.3f} uJ ({total / n * 1e6:.3f} uJ per inference)")
         for part, joules in sorted(spent.items(), key=lambda kv: -kv[1]):
             print(f"  {part:14s} {joules * 1e6:12.4f} uJ  {joules / total if total else 0:6.1%}")
-        if emulated.hw.bytecodes:
-            print(f"firmware bytecodes charged: {emulated.hw.bytecodes}")
+        if bytecodes:
+            print(f"firmware bytecodes charged: {bytecodes}")
     finally:
         port.close()
     return EXIT_OK

@@ -238,3 +238,18 @@ def test_pure_computation_is_interruptible_and_stoppable(make_board, tmp_path: P
     ser.close()
     b.stop()
     assert not b._thread.is_alive()
+
+
+def test_board_time_and_energy_are_reproducible(make_board) -> None:
+    """Same seed, same requests: the same cycles and joules, however the host's bytes
+    were split in transit and whatever the host machine's speed."""
+    results = []
+    for _ in range(2):
+        b = make_board(seed=7)
+        with Board(serial.Serial(b.port, timeout=10)) as client:
+            client.hello()
+            client.read(0, 0)
+            client.read(1, 2)
+            _, cycles = b.mark()  # settled: the firmware waits for the host again
+            results.append((cycles, b.hw.bytecodes, b.model.ledger.total()))
+    assert results[0] == results[1]

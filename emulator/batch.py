@@ -63,6 +63,7 @@ from .parts import (
 )
 from .profiles import NoiseConfig
 
+CHUNK = 1024  # inferences per block of elementwise work in the grouped batch path
 PLAN_DIAG_EXCLUDE = ("operator_solves", "tia_saturations", "cells_programmed", "damage_events")
 
 
@@ -408,11 +409,13 @@ class BatchSession:
                   for c, ch in zip(plan.sample_chips[ks], plan.sample_channels[ks], strict=True)]
         return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
 
-    def _noise(self, j: int, plan: MvmPlan, ks: np.ndarray) -> np.ndarray:
-        """Standard normals of step j's samples ks for every inference (n, len(ks))."""
+    def _noise(self, j: int, plan: MvmPlan, ks: np.ndarray, start: int = 0,
+               stop: int | None = None) -> np.ndarray:  # fmt: skip
+        """Standard normals of step j's samples ks for inferences start…stop-1."""
         chips = plan.sample_chips[ks]
+        inferences = np.arange(start, self.n if stop is None else stop, dtype=np.int64)
         counts = (self.counts0[chips] + self.ordinals[j][ks])[None, :] + (
-            np.arange(self.n, dtype=np.int64)[:, None] * self.per_chip[chips][None, :]
+            inferences[:, None] * self.per_chip[chips][None, :]
         )
         return sample_normals(self.board.noise_key, chips, counts)
 
@@ -484,7 +487,7 @@ class BatchSession:
         for members in groups.values():
             codes = taken[members[0]][1]
             volts = line_volts(codes)  # (n, rows)
-            tias, quads, srcs, lows, highs, eps_parts, ks_list = [], [], [], [], [], [], []
+            tias, quads, srcs, lows, highs, ks_list, noise_of = [], [], [], [], [], [], []
             for m in members:
                 j = taken[m][0]
                 step, plan = self.steps[j], self.plans[j]
@@ -499,15 +502,23 @@ class BatchSession:
                 lows.append(low)
                 highs.append(high)
                 ks_list.append(ks)
-                if noise.read_noise_on:
-                    eps_parts.append(self._noise(j, plan, ks))
+                noise_of.append((j, plan, ks))
             tia = np.concatenate(tias)  # (K, rows)
-            current = volts @ tia.T
-            sumsq = (volts * volts) @ (tia * tia).T if noise.read_sigma > 0 else 0.0
-            eps = np.concatenate(eps_parts, axis=1) if eps_parts else None
-            conv, saturated = convert(current, np.asarray(sumsq), eps, rf,
-                                      np.concatenate(lows), np.concatenate(highs), noise)
-            self._saturations += int(saturated.sum())
+            tia_t, tia_sq_t = tia.T.copy(), (tia * tia).T.copy()
+            low, high = np.concatenate(lows), np.concatenate(highs)
+            conv = np.empty((n, tia.shape[0]), dtype=np.int64)
+            # Row blocks keep the elementwise conversion work in cache.
+            for r0 in range(0, n, CHUNK):
+                r1 = min(n, r0 + CHUNK)
+                v = volts[r0:r1]
+                current = v @ tia_t
+                sumsq = (v * v) @ tia_sq_t if noise.read_sigma > 0 else np.zeros(1)
+                eps = None
+                if noise.read_noise_on:
+                    eps = np.concatenate([self._noise(j, plan, ks, r0, r1)
+                                          for j, plan, ks in noise_of], axis=1)  # fmt: skip
+                conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
+                self._saturations += int(np.count_nonzero(saturated))
             quad = np.concatenate(quads, axis=1)  # (rows, rows·S)
             s_count = len(members)
             p_cells = ((volts @ quad).reshape(n, s_count, p.rows) * volts[:, None, :]).sum(-1)

@@ -102,24 +102,25 @@ def _mix(x: np.ndarray) -> np.ndarray:
 def sample_normals(key: int, chip: np.ndarray | int, count: np.ndarray | int) -> np.ndarray:
     """Standard normals for ADC samples (chip, count): counter-based, Box–Muller.
 
-    One SplitMix64 hash per sample gives two 32-bit uniforms (tails reach 6.8 σ). A pure
+    One SplitMix64 hash per sample gives two 24-bit uniforms, transformed in float32 (the
+    tails reach 5.9 σ; ample for read noise, and 3–4× faster than float64). A pure
     elementwise function (``chip`` and ``count`` broadcast), so the byte-level path (one
     sample at a time) and the batch path (arrays of samples) get bit-identical values.
     """
     chip_key = _mix(np.uint64(key) ^ np.atleast_1d(np.asarray(chip, dtype=np.uint64)))
     h = _mix(chip_key ^ np.atleast_1d(np.asarray(count, dtype=np.uint64)))
-    # 32-bit halves converted through int64 (exact, and much faster than from uint64).
-    u1 = (h >> np.uint64(32)).view(np.int64).astype(np.float64)
-    u1 += 0.5
-    u1 *= 2.0**-32
-    u2 = (h & np.uint64(0xFFFFFFFF)).view(np.int64).astype(np.float64)
-    u2 *= 2.0 * np.pi * 2.0**-32
+    # 24-bit fields converted through int64 (exact, and much faster than from uint64).
+    u1 = (h >> np.uint64(40)).view(np.int64).astype(np.float32)
+    u1 += np.float32(0.5)
+    u1 *= np.float32(2.0**-24)
+    u2 = (h & np.uint64(0xFFFFFF)).view(np.int64).astype(np.float32)
+    u2 *= np.float32(2.0 * np.pi * 2.0**-24)
     np.log(u1, out=u1)
-    u1 *= -2.0
+    u1 *= np.float32(-2.0)
     np.sqrt(u1, out=u1)
     np.cos(u2, out=u2)
     u1 *= u2
-    return u1
+    return u1.astype(np.float64)
 
 
 def settle_alpha(dt_s: float | np.ndarray) -> np.ndarray:

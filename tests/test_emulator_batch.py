@@ -145,3 +145,17 @@ def test_grouped_steps_sharing_an_input(device):
     for g, e in zip(got, expect, strict=True):
         assert np.abs(g - e).max() <= 1 and np.mean(g == e) > 0.99
     assert_same_board(byte_board, batch_board)
+
+
+def test_counter_based_noise_is_pure_and_normal():
+    from xbar.emulator.board import sample_normals
+
+    chips = np.arange(12)
+    counts = np.arange(12 * 4000).reshape(4000, 12)
+    z = sample_normals(99, chips, counts)
+    assert abs(z.mean()) < 0.01 and abs(z.std() - 1) < 0.01
+    assert abs(np.mean(z > 1.96) - 0.025) < 0.003
+    rng = np.random.default_rng(0)
+    for i, k in zip(rng.integers(0, 4000, 200), rng.integers(0, 12, 200), strict=True):
+        assert sample_normals(99, int(k), int(counts[i, k]))[0] == z[i, k]
+    assert not np.array_equal(sample_normals(98, chips, counts[:1]), z[:1])

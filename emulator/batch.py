@@ -519,14 +519,21 @@ class BatchSession:
                                           for j, plan, ks in noise_of], axis=1)  # fmt: skip
                 conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
                 self._saturations += int(np.count_nonzero(saturated))
-            quad = np.concatenate(quads, axis=1)  # (rows, rows·S)
+            # Quadratic forms v·Q_s·v for every step s at once: (V @ [Q_1 … Q_S]) times V
+            # repeated, summed per step by a block-of-ones product.
             s_count = len(members)
-            p_cells = ((volts @ quad).reshape(n, s_count, p.rows) * volts[:, None, :]).sum(-1)
+            repeated = np.tile(volts, s_count)  # (n, rows·S)
+            blocks = np.kron(np.eye(s_count), np.ones((p.rows, 1)))  # (rows·S, S)
+            forms = [np.concatenate(quads, axis=1)]
             if noise.ir_drop:
-                src = np.concatenate(srcs, axis=1)
-                p_src = ((volts @ src).reshape(n, s_count, p.rows) * volts[:, None, :]).sum(-1)
-            else:
-                p_src = p_cells
+                forms.append(np.concatenate(srcs, axis=1))
+            powers = []
+            for form in forms:
+                weighted = volts @ form
+                weighted *= repeated
+                powers.append(weighted @ blocks)
+            p_cells = powers[0]
+            p_src = powers[-1]
             full = np.zeros(p.lines_per_array)
             start = 0
             for i_m, m in enumerate(members):

@@ -21,13 +21,16 @@ A schedule is a list of steps per inference — :class:`MvmStep` (one reference 
 array) and :class:`ChargeStep` (firmware computation) — run by :class:`BatchSession`:
 declare the schedule, call :meth:`BatchSession.mvm` for each MVM step in order with the
 ``(N, rows)`` DAC codes (they may depend on earlier steps' outputs: a layer's input is the
-previous layer's output), then :meth:`BatchSession.finish` commits time, energy and state
-to the board. :func:`run_bytes` runs the same schedule frame by frame.
+previous layer's output), or :meth:`BatchSession.mvms` for several steps whose inputs are
+known together (steps passed the same input array are evaluated as one matrix product),
+then :meth:`BatchSession.finish` commits time, energy and state to the board.
+:func:`run_bytes` runs the same schedule frame by frame.
 
 ``exact=True`` reduces each column current exactly as the byte path does (elementwise
 product summed along the line axis), so codes match bit for bit; the default uses matrix
-products, which differ from it only in floating-point rounding (a code can differ by one
-LSB when a current falls within ~1e-16 of a code boundary).
+products over the row lines, which differ from it only in floating-point rounding (a code
+can differ by one LSB when a current falls within ~1e-16 of a code boundary). With drift
+on, conversions are grouped by drift epoch (one operator each).
 
 Not reproduced by the batch path: the ``tia_saturations`` diagnostic of samples taken for
 other arrays' columns sharing an ADC chain, the stale bits left in the DAC shift registers,

@@ -469,8 +469,15 @@ class LinkStream:
         self._pump = threading.Thread(target=self._run, name="emu-link-pump", daemon=True)
         self._pump.start()
 
+    BUFFER_LIMIT = 1 << 16
+    """Host bytes held for the firmware; beyond this the pump stops reading and the
+    pty's own buffer pushes back on the host, as USB-CDC flow control does."""
+
     def _run(self) -> None:
         while True:
+            with self._cond:
+                while len(self._buf) >= self.BUFFER_LIMIT and not self.hw.halted:
+                    self._cond.wait(0.2)
             try:
                 data = self.pty.read()
             except PtyClosedError:
@@ -521,6 +528,8 @@ class LinkStream:
             self.waiting.clear()
             out = bytes(self._buf[:n])
             del self._buf[:n]
+            if len(self._buf) + len(out) >= self.BUFFER_LIMIT:  # the pump may be waiting
+                self._cond.notify_all()
         self.hw.link_bytes(out)
         return out
 

@@ -253,3 +253,21 @@ def test_board_time_and_energy_are_reproducible(make_board) -> None:
             _, cycles = b.mark()  # settled: the firmware waits for the host again
             results.append((cycles, b.hw.bytecodes, b.model.ledger.total()))
     assert results[0] == results[1]
+
+
+def test_a_flooding_host_meets_flow_control_not_a_crash(make_board, tmp_path: Path) -> None:
+    fw = firmware(tmp_path, (
+        "def run(reader, writer):\n"
+        "    writer.write(b'ready\\n')\n"
+        "    while reader.read(1) != b'!':\n"
+        "        pass\n"
+        "    writer.write(b'drained\\n')\n"
+        "    reader.read(1)\n"
+    ))  # fmt: skip
+    b = make_board(firmware_dir=fw, start=False)
+    ser = serial.Serial(b.port, write_timeout=30)
+    b.start()
+    read_until(ser, b"ready\n")
+    ser.write(b"x" * 150_000 + b"!")  # over twice what the board buffers: writes block
+    read_until(ser, b"drained\n", timeout=60)
+    ser.close()

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import sys
 import time
+import types
 from pathlib import Path
 
 import pytest
 import serial
+from hypothesis import given
+from hypothesis import strategies as st
 
 import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.emulator.runtime import WDT_RESET, InProcessBoard
@@ -271,3 +274,66 @@ def test_a_flooding_host_meets_flow_control_not_a_crash(make_board, tmp_path: Pa
     ser.write(b"x" * 150_000 + b"!")  # over twice what the board buffers: writes block
     read_until(ser, b"drained\n", timeout=60)
     ser.close()
+
+
+class TinyModel:
+    """The least board model the machine layer runs on: a clock, nothing attached."""
+
+    def __init__(self) -> None:
+        self.clock = types.SimpleNamespace(cycles=0, mcu_hz=125_000_000)
+        self.diagnostics: dict[str, int] = {}
+
+    def charge(self, op: str, count: int = 1) -> None:
+        self.clock.cycles += count
+
+    def pin_write(self, pin: int, value: int) -> None:
+        pass
+
+    def pin_read(self, pin: int) -> int:
+        return 0
+
+    def spi_transfer(self, bus: int, tx: bytes, baudrate: int) -> bytes:
+        return bytes(len(tx))
+
+    def sleep_us(self, us: int) -> None:
+        self.clock.cycles += 125 * us
+
+
+def _shim(name: str):
+    """A shim module of emulator/mpy/ loaded on a board namespace (no board running)."""
+    from xbar.emulator.runtime import FirmwareNamespace, Hardware
+
+    return FirmwareNamespace(Hardware(TinyModel()), None, None).load(name)
+
+
+PERIOD = 1 << 30
+
+
+@given(st.integers(0, PERIOD - 1), st.integers(-(PERIOD // 2), PERIOD // 2 - 1))
+def test_ticks_arithmetic_wraps_like_micropython(t: int, delta: int) -> None:
+    tm = _shim("time")
+    later = tm.ticks_add(t, delta)
+    assert 0 <= later < PERIOD
+    assert tm.ticks_diff(later, t) == delta
+
+
+@given(st.binary(max_size=600))
+def test_the_bridge_survives_any_bytes_from_the_interpreter(data: bytes) -> None:
+    """Garbage on the bridge (a corrupted interpreter) gets error replies or is dropped;
+    the server thread ends only when the pipe closes (or the garbage asks for a reset)."""
+    import os
+
+    from xbar.emulator.mpy_bridge import BridgeServer
+    from xbar.emulator.runtime import Hardware
+
+    resets: list[int] = []
+    req_r, req_w = os.pipe()
+    resp_r, resp_w = os.pipe()
+    server = BridgeServer(Hardware(TinyModel()), req_r, resp_w, resets.append).start()
+    try:
+        os.write(req_w, data)
+        os.close(req_w)
+        server.thread.join(timeout=10)
+        assert not server.thread.is_alive()
+    finally:
+        os.close(resp_r)

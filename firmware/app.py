@@ -193,14 +193,8 @@ class App:
     def _measure_row(self, arr, row, code, col0, ncols):
         """Conductances (S) of cells (row, col0 ...) into self.g_out; returns saturations."""
         h = self.hal
-        rc = h.row_codes
-        for r in range(len(rc)):
-            rc[r] = _MID
-        rc[row] = code
-        try:
-            h.measure(arr, col0, ncols)
-        finally:
-            rc[row] = _MID
+        h.row_codes[row] = code
+        h.measure(arr, row, 1, col0, ncols)
         volts = (code - _MID) * board.DAC_LSB
         sat = 0
         base = arr * self.geom.cols

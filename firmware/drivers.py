@@ -72,28 +72,49 @@ class Dac:
         self._put(line, cmd << 4, code)
         self._out(line // board.DAC_CHANNELS // self.chain)
 
-    def stage(self, base, codes, n, update):
-        """Write codes[0:n] to lines base .. base+n-1 (all checked before any is sent).
+    def stage(self, line0, codes, i0, n, update):
+        """Write codes[i0 : i0+n] to lines line0 .. line0+n-1, every code checked before
+        any is sent.
 
         One frame per channel number and chip select carries that channel for every chip
         of the chain at once, so a block of lines costs ~8 frames, not one per line.
         """
-        for i in range(n):
-            self._check(base + i, codes[i])
+        lim = self.limit
+        if line0 < 0 or line0 + n > self.lines:
+            raise SafetyError("DAC lines %d+%d out of range" % (line0, n))
+        for i in range(i0, i0 + n):
+            d = codes[i] - board.DAC_MID
+            if d > lim or -d > lim:
+                raise SafetyError("DAC code %d on line %d beyond limit"
+                                  % (codes[i], line0 + i - i0))  # fmt: skip
         cmd = (board.DAC_CMD_WRITE_UPDATE if update else board.DAC_CMD_WRITE) << 4
-        per_sel = self.chain * board.DAC_CHANNELS
-        end = base + n
+        chain = self.chain
+        per_sel = chain * board.DAC_CHANNELS
+        end = line0 + n
+        buf = self.buf
+        staged = self.staged
         for ch in range(board.DAC_CHANNELS):
-            line = base + (ch - base) % board.DAC_CHANNELS
+            line = line0 + (ch - line0) % board.DAC_CHANNELS
             sel = -1
             while line < end:
                 s = line // per_sel
                 if s != sel:
                     if sel >= 0:
                         self._out(sel)
-                    self.buf[:] = self.nops
+                    buf[:] = self.nops
                     sel = s
-                self._put(line, cmd, codes[line - base])
+                k = 3 * (chain - 1 - (line >> 3) % chain)
+                code = codes[i0 + line - line0]
+                buf[k] = cmd | ch
+                buf[k + 1] = code >> 8
+                buf[k + 2] = code & 0xFF
+                old = staged[line]
+                if old != code:
+                    if old == board.DAC_MID:
+                        self.dirty += 1
+                    elif code == board.DAC_MID:
+                        self.dirty -= 1
+                    staged[line] = code
                 line += board.DAC_CHANNELS
             if sel >= 0:
                 self._out(sel)
@@ -181,6 +202,15 @@ class Switches:
             s += mode
             w[last - (s >> 3)] |= 1 << (s & 7)
 
+    def from_ground(self, line, mode):
+        """Stage a line known to be grounded into mode (two bit operations)."""
+        w = self.wire
+        s = 3 * line + board.SW_GND
+        w[self.n - 1 - (s >> 3)] &= ~(1 << (s & 7)) & 0xFF
+        if mode >= 0:
+            s = 3 * line + mode
+            w[self.n - 1 - (s >> 3)] |= 1 << (s & 7)
+
     def mode(self, line):
         """Staged mode of a line (FLOAT when no switch is closed)."""
         for k in range(3):
@@ -244,38 +274,43 @@ class Adc:
                 self._frame(sel, ((board.ADC_REG_RANGE + ch) << 9) | 0x100
                             | board.ADC_RANGE_10V24)  # fmt: skip
 
-    def convert(self, want, codes):
-        """Convert every column c with want[c] != 0; codes[c] = result - 32768.
+    def convert(self, want, codes, lo, hi):
+        """Convert every column c in lo .. hi-1 with want[c] != 0; codes[c] = result -
+        32768.
 
         Per chip select, one frame per channel number that any chip of the chain needs;
-        each frame returns the previous selection's results, hence one flush frame.
+        each frame returns the previous selection's results, hence one flush frame. Only
+        the chain positions holding columns lo .. hi-1 are scanned.
         """
         chain = self.chain
-        nsel = (self.chips + chain - 1) // chain
-        per = chain * board.ADC_CHANNELS
-        for sel in range(nsel):
-            base = sel * per
+        n8 = board.ADC_CHANNELS
+        chip_lo = lo // n8
+        chip_hi = (hi - 1) // n8
+        rx = self.rx
+        for sel in range(chip_lo // chain, chip_hi // chain + 1):
+            p_lo = max(chip_lo - sel * chain, 0)
+            p_hi = min(chip_hi - sel * chain, chain - 1)
+            base = (sel * chain + p_lo) * n8  # column of channel 0 at position p_lo
             prev = -1
-            for ch in range(board.ADC_CHANNELS + 1):
+            for ch in range(n8 + 1):
                 need = False
-                if ch < board.ADC_CHANNELS:
+                if ch < n8:
                     col = base + ch
-                    for _p in range(chain):
-                        if col < self.columns and want[col]:
+                    for _p in range(p_lo, p_hi + 1):
+                        if lo <= col < hi and want[col]:
                             need = True
                             break
-                        col += board.ADC_CHANNELS
+                        col += n8
                 if not need and prev < 0:
                     continue
                 self._frame(sel, board.ADC_CMD_MAN + (ch << 10) if need else board.ADC_CMD_NOOP)
                 if prev >= 0:
                     col = base + prev
-                    rx = self.rx
-                    for p in range(chain):
-                        if col < self.columns and want[col]:
+                    for p in range(p_lo, p_hi + 1):
+                        if lo <= col < hi and want[col]:
                             codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - board.ADC_MID
                             self.conversions += 1
-                        col += board.ADC_CHANNELS
+                        col += n8
                 prev = ch if need else -1
 
 

@@ -103,38 +103,45 @@ class Hal:
         self.led.off()
 
     # ---- measure -------------------------------------------------------------------
-    def measure(self, arr, col0, ncols):
-        """Drive array `arr`'s rows with self.row_codes (32768 = grounded), hold columns
-        col0 .. col0+ncols-1 at virtual ground on their TIAs, and convert them with gain
-        ranging: every column starts at the highest gain and steps down a decade while
-        its TIA is near the rail. Leaves self.codes / self.gains for those columns.
+    def measure(self, arr, r0, nr, col0, ncols):
+        """Drive rows r0 .. r0+nr-1 of array `arr` with self.row_codes[r0 ...] (32768 =
+        grounded), ground every other line, hold columns col0 .. col0+ncols-1 at virtual
+        ground on their TIAs, and convert them with gain ranging: every column starts at
+        the highest gain and steps down a decade while its TIA is near the rail. Leaves
+        self.codes / self.gains (indexed by global column) for those columns.
         """
         g = self.geom
-        if arr < 0 or arr >= g.arrays or col0 < 0 or ncols < 1 or col0 + ncols > g.cols:
-            raise ValueError("columns %d+%d of array %d out of range" % (col0, ncols, arr))
+        if (arr < 0 or arr >= g.arrays or col0 < 0 or ncols < 1 or col0 + ncols > g.cols
+                or r0 < 0 or nr < 1 or r0 + nr > g.rows):  # fmt: skip
+            raise ValueError("rows %d+%d, columns %d+%d of array %d out of range"
+                             % (r0, nr, col0, ncols, arr))  # fmt: skip
         lim = self.read_codes
         rc = self.row_codes
-        for r in range(g.rows):
+        for r in range(r0, r0 + nr):
             d = rc[r] - _MID
             if d > lim or -d > lim:
                 self.safety_trips += 1
                 raise drivers.SafetyError("row %d read code %d beyond read limit" % (r, rc[r]))
         sw = self.sw
         dac = self.dac
-        base_line = g.row_line(arr, 0)
-        gbase = arr * g.cols
+        row_line = arr * g.lines_per_array
+        col_line = row_line + g.rows
+        c_lo = arr * g.cols + col0
+        c_hi = c_lo + ncols
         want = self.want
         t0 = time.ticks_us()
         self.led.on()
         try:
-            for r in range(g.rows):
-                sw.set(base_line + r, board.SW_GND if rc[r] == _MID else board.SW_DAC)
-            for c in range(g.cols):
-                on = col0 <= c < col0 + ncols
-                sw.set(g.col_line(arr, c), board.SW_TIA if on else board.SW_GND)
-                want[gbase + c] = 1 if on else 0
+            sw.all(board.SW_GND)
+            for r in range(r0, r0 + nr):
+                if rc[r] != _MID:
+                    sw.from_ground(row_line + r, board.SW_DAC)
+            for c in range(col0, col0 + ncols):
+                sw.from_ground(col_line + c, board.SW_TIA)
+            for c in range(c_lo, c_hi):
+                want[c] = 1
             sw.commit()
-            dac.stage(base_line, rc, g.rows, False)
+            dac.stage(row_line + r0, rc, r0, nr, False)
             dac.load()
             time.sleep_us(board.DAC_SETTLE_US)
             codes = self.codes
@@ -143,9 +150,9 @@ class Hal:
             while True:
                 self.gain.set(gi)
                 time.sleep_us(board.DAC_SETTLE_US)
-                self.adc.convert(want, codes)
+                self.adc.convert(want, codes, c_lo, c_hi)
                 more = False
-                for c in range(gbase + col0, gbase + col0 + ncols):
+                for c in range(c_lo, c_hi):
                     if want[c]:
                         gains[c] = gi
                         v = codes[c]
@@ -157,10 +164,10 @@ class Hal:
                     break
                 gi -= 1
         finally:
-            for c in range(g.cols):
-                want[gbase + c] = 0
+            for c in range(c_lo, c_hi):
+                want[c] = 0
             if dac.dirty:
-                dac.stage(base_line, self.mid_rows, g.rows, False)  # ~8 frames, not rows
+                dac.stage(row_line + r0, self.mid_rows, 0, nr, False)  # ~8 frames, not nr
             self.safe()
             self.busy_us += time.ticks_diff(time.ticks_us(), t0)
 
@@ -195,16 +202,17 @@ class Hal:
         try:
             follow = g.cell == "1T1R"
             c0 = g.col_line(arr, 0)
+            r0 = g.row_line(arr, 0)
             sw.all(board.SW_GND)
-            sw.set(rl, board.SW_DAC)
+            sw.from_ground(rl, board.SW_DAC)
             if follow:
                 for c in range(g.cols):
-                    sw.set(c0 + c, board.SW_DAC)
+                    sw.from_ground(c0 + c, board.SW_DAC)
                 for r in range(g.rows):
                     if r != row:
-                        sw.set(g.row_line(arr, r), drivers.Switches.FLOAT)
+                        sw.from_ground(r0 + r, drivers.Switches.FLOAT)
             else:
-                sw.set(cl, board.SW_DAC)
+                sw.from_ground(cl, board.SW_DAC)
             sw.commit()
             dac.write(rl, _MID + half, False)
             if follow:

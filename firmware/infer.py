@@ -248,11 +248,10 @@ class Model:
                 i0 = T[t + 3]
                 o0 = T[t + 5]
                 no = T[t + 6]
-                for r in range(len(rc)):
-                    rc[r] = _MID
-                for i in range(T[t + 4]):
+                ni = T[t + 4]
+                for i in range(ni):
                     rc[r0 + i] = _MID + x[i0 + i] * k
-                hal.measure(arr, c0, 2 * no)
+                hal.measure(arr, r0, ni, c0, 2 * no)
                 cp = arr * cols + c0
                 for j in range(o0, o0 + no):
                     gp = gains[cp]
@@ -260,8 +259,6 @@ class Model:
                     acc[j] += quant.convert(codes[cp + 1], L[b + _L_MUL + gm], L[b + _L_QSH + gm])
                     acc[j] -= quant.convert(codes[cp], L[b + _L_MUL + gp], L[b + _L_QSH + gp])
                     cp += 2
-            for r in range(len(rc)):
-                rc[r] = _MID
             b0 = L[b + _L_B0]
             m = L[b + _L_M]
             sh = L[b + _L_SH]

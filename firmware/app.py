@@ -22,6 +22,10 @@ from micropython import const
 
 _MID = const(32768)
 _CHUNK = const(256)
+# Indices into App.counts, in protocol.STATS_FIELDS order.
+_N_PROGRAMMED = const(2)
+_N_INFER = const(3)
+_N_ERRORS = const(6)
 
 
 class Fail(Exception):
@@ -42,6 +46,9 @@ def _need(payload, fmt, exact=True):
 
 
 class App:
+    """One board's command server: HAL, model store, decoder/encoder and counters, all
+    allocated at construction; `dispatch` runs one decoded request."""
+
     def __init__(self, writer, profile=None, watchdog=True):
         self.writer = writer
         self.geom = board.Geometry(profile or board.DEFAULT_PROFILE)
@@ -128,7 +135,7 @@ class App:
         self.writer.write(self.enc.finish(code | protocol.RESPONSE, seq, n))
 
     def send_error(self, seq, cmd, err, reason):
-        self.counts[6] += 1
+        self.counts[_N_ERRORS] += 1
         p = protocol.error_payload(err, cmd, reason)
         self.enc.payload[: len(p)] = p
         self.writer.write(self.enc.finish(protocol.ERROR, seq, len(p)))
@@ -255,7 +262,7 @@ class App:
         self.feed()
         return w
 
-    def _check_code(self):
+    def _compliance_code(self):
         """Read code used for compliance and verify reads: at most 0.1 V."""
         v = min(0.1, self.hal.limits[0])
         return _MID + int(v / board.DAC_LSB)
@@ -268,7 +275,7 @@ class App:
         if not 0 < amp < 40.0:  # also NaN; the line limit refuses far less
             raise Fail(protocol.E_RANGE, "amplitude %r V must be > 0" % amp)
         volts = amp if pol == protocol.SET else -amp
-        g_pre = self.read_cell(arr, row, col, self._check_code())
+        g_pre = self.read_cell(arr, row, col, self._compliance_code())
         w = self._pulse(arr, row, col, volts, width, g_pre)
         struct.pack_into(protocol.PULSE_RESP, self.enc.payload, 0,
                          abs(self.hal.applied(volts)), w, g_pre)  # fmt: skip
@@ -311,7 +318,7 @@ class App:
                 arr, row, col, target, tol, max_p, code, start, v_step, w0, w_max, v_max
             )
             struct.pack_into(protocol.PROGRAM_RESULT, out, 2 + i * rsz, g, used, status)
-            self.counts[2] += 1
+            self.counts[_N_PROGRAMMED] += 1
         return 2 + n * rsz
 
     def _write_verify(self, arr, row, col, target, tol, max_p, code, start, v_step, w0,
@@ -407,7 +414,7 @@ class App:
             raise Fail(protocol.E_LENGTH, "INFER needs %d input bytes, got %d"
                        % (m.n_in(), len(p) - hs))  # fmt: skip
         n_out = m.run(p[hs:])
-        self.counts[3] += 1
+        self.counts[_N_INFER] += 1
         out = self.enc.payload
         struct.pack_into(protocol.INFER_RESP, out, 0, n_out)
         o = 2
@@ -436,7 +443,7 @@ class App:
         o = rs
         for s in range(count):
             m.run(p[hs + s * n_in : hs + (s + 1) * n_in])
-            self.counts[3] += 1
+            self.counts[_N_INFER] += 1
             self.feed()
             for j in range(n_out):
                 struct.pack_into("<h", out, o, m.out[j])
@@ -449,23 +456,22 @@ class App:
         (flags,) = _need(p, protocol.STATS_REQ)
         h = self.hal
         c = self.counts
-        c[0] = h.adc.conversions
-        c[1] = h.pulses
-        c[4] = self.dec.frames
-        c[5] = self.dec.dropped
-        c[7] = h.safety_trips
-        c[8] = hal_mod.ticks_diff(hal_mod.ticks_ms(), self.t_boot)
-        c[9] = h.busy_us
-        for i in range(len(c)):
-            c[i] &= 0xFFFFFFFF
-        struct.pack_into(protocol.STATS_RESP, self.enc.payload, 0, *c)
+        vals = (
+            h.adc.conversions, h.pulses, c[_N_PROGRAMMED], c[_N_INFER], self.dec.frames,
+            self.dec.dropped, c[_N_ERRORS], h.safety_trips,
+            hal_mod.ticks_diff(hal_mod.ticks_ms(), self.t_boot), h.busy_us,
+        )  # fmt: skip  (protocol.STATS_FIELDS order)
+        off = 0
+        for v in vals:
+            struct.pack_into("<I", self.enc.payload, off, v & 0xFFFFFFFF)
+            off += 4
         if flags & 1:
             h.adc.conversions = h.pulses = h.busy_us = h.safety_trips = 0
             self.dec.frames = self.dec.dropped = 0
             for i in range(len(c)):
                 c[i] = 0
             self.t_boot = hal_mod.ticks_ms()
-        return struct.calcsize(protocol.STATS_RESP)
+        return off
 
     def reset(self, p):
         _need(p, "")

@@ -21,6 +21,7 @@ import machine  # noqa: F401 - the shim: this folder precedes the built-in modul
 
 sys.modules["micropython"] = _emu_micropython
 sys.modules["os"] = _emu_os
+del sys.modules["_emu_wire"]  # its op table is the emulator's; the names are copied
 
 _reason = os.getenv("XBAR_BOOT") or "power"
 _flash = os.getcwd()

@@ -9,7 +9,27 @@ Ctrl-C seen while the firmware computes).
 import os
 import struct
 
-import _emu_wire as W
+from _emu_wire import (
+    CALIBRATE,
+    E_INTERRUPT,
+    E_VALUE,
+    FREQ,
+    KBD_INTR,
+    NOP,
+    PIN_INIT,
+    PIN_READ,
+    PIN_WRITE,
+    RESET,
+    RESET_CAUSE,
+    SLEEP_US,
+    SPI,
+    SPI_INIT,
+    TICKS_CPU,
+    TICKS_US,
+    UNIQUE_ID,
+    WDT_FEED,
+    WDT_START,
+)
 
 _fds = os.getenv("XBAR_BRIDGE").split(",")
 _r = open("/dev/fd/" + _fds[0], "rb")  # noqa: SIM115 - open for the interpreter's life
@@ -35,10 +55,10 @@ def _call(op, payload):
     data = _exact(n) if n else b""
     status = head[0]
     if status:
-        if status == W.E_INTERRUPT:
+        if status == E_INTERRUPT:
             raise KeyboardInterrupt
         message = data.decode()
-        if status == W.E_VALUE:
+        if status == E_VALUE:
             raise ValueError(message)
         raise OSError(message)
     return data
@@ -49,73 +69,73 @@ def _post(op, payload):
 
 
 def pin_init(pin):
-    _call(W.PIN_INIT, _pack("<B", pin & 0xFF) if 0 <= pin < 256 else b"\xff")
+    _call(PIN_INIT, _pack("<B", pin & 0xFF) if 0 <= pin < 256 else b"\xff")
 
 
 def pin_write(pin, value):
-    _post(W.PIN_WRITE, _pack("<BB", pin, value))
+    _post(PIN_WRITE, _pack("<BB", pin, value))
 
 
 def pin_read(pin):
-    return _call(W.PIN_READ, _pack("<B", pin))[0]
+    return _call(PIN_READ, _pack("<B", pin))[0]
 
 
 def spi_init(bus, baudrate, polarity, phase, sck, mosi, miso):
-    _call(W.SPI_INIT, _pack("<BIBBbbb", bus, baudrate, polarity, phase, sck, mosi, miso))
+    _call(SPI_INIT, _pack("<BIBBbbb", bus, baudrate, polarity, phase, sck, mosi, miso))
 
 
 def spi(bus, baudrate, tx):
-    return _call(W.SPI, _pack("<BI", bus, baudrate) + bytes(tx))
+    return _call(SPI, _pack("<BI", bus, baudrate) + bytes(tx))
 
 
 def sleep_us(us):
-    _post(W.SLEEP_US, _pack("<I", us))
+    _post(SLEEP_US, _pack("<I", us))
 
 
 def ticks_us():
-    return _unpack("<Q", _call(W.TICKS_US, b""))[0]
+    return _unpack("<Q", _call(TICKS_US, b""))[0]
 
 
 def ticks_cpu():
-    return _unpack("<Q", _call(W.TICKS_CPU, b""))[0]
+    return _unpack("<Q", _call(TICKS_CPU, b""))[0]
 
 
 def wdt_start(timeout_ms):
-    _call(W.WDT_START, _pack("<I", timeout_ms))
+    _call(WDT_START, _pack("<I", timeout_ms))
 
 
 def wdt_feed():
-    _post(W.WDT_FEED, b"")
+    _post(WDT_FEED, b"")
 
 
 def freq():
-    return _unpack("<I", _call(W.FREQ, b""))[0]
+    return _unpack("<I", _call(FREQ, b""))[0]
 
 
 def reset():
-    _post(W.RESET, b"")
+    _post(RESET, b"")
     while True:  # the emulator ends this interpreter and boots a fresh one
         _r.read(1)
 
 
 def reset_cause():
-    return _call(W.RESET_CAUSE, b"")[0]
+    return _call(RESET_CAUSE, b"")[0]
 
 
 def unique_id():
-    return _call(W.UNIQUE_ID, b"")
+    return _call(UNIQUE_ID, b"")
 
 
 def kbd_intr(char):
-    _call(W.KBD_INTR, _pack("<b", char if -1 <= char < 128 else -1))
+    _call(KBD_INTR, _pack("<b", char if -1 <= char < 128 else -1))
 
 
 def calibrate(step):
-    _call(W.CALIBRATE, _pack("<i", step))
+    _call(CALIBRATE, _pack("<i", step))
 
 
 def nop():
-    _post(W.NOP, b"")
+    _post(NOP, b"")
 
 
 def _loop(n):

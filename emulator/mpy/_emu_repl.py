@@ -12,7 +12,7 @@ and all module state really are reset.
 import sys
 
 import _emu_hw
-import _emu_wire as W
+from _emu_wire import BOARD, HELP
 
 SOFT_RESET = 10  # exit status: soft reset, come back in the friendly REPL (runs main.py)
 SOFT_RESET_RAW = 11  # exit status: soft reset from the raw REPL (main.py is skipped)
@@ -21,7 +21,7 @@ _in = sys.stdin.buffer
 _out = sys.stdout.buffer
 _globals = {"__name__": "__main__"}
 BANNER = "MicroPython v{}.{}.{}; {}\r\n{}\r\n".format(
-    *sys.implementation.version[:3], W.BOARD, W.HELP
+    *sys.implementation.version[:3], BOARD, HELP
 ).encode()
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 PASTE_WINDOW = 128  # half of MICROPY_REPL_STDIN_BUFFER_MAX, as pyexec.c

@@ -412,15 +412,26 @@ class BatchSession:
                   for c, ch in zip(plan.sample_chips[ks], plan.sample_channels[ks], strict=True)]
         return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
 
-    def _noise(self, j: int, plan: MvmPlan, ks: np.ndarray, start: int = 0,
-               stop: int | None = None) -> np.ndarray:  # fmt: skip
-        """Standard normals of step j's samples ks for inferences start…stop-1."""
-        chips = plan.sample_chips[ks]
-        inferences = np.arange(start, self.n if stop is None else stop, dtype=np.int64)
-        counts = (self.counts0[chips] + self.ordinals[j][ks])[None, :] + (
-            inferences[:, None] * self.per_chip[chips][None, :]
-        )
+    def _counters(
+        self, samples: list[tuple[int, MvmPlan, np.ndarray]]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """For samples ``ks`` of steps ``j``: their chips, their sample counters in the
+        first inference, and the counter stride from one inference to the next."""
+        chips = np.concatenate([plan.sample_chips[ks] for _, plan, ks in samples])
+        first = np.concatenate([self.counts0[plan.sample_chips[ks]] + self.ordinals[j][ks]
+                                for j, plan, ks in samples])  # fmt: skip
+        return chips, first, self.per_chip[chips]
+
+    def _normals(self, chips: np.ndarray, first: np.ndarray, stride: np.ndarray,
+                 start: int, stop: int) -> np.ndarray:  # fmt: skip
+        """Read-noise normals of those samples for inferences start…stop-1."""
+        inferences = np.arange(start, stop, dtype=np.int64)
+        counts = first[None, :] + inferences[:, None] * stride[None, :]
         return sample_normals(self.board.noise_key, chips, counts)
+
+    def _noise(self, j: int, plan: MvmPlan, ks: np.ndarray) -> np.ndarray:
+        """Standard normals of step j's samples ks for every inference (n, len(ks))."""
+        return self._normals(*self._counters([(j, plan, ks)]), 0, self.n)
 
     def _finish_step(self, j: int, codes: np.ndarray, plan: MvmPlan) -> None:
         step = self.steps[j]
@@ -509,6 +520,7 @@ class BatchSession:
             tia = np.concatenate(tias)  # (K, rows)
             tia_t, tia_sq_t = tia.T.copy(), (tia * tia).T.copy()
             low, high = np.concatenate(lows), np.concatenate(highs)
+            chips, first, stride = self._counters(noise_of)
             conv = np.empty((n, tia.shape[0]), dtype=np.int64)
             # Row blocks keep the elementwise conversion work in cache.
             for r0 in range(0, n, CHUNK):
@@ -518,14 +530,12 @@ class BatchSession:
                 sumsq = (v * v) @ tia_sq_t if noise.read_sigma > 0 else np.zeros(1)
                 eps = None
                 if noise.read_noise_on:
-                    eps = np.concatenate([self._noise(j, plan, ks, r0, r1)
-                                          for j, plan, ks in noise_of], axis=1)  # fmt: skip
+                    eps = self._normals(chips, first, stride, r0, r1)
                 conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
                 self._saturations += int(np.count_nonzero(saturated))
             # Quadratic forms v·Q_s·v for every step s at once: (V @ [Q_1 … Q_S]) times V
-            # repeated, summed per step by a block-of-ones product.
+            # (broadcast per step), summed per step by a block-of-ones product.
             s_count = len(members)
-            repeated = np.tile(volts, s_count)  # (n, rows·S)
             blocks = np.kron(np.eye(s_count), np.ones((p.rows, 1)))  # (rows·S, S)
             forms = [np.concatenate(quads, axis=1)]
             if noise.ir_drop:
@@ -533,7 +543,7 @@ class BatchSession:
             powers = []
             for form in forms:
                 weighted = volts @ form
-                weighted *= repeated
+                weighted.reshape(n, s_count, p.rows)[...] *= volts[:, None, :]
                 powers.append(weighted @ blocks)
             p_cells = powers[0]
             p_src = powers[-1]

@@ -357,7 +357,8 @@ class FirmwareNamespace:
     """
 
     def __init__(self, hw: Hardware, stdin: Any, stdout: Any,
-                 firmware_dir: Path = FIRMWARE_DIR) -> None:  # fmt: skip
+                 firmware_dir: Path = FIRMWARE_DIR,
+                 profile: str | None = None) -> None:  # fmt: skip
         self.hw = hw
         self.firmware_dir = Path(firmware_dir)
         self.modules: dict[str, types.ModuleType] = {}
@@ -375,6 +376,10 @@ class FirmwareNamespace:
         self.modules["gc"] = _gc_module()
         self.modules["micropython"] = self._micropython_module()
         self.modules["sys"] = self._sys_module(stdin, stdout)
+        if profile is not None:  # what `install_firmware` writes on a board's flash
+            config = types.ModuleType("xbar_profile")
+            config.PROFILE = profile  # type: ignore[attr-defined]
+            self.modules["xbar_profile"] = config
 
     def _print(self, *args: Any, sep: str = " ", end: str = "\n", file: Any = None) -> None:
         """The firmware's print() goes to the link, with the board's cooked line ends."""
@@ -695,7 +700,7 @@ class InProcessBoard(EmulatedBoard):
     def _boot_once(self) -> None:
         self.boots += 1
         self.namespace = FirmwareNamespace(self.hw, self._sys_stdio(), self._sys_stdio(),
-                                           self.firmware_dir)  # fmt: skip
+                                           self.firmware_dir, self.profile)  # fmt: skip
         self.hw.kbd_char = 3  # as while a board runs main.py
         if self.count_bytecodes:
             sys.settrace(self._trace_call)

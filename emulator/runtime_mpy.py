@@ -63,14 +63,19 @@ def micropython_binary() -> str:
     return found
 
 
-def install_firmware(flash_dir: Path, firmware_dir: Path = FIRMWARE_DIR) -> list[str]:
-    """Copy the firmware's flat modules into a flash folder (as a flasher would)."""
+def install_firmware(flash_dir: Path, firmware_dir: Path = FIRMWARE_DIR,
+                     profile: str | None = None) -> list[str]:  # fmt: skip
+    """Copy the firmware's flat modules into a flash folder (as a flasher would), and
+    the board's profile as `xbar_profile.py`, which the firmware reads at boot."""
     names = []
     for src in sorted(Path(firmware_dir).glob("*.py")):
         if src.name == "__init__.py":
             continue
         shutil.copyfile(src, Path(flash_dir) / src.name)
         names.append(src.name)
+    if profile is not None:
+        (Path(flash_dir) / "xbar_profile.py").write_text(f"PROFILE = {profile!r}\n")
+        names.append("xbar_profile.py")
     return names
 
 
@@ -102,7 +107,7 @@ class MicroPythonBoard(EmulatedBoard):
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
         if firmware:
-            install_firmware(self.flash_dir)
+            install_firmware(self.flash_dir, profile=profile)
         self.heapsize = heapsize
         self.measure_compute = measure_compute
         # Without a compute meter, the firmware's frame work is estimated per link byte.

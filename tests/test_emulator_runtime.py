@@ -56,13 +56,14 @@ def make_board():
         assert not b._thread.is_alive()
 
 
-def test_hello_over_emu_url_runs_the_real_firmware() -> None:
-    port = serial.serial_for_url("emu://xbar-10x10?seed=3", timeout=10)
+@pytest.mark.parametrize("profile", ["xbar-10x10", "xbar-1x32"])
+def test_hello_over_emu_url_runs_the_real_firmware(profile: str) -> None:
+    port = serial.serial_for_url(f"emu://{profile}?seed=3", timeout=10)
     board = port.board
     try:
         with Board(port) as client:
             hello = client.hello()
-            assert hello.profile == "xbar-10x10"
+            assert hello.profile == profile  # the firmware runs the emulated board's profile
             assert hello.protocol == protocol.VERSION
         assert board.model.clock.cycles > 0  # firmware init and the frame cost board time
         assert board.hw.bytecodes > 0

@@ -237,12 +237,12 @@ def test_heap_is_the_boards(board, term) -> None:
 def test_firmware_under_micropython_answers_hello_over_emu_url() -> None:
     from xbar.host.board import Board
 
-    port = serial.serial_for_url("emu://xbar-10x10?seed=2&micropython=1", timeout=20)
+    port = serial.serial_for_url("emu://xbar-1x32?seed=2&micropython=1", timeout=20)
     board = port.board
     try:
         assert (board.flash_dir / "main.py").is_file() and (board.flash_dir / "app.py").is_file()
         with Board(port) as client:
-            assert client.hello().profile == "xbar-10x10"
+            assert client.hello().profile == "xbar-1x32"  # from xbar_profile.py on the flash
             cells = client.read(0, 0)
         assert cells is not None
         assert board.bridge is not None and board.bridge.requests > 0

@@ -459,11 +459,6 @@ class LinkStream:
     stream and raised in the firmware at its next machine call (or read), as on a board.
     """
 
-    xbar_chunk = 1
-    """Bytes `app.run` asks for per `readinto`: one, as the board's main.py does, so the
-    firmware does the same work per byte (and is charged the same bytecodes) however
-    the host's bytes happen to arrive."""
-
     def __init__(self, pty: Pty, hw: Hardware) -> None:
         self.pty = pty
         self.hw = hw
@@ -509,7 +504,8 @@ class LinkStream:
 
     # Deliberately no `any()`: `app.run` reads in chunks of what is ready from readers
     # that have one, and how the host's bytes happen to be split would then change the
-    # firmware's work. Like the board's main.py stdin, this reader gives one byte a call.
+    # firmware's work and the bytecodes charged. Without it `app.run` reads one byte a
+    # call, as from the board's main.py stdin, and board time is reproducible.
     def available(self) -> int:
         with self._cond:
             return len(self._buf)

@@ -56,6 +56,17 @@ def test_hello_over_emu_url() -> None:
         assert b.stats()["frames_ok"] >= 2
 
 
+@pytest.mark.parametrize("url", ["emu://xbar-4x64?seed=1",
+                                 "emu://xbar-1x32?seed=1&micropython=1"])
+def test_emu_url_profile_reaches_firmware(url: str) -> None:
+    with Board(url, timeout=120) as b:
+        info = b.info()
+        assert info.profile == url[6:].split("?")[0]
+        assert (info.arrays, info.rows) in ((4, 64), (1, 32))
+        g = b.read(info.rows - 1, array=info.arrays - 1, v_read=0.1)  # the last chips
+        assert g.shape == (info.cols,) and (g > 0).all()
+
+
 @pytest.mark.parametrize("profile", ["xbar-10x10", "xbar-10x10-passive"])
 def test_read_matches_cells(profile: str) -> None:
     with emulated(profile, seed=1, noise=NoiseConfig.off()) as (model, b):

@@ -300,8 +300,13 @@ class Board:
     def __init__(self, port: str | SerialLike, timeout: float = 10.0) -> None:
         self.port_name = port if isinstance(port, str) else type(port).__name__
         self.link = Link(_open(port), timeout)
-        self.link.flush()
-        self.link.sync(timeout)
+        try:
+            self.link.flush()
+            self.link.sync(timeout)
+        except BaseException:
+            if isinstance(port, str):  # ours to close; a port passed in stays the caller's
+                self.link.close()
+            raise
         self._info: Info | None = None
         self._shape: tuple[int, int] | None = None  # (n_in, n_out) of the loaded model
 

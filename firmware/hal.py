@@ -45,6 +45,7 @@ class Hal:
         self.want = bytearray(geom.columns)
         self.row_codes = array("H", [_MID] * geom.rows)
         self.mid_rows = array("H", [_MID] * geom.rows)
+        self.col_codes = array("H", [_MID] * geom.cols)
         self.pulses = 0
         self.busy_us = 0
         self.safety_trips = 0
@@ -177,9 +178,9 @@ class Hal:
         column at -V/2 (signs swapped for negative volts). Passive (0T1R) arrays: every
         other line grounded, so half-selected cells see at most V/2. 1T1R arrays: the
         other columns follow the row (+V/2), so the row's other cells see 0 V, and the
-        other rows float, which keeps their access transistors off. The pulse starts on the LDAC
-        edge that loads both staged codes and ends when one staged switch frame grounds
-        both lines, timed by the MCU in between. Returns the measured width (us).
+        other rows float, which keeps their access transistors off. The pulse starts on
+        the LDAC edge that loads the staged codes and ends when one staged switch frame
+        grounds every line, timed by the MCU in between. Returns the measured width (us).
         """
         g = self.geom
         if arr < 0 or arr >= g.arrays or row < 0 or row >= g.rows or col < 0 or col >= g.cols:
@@ -216,10 +217,13 @@ class Hal:
             sw.commit()
             dac.write(rl, _MID + half, False)
             if follow:
+                cc = self.col_codes
                 for c in range(g.cols):
-                    if c != col:
-                        dac.write(c0 + c, _MID + half, False)
-            dac.write(cl, _MID - half, False)
+                    cc[c] = _MID + half
+                cc[col] = _MID - half
+                dac.stage(c0, cc, 0, g.cols, False)
+            else:
+                dac.write(cl, _MID - half, False)
             sw.all(board.SW_GND)  # the frame that ends the pulse, staged before it starts
             dac.ldac.off()  # falling LDAC edge: both lines step to +-V/2 together
             t0 = time.ticks_us()

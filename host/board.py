@@ -433,12 +433,15 @@ class Board:
     # ---- models ----------------------------------------------------------------------
     def load(self, model: CrossbarModel, *, program: bool = True, tolerance: float | None = None,
              **program_args: Any) -> LoadResult:
-        """Program the model's conductances (unless program=False) and LOAD its blob."""
+        """Program the model's conductances (unless program=False) and LOAD its blob.
+
+        The default tolerance is half a weight step (0.5 g_unit): within it every cell
+        still rounds to its int8 weight. `program_args` go to `program()`."""
         result = None
         if program:
             merged: ProgramResult | None = None
             for array, cells in sorted(model.targets().items()):
-                tol = tolerance if tolerance is not None else 0.25 * model.layers[0].g_unit
+                tol = tolerance if tolerance is not None else 0.5 * model.layers[0].g_unit
                 r = self.program(cells, tolerance=tol, array=array, **program_args)
                 if merged is None:
                     merged = r

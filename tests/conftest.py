@@ -10,4 +10,6 @@ from hypothesis import HealthCheck, settings
 settings.register_profile(
     "xbar", deadline=None, max_examples=60, suppress_health_check=[HealthCheck.too_slow]
 )
+# HYPOTHESIS_PROFILE=thorough for a long local search.
+settings.register_profile("thorough", parent=settings.get_profile("xbar"), max_examples=3000)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "xbar"))

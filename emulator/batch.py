@@ -485,7 +485,7 @@ class BatchSession:
         low, high = self._ranges(plan, ks)
         eps = self._noise(j, plan, ks) if b.noise.read_noise_on else None
         conv, saturated = convert(current, sumsq, eps, b.tia_rf, low, high, b.noise)
-        self._saturations += int(saturated.sum())
+        self._saturations += saturated
         out[:, plan.sample_cols[ks]] = conv
         t_ldac = base + plan.ldac
         epochs = self._epochs(t_ldac)
@@ -542,7 +542,7 @@ class BatchSession:
                 if noise.read_noise_on:
                     eps = self._normals(chips, first, stride, r0, r1)
                 conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
-                self._saturations += int(np.count_nonzero(saturated))
+                self._saturations += saturated
             # Quadratic forms v·Q_s·v for every step s at once: (V @ [Q_1 … Q_S]) times V
             # (broadcast per step), summed per step by a block-of-ones product.
             s_count = len(members)

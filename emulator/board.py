@@ -137,8 +137,8 @@ def convert(
     low: float | np.ndarray,
     high: float | np.ndarray,
     noise: NoiseConfig,
-) -> tuple[np.ndarray, np.ndarray]:
-    """TIA and ADC of one or many conversions: (codes, saturated mask).
+) -> tuple[np.ndarray, int]:
+    """TIA and ADC of one or many conversions: (codes, number of TIA saturations).
 
     ``current`` is the noiseless current into the TIA, ``sumsq`` Σ (per-line current
     contribution)² for the cell read noise, ``eps`` the conversions' standard normals (None
@@ -155,8 +155,8 @@ def convert(
         )
         current = current + np.sqrt(var) * eps
     raw = np.asarray(current * -rf)  # tia_volts before clipping, computed once
-    saturated = np.abs(raw) > TIA_SAT_V
-    return adc_codes(np.clip(raw, -TIA_SAT_V, TIA_SAT_V), low, high), saturated
+    clipped = np.clip(raw, -TIA_SAT_V, TIA_SAT_V)
+    return adc_codes(clipped, low, high), int(np.count_nonzero(clipped != raw))
 
 
 class BoardModel:
@@ -554,5 +554,5 @@ class BoardModel:
             np.asarray(current), np.asarray(sumsq),
             None if eps is None else np.asarray(eps), rf, low, high, self.noise,
         )  # fmt: skip
-        self.diagnostics["tia_saturations"] += int(saturated)
+        self.diagnostics["tia_saturations"] += saturated
         return int(codes)

@@ -543,18 +543,11 @@ class BatchSession:
                     eps = self._normals(chips, first, stride, r0, r1)
                 conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
                 self._saturations += saturated
-            # Quadratic forms v·Q_s·v for every step s at once: (V @ [Q_1 … Q_S]) times V
-            # (broadcast per step), summed per step by a block-of-ones product.
-            s_count = len(members)
-            blocks = np.kron(np.eye(s_count), np.ones((p.rows, 1)))  # (rows·S, S)
-            forms = [np.concatenate(quads, axis=1)]
-            if noise.ir_drop:
-                forms.append(np.concatenate(srcs, axis=1))
-            powers = []
-            for form in forms:
-                weighted = volts @ form
-                weighted.reshape(n, s_count, p.rows)[...] *= volts[:, None, :]
-                powers.append(weighted @ blocks)
+            # Quadratic forms v·Q_s·v for every step s at once: the outer products v vᵀ
+            # (flattened) times the flattened forms [Q_1 … Q_S].
+            outer = (volts[:, :, None] * volts[:, None, :]).reshape(n, p.rows * p.rows)
+            forms = [quads] + ([srcs] if noise.ir_drop else [])
+            powers = [outer @ np.stack([q.ravel() for q in form], axis=1) for form in forms]
             p_cells = powers[0]
             p_src = powers[-1]
             full = np.zeros(p.lines_per_array)

@@ -80,6 +80,8 @@ def test_hello_over_emu_url_runs_the_real_firmware(profile: str) -> None:
         ("emu://xbar-10x10?micropython=maybe", "micropython='maybe' is not 0 or 1"),
         ("emu://xbar-10x10?flash=/tmp", "need micropython=1"),
         ("emu://xbar-10x10?micropython=1&compute=fast", "compute='fast' is not"),
+        ("emu://xbar-10x10?device=pvk-nope", "no device preset 'pvk-nope'"),
+        ("emu://xbar-10x10?noise=loud", "unknown noise preset 'loud'"),
     ],
 )
 def test_bad_emu_urls_say_what_is_wrong(url: str, message: str) -> None:
@@ -87,6 +89,22 @@ def test_bad_emu_urls_say_what_is_wrong(url: str, message: str) -> None:
         serial.SerialException, match=message.replace("(", r"\(").replace(")", r"\)")
     ):
         serial.serial_for_url(url)
+
+
+def test_url_picks_device_and_noise() -> None:
+    from xbar.training.devices import DeviceModel
+
+    best = DeviceModel.preset("pvk-best")
+    with Board("emu://xbar-10x10?seed=2&device=pvk-best&noise=off") as board:
+        emulated = board.link.port.board  # type: ignore[attr-defined]
+        assert emulated.model.device.sigma_c2c == best.sigma_c2c
+        assert not emulated.model.noise.read_noise_on
+        # Noise off: a read returns the cells' conductances to within half an ADC step at
+        # the highest TIA gain (this device's nS cells give only a few codes at 0.2 V).
+        info = board.info()
+        half_step = 0.5 * info.adc_lsb / 1e6 / 0.2  # S: half a code through 1 MΩ at 0.2 V
+        g = board.read(v_read=0.2)
+        assert g == pytest.approx(emulated.model.conductances(0), abs=half_step * 1.001)
 
 
 def test_two_boards_in_one_process_share_no_state(make_board) -> None:

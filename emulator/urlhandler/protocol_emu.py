@@ -3,7 +3,8 @@
     serial.serial_for_url("emu://xbar-10x10?seed=3")                 # in-process firmware
     serial.serial_for_url("emu://xbar-10x10?seed=3&micropython=1")   # real interpreter
 
-Query parameters: `seed` (int, default 0), `micropython` (0/1), and with micropython=1
+Query parameters: `seed` (int, default 0), `device` (a device preset such as `pvk-best`,
+default the board's), `noise` (`default` or `off`), `micropython` (0/1), and with micropython=1
 `flash` (the board's flash folder, default a temporary one), `firmware` (0/1,
 default 1: copy `firmware/*.py` into the flash before booting, as if flashed) and
 `compute` (`calls`, default, or `measured`: see `MicroPythonBoard`). The
@@ -34,7 +35,7 @@ def board_from_url(url: str) -> EmulatedBoard:
         raise ValueError(f"{url!r}: not an emu:// URL")
     profile = parts.netloc or parts.path.strip("/") or "xbar-10x10"
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    known = {"seed", "micropython", "flash", "firmware", "compute"}
+    known = {"seed", "device", "noise", "micropython", "flash", "firmware", "compute"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise ValueError(f"{url!r}: unknown parameter(s) {', '.join(unknown)} "
@@ -52,20 +53,40 @@ def board_from_url(url: str) -> EmulatedBoard:
         seed = int(query.get("seed", "0"))
     except ValueError:
         raise ValueError(f"{url!r}: seed={query['seed']!r} is not an integer") from None
+    model = _board_model(url, profile, seed, query.get("device"), query.get("noise"))
     if flag("micropython", False):
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
         compute = query.get("compute", "calls")
         if compute not in ("calls", "measured"):
             raise ValueError(f"{url!r}: compute={compute!r} is not 'calls' or 'measured'")
-        return MicroPythonBoard(profile, seed, flash_dir=query.get("flash") or None,
+        return MicroPythonBoard(profile, seed, model, flash_dir=query.get("flash") or None,
                                 firmware=flag("firmware", True),
                                 measure_compute=compute == "measured")  # fmt: skip
     if "flash" in query or "firmware" in query or "compute" in query:
         raise ValueError(f"{url!r}: flash/firmware/compute need micropython=1")
     from xbar.emulator.runtime import InProcessBoard
 
-    return InProcessBoard(profile, seed)
+    return InProcessBoard(profile, seed, model)
+
+
+def _board_model(url: str, profile: str, seed: int, device: str | None,
+                 noise: str | None) -> Any:  # fmt: skip
+    """The board model the URL asks for; None leaves the runtime's default."""
+    if device is None and noise is None:
+        return None
+    from xbar.emulator.board import BoardModel
+    from xbar.emulator.profiles import NoiseConfig, ProfileError
+    from xbar.training.devices import DeviceModel, DeviceModelError
+
+    try:
+        return BoardModel(
+            profile, seed=seed,
+            device=DeviceModel.preset(device) if device else None,
+            noise=NoiseConfig.preset(noise) if noise else None,
+        )  # fmt: skip
+    except (DeviceModelError, ProfileError) as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
 
 
 class Serial(PosixSerial):

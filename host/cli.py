@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from xbar import __version__
 from xbar.training.dataset import find_published, load_published
@@ -27,7 +28,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 # -- devices -------------------------------------------------------------------------
-def _device_rows() -> list[dict[str, object]]:
+def device_rows() -> list[dict[str, Any]]:
     rows = []
     for device in load_published():
         result = analyse(device.curves)
@@ -42,7 +43,7 @@ def _device_rows() -> list[dict[str, object]]:
     return rows
 
 
-def _print_table(rows: list[dict[str, object]]) -> None:
+def print_device_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'id':<6}  {'material':<8}  {'sigma':>7}  {'monot.':>6}  {'usability':>9}  device")
     for r in rows:
         print(f"{r['id']!s:<6}  {r['material']!s:<8}  {r['sigma']:>7.4f}  "
@@ -50,17 +51,17 @@ def _print_table(rows: list[dict[str, object]]) -> None:
 
 
 def cmd_devices_list(args: argparse.Namespace) -> int:
-    rows = _device_rows()
+    rows = device_rows()
     key = args.sort
-    rows.sort(key=lambda r: r[key], reverse=key == "usability")  # type: ignore[arg-type,return-value]
+    rows.sort(key=lambda r: r[key], reverse=key == "usability")
     if args.json:
         print(json.dumps(rows, indent=2))
     else:
-        _print_table(rows)
+        print_device_table(rows)
     return EXIT_OK
 
 
-def _model_summary(model: DeviceModel) -> str:
+def model_summary(model: DeviceModel) -> str:
     d2d = "n/a (no replicates)" if model.d2d_sigma is None else f"{model.d2d_sigma:.3f}"
     lines = [
         f"device        {model.name}",
@@ -83,7 +84,7 @@ def _model_summary(model: DeviceModel) -> str:
 
 def cmd_devices_show(args: argparse.Namespace) -> int:
     model = DeviceModel.preset(args.name)
-    print(model.to_json() if args.json else _model_summary(model))
+    print(model.to_json() if args.json else model_summary(model))
     return EXIT_OK
 
 
@@ -95,7 +96,7 @@ def cmd_devices_fit(args: argparse.Namespace) -> int:
     for out in outputs:
         if not Path(out).parent.exists():
             raise FileNotFoundError(f"{out}: folder {Path(out).parent} does not exist")
-    print(_model_summary(model))
+    print(model_summary(model))
     if args.out:
         model.save(args.out)
         print(f"wrote {args.out}")
@@ -129,31 +130,9 @@ def cmd_devices_plot(args: argparse.Namespace) -> int:
 
 # -- demo ----------------------------------------------------------------------------
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job on built-in data: analyse every published device, fit the presets,
-    write their plots."""
-    from xbar.training.device_plots import plot_device, plot_population
+    from xbar.host import demo
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = _device_rows()
-    rows.sort(key=lambda r: r["usability"], reverse=True)  # type: ignore[arg-type,return-value]
-    print(f"== {len(rows)} published perovskite memristors, by usability ==")
-    _print_table(rows)
-    plot_population(
-        [str(r["name"]) for r in rows], [float(r["sigma"]) for r in rows],  # type: ignore[arg-type]
-        [float(r["usability"]) for r in rows], [str(r["material"]) for r in rows],  # type: ignore[arg-type]
-        out / "usability_vs_sigma.png",
-    )  # fmt: skip
-    print(f"\nwrote {out / 'usability_vs_sigma.png'}")
-    for preset in ("pvk-best", "pvk-median"):
-        model = DeviceModel.preset(preset)
-        stem = model.source.split(":", 1)[-1]
-        curves = find_published(stem).curves
-        model.save(out / f"{preset}.json")
-        plot_device(curves, analyse(curves), model, out / f"{preset}.png")
-        print(f"\n== preset {preset} ==\n{_model_summary(model)}")
-        print(f"wrote {out / (preset + '.json')}, {out / (preset + '.png')}")
-    return EXIT_OK
+    return demo.run(Path(args.out), board=not args.devices_only, digits=args.digits)
 
 
 # -- parser --------------------------------------------------------------------------
@@ -191,8 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="PNG path (default: NAME.png)")
     p.set_defaults(func=cmd_devices_plot)
 
-    p = commands.add_parser("demo", help="run the main job on the built-in data")
+    p = commands.add_parser(
+        "demo", help="run the main job: devices, write-verify and inference on the emulator",
+        description="Analyse the published devices, then program and run the emulated board "
+        "(real firmware) built from the best device.",
+    )  # fmt: skip
     p.add_argument("--out", default="out", help="folder for plots and models (default: out)")
+    p.add_argument("--devices-only", action="store_true", help="stop after the device analysis")
+    p.add_argument("--digits", type=int, default=20, help="test digits to infer (default: 20)")
     p.set_defaults(func=cmd_demo)
 
     for register in _optional_commands():

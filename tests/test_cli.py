@@ -61,10 +61,19 @@ def test_usage_errors_exit_2() -> None:
     assert "invalid choice" in result.stderr
 
 
-def test_demo_prints_table_and_writes_plots(tmp_path: Path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path)]) == 0
+def test_demo_devices_prints_table_and_writes_plots(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--devices-only", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "43 published perovskite memristors" in out
     assert "usability" in out and "MAPbI3" in out
     for name in ("usability_vs_sigma.png", "pvk-best.png", "pvk-median.png", "pvk-best.json"):
         assert (tmp_path / name).stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_demo_end_to_end_programs_and_infers_on_the_emulator(tmp_path: Path, capsys) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--digits", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "write-verify: the firmware programs 100 cells" in out
+    assert "4 digits: accuracy" in out and "mJ/inference" in out
+    assert (tmp_path / "write_verify.png").stat().st_size > 10_000

@@ -41,6 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default="xbar-10x10", help="board profile (default: xbar-10x10)")
     p.add_argument("--seed", type=int, default=0, help="seed of the board's devices and noise")
+    p.add_argument("--device", help="device preset of the cells (default: pvk-median)")
+    p.add_argument("--noise", choices=["default", "off"], help="noise preset (default: default)")
     p.add_argument(
         "--micropython", action="store_true",
         help="run the firmware under the real MicroPython interpreter (raw REPL, flashing)",
@@ -71,10 +73,13 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def open_board(args: argparse.Namespace) -> EmulatedBoard:
     """The board the arguments describe (not started)."""
+    from xbar.emulator.urlhandler.protocol_emu import board_model
+
+    model = board_model(args.profile, args.seed, args.device, args.noise)
     if args.micropython:
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
-        return MicroPythonBoard(args.profile, args.seed, flash_dir=args.flash,
+        return MicroPythonBoard(args.profile, args.seed, model, flash_dir=args.flash,
                                 firmware=not args.blank,
                                 measure_compute=args.measure_compute)  # fmt: skip
     if args.flash or args.blank or args.measure_compute:
@@ -82,7 +87,7 @@ def open_board(args: argparse.Namespace) -> EmulatedBoard:
                          "in-process board runs the firmware source tree)")  # fmt: skip
     from xbar.emulator.runtime import InProcessBoard
 
-    return InProcessBoard(args.profile, args.seed)
+    return InProcessBoard(args.profile, args.seed, model)
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -107,6 +112,9 @@ def serve(args: argparse.Namespace) -> int:
 
 def board_url(args: argparse.Namespace) -> str:
     url = f"emu://{args.profile}?seed={args.seed}"
+    for name in ("device", "noise"):
+        if getattr(args, name):
+            url += f"&{name}={getattr(args, name)}"
     if args.micropython:
         url += "&micropython=1"
         if args.flash:

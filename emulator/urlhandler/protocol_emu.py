@@ -53,7 +53,10 @@ def board_from_url(url: str) -> EmulatedBoard:
         seed = int(query.get("seed", "0"))
     except ValueError:
         raise ValueError(f"{url!r}: seed={query['seed']!r} is not an integer") from None
-    model = _board_model(url, profile, seed, query.get("device"), query.get("noise"))
+    try:
+        model = board_model(profile, seed, query.get("device"), query.get("noise"))
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc}") from None
     if flag("micropython", False):
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
@@ -70,9 +73,9 @@ def board_from_url(url: str) -> EmulatedBoard:
     return InProcessBoard(profile, seed, model)
 
 
-def _board_model(url: str, profile: str, seed: int, device: str | None,
-                 noise: str | None) -> Any:  # fmt: skip
-    """The board model the URL asks for; None leaves the runtime's default."""
+def board_model(profile: str, seed: int, device: str | None, noise: str | None) -> Any:
+    """The board model for a device preset and a noise preset; None if both are left to
+    the runtime's default. ValueError names an unknown preset."""
     if device is None and noise is None:
         return None
     from xbar.emulator.board import BoardModel
@@ -86,7 +89,7 @@ def _board_model(url: str, profile: str, seed: int, device: str | None,
             noise=NoiseConfig.preset(noise) if noise else None,
         )  # fmt: skip
     except (DeviceModelError, ProfileError) as exc:
-        raise ValueError(f"{url!r}: {exc}") from None
+        raise ValueError(str(exc)) from None
 
 
 class Serial(PosixSerial):

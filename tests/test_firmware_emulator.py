@@ -174,3 +174,36 @@ def test_under_real_micropython_interpreter() -> None:
         assert r.width_us >= 200
         s = b.stats()
         assert s["pulses"] == 1 and s["errors"] == 0
+
+
+@pytest.mark.slow
+def test_micropython_mode_programs_full_array_and_infers() -> None:
+    """The acceptance sequence under the real interpreter too: PROGRAM all 100 cells by
+    write-verify, then LOAD and INFER against the integer reference (noise off, so every
+    output must be within one LSB)."""
+    rng = np.random.default_rng(7)
+    target = rng.uniform(0.7e-6, 1.9e-6, size=(10, 10))
+    tol = 0.04e-6
+    url = "emu://xbar-10x10?seed=7&micropython=1&noise=off"
+    with Board(url, timeout=600) as b:
+        model: BoardModel = b.link.port.board.model  # type: ignore[attr-defined]
+        r = b.program(target, tolerance=tol, v_set=2.5, v_reset=2.5, v_step=0.25,
+                      width_us=100, max_width_us=10_000, max_pulses=100)  # fmt: skip
+        err = np.abs(r.error) / 1e-6
+        print(f"\nMicroPython PROGRAM 10x10: {r.converged.sum()} ok, pulses mean "
+              f"{r.pulses.mean():.1f}; |error| uS median {np.median(err):.4f} "
+              f"p90 {np.percentile(err, 90):.4f} max {err.max():.4f}")
+        assert r.converged.mean() >= 0.9
+        assert np.abs(r.error[r.converged]).max() <= tol
+        np.testing.assert_allclose(model.conductances(0).ravel()[r.converged],
+                                   r.achieved[r.converged], rtol=0.02)  # fmt: skip
+
+        dev = model.device
+        cm = _model(rng, [(5, 10)], (1, 10, 10), dev.g_min, dev.g_max)
+        _place(model, cm)
+        b.load(cm, program=False)
+        xs = rng.integers(0, 256, size=(4, 10))
+        ref = np.array([cm.reference(x)[0] for x in xs])
+        assert np.abs(np.array([b.infer(x) for x in xs]) - ref).max() <= 1
+        assert np.abs(b.infer_stream(xs) - ref).max() <= 1
+        assert b.stats()["errors"] == 0

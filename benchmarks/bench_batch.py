@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
+from threadpoolctl import threadpool_limits  # noqa: E402
 
 from xbar.emulator.batch import (  # noqa: E402
     BatchSession,
@@ -204,6 +205,9 @@ def run_variant(name: str, noise: NoiseConfig, args: argparse.Namespace, layers:
     labels = np.tile(y, reps)[: args.n]
     infer_batch(board, layers, tiles, steps, inputs[: min(args.n, 2000)], g_unit)  # warm-up
     walls, cpus = [], []
+    # One core, also when numpy was imported (and its BLAS pool sized) before this module
+    # set the thread variables, as under benchmarks.run_all.
+    single_thread = threadpool_limits(limits=1)
     for rep in range(args.repeat):
         cycles0 = board.clock.cycles
         mark = board.ledger.mark()
@@ -215,6 +219,7 @@ def run_variant(name: str, noise: NoiseConfig, args: argparse.Namespace, layers:
             energy = board.ledger.since(mark)
             cycles = (board.clock.cycles - cycles0) / args.n
             accuracy = float(np.mean(np.argmax(logits, axis=1) == labels))
+    single_thread.unregister()
     wall = min(walls)
     result: dict[str, object] = {
         "variant": name,

@@ -1,9 +1,9 @@
 """Run every benchmark (``benchmarks/bench_*.py``) and collect their tables in BENCHMARKS.md.
 
-Each benchmark module has ``main() -> None`` and writes ``results/<name>.json`` (the raw
-figures) and ``results/<name>.md`` (a Markdown section). This script runs them in turn and
-assembles BENCHMARKS.md with the machine, the date and the command, so every figure there
-comes from a run anyone can repeat: ``make bench`` (or ``python -m benchmarks.run_all``;
+Each benchmark module has ``main(argv: list[str] | None = None) -> None`` and writes
+``results/<name>.json`` (the raw figures) and ``results/<name>.md`` (a Markdown section).
+This script runs them in turn and assembles BENCHMARKS.md with the machine, the date and
+the command, so every figure there comes from a run anyone can repeat: ``make bench`` (or ``python -m benchmarks.run_all``;
 ``--only NAME`` reruns one and keeps the others' last results).
 """
 
@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"no benchmark {name!r}; have: {', '.join(benchmark_names())}", file=sys.stderr)
             return 2
         print(f"== {name}")
-        importlib.import_module(f"benchmarks.{name}").main()
+        # Their own defaults: this script's arguments are not theirs.
+        importlib.import_module(f"benchmarks.{name}").main([])
     assemble()
     print(f"wrote {REPORT}")
     return 0

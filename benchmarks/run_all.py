@@ -3,8 +3,8 @@
 Each benchmark module has ``main(argv: list[str] | None = None) -> None`` and writes
 ``results/<name>.json`` (the raw figures) and ``results/<name>.md`` (a Markdown section).
 This script runs them in turn and assembles BENCHMARKS.md with the machine, the date and
-the command, so every figure there comes from a run anyone can repeat: ``make bench`` (or ``python -m benchmarks.run_all``;
-``--only NAME`` reruns one and keeps the others' last results).
+the command, so every figure there comes from a run anyone can repeat: ``make bench`` (or
+``python -m benchmarks.run_all``; ``--only NAME`` reruns one, keeping the others' results).
 """
 
 from __future__ import annotations

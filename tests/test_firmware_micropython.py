@@ -48,6 +48,9 @@ class WDT:
         pass
     def feed(self):
         pass
+
+def freq(hz=None):
+    return 125_000_000
 '''
 
 SCRIPT = '''

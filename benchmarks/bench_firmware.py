@@ -82,39 +82,7 @@ gc.collect()
 
 # The firmware alone under the interpreter (as tests/test_firmware_micropython.py drives
 # it): a machine module that allocates nothing, so every byte counted is the firmware's.
-FAKE_MACHINE = """\
-class Pin:
-    OUT = 1
-    IN = 0
-    def __init__(self, pin, mode=-1, value=None):
-        self.v = value or 0
-    def value(self, v=None):
-        if v is None:
-            return self.v
-        self.v = v
-    def on(self):
-        self.v = 1
-    def off(self):
-        self.v = 0
-
-class SPI:
-    def __init__(self, bus, baudrate=0, polarity=0, phase=0, sck=None, mosi=None, miso=None):
-        pass
-    def write(self, buf):
-        pass
-    def write_readinto(self, tx, rx):
-        for i in range(len(rx)):
-            rx[i] = 0x80 if i % 2 == 0 and i >= 2 else 0
-
-class WDT:
-    def __init__(self, timeout=5000):
-        pass
-    def feed(self):
-        pass
-
-def freq(hz=None):
-    return 125_000_000
-"""
+NULL_MACHINE = Path(__file__).resolve().parent.parent / "tests" / "micropython_null"
 
 ALONE_SCRIPT = """\
 import sys, gc, micropython, struct, binascii
@@ -180,11 +148,10 @@ def alone_run(profile: str, cm: CrossbarModel, n_in: int, n_out: int) -> dict[st
     """The firmware under `micropython -X heapsize=192K` with a machine that allocates
     nothing: heap after boot and LOAD, bytes each command allocates."""
     with tempfile.TemporaryDirectory(prefix="xbar-bench-mpy-") as tmp:
-        (Path(tmp) / "machine.py").write_text(FAKE_MACHINE)
         count = min((P.MAX_PAYLOAD - 5) // n_in, (P.MAX_PAYLOAD - 6) // (2 * n_out), 255)
-        script = ALONE_SCRIPT % {"fake": tmp, "fw": str(FIRMWARE_DIR), "profile": profile,
-                                 "blob": cm.to_blob().hex(), "n_in": n_in,
-                                 "count": count}  # fmt: skip
+        script = ALONE_SCRIPT % {"fake": str(NULL_MACHINE), "fw": str(FIRMWARE_DIR),
+                                 "profile": profile, "blob": cm.to_blob().hex(),
+                                 "n_in": n_in, "count": count}  # fmt: skip
         (Path(tmp) / "run.py").write_text(script)
         res = subprocess.run([micropython_binary(), "-X", f"heapsize={HEAPSIZE}",
                               str(Path(tmp) / "run.py")],

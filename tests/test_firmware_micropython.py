@@ -18,40 +18,8 @@ from xbar.host.board import CrossbarModel, TileLayer, plan_tiles
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 MICROPYTHON = Path(sys.executable).parent / "micropython"
 
-# A do-nothing board for the interpreter: pins remember values, SPI reads mid-scale.
-FAKE_MACHINE = '''
-class Pin:
-    OUT = 1
-    IN = 0
-    def __init__(self, pin, mode=-1, value=None):
-        self.v = value or 0
-    def value(self, v=None):
-        if v is None:
-            return self.v
-        self.v = v
-    def on(self):
-        self.v = 1
-    def off(self):
-        self.v = 0
-
-class SPI:
-    def __init__(self, bus, baudrate=0, polarity=0, phase=0, sck=None, mosi=None, miso=None):
-        pass
-    def write(self, buf):
-        pass
-    def write_readinto(self, tx, rx):
-        for i in range(len(rx)):
-            rx[i] = 0x80 if i % 2 == 0 and i >= 2 else 0
-
-class WDT:
-    def __init__(self, timeout=5000):
-        pass
-    def feed(self):
-        pass
-
-def freq(hz=None):
-    return 125_000_000
-'''
+# A do-nothing `machine` (pins remember values, SPI reads mid-scale) for the interpreter.
+NULL_MACHINE = Path(__file__).resolve().parent / "micropython_null"
 
 SCRIPT = '''
 import sys, gc, micropython
@@ -121,9 +89,8 @@ def _model(shapes: list[tuple[int, int]], arrays: int, rows: int, cols: int) -> 
 )
 def test_firmware_in_192k_heap(tmp_path: Path, profile: str, shapes: list[tuple[int, int]],
                                geometry: tuple[int, int, int]) -> None:  # fmt: skip
-    (tmp_path / "machine.py").write_text(FAKE_MACHINE)
     blob = _model(shapes, *geometry).to_blob()
-    script = SCRIPT % {"fake": str(tmp_path), "fw": str(FIRMWARE), "profile": profile,
+    script = SCRIPT % {"fake": str(NULL_MACHINE), "fw": str(FIRMWARE), "profile": profile,
                        "blob": blob.hex(), "n_in": shapes[0][1]}  # fmt: skip
     (tmp_path / "run.py").write_text(script)
     res = subprocess.run([str(MICROPYTHON), "-X", "heapsize=192K", str(tmp_path / "run.py")],

@@ -465,8 +465,6 @@ class App:
         for v in vals:
             struct.pack_into("<I", self.enc.payload, off, v & 0xFFFFFFFF)
             off += 4
-        struct.pack_into("<Q", self.enc.payload, off, h.busy_us * h.mhz)
-        off += 8
         if flags & 1:
             h.adc.conversions = h.pulses = h.busy_us = h.safety_trips = 0
             self.dec.frames = self.dec.dropped = 0

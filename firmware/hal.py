@@ -48,7 +48,6 @@ class Hal:
         self.col_codes = array("H", [_MID] * geom.cols)
         self.pulses = 0
         self.busy_us = 0
-        self.mhz = machine.freq() // 1_000_000  # busy_us -> MCU cycles for STATS
         self.safety_trips = 0
         self.limits = list(board.SAFE_DEFAULT)
         self._apply_limits()

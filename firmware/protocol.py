@@ -118,13 +118,12 @@ INFER_WANT_ACC = 1
 # Response: batch id, first index, count, window, then count x n_out i16.
 STREAM_REQ = "<HHB"
 STREAM_RESP = "<HHBB"
-# STATS request: flags (bit 0: clear after reading). Response: counters below, ten u32
-# then busy_cycles as u64: MCU cycles spent in measurements and pulses (busy_us x MHz).
+# STATS request: flags (bit 0: clear after reading). Response: counters below.
 STATS_REQ = "<B"
-STATS_RESP = "<IIIIIIIIIIQ"
+STATS_RESP = "<IIIIIIIIII"
 STATS_FIELDS = (
     "conversions", "pulses", "program_cells", "inferences", "frames_ok", "frames_dropped",
-    "errors", "safety_trips", "uptime_ms", "busy_us", "busy_cycles",
+    "errors", "safety_trips", "uptime_ms", "busy_us",
 )  # fmt: skip
 
 # ---- model blob (LOAD) ----------------------------------------------------------------

@@ -307,10 +307,7 @@ def test_stats_count_and_clear() -> None:
     host.pulse(0, 0, 2.0, 50)
     s = host.stats(clear=True)
     assert s["pulses"] == 1 and s["conversions"] >= 2 and s["frames_ok"] >= 3
-    # The pulse alone kept the MCU busy at least its 50 us: 125 cycles each at 125 MHz.
-    assert s["busy_us"] >= 50 and s["busy_cycles"] == s["busy_us"] * 125
-    again = host.stats()
-    assert again["pulses"] == 0 and again["busy_cycles"] == 0
+    assert host.stats()["pulses"] == 0
 
 
 def test_reset_unloads_and_restores_limits() -> None:

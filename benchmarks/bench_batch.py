@@ -23,7 +23,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import datetime  # noqa: E402
-import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
@@ -32,6 +31,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
+from benchmarks.run_all import write_results  # noqa: E402
 from xbar.emulator.batch import (  # noqa: E402
     BatchSession,
     ChargeStep,
@@ -370,12 +370,7 @@ def main(argv: list[str] | None = None) -> None:
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
     }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_batch.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                     indent=2) + "\n")  # fmt: skip
-    (out / "bench_batch.md").write_text(markdown(results, meta))
-    print(markdown(results, meta))
+    write_results("bench_batch", meta, results, markdown(results, meta), args.out)
 
 
 if __name__ == "__main__":

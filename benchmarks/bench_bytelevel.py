@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.run_all import write_results
 from xbar.host.board import Board, CrossbarModel, FirmwareError
 from xbar.training.quantize import QuantizedModel, digits_mlp
 
@@ -231,12 +231,7 @@ def main(argv: list[str] | None = None) -> None:
         "float_accuracy": data["float_accuracy"],
         "int8_accuracy": data["int8_accuracy"],
     }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_bytelevel.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                         indent=2) + "\n")  # fmt: skip
-    (out / "bench_bytelevel.md").write_text(markdown(results, meta))
-    print(markdown(results, meta))
+    write_results("bench_bytelevel", meta, results, markdown(results, meta), args.out)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -39,6 +38,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from benchmarks.run_all import write_results
 from xbar.emulator.runtime import FIRMWARE_DIR
 from xbar.emulator.runtime_mpy import HEAPSIZE, install_firmware, micropython_binary
 from xbar.firmware import protocol as P
@@ -420,12 +420,7 @@ def main(argv: list[str] | None = None) -> None:
         "heapsize": HEAPSIZE,
         "n": args.n,
     }  # fmt: skip
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench_firmware.json").write_text(json.dumps({"meta": meta, "results": results},
-                                                        indent=2) + "\n")  # fmt: skip
-    (out / "bench_firmware.md").write_text(markdown(results, meta))
-    print(markdown(results, meta))
+    write_results("bench_firmware", meta, results, markdown(results, meta), args.out)
 
 
 if __name__ == "__main__":

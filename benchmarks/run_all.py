@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import json
 import os
 import platform
 import sys
@@ -22,6 +23,16 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 REPORT = HERE.parent / "BENCHMARKS.md"
+
+
+def write_results(name: str, meta: dict, results: list, markdown: str, out: str | Path) -> None:
+    """Save one benchmark's raw figures (JSON) and its section (Markdown), and show it."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw = json.dumps({"meta": meta, "results": results}, indent=2) + "\n"
+    (out / f"{name}.json").write_text(raw)
+    (out / f"{name}.md").write_text(markdown)
+    print(markdown)
 
 
 def machine() -> str:

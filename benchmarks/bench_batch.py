@@ -22,8 +22,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import datetime  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 from dataclasses import dataclass, replace  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -31,7 +29,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from benchmarks.run_all import write_results  # noqa: E402
+from benchmarks.run_all import run_meta, write_results  # noqa: E402
 from xbar.emulator.batch import (  # noqa: E402
     BatchSession,
     ChargeStep,
@@ -356,12 +354,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     results = [run_variant(name, noise, args, layers, x_q, y) for name, noise in variants.items()]
     meta: dict[str, object] = {
-        "command": "python -m benchmarks.bench_batch" + "".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k != "out" and v != parser.get_default(k)),
-        "machine": f"{platform.machine()} {platform.processor() or ''} "
-                   f"{os.cpu_count()} CPUs, Python {platform.python_version()}".strip(),
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_meta("bench_batch", args, parser),
         "profile": args.profile,
         "device": "pvk-best",
         "tiles": len(tiles),

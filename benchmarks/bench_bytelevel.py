@@ -15,9 +15,7 @@ the model is LOADed with `program=False`.
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.run_all import write_results
+from benchmarks.run_all import run_meta, write_results
 from xbar.host.board import Board, CrossbarModel, FirmwareError
 from xbar.training.quantize import QuantizedModel, digits_mlp
 
@@ -220,12 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append(r)
         print({k: v for k, v in r.items() if k != "energy_breakdown_per_inference_j"})
     meta: dict[str, Any] = {
-        "command": "python -m benchmarks.bench_bytelevel" + "".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k != "out" and v != parser.get_default(k)),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
-                   f"Python {platform.python_version()}",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_meta("bench_bytelevel", args, parser),
         "seed": args.seed,
         "load_average": " ".join(f"{x:.1f}" for x in load_start),
         "float_accuracy": data["float_accuracy"],

@@ -25,9 +25,6 @@ the link is measured separately), then the model is LOADed with `program=False`.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
 import subprocess
 import tempfile
 import time
@@ -38,7 +35,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.run_all import write_results
+from benchmarks.run_all import run_meta, write_results
 from xbar.emulator.runtime import FIRMWARE_DIR
 from xbar.emulator.runtime_mpy import HEAPSIZE, install_firmware, micropython_binary
 from xbar.firmware import protocol as P
@@ -410,12 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         results.append({"profile": profile, "model": name, "heap": heap, "latency": latency})
         print(profile, {k: v for k, v in heap.items() if k != "records"}, latency)
     meta: dict[str, Any] = {
-        "command": "python -m benchmarks.bench_firmware" + "".join(
-            f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k != "out" and v != parser.get_default(k)),
-        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
-                   f"Python {platform.python_version()}",
-        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        **run_meta("bench_firmware", args, parser),
         "seed": args.seed,
         "heapsize": HEAPSIZE,
         "n": args.n,

@@ -35,6 +35,19 @@ def write_results(name: str, meta: dict, results: list, markdown: str, out: str 
     print(markdown)
 
 
+def run_meta(module: str, args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
+    """What every benchmark records of its run: the command (with non-default options),
+    the machine and the date."""
+    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+                      if k != "out" and v != parser.get_default(k))  # fmt: skip
+    return {
+        "command": f"python -m benchmarks.{module}{options}",
+        "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}",
+        "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     try:

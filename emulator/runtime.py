@@ -155,6 +155,14 @@ class Hardware:
     def interrupt(self) -> None:
         self._interrupt = True
 
+    def strip_interrupt(self, data: bytes) -> tuple[bytes, bool]:
+        """Host bytes without the keyboard-interrupt character, and whether it was there
+        (the caller raises the interrupt its own way)."""
+        char = self.kbd_char
+        if 0 <= char < 256 and char in data:
+            return data.replace(bytes([char]), b""), True
+        return data, False
+
     def halt(self) -> None:
         self.halted = True
 
@@ -484,9 +492,8 @@ class LinkStream:
                 break
             if not data:
                 continue
-            char = self.hw.kbd_char
-            if 0 <= char < 256 and char in data:
-                data = data.replace(bytes([char]), b"")
+            data, interrupted = self.hw.strip_interrupt(data)
+            if interrupted:
                 self.hw.interrupt()
                 with self._cond:
                     self._cond.notify_all()

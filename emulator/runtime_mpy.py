@@ -282,9 +282,8 @@ class MicroPythonBoard(EmulatedBoard):
                 break
             if not data:
                 continue
-            char = self.hw.kbd_char
-            if 0 <= char < 256 and char in data:
-                data = data.replace(bytes([char]), b"")
+            data, interrupted = self.hw.strip_interrupt(data)
+            if interrupted:
                 self._interrupt()
             self.hw.link_bytes(data)
             proc = self.proc

@@ -1,0 +1,186 @@
+"""The crossbar plan: a quantised network placed on a board's arrays.
+
+`CrossbarModel` holds per layer the int8 weights, int32 bias, requantisation, activation,
+the conductance mapping (g_min, g_unit, input step k) and the tile map; `to_blob()` is the
+firmware's LOAD payload and `targets()` the conductance of every used cell.
+`reference()` is the pure-integer forward pass the analog pipeline must match (with noise
+off, within one LSB), computed with the firmware's own `quant` module.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from xbar.firmware import protocol as P
+from xbar.firmware import quant
+
+__all__ = ["DAC_LSB", "CrossbarModel", "PlanError", "Tile", "TileLayer", "plan_tiles"]
+
+DAC_LSB = 20.0 / 65536.0  # AD5676 step over the ±10 V span
+
+
+# ---- model -------------------------------------------------------------------------------
+class PlanError(ValueError):
+    """A model does not fit the board (names the layer and what ran out)."""
+
+
+@dataclass(frozen=True)
+class Tile:
+    array: int
+    row0: int
+    col0: int
+    in_start: int
+    in_len: int
+    out_start: int
+    out_len: int
+
+
+@dataclass
+class TileLayer:
+    """One quantised layer and its placement (docs/architecture.md, model artifact)."""
+
+    weights: np.ndarray  # int8 (n_out, n_in)
+    bias: np.ndarray  # int32 (n_out,)
+    multiplier: int  # 1 .. 65535
+    shift: int
+    relu: bool
+    out_min: int
+    out_max: int
+    g_unit: float  # S per weight step
+    k: int  # DAC codes per input step
+    tiles: list[Tile] = field(default_factory=list)
+
+    @property
+    def n_in(self) -> int:
+        return int(self.weights.shape[1])
+
+    @property
+    def n_out(self) -> int:
+        return int(self.weights.shape[0])
+
+
+def plan_tiles(shapes: Sequence[tuple[int, int]], arrays: int, rows: int, cols: int
+               ) -> list[list[Tile]]:  # fmt: skip
+    """Tile maps for layers of (n_out, n_in): blocks of at most rows x cols/2 weights,
+    packed into vertical strips of each array in turn. Raises PlanError when they do
+    not fit."""
+    pairs = cols // 2
+    if pairs < 1:
+        raise PlanError(f"arrays of {cols} columns hold no differential pair")
+    array, strip_col, strip_w, row = 0, 0, 0, rows  # force a new strip first
+    out: list[list[Tile]] = []
+    for li, (n_out, n_in) in enumerate(shapes):
+        tiles = []
+        for o0 in range(0, n_out, pairs):
+            no = min(pairs, n_out - o0)
+            for i0 in range(0, n_in, rows):
+                ni = min(rows, n_in - i0)
+                w = 2 * no
+                if row + ni > rows or w > strip_w:
+                    strip_col += strip_w
+                    strip_w, row = w, 0
+                    if strip_col + w > cols:
+                        array, strip_col = array + 1, 0
+                    if array >= arrays:
+                        raise PlanError(f"layer {li}: the {arrays} array(s) of {rows}x{cols} "
+                                        "are full")  # fmt: skip
+                tiles.append(Tile(array, row, strip_col, i0, ni, o0, no))
+                row += ni
+        out.append(tiles)
+    return out
+
+
+@dataclass
+class CrossbarModel:
+    """A quantised network mapped to conductances: G± = g_min + max(±w, 0) * g_unit."""
+
+    layers: list[TileLayer]
+    g_min: float
+
+    @classmethod
+    def from_layers(cls, layers: Sequence[Any], *, arrays: int, rows: int, cols: int,
+                    g_min: float, g_max: float, v_read: float) -> CrossbarModel:  # fmt: skip
+        """Map layers with weights/bias/multiplier/shift/relu/out_min/out_max (such as
+        training's QuantLayer) onto a board geometry; weight 127 maps to g_max and the
+        largest input (255) to at most v_read."""
+        if not 0 < g_min < g_max:
+            raise PlanError(f"conductance window {g_min}..{g_max} S is empty")
+        k = int(v_read / (255 * DAC_LSB))
+        if k < 1:
+            raise PlanError(f"read voltage {v_read} V is below one DAC step per input")
+        g_unit = (g_max - g_min) / 127.0
+        shapes = [tuple(np.asarray(layer.weights).shape) for layer in layers]
+        maps = plan_tiles([(int(s[0]), int(s[1])) for s in shapes], arrays, rows, cols)
+        out = []
+        for layer, tiles in zip(layers, maps, strict=True):
+            out.append(TileLayer(
+                weights=np.asarray(layer.weights, dtype=np.int64),
+                bias=np.asarray(layer.bias, dtype=np.int64),
+                multiplier=int(layer.multiplier), shift=int(layer.shift),
+                relu=bool(layer.relu), out_min=int(layer.out_min), out_max=int(layer.out_max),
+                g_unit=g_unit, k=k, tiles=tiles,
+            ))  # fmt: skip
+        return cls(out, g_min)
+
+    def validate(self) -> CrossbarModel:
+        for li, layer in enumerate(self.layers):
+            where = f"layer {li}"
+            w = layer.weights
+            if w.ndim != 2 or w.min(initial=0) < -127 or w.max(initial=0) > 127:
+                raise PlanError(f"{where}: weights must be a 2-D int8 array in -127..127")
+            if layer.bias.shape != (layer.n_out,):
+                raise PlanError(f"{where}: bias shape {layer.bias.shape} != ({layer.n_out},)")
+            if not 1 <= layer.multiplier < quant.MULT_LIMIT:
+                raise PlanError(f"{where}: multiplier {layer.multiplier} outside 1..65535")
+            if not 0 <= layer.shift < quant.SHIFT_LIMIT:
+                raise PlanError(f"{where}: shift {layer.shift} outside 0..47")
+            if li and self.layers[li - 1].n_out != layer.n_in:
+                raise PlanError(f"{where}: n_in {layer.n_in} != previous n_out")
+        return self
+
+    def to_blob(self) -> bytes:
+        """The LOAD blob (docs/architecture.md, model blob)."""
+        self.validate()
+        out = bytearray(struct.pack(P.MODEL_HEADER, P.MODEL_MAGIC, len(self.layers), 0, 0))
+        for layer in self.layers:
+            act = P.ACT_RELU if layer.relu else P.ACT_NONE
+            out += struct.pack(P.MODEL_LAYER, layer.n_in, layer.n_out, act, layer.k,
+                               len(layer.tiles), 0, layer.g_unit, layer.multiplier,
+                               layer.shift, layer.out_min, layer.out_max)  # fmt: skip
+            for t in layer.tiles:
+                out += struct.pack(P.MODEL_TILE, t.array, 0, t.row0, t.col0, t.in_start,
+                                   t.in_len, t.out_start, t.out_len)  # fmt: skip
+            out += struct.pack(f"<{layer.n_out}i", *(int(b) for b in layer.bias))
+        return bytes(out)
+
+    def targets(self) -> dict[int, dict[tuple[int, int], float]]:
+        """Target conductance of every used cell: {array: {(row, col): G}}."""
+        cells: dict[int, dict[tuple[int, int], float]] = {}
+        for layer in self.layers:
+            for t in layer.tiles:
+                block = layer.weights[t.out_start:t.out_start + t.out_len,
+                                      t.in_start:t.in_start + t.in_len]  # fmt: skip
+                arr = cells.setdefault(t.array, {})
+                for j in range(t.out_len):
+                    for i in range(t.in_len):
+                        w = int(block[j, i])
+                        arr[(t.row0 + i, t.col0 + 2 * j)] = self.g_min + max(w, 0) * layer.g_unit
+                        arr[(t.row0 + i, t.col0 + 2 * j + 1)] = (self.g_min
+                                                                 + max(-w, 0) * layer.g_unit)
+        return cells
+
+    def reference(self, x: Sequence[int]) -> tuple[list[int], list[int]]:
+        """Pure-integer forward of one uint8 input: (outputs, last layer accumulators)."""
+        xs = [int(v) for v in x]
+        acc: list[int] = []
+        for layer in self.layers:
+            w = layer.weights.tolist()
+            xs, acc = quant.reference_layer(w, layer.bias.tolist(), xs, layer.multiplier,
+                                            layer.shift, layer.out_min, layer.out_max,
+                                            layer.relu)  # fmt: skip
+        return xs, acc

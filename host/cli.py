@@ -191,7 +191,7 @@ def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     for module in ("xbar.host.emulate", "xbar.host.commands", "xbar.training.train_cli",
-                   "xbar.fab.cli"):
+                   "xbar.host.fab.cli"):
         try:
             registered.append(importlib.import_module(module).add_parser)
         except ModuleNotFoundError as exc:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import struct
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +29,16 @@ from xbar.host.protocol_client import (
     FirmwareError,
     Link,
     LinkError,
+    LostError,
+    NotXbarError,
     SerialLike,
+    VersionError,
 )
 
 __all__ = [
     "DAC_LSB", "Board", "BoardError", "CrossbarModel", "FirmwareError", "Hello", "Info",
-    "LinkError", "LoadResult", "PlanError", "ProgramResult", "PulseResult", "Safety", "Tile",
-    "TileLayer", "plan_tiles",
+    "LinkError", "LoadResult", "NotXbarError", "PlanError", "PortError", "ProgramResult",
+    "PulseResult", "Safety", "StreamResult", "Tile", "TileLayer", "VersionError", "plan_tiles",
 ]  # fmt: skip
 
 CELL_BYTES = struct.calcsize(P.PROGRAM_CELL)
@@ -114,35 +118,80 @@ class LoadResult:
     program: ProgramResult | None
 
 
+@dataclass
+class StreamResult:
+    """Outputs of a streamed batch and what the link did for it."""
+
+    outputs: np.ndarray  # (n, n_out) int
+    latencies: np.ndarray  # s, per frame: request written -> answer decoded
+    frame_sizes: np.ndarray  # inputs per frame
+    payload_bytes: int  # input bytes carried (n * n_in)
+    wire_bytes_out: int  # every byte written, framing included
+    wire_bytes_in: int  # every byte of the answers, framing included
+    wall_s: float
+    retried: int  # frames sent again after a CRC error or a lost answer
+
+
+class PortError(BoardError):
+    """The port cannot be opened: missing, no permission, busy, or a bad URL."""
+
+
 # ---- the client ------------------------------------------------------------------------
-def _open(port: str | SerialLike) -> SerialLike:
+def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
     if not isinstance(port, str):
         return port
+    import errno
+
     import serial
 
     if port.startswith("emu://"):
         # Importing the emulator registers its emu:// handler with pyserial; imported
         # here only, so talking to real boards never loads it.
         importlib.import_module("xbar.emulator")
-    dev: SerialLike = serial.serial_for_url(port, baudrate=115200, timeout=0.05)
+    try:
+        dev: SerialLike = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
+    except (serial.SerialException, ValueError, OSError) as exc:
+        code = getattr(exc, "errno", None)
+        if code == errno.ENOENT:
+            raise PortError(
+                f"no such port {port}: check the cable and the name "
+                "(`python -m serial.tools.list_ports` lists ports)"
+            ) from None
+        if code in (errno.EACCES, errno.EPERM):
+            raise PortError(f"permission denied on {port}: add your user to the port's "
+                            "group (e.g. `sudo usermod -aG dialout $USER`, then log in "
+                            "again)") from None  # fmt: skip
+        if code == errno.EBUSY:
+            raise PortError(f"{port} is busy: close the other program using it") from None
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PortError(f"cannot open {port}: {reason}") from None
     return dev
 
 
 class Board:
     """One board on one port. `with Board("emu://xbar-10x10?seed=1") as b: b.hello()`."""
 
-    def __init__(self, port: str | SerialLike, timeout: float = 10.0) -> None:
+    def __init__(self, port: str | SerialLike, timeout: float = 10.0, *,
+                 baudrate: int = 115200, retries: int = 3) -> None:  # fmt: skip
         self.port_name = port if isinstance(port, str) else type(port).__name__
-        self.link = Link(_open(port), timeout)
+        self.link = Link(_open(port, baudrate), timeout, retries)
+        self._owned = isinstance(port, str)  # a port passed in stays the caller's
         try:
             self.link.flush()
             self.link.sync(timeout)
-        except BaseException:
-            if isinstance(port, str):  # ours to close; a port passed in stays the caller's
+        except BaseException as exc:
+            if self._owned:
                 self.link.close()
+            if isinstance(exc, LinkError) and isinstance(port, str):
+                exc.args = (str(exc).replace("PORT", port),)
             raise
         self._info: Info | None = None
         self._shape: tuple[int, int] | None = None  # (n_in, n_out) of the loaded model
+
+    @classmethod
+    def open(cls, port: str | SerialLike, timeout: float = 10.0, **kwargs: Any) -> Board:
+        """A board on a device path, a pty path or an `emu://` URL (or an open port)."""
+        return cls(port, timeout, **kwargs)
 
     def __enter__(self) -> Board:
         return self
@@ -151,7 +200,20 @@ class Board:
         self.close()
 
     def close(self) -> None:
-        self.link.close()
+        """Leave the board idle and safe, then release the port.
+
+        The firmware grounds every line after each command; what the host must not
+        leave behind is a torn frame (ended here with a 0x00) or answers still owed
+        (taken and dropped, so the board is not blocked writing to a closed port)."""
+        try:
+            if self.link.outstanding:
+                self.link.port.write(b"\x00")
+                self.link.drain(timeout=min(2.0, self.link.timeout))
+        except (BoardError, OSError):
+            pass
+        finally:
+            if self._owned:
+                self.link.close()
 
     def request(self, code: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         return self.link.request(code, payload, timeout)
@@ -188,23 +250,27 @@ class Board:
             cur = self.safety()
             now = (cur.v_read_max, cur.v_line_max, cur.width_max_us, cur.i_compliance)
             new = [now[i] if v is None else v for i, v in enumerate(values)]
-            p = self.request(P.SAFETY, struct.pack(P.SAFETY_REQ, 1, float(new[0]),
-                                                   float(new[1]), int(new[2]), float(new[3])))
+            p = self.request(
+                P.SAFETY,
+                struct.pack(
+                    P.SAFETY_REQ, 1, float(new[0]), float(new[1]), int(new[2]), float(new[3])
+                ),
+            )
         n = struct.calcsize(P.SAFETY_LIMITS)
         lim = struct.unpack_from(P.SAFETY_LIMITS, p, 0)
         hard = struct.unpack_from(P.SAFETY_LIMITS, p, n)
         return Safety(lim[0], lim[1], lim[2], lim[3], hard)
 
     # ---- cells -------------------------------------------------------------------------
-    def read(self, row: int | None = None, col: int | None = None, *, array: int = 0,
-             v_read: float = 0.1) -> Any:
+    def read(
+        self, row: int | None = None, col: int | None = None, *, array: int = 0, v_read: float = 0.1
+    ) -> Any:
         """Conductance (S): one cell (row, col) as a float, a row (col None) as a vector,
         or the whole array (row and col None) as a rows x cols matrix."""
         if row is None:
             info = self.geometry
             if info.rows * info.cols * 4 + 5 <= P.MAX_PAYLOAD:
-                return self._read(P.READ_ARRAY, array, 0, 0, v_read).reshape(info.rows,
-                                                                             info.cols)
+                return self._read(P.READ_ARRAY, array, 0, 0, v_read).reshape(info.rows, info.cols)
             return np.stack([self._read(P.READ_ROW, array, r, 0, v_read)
                              for r in range(info.rows)])  # fmt: skip
         if col is None:
@@ -215,7 +281,7 @@ class Board:
         p = self.request(P.READ, struct.pack(P.READ_REQ, array, mode, row, col, v_read))
         n = struct.calcsize(P.READ_RESP)
         _, count, _sat = struct.unpack_from(P.READ_RESP, p, 0)
-        return np.frombuffer(bytes(p[n:n + 4 * count]), dtype="<f4").astype(float)
+        return np.frombuffer(bytes(p[n : n + 4 * count]), dtype="<f4").astype(float)
 
     def pulse(self, row: int, col: int, amplitude: float, width_us: int, *,
               polarity: str = "set", array: int = 0) -> PulseResult:  # fmt: skip
@@ -223,8 +289,9 @@ class Board:
         if polarity not in ("set", "reset"):
             raise ValueError(f"polarity {polarity!r}: use 'set' or 'reset'")
         pol = P.SET if polarity == "set" else P.RESET_POLARITY
-        p = self.request(P.PULSE, struct.pack(P.PULSE_REQ, array, pol, row, col,
-                                              float(amplitude), int(width_us)))
+        p = self.request(
+            P.PULSE, struct.pack(P.PULSE_REQ, array, pol, row, col, float(amplitude), int(width_us))
+        )
         return PulseResult(*struct.unpack_from(P.PULSE_RESP, p, 0))
 
     def program(self, targets: dict[tuple[int, int], float] | np.ndarray, *,
@@ -248,7 +315,7 @@ class Board:
         status = np.zeros(len(items), dtype=np.int64)
         rsz = struct.calcsize(P.PROGRAM_RESULT)
         for s in range(0, len(items), MAX_PROGRAM_CELLS):
-            part = items[s:s + MAX_PROGRAM_CELLS]
+            part = items[s : s + MAX_PROGRAM_CELLS]
             body = bytearray(struct.pack(P.PROGRAM_REQ, array, 0, len(part), max_pulses,
                                          tolerance, v_read, v_set, v_reset, v_step,
                                          width_us, max_width_us))  # fmt: skip
@@ -265,8 +332,14 @@ class Board:
         return ProgramResult(cells, want, got, used, status)
 
     # ---- models ----------------------------------------------------------------------
-    def load(self, model: CrossbarModel, *, program: bool = True, tolerance: float | None = None,
-             **program_args: Any) -> LoadResult:
+    def load(
+        self,
+        model: CrossbarModel,
+        *,
+        program: bool = True,
+        tolerance: float | None = None,
+        **program_args: Any,
+    ) -> LoadResult:
         """Program the model's conductances (unless program=False) and LOAD its blob.
 
         The default tolerance is half a weight step (0.5 g_unit): within it every cell
@@ -280,11 +353,13 @@ class Board:
                 if merged is None:
                     merged = r
                 else:
-                    merged = ProgramResult(merged.cells + r.cells,
-                                           np.concatenate([merged.targets, r.targets]),
-                                           np.concatenate([merged.achieved, r.achieved]),
-                                           np.concatenate([merged.pulses, r.pulses]),
-                                           np.concatenate([merged.status, r.status]))
+                    merged = ProgramResult(
+                        merged.cells + r.cells,
+                        np.concatenate([merged.targets, r.targets]),
+                        np.concatenate([merged.achieved, r.achieved]),
+                        np.concatenate([merged.pulses, r.pulses]),
+                        np.concatenate([merged.status, r.status]),
+                    )
             result = merged
         blob = model.to_blob()
         self.request(P.LOAD_BEGIN, struct.pack(P.LOAD_BEGIN_REQ, len(blob), P.crc32(blob)))
@@ -304,19 +379,38 @@ class Board:
         flags = P.INFER_WANT_ACC if accumulators else 0
         p = self.request(P.INFER, struct.pack(P.INFER_REQ, flags, len(data)) + data)
         (n,) = struct.unpack_from(P.INFER_RESP, p, 0)
-        y = np.frombuffer(bytes(p[2:2 + 2 * n]), dtype="<i2").astype(np.int64)
+        y = np.frombuffer(bytes(p[2 : 2 + 2 * n]), dtype="<i2").astype(np.int64)
         if not accumulators:
             return y
-        acc = np.frombuffer(bytes(p[2 + 2 * n:2 + 6 * n]), dtype="<i4").astype(np.int64)
+        acc = np.frombuffer(bytes(p[2 + 2 * n : 2 + 6 * n]), dtype="<i4").astype(np.int64)
         return y, acc
 
-    def infer_stream(self, xs: Sequence[Iterable[int]], *, per_frame: int | None = None,
-                     window: int | None = None) -> np.ndarray:
+    def infer_stream(
+        self,
+        xs: Sequence[Iterable[int]],
+        *,
+        per_frame: int | None = None,
+        window: int | None = None,
+    ) -> np.ndarray:
         """Outputs for a batch, keeping up to `window` requests in flight (credit-based:
         each response returns one credit). Rows of the result follow the input order."""
+        return self.stream(xs, per_frame=per_frame, window=window).outputs
+
+    def stream(
+        self,
+        xs: Sequence[Iterable[int]] | np.ndarray,
+        *,
+        per_frame: int | None = None,
+        window: int | None = None,
+        progress: Any = None,
+    ) -> StreamResult:
+        """Stream a batch with up to `window` INFER_STREAM frames in flight; the outputs
+        and the link's figures (latency per frame, bytes, retries). A frame whose answer
+        is lost or fails its CRC is sent again (inference is repeatable). `progress`
+        (e.g. a tqdm bar) is updated with the number of inputs answered."""
         rows = [_u8(x) for x in xs]
         if not rows:
-            return np.zeros((0, 0), dtype=np.int64)
+            raise ValueError("nothing to stream: no inputs")
         n_in = len(rows[0])
         if any(len(r) != n_in for r in rows):
             raise ValueError("every input of a stream must have the same length")
@@ -327,27 +421,56 @@ class Board:
         fit = min((P.MAX_PAYLOAD - hdr) // n_in,
                   (P.MAX_PAYLOAD - struct.calcsize(P.STREAM_RESP)) // (2 * n_out))  # fmt: skip
         per = per_frame or max(1, min(255, fit))
-        chunks = [(i, rows[i:i + per]) for i in range(0, len(rows), per)]
+        chunks = [(i, rows[i : i + per]) for i in range(0, len(rows), per)]
         batch = self.link.next_seq()
         results: dict[int, np.ndarray] = {}
-        flight: list[tuple[int, int, int]] = []  # (seq, first, count)
+        flight: list[tuple[int, int, int, float, bytes]] = []  # seq, first, count, t, body
         pending = list(chunks)
+        latencies: list[float] = []
+        sizes: list[int] = []
+        retried = 0
+        out0, in0 = self.link.bytes_out, self.link.bytes_in
+        rs = struct.calcsize(P.STREAM_RESP)
+        t0 = time.perf_counter()
+
+        def send(body: bytes) -> tuple[int, float]:
+            return self.link.send(P.INFER_STREAM, body), time.perf_counter()
+
         while pending or flight:
             while pending and len(flight) < win:
                 first, part = pending.pop(0)
                 body = struct.pack(P.STREAM_REQ, batch, first, len(part)) + b"".join(part)
-                flight.append((self.link.send(P.INFER_STREAM, body), first, len(part)))
-            seq, first, count = flight.pop(0)
-            p = self.link.receive(P.INFER_STREAM, seq)
+                seq, t = send(body)
+                flight.append((seq, first, len(part), t, body))
+            seq, first, count, t, body = flight.pop(0)
+            for attempt in range(self.link.retries + 1):
+                try:
+                    p = self.link.receive(P.INFER_STREAM, seq)
+                    break
+                except (LostError, FirmwareError) as exc:
+                    crc = isinstance(exc, FirmwareError) and exc.code == P.E_CRC
+                    if not (crc or isinstance(exc, LostError)) or attempt == self.link.retries:
+                        raise LinkError(f"stream stopped at inputs {first}..{first + count - 1}"
+                                        f" ({len(results) * per} of {len(rows)} answered): "
+                                        f"{exc}") from exc  # fmt: skip
+                    self.link.forget(seq)
+                    retried += 1
+                    seq, t = send(body)
+            latencies.append(time.perf_counter() - t)
             b, f, c, _credit = struct.unpack_from(P.STREAM_RESP, p, 0)
             if (b, f, c) != (batch, first, count):
                 raise LinkError(f"stream response for batch {b} samples {f}+{c}, expected "
                                 f"{batch} {first}+{count}")  # fmt: skip
-            rs = struct.calcsize(P.STREAM_RESP)
             y = np.frombuffer(bytes(p[rs:]), dtype="<i2").astype(np.int64)
-            n_out = len(y) // count
-            results[first] = y.reshape(count, n_out)
-        return np.concatenate([results[i] for i, _ in chunks])
+            results[first] = y.reshape(count, len(y) // count)
+            sizes.append(count)
+            if progress is not None:
+                progress.update(count)
+        wall = time.perf_counter() - t0
+        outputs = np.concatenate([results[i] for i, _ in chunks])
+        return StreamResult(outputs, np.array(latencies), np.array(sizes), len(rows) * n_in,
+                            self.link.bytes_out - out0, self.link.bytes_in - in0, wall,
+                            retried)  # fmt: skip
 
     # ---- housekeeping ----------------------------------------------------------------
     def stats(self, clear: bool = False) -> dict[str, int]:

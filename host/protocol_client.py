@@ -2,12 +2,21 @@
 wire-format module (`xbar.firmware.protocol`, the same file the board runs).
 
 One request in flight by default (`request`); `send`/`receive` let streaming keep a
-window of requests outstanding. Every response is matched by sequence number and code;
-error frames become `FirmwareError` carrying the firmware's error code and reason.
+window of requests outstanding (answers to other outstanding requests are kept until
+asked for). Every response is matched by sequence number and code; error frames become
+`FirmwareError` carrying the firmware's error code and reason.
+
+Reliability: a request the board answered with E_CRC (its copy was corrupted, so it did
+nothing) is sent again at once; one whose answer never came (lost or corrupted on the
+way back) is sent again only if repeating it is harmless (`REPEATABLE`); both after a
+short exponential backoff, at most `retries` times. `sync` negotiates: a board that
+answers in another protocol version, with a MicroPython REPL, or not at all gets an
+error that says which and what to do.
 """
 
 from __future__ import annotations
 
+import struct
 import time
 from typing import Any, Protocol
 
@@ -31,6 +40,18 @@ class LinkError(BoardError):
     """The link failed: timeout, malformed or unexpected frame."""
 
 
+class LostError(LinkError):
+    """No answer within the timeout (lost, corrupted on the way back, or the board stopped)."""
+
+
+class VersionError(LinkError):
+    """The board speaks another protocol version than this host."""
+
+
+class NotXbarError(LinkError):
+    """Something answers on the port, but not xbar firmware (e.g. a MicroPython REPL)."""
+
+
 class FirmwareError(BoardError):
     """The firmware refused a request: `code` (protocol E_*), `command`, `reason`."""
 
@@ -43,19 +64,43 @@ class FirmwareError(BoardError):
         super().__init__(f"{cmd}: {name}: {reason}")
 
 
-class Link:
-    """Frames out, frames in, sequence numbers and timeouts on a `SerialLike` port."""
+REPEATABLE = frozenset({
+    P.HELLO, P.INFO, P.READ, P.PROGRAM, P.LOAD_BEGIN, P.INFER, P.INFER_STREAM, P.SAFETY,
+    P.RESET,
+})  # fmt: skip
+"""Commands that may be sent again when their answer is lost: repeating them leaves the
+board as one run would (PROGRAM write-verifies to the same targets again; LOAD_BEGIN
+restarts the load). PULSE, LOAD_CHUNK, STATS (it may clear) and EXIT are not."""
 
-    def __init__(self, port: SerialLike, timeout: float = 5.0) -> None:
+BACKOFF_S = 0.02
+"""First retry delay; doubled for each further retry."""
+
+
+class Link:
+    """Frames out, frames in, sequence numbers, timeouts and retries on a port."""
+
+    def __init__(self, port: SerialLike, timeout: float = 5.0, retries: int = 3) -> None:
         self.port = port
         self.timeout = timeout
+        self.retries = retries
         self.decoder = P.Decoder()
         self.seq = 0
+        self.retried = 0  # requests sent again (CRC errors, lost answers)
+        self.bytes_out = 0  # every byte written, framing included
+        self.bytes_in = 0  # every byte read
         self._ready: list[tuple[int, int, bytes]] = []
+        self._outstanding: set[int] = set()
+        self._kept: dict[int, tuple[int, bytes]] = {}
+        self._sniff: bytearray | None = None  # raw bytes, kept while sync() diagnoses
 
     def next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
         return self.seq
+
+    @property
+    def outstanding(self) -> int:
+        """Requests sent whose answer has not been taken yet."""
+        return len(self._outstanding)
 
     def send(self, code: int, payload: bytes = b"") -> int:
         """Send one request; returns its sequence number.
@@ -64,27 +109,45 @@ class Link:
         decoder (an empty frame is ignored), so one bad frame never costs the next.
         """
         seq = self.next_seq()
-        self.port.write(b"\x00" + P.encode(code, seq, payload))
+        wire = b"\x00" + P.encode(code, seq, payload)
+        self.port.write(wire)
+        self.bytes_out += len(wire)
+        self._outstanding.add(seq)
         return seq
+
+    def forget(self, seq: int) -> None:
+        """Stop waiting for the answer to `seq` (it will be discarded if it comes)."""
+        self._outstanding.discard(seq)
+        self._kept.pop(seq, None)
 
     def _frames(self, deadline: float, timeout: float) -> None:
         while not self._ready:
             if time.monotonic() > deadline:
-                raise LinkError(f"no response within {timeout:g} s")
+                raise LostError(f"no response within {timeout:g} s")
             data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
             if data:
+                self.bytes_in += len(data)
+                if self._sniff is not None and len(self._sniff) < 4096:
+                    self._sniff += data
                 self._ready.extend(self.decoder.feed(data))
 
     def receive(self, code: int, seq: int, timeout: float | None = None) -> bytes:
         """The payload of the response to request (code, seq); raises FirmwareError for
-        an error frame answering it. Frames answering other requests are discarded."""
+        an error frame answering it. Answers to other outstanding requests are kept for
+        their own `receive`; anything else is discarded."""
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         while True:
-            self._frames(deadline, wait)
-            rcode, rseq, payload = self._ready.pop(0)
-            if rseq != seq:
-                continue  # a late answer to an abandoned request, or an echo of garbage
+            if seq in self._kept:
+                rcode, payload = self._kept.pop(seq)
+            else:
+                self._frames(deadline, wait)
+                rcode, rseq, payload = self._ready.pop(0)
+                if rseq != seq:
+                    if rseq in self._outstanding:
+                        self._kept[rseq] = (rcode, payload)
+                    continue  # a late answer to an abandoned request, or an echo of garbage
+            self._outstanding.discard(seq)
             if rcode == P.ERROR:
                 err, cmd, reason = P.parse_error(payload)
                 raise FirmwareError(err, cmd, reason)
@@ -93,38 +156,149 @@ class Link:
             return payload
 
     def request(self, code: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
-        return self.receive(code, self.send(code, payload), timeout)
+        """Send and wait for the answer, retrying as the module docstring says."""
+        attempt = 0
+        while True:
+            seq = self.send(code, payload)
+            try:
+                return self.receive(code, seq, timeout)
+            except FirmwareError as exc:
+                if exc.code != P.E_CRC or attempt >= self.retries:
+                    raise
+            except LostError:
+                self.forget(seq)
+                if code not in REPEATABLE or attempt >= self.retries:
+                    raise
+            attempt += 1
+            self.retried += 1
+            time.sleep(BACKOFF_S * (1 << (attempt - 1)))
 
     def sync(self, timeout: float) -> bytes:
         """Wait until the board answers HELLO; returns its payload.
 
         Until the firmware is in binary mode the board's stdin still treats 0x03 as
         Ctrl-C, so the HELLO frames sent here use sequence numbers whose wire bytes hold
-        no 0x03 (nor 0x04, soft reboot), and are repeated while the board boots.
+        no 0x03 (nor 0x04, soft reboot), and are repeated while the board boots. If no
+        answer comes, `diagnose` says why (other protocol version, REPL, silence).
         """
         deadline = time.monotonic() + timeout
         last: BoardError | None = None
-        while time.monotonic() < deadline:
-            seq = self.next_seq()
-            wire = P.encode(P.HELLO, seq)
-            if 3 in wire or 4 in wire:
+        self._sniff = bytearray()
+        try:
+            while time.monotonic() < deadline:
+                seq = self.next_seq()
+                wire = P.encode(P.HELLO, seq)
+                if 3 in wire or 4 in wire:
+                    continue
+                self.port.write(b"\x00" + wire)
+                self._outstanding.add(seq)
+                try:
+                    payload = self.receive(P.HELLO, seq, timeout=min(0.5, self.timeout))
+                except LinkError as exc:
+                    self.forget(seq)
+                    last = exc
+                    continue
+                proto = payload[0] if payload else -1
+                if proto != P.VERSION:
+                    raise VersionError(version_message(proto))
+                return payload
+            raise self.diagnose(timeout) from last
+        finally:
+            self._sniff = None
+
+    def diagnose(self, timeout: float) -> LinkError:
+        """Why HELLO got no answer: frames of another protocol version (probing the
+        neighbouring versions with HELLO), a MicroPython REPL, or silence."""
+        heard = bytes(self._sniff or b"")
+        other = frame_versions(heard)
+        if not other:
+            heard += self._probe()
+            other = frame_versions(heard)
+        if other:
+            return VersionError(version_message(other[0]))
+        if b">>>" in heard or b"raw REPL" in heard or b"MicroPython" in heard:
+            return NotXbarError(
+                "the board answers with a MicroPython REPL, not xbar firmware: "
+                "flash it with `xbar flash --port PORT`"
+            )
+        if heard:
+            return NotXbarError(
+                f"the board did not answer HELLO within {timeout:g} s and sends bytes that "
+                "are not xbar frames: is it running xbar firmware? (`xbar flash --port PORT`)"
+            )
+        return LinkError(
+            f"board did not answer HELLO within {timeout:g} s: check the port and the "
+            "board's power, and that xbar firmware is flashed (`xbar flash --port PORT`)"
+        )
+
+    def _probe(self, versions: tuple[int, ...] = (2, 3, 4, 5, 0)) -> bytes:
+        """HELLO in other header versions; the raw bytes heard back."""
+        heard = bytearray()
+        for version in versions:
+            seq = 0x0101
+            raw = bytearray(struct.pack(P.HEADER, version, P.HELLO, seq, 0))
+            raw += struct.pack("<I", P.crc32(raw))
+            wire = bytearray(len(raw) + len(raw) // 254 + 2)
+            n = P.cobs_encode(raw, len(raw), wire)
+            if 3 in wire[:n] or 4 in wire[:n]:
                 continue
-            self.port.write(b"\x00" + wire)
-            try:
-                return self.receive(P.HELLO, seq, timeout=min(0.5, self.timeout))
-            except LinkError as exc:
-                last = exc
-        raise LinkError(f"board did not answer HELLO within {timeout:g} s") from last
+            self.port.write(b"\x00" + bytes(wire[:n]) + b"\x00")
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
+                heard += data
+                if frame_versions(bytes(heard)):
+                    return bytes(heard)
+        return bytes(heard)
 
     def flush(self) -> None:
         """Terminate any partial frame on the board's side and drop pending input."""
         self.port.write(b"\x00")
         self._ready.clear()
+        self._kept.clear()
+        self._outstanding.clear()
         reset = getattr(self.port, "reset_input_buffer", None)
         if reset is not None:
             reset()
+
+    def drain(self, timeout: float = 2.0) -> None:
+        """Take (and drop) the answers still owed, so the board is idle and not blocked
+        writing to a host that stopped reading."""
+        deadline = time.monotonic() + timeout
+        while self._outstanding and time.monotonic() < deadline:
+            seq = min(self._outstanding)
+            try:
+                self.receive(-1, seq, timeout=max(0.01, deadline - time.monotonic()))
+            except BoardError:
+                self.forget(seq)
 
     def close(self) -> None:
         close: Any = getattr(self.port, "close", None)
         if close is not None:
             close()
+
+
+def frame_versions(data: bytes) -> list[int]:
+    """Protocol versions of the intact frames (valid COBS and CRC) in raw wire bytes."""
+    found = []
+    for chunk in bytes(data).split(b"\x00"):
+        if len(chunk) < P.HEADER_SIZE + P.CRC_SIZE:
+            continue
+        try:
+            raw = P.cobs_decode(chunk)
+        except P.ProtocolError:
+            continue
+        if len(raw) < P.HEADER_SIZE + P.CRC_SIZE:
+            continue
+        (want,) = struct.unpack_from("<I", raw, len(raw) - P.CRC_SIZE)
+        if P.crc32(raw[: -P.CRC_SIZE]) == want and raw[0] != P.VERSION:
+            found.append(raw[0])
+    return found
+
+
+def version_message(board_version: int) -> str:
+    return (
+        f"the board speaks protocol version {board_version}, this xbar speaks version "
+        f"{P.VERSION}: flash this xbar's firmware (`xbar flash --port PORT`) or use the "
+        "xbar release that matches the board's firmware"
+    )

@@ -19,7 +19,16 @@ import numpy as np
 from xbar.firmware import protocol as P
 from xbar.firmware import quant
 
-__all__ = ["DAC_LSB", "CrossbarModel", "PlanError", "Tile", "TileLayer", "plan_tiles"]
+__all__ = [
+    "DAC_LSB",
+    "CrossbarModel",
+    "PlanError",
+    "Tile",
+    "TileLayer",
+    "level_steps",
+    "plan_tiles",
+    "snap_weights",
+]
 
 DAC_LSB = 20.0 / 65536.0  # AD5676 step over the ±10 V span
 
@@ -95,6 +104,31 @@ def plan_tiles(shapes: Sequence[tuple[int, int]], arrays: int, rows: int, cols: 
     return out
 
 
+def level_steps(levels: Sequence[float], g_min: float, g_max: float) -> np.ndarray:
+    """Weight magnitudes 0..127 whose conductance g_min + m·g_unit is the nearest step to
+    one of the device's programmable levels (0 and 127 always: g_min and g_max)."""
+    if not 0 < g_min < g_max:
+        raise PlanError(f"conductance window {g_min}..{g_max} S is empty")
+    g = np.asarray(levels, dtype=float)
+    if g.ndim != 1 or not np.all(np.isfinite(g)):
+        raise PlanError("device levels must be a list of finite conductances")
+    steps = np.round((g - g_min) / ((g_max - g_min) / 127.0))
+    steps = steps[(steps >= 0) & (steps <= 127)]
+    return np.unique(np.concatenate([[0, 127], steps])).astype(np.int64)
+
+
+def snap_weights(weights: np.ndarray, steps: np.ndarray) -> np.ndarray:
+    """Each weight's magnitude moved to the nearest allowed step (ties to the smaller), sign
+    kept: the int8 weights whose targets G± sit on the device's levels."""
+    w = np.asarray(weights, dtype=np.int64)
+    allowed = np.unique(np.asarray(steps, dtype=np.int64))
+    mag = np.abs(w)
+    hi = np.clip(np.searchsorted(allowed, mag), 0, len(allowed) - 1)
+    lo = np.clip(hi - 1, 0, len(allowed) - 1)
+    nearest = np.where(mag - allowed[lo] <= allowed[hi] - mag, allowed[lo], allowed[hi])
+    return np.sign(w) * nearest
+
+
 @dataclass
 class CrossbarModel:
     """A quantised network mapped to conductances: G± = g_min + max(±w, 0) * g_unit."""
@@ -143,6 +177,110 @@ class CrossbarModel:
                 raise PlanError(f"{where}: n_in {layer.n_in} != previous n_out")
         return self
 
+    def check_geometry(self, arrays: int, rows: int, cols: int) -> CrossbarModel:
+        """Raise PlanError unless every tile lies on `arrays` arrays of rows x cols, no two
+        share a cell and they cover each layer exactly (the firmware's LOAD checks)."""
+        used: set[tuple[int, int, int]] = set()
+        for li, layer in enumerate(self.layers):
+            area = 0
+            for ti, t in enumerate(layer.tiles):
+                where = f"layer {li} tile {ti}"
+                if not (
+                    0 <= t.array < arrays
+                    and t.row0 >= 0
+                    and t.col0 >= 0
+                    and t.row0 + t.in_len <= rows
+                    and t.col0 + 2 * t.out_len <= cols
+                ):
+                    raise PlanError(f"{where} lies outside {arrays} array(s) of {rows}x{cols}")
+                if (
+                    t.in_len < 1
+                    or t.out_len < 1
+                    or t.in_start < 0
+                    or t.out_start < 0
+                    or t.in_start + t.in_len > layer.n_in
+                    or t.out_start + t.out_len > layer.n_out
+                ):
+                    raise PlanError(f"{where} lies outside the layer's {layer.n_out}x"
+                                    f"{layer.n_in} weights")  # fmt: skip
+                cells = {(t.array, t.row0 + r, t.col0 + c)
+                         for r in range(t.in_len) for c in range(2 * t.out_len)}  # fmt: skip
+                if cells & used:
+                    raise PlanError(f"{where} overlaps another tile")
+                used |= cells
+                area += t.in_len * t.out_len
+            if area != layer.n_in * layer.n_out:
+                raise PlanError(f"layer {li}: tiles cover {area} of {layer.n_in * layer.n_out} "
+                                "weights")  # fmt: skip
+        return self
+
+    # -- JSON ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able form; `from_dict` reads it back and validates it."""
+        return {
+            "g_min": self.g_min,
+            "layers": [{
+                "weights": layer.weights.astype(int).tolist(),
+                "bias": layer.bias.astype(int).tolist(),
+                "multiplier": layer.multiplier, "shift": layer.shift, "relu": layer.relu,
+                "out_min": layer.out_min, "out_max": layer.out_max,
+                "g_unit": layer.g_unit, "k": layer.k,
+                "tiles": [[t.array, t.row0, t.col0, t.in_start, t.in_len, t.out_start,
+                           t.out_len] for t in layer.tiles],
+            } for layer in self.layers],
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CrossbarModel:
+        """The plan `to_dict` wrote; raises PlanError naming the layer and field."""
+
+        def integer(value: Any, what: str) -> int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise PlanError(f"{what} = {value!r} is not an integer")
+            return value
+
+        def positive(value: Any, what: str) -> float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not (
+                    np.isfinite(value) and value > 0):  # fmt: skip
+                raise PlanError(f"{what} = {value!r} is not a finite number > 0")
+            return float(value)
+
+        if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+            raise PlanError("plan: expected an object with a list of layers")
+        layers = []
+        for li, raw in enumerate(data["layers"]):
+            where = f"plan layer {li}"
+            if not isinstance(raw, dict):
+                raise PlanError(f"{where}: not an object")
+            try:
+                weights = np.asarray(raw["weights"], dtype=np.int64)
+                bias = np.asarray(raw["bias"], dtype=np.int64)
+                tiles = [Tile(*(integer(v, f"{where} tile {ti}") for v in t))
+                         for ti, t in enumerate(raw["tiles"])]  # fmt: skip
+                relu = raw["relu"]
+                if not isinstance(relu, bool):
+                    raise PlanError(f"{where}: relu = {relu!r} is not true/false")
+                k = integer(raw["k"], f"{where} k")
+                if not 1 <= k <= 255:
+                    raise PlanError(f"{where}: k = {k} outside 1..255")
+                layers.append(TileLayer(
+                    weights=weights, bias=bias,
+                    multiplier=integer(raw["multiplier"], f"{where} multiplier"),
+                    shift=integer(raw["shift"], f"{where} shift"), relu=relu,
+                    out_min=integer(raw["out_min"], f"{where} out_min"),
+                    out_max=integer(raw["out_max"], f"{where} out_max"),
+                    g_unit=positive(raw["g_unit"], f"{where} g_unit"), k=k, tiles=tiles,
+                ))  # fmt: skip
+            except KeyError as exc:
+                raise PlanError(f"{where}: missing field {exc}") from None
+            except (TypeError, ValueError, OverflowError) as exc:
+                if isinstance(exc, PlanError):
+                    raise
+                raise PlanError(f"{where}: bad field ({exc})") from None
+        if not layers:
+            raise PlanError("plan: no layers")
+        return cls(layers, positive(data.get("g_min"), "plan g_min")).validate()
+
     def to_blob(self) -> bytes:
         """The LOAD blob (docs/architecture.md, model blob)."""
         self.validate()
@@ -170,8 +308,9 @@ class CrossbarModel:
                     for i in range(t.in_len):
                         w = int(block[j, i])
                         arr[(t.row0 + i, t.col0 + 2 * j)] = self.g_min + max(w, 0) * layer.g_unit
-                        arr[(t.row0 + i, t.col0 + 2 * j + 1)] = (self.g_min
-                                                                 + max(-w, 0) * layer.g_unit)
+                        arr[(t.row0 + i, t.col0 + 2 * j + 1)] = (
+                            self.g_min + max(-w, 0) * layer.g_unit
+                        )
         return cells
 
     def reference(self, x: Sequence[int]) -> tuple[list[int], list[int]]:

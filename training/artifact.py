@@ -1,0 +1,395 @@
+"""The model artifact: one ``.xbar`` file that holds a trained network for both worlds.
+
+A zip (stdlib ``zipfile``, no pickle anywhere) with five members:
+
+* ``model.tflite`` — the int8 TFLite flatbuffer, the digital reference (tflite_export);
+* ``quantized.json`` — the integer model (:class:`QuantizedModel`), the firmware's arithmetic;
+* ``plan.json`` — the crossbar plan on the board profile's geometry (tile map, per-layer
+  g_unit and input step k, biases, requantisation) and the conductance mapping it used
+  (device window, read voltage, the weight steps on the device's levels);
+* ``device.json`` — the :class:`DeviceModel` the plan was made for;
+* ``metadata.json`` — format and version, the trainer's metadata (task, α, accuracies,
+  certificate …), package versions, the TFLite check and a sha256 of every other member.
+
+:func:`load_artifact` checks all of it (format, version, checksums, each member's schema,
+that the flatbuffer, the integer model and the plan hold the same integers, that the plan
+fits its geometry) and runs the flatbuffer in the LiteRT interpreter; any failure is one
+:class:`ArtifactError` line saying what and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass, field, replace
+from importlib import metadata as pkg_metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xbar.host.plan import CrossbarModel, PlanError, level_steps, snap_weights
+
+from .devices import DeviceModel, DeviceModelError
+from .quantize import QuantizedModel, QuantizedModelError, quantize_mlp
+from .tflite_export import TFLiteError, agreement, export_tflite, matches, run_tflite
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "ArtifactError", "ModelArtifact", "export_artifact",
+           "load_artifact"]  # fmt: skip
+
+FORMAT = "xbar-model"
+FORMAT_VERSION = 1
+SUFFIX = ".xbar"
+MEMBERS = ("model.tflite", "quantized.json", "plan.json", "device.json", "metadata.json")
+MAX_MEMBER_BYTES = 64 << 20  # a member larger than this is not an xbar model
+# Read voltage cap: the firmware's default read limit (firmware/board.py, SAFE_DEFAULT).
+V_READ_LIMIT = 0.3
+MIN_AGREEMENT = 0.99  # TFLite vs integer predictions, below which export refuses
+PROBE_INPUTS = 64  # random inputs the interpreter runs on every load
+RESERVED = ("format", "format_version", "versions", "checksums", "geometry", "device",
+            "mapping", "tflite_check", "shape")  # fmt: skip
+_PACKAGES = ("xbar", "numpy", "torch", "ai-edge-litert", "tflite", "flatbuffers")
+_ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same file
+
+
+class ArtifactError(ValueError):
+    """A model artifact that cannot be written or read; says what and what to do."""
+
+
+@dataclass
+class ModelArtifact:
+    """A loaded (validated) model artifact."""
+
+    quantized: QuantizedModel
+    plan: CrossbarModel | None
+    geometry: dict[str, Any]
+    device: DeviceModel | None
+    tflite: bytes
+    metadata: dict[str, Any]
+    mapping: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def run_tflite(self, x: np.ndarray) -> np.ndarray:
+        """int8 logits from the LiteRT interpreter (the digital reference). Float inputs are
+        real values, quantised with the model's input scale; integer inputs are uint8 codes."""
+        arr = np.asarray(x)
+        codes = self.quantized.quantize_input(arr) if arr.dtype.kind == "f" else arr
+        try:
+            return run_tflite(self.tflite, codes)
+        except TFLiteError as exc:
+            raise ArtifactError(f"{self._where()}: {exc}") from None
+
+    def check_geometry(self, arrays: int, rows: int, cols: int, board: str = "this board"
+                       ) -> CrossbarModel:  # fmt: skip
+        """The plan, if it fits ``arrays`` arrays of ``rows`` x ``cols``; else ArtifactError."""
+        g = self.geometry
+        built = f"{g['profile']} ({g['arrays']} x {g['rows']}x{g['cols']})"
+        if self.plan is None:
+            raise ArtifactError(
+                f"{self._where()} has no crossbar plan (only an MLP can be placed on a "
+                "crossbar); run it with its TFLite reference"
+            )
+        try:
+            return self.plan.check_geometry(arrays, rows, cols)
+        except PlanError:
+            raise ArtifactError(
+                f"{self._where()} was planned for {built}; {board} has {arrays} x "
+                f"{rows}x{cols}: export it again with --profile for this board"
+            ) from None
+
+    def _where(self) -> str:
+        return str(self.path) if self.path else "model artifact"
+
+
+# ---- export ------------------------------------------------------------------------------
+def _versions() -> dict[str, str]:
+    out = {}
+    for name in _PACKAGES:
+        try:
+            out[name] = pkg_metadata.version(name)
+        except pkg_metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _json_bytes(obj: Any, what: str) -> bytes:
+    try:
+        return json.dumps(obj, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(f"{what} is not plain JSON ({exc})") from None
+
+
+def _check_layers(layers: Any, calibration: Any, input_scale: Any
+                  ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:  # fmt: skip
+    if not isinstance(layers, list | tuple) or not layers:
+        raise ArtifactError("layers: expected a non-empty list of (weight, bias) pairs")
+    weights: list[np.ndarray] = []
+    biases: list[np.ndarray] = []
+    for i, pair in enumerate(layers):
+        try:
+            w, b = (np.asarray(a, dtype=float) for a in pair)
+        except (TypeError, ValueError):
+            raise ArtifactError(f"layer {i}: expected a (weight, bias) pair of arrays") from None
+        if w.ndim != 2 or b.shape != (w.shape[1],):
+            raise ArtifactError(f"layer {i}: weight {w.shape} and bias {b.shape}; expected "
+                                "(in, out) and (out,)")  # fmt: skip
+        if weights and weights[-1].shape[1] != w.shape[0]:
+            raise ArtifactError(f"layer {i}: takes {w.shape[0]} inputs, layer {i - 1} gives "
+                                f"{weights[-1].shape[1]}")  # fmt: skip
+        if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
+            raise ArtifactError(f"layer {i}: weights or bias not finite")
+        weights.append(w)
+        biases.append(b)
+    cal = np.asarray(calibration, dtype=float)
+    if cal.ndim != 2 or cal.shape[1] != weights[0].shape[0] or not len(cal):
+        raise ArtifactError(f"calibration: shape {cal.shape}, expected (n, "
+                            f"{weights[0].shape[0]}) with n >= 1")  # fmt: skip
+    if not np.all(np.isfinite(cal)):
+        raise ArtifactError("calibration: inputs not finite")
+    if isinstance(input_scale, bool) or not isinstance(input_scale, int | float) or not (
+            math.isfinite(input_scale) and input_scale > 0):  # fmt: skip
+        raise ArtifactError(f"input_scale = {input_scale!r}: expected a real number > 0")
+    return weights, biases, cal
+
+
+def _place(
+    model: QuantizedModel, device: DeviceModel, geometry: dict[str, Any],
+    v_read: float | None, snap: bool,
+) -> tuple[QuantizedModel, CrossbarModel, dict[str, Any]]:  # fmt: skip
+    """Snap the int8 weights to the device's levels (if asked) and plan the crossbar."""
+    v = min(device.read_voltage, V_READ_LIMIT) if v_read is None else float(v_read)
+    steps = level_steps(device.level_conductances, device.g_min, device.g_max)
+    if snap:
+        layers = [replace(lay, weights=snap_weights(lay.weights, steps).astype(np.int8))
+                  for lay in model.layers]  # fmt: skip
+        model = replace(model, layers=layers, metadata=dict(model.metadata))
+    try:
+        plan = CrossbarModel.from_layers(
+            model.layers, arrays=geometry["arrays"], rows=geometry["rows"],
+            cols=geometry["cols"], g_min=device.g_min, g_max=device.g_max, v_read=v,
+        )  # fmt: skip
+    except PlanError as exc:
+        raise ArtifactError(f"{exc} (profile {geometry['profile']}): choose a larger profile "
+                            "or a smaller network") from None  # fmt: skip
+    mapping = {
+        "g_min": device.g_min, "g_max": device.g_max, "v_read": v,
+        "g_unit": plan.layers[0].g_unit, "k": plan.layers[0].k,
+        "levels": "snapped" if snap else "linear",
+        "level_steps": [int(s) for s in steps],
+    }  # fmt: skip
+    return model, plan, mapping
+
+
+def _geometry(profile: str) -> dict[str, Any]:
+    from xbar.emulator.profiles import ProfileError, get_profile
+
+    try:
+        p = get_profile(profile)
+    except ProfileError as exc:
+        raise ArtifactError(str(exc)) from None
+    return {"profile": p.name, "arrays": p.arrays, "rows": p.rows, "cols": p.cols}
+
+
+def export_artifact(
+    path: str | Path,
+    layers: list[tuple[np.ndarray, np.ndarray]],
+    calibration: np.ndarray,
+    *,
+    input_scale: float,
+    device: DeviceModel,
+    profile: str,
+    metadata: dict[str, Any] | None = None,
+    snap_levels: bool = True,
+    v_read: float | None = None,
+    test: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ModelArtifact:
+    """Quantise a ReLU MLP, plan it on ``profile`` for ``device``, write the artifact.
+
+    ``layers``: (weight (in, out), bias (out,)) pairs; ``calibration``: float inputs for the
+    activation ranges; ``input_scale``: real value of one uint8 input step. With
+    ``snap_levels`` every weight's conductance pair lies on the device's programmable levels
+    (the int8 weights are the snapped ones, so the digital reference is what the crossbar
+    computes). ``v_read``: the largest input voltage (default: the device's read voltage,
+    at most the firmware's 0.3 V read limit). ``test``: float inputs and labels on which the
+    int8 accuracy and the TFLite agreement are measured and recorded. Writes atomically;
+    returns the artifact as :func:`load_artifact` reads it back.
+    """
+    weights, biases, cal = _check_layers(layers, calibration, input_scale)
+    if not isinstance(device, DeviceModel):
+        raise ArtifactError(f"device: expected a DeviceModel, got {type(device).__name__}")
+    user = dict(metadata or {})
+    clash = sorted(set(user) & set(RESERVED))
+    if clash:
+        raise ArtifactError(f"metadata key(s) {', '.join(clash)} are reserved for the artifact")
+    geometry = _geometry(profile)
+    try:
+        device.validate()
+        model = quantize_mlp(weights, biases, cal, float(input_scale),
+                             name=str(user.get("name", "mlp")))  # fmt: skip
+        model, plan, mapping = _place(model, device, geometry, v_read, snap_levels)
+        tfl = export_tflite(model, description=f"xbar {model.name}")
+        x_check = model.quantize_input(cal)
+        checks = {"calibration": agreement(tfl, model, x_check)}
+        if test is not None:
+            x_test, y_test = (np.asarray(a) for a in test)
+            checks["test"] = agreement(tfl, model, model.quantize_input(x_test))
+            checks["test"]["int8_accuracy"] = float(np.mean(model.predict(x_test) == y_test))
+    except (QuantizedModelError, DeviceModelError, TFLiteError, PlanError) as exc:
+        raise ArtifactError(str(exc)) from None
+    for name, check in checks.items():
+        if check["predictions_equal"] < MIN_AGREEMENT:
+            raise ArtifactError(
+                f"the TFLite reference agrees with the integer model on only "
+                f"{check['predictions_equal']:.1%} of the {name} inputs"
+            )
+    members = {
+        "model.tflite": tfl,
+        "quantized.json": _json_bytes(model.to_dict(), "the quantised model"),
+        "plan.json": _json_bytes({"mapping": mapping, "crossbar": plan.to_dict()}, "the plan"),
+        "device.json": _json_bytes(device.to_dict(), "the device model"),
+    }
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, **user,
+        "device": device.name, "geometry": geometry, "mapping": mapping["levels"],
+        "shape": model.shape, "versions": _versions(), "tflite_check": checks,
+        "checksums": {name: _sha256(data) for name, data in members.items()},
+    }  # fmt: skip
+    members["metadata.json"] = _json_bytes(meta, "metadata")
+    _write_zip(Path(path), members)
+    return load_artifact(path)
+
+
+def _write_zip(path: Path, members: dict[str, bytes]) -> None:
+    """Write all members to a temporary file beside ``path``, then rename it into place."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for name in MEMBERS:
+            z.writestr(zipfile.ZipInfo(name, _ZIP_DATE), members[name], zipfile.ZIP_DEFLATED)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "wb") as f:
+            f.write(buf.getvalue())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is for sharing
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ArtifactError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+# ---- load --------------------------------------------------------------------------------
+def _read_members(path: Path) -> dict[str, bytes]:
+    where = str(path)
+    try:
+        with zipfile.ZipFile(path) as z:
+            infos = {i.filename: i for i in z.infolist()}
+            missing = [m for m in MEMBERS if m not in infos]
+            if "metadata.json" in missing:
+                raise ArtifactError(f"{where}: not an xbar model artifact (no metadata.json)")
+            if missing:
+                raise ArtifactError(f"{where}: missing {', '.join(missing)}; export it again")
+            big = [m for m in MEMBERS if infos[m].file_size > MAX_MEMBER_BYTES]
+            if big:
+                raise ArtifactError(f"{where}: {big[0]} is larger than {MAX_MEMBER_BYTES} B")
+            return {m: z.read(m) for m in MEMBERS}
+    except FileNotFoundError:
+        raise ArtifactError(f"{where}: no such file") from None
+    except IsADirectoryError:
+        raise ArtifactError(f"{where}: is a folder, not a model artifact") from None
+    except zipfile.BadZipFile:
+        raise ArtifactError(f"{where}: truncated or not an xbar model artifact (not a zip "
+                            "archive); export it again") from None  # fmt: skip
+    except (zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{where}: unreadable ({exc}); export it again") from None
+
+
+def _json(data: bytes, name: str, where: str) -> Any:
+    try:
+        return json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArtifactError(f"{where}: {name} is not JSON ({exc})") from None
+
+
+def _check_metadata(meta: Any, where: str) -> dict[str, Any]:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise ArtifactError(f"{where}: not an xbar model artifact (metadata format is not "
+                            f"{FORMAT!r})")  # fmt: skip
+    version = meta.get("format_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ArtifactError(f"{where}: format_version {version!r} is not a version number")
+    if version > FORMAT_VERSION:
+        raise ArtifactError(f"{where}: built by a newer xbar (model format {version}; this one "
+                            f"reads up to {FORMAT_VERSION}); upgrade xbar")  # fmt: skip
+    return meta
+
+
+def _check_geometry(geometry: Any, where: str) -> dict[str, Any]:
+    ok = isinstance(geometry, dict) and isinstance(geometry.get("profile"), str) and all(
+        isinstance(geometry.get(k), int) and geometry[k] >= 1 for k in ("arrays", "rows", "cols")
+    )  # fmt: skip
+    if not ok:
+        raise ArtifactError(f"{where}: metadata geometry {geometry!r} is malformed")
+    return {k: geometry[k] for k in ("profile", "arrays", "rows", "cols")}
+
+
+def _same_integers(model: QuantizedModel, plan: CrossbarModel, where: str) -> None:
+    if len(model.layers) != len(plan.layers):
+        raise ArtifactError(f"{where}: the plan has {len(plan.layers)} layers, the integer "
+                            f"model {len(model.layers)}")  # fmt: skip
+    for i, (q, p) in enumerate(zip(model.layers, plan.layers, strict=True)):
+        same = (np.array_equal(q.weights, p.weights) and np.array_equal(q.bias, p.bias)
+                and (q.multiplier, q.shift, q.relu, q.out_min, q.out_max)
+                == (p.multiplier, p.shift, p.relu, p.out_min, p.out_max))  # fmt: skip
+        if not same:
+            raise ArtifactError(f"{where}: plan layer {i} differs from the integer model")
+
+
+def load_artifact(path: str | Path) -> ModelArtifact:
+    """Read and validate an artifact; raises :class:`ArtifactError` (one line)."""
+    path = Path(path)
+    where = str(path)
+    members = _read_members(path)
+    meta = _check_metadata(_json(members["metadata.json"], "metadata.json", where), where)
+    sums = meta.get("checksums")
+    if not isinstance(sums, dict):
+        raise ArtifactError(f"{where}: metadata has no checksums")
+    for name in MEMBERS[:-1]:
+        if sums.get(name) != _sha256(members[name]):
+            raise ArtifactError(f"{where}: {name} is corrupt (sha256 mismatch); export it again")
+    geometry = _check_geometry(meta.get("geometry"), where)
+    try:
+        model = QuantizedModel.from_dict(_json(members["quantized.json"], "quantized.json",
+                                               where))  # fmt: skip
+        raw_device = _json(members["device.json"], "device.json", where)
+        device = None if raw_device is None else DeviceModel.from_dict(raw_device)
+        raw_plan = _json(members["plan.json"], "plan.json", where)
+        if not isinstance(raw_plan, dict):
+            raise ArtifactError(f"{where}: plan.json is not an object")
+        mapping = raw_plan.get("mapping") or {}
+        plan = None
+        if raw_plan.get("crossbar") is not None:
+            plan = CrossbarModel.from_dict(raw_plan["crossbar"])
+            plan.check_geometry(geometry["arrays"], geometry["rows"], geometry["cols"])
+            _same_integers(model, plan, where)
+        matches(members["model.tflite"], model)
+        probe = np.random.default_rng(0).integers(0, 256, (PROBE_INPUTS, model.shape[0]))
+        check = agreement(members["model.tflite"], model, probe)
+    except (QuantizedModelError, DeviceModelError, PlanError, TFLiteError, TypeError) as exc:
+        if isinstance(exc, ArtifactError):
+            raise
+        raise ArtifactError(f"{where}: {exc}") from None
+    if check["max_logit_diff"] > 1:
+        raise ArtifactError(f"{where}: the TFLite model and the integer model disagree by "
+                            f"{check['max_logit_diff']} LSB; export it again")  # fmt: skip
+    return ModelArtifact(model, plan, geometry, device, members["model.tflite"], meta,
+                         dict(mapping), path)  # fmt: skip

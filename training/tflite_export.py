@@ -151,7 +151,7 @@ def _aligned_bytes(builder: Any, data: bytes) -> int:
     builder.StartVector(1, len(data), _ALIGN)
     builder.head -= len(data)
     builder.Bytes[builder.head : builder.head + len(data)] = data
-    return int(builder.EndVector(len(data)))
+    return int(builder.EndVector())
 
 
 def _int_vector(builder: Any, start: Any, values: Sequence[int]) -> int:

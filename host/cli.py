@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xbar import __version__
+from xbar.training.artifact import ArtifactError
 from xbar.training.dataset import find_published, load_published
 from xbar.training.devices import DeviceModel, DeviceModelError, fit
 from xbar.training.ivdata import IVCurves, IVDataError, read_iv
@@ -23,7 +24,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 # Errors that mean "your input or your board is wrong", reported in one line, exit 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (
-    IVDataError, DeviceModelError, KeyError, FileNotFoundError, OSError,
+    IVDataError, DeviceModelError, ArtifactError, KeyError, FileNotFoundError, OSError,
 )  # fmt: skip
 
 
@@ -191,7 +192,7 @@ def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     for module in ("xbar.host.emulate", "xbar.host.commands", "xbar.training.train_cli",
-                   "xbar.host.fab.cli"):
+                   "xbar.host.fab.cli", "xbar.training.model_cli"):
         try:
             registered.append(importlib.import_module(module).add_parser)
         except ModuleNotFoundError as exc:

@@ -31,6 +31,11 @@ __all__ = [
 ]
 
 DAC_LSB = 20.0 / 65536.0  # AD5676 step over the ±10 V span
+# What the firmware's LOAD accepts (firmware/board.py MAX_LAYERS, MAX_TILES, MAX_WIDTH;
+# that module needs MicroPython, so the figures are repeated here).
+FIRMWARE_MAX_LAYERS = 8
+FIRMWARE_MAX_TILES = 64
+FIRMWARE_MAX_WIDTH = 512
 
 
 # ---- model -------------------------------------------------------------------------------
@@ -213,6 +218,19 @@ class CrossbarModel:
                 raise PlanError(f"layer {li}: tiles cover {area} of {layer.n_in * layer.n_out} "
                                 "weights")  # fmt: skip
         return self
+
+    def firmware_problem(self) -> str | None:
+        """Why the firmware's LOAD would refuse this plan (layers, width, tiles), or None."""
+        if len(self.layers) > FIRMWARE_MAX_LAYERS:
+            return f"{len(self.layers)} layers; the firmware takes at most {FIRMWARE_MAX_LAYERS}"
+        for li, layer in enumerate(self.layers):
+            if max(layer.n_in, layer.n_out) > FIRMWARE_MAX_WIDTH:
+                return (f"layer {li} is {layer.n_in} → {layer.n_out} wide; the firmware takes "
+                        f"at most {FIRMWARE_MAX_WIDTH}")  # fmt: skip
+        tiles = sum(len(layer.tiles) for layer in self.layers)
+        if tiles > FIRMWARE_MAX_TILES:
+            return f"{tiles} tiles; the firmware takes at most {FIRMWARE_MAX_TILES}"
+        return None
 
     # -- JSON ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

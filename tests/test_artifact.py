@@ -273,3 +273,27 @@ def test_plan_runs_through_the_firmware(tmp_path: Path) -> None:
     assert len(np.unique(out)) > 10  # not a clamped constant
     assert np.abs(out - art.quantized.forward(xs)).max() <= 1
     assert np.abs(out - art.run_tflite(xs)).max() <= 1
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+def test_cli_show_and_check(artifact: ModelArtifact, tmp_path: Path,
+                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from xbar.host.cli import main
+
+    assert main(["model", "show", str(artifact.path)]) == 0
+    out = capsys.readouterr().out
+    assert "pvk-best" in out and "xbar-5x64x64" in out and "snapped" in out
+    assert main(["model", "check", str(artifact.path)]) == 0
+    out = capsys.readouterr().out
+    assert "predictions equal 100.00%" in out and "digits test set" in out
+    _, data = digits_layers()
+    np.save(tmp_path / "x.npy", data["x_test"][:40])
+    np.save(tmp_path / "y.npy", data["y_test"][:40])
+    args = ["model", "check", str(artifact.path), "--inputs", str(tmp_path / "x.npy"),
+            "--labels", str(tmp_path / "y.npy")]  # fmt: skip
+    assert main(args) == 0
+    assert "on 40 inputs" in capsys.readouterr().out
+    (tmp_path / "bad.xbar").write_bytes(b"PK\x03\x04 truncated")
+    assert main(["model", "show", str(tmp_path / "bad.xbar")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "truncated" in err

@@ -86,7 +86,8 @@ class ModelArtifact:
 
     def check_geometry(self, arrays: int, rows: int, cols: int, board: str = "this board"
                        ) -> CrossbarModel:  # fmt: skip
-        """The plan, if it fits ``arrays`` arrays of ``rows`` x ``cols``; else ArtifactError."""
+        """The plan, if it fits ``arrays`` arrays of ``rows`` x ``cols`` and the firmware can
+        LOAD it; else ArtifactError saying what to do."""
         g = self.geometry
         built = f"{g['profile']} ({g['arrays']} x {g['rows']}x{g['cols']})"
         if self.plan is None:
@@ -95,12 +96,17 @@ class ModelArtifact:
                 "crossbar); run it with its TFLite reference"
             )
         try:
-            return self.plan.check_geometry(arrays, rows, cols)
+            self.plan.check_geometry(arrays, rows, cols)
         except PlanError:
             raise ArtifactError(
                 f"{self._where()} was planned for {built}; {board} has {arrays} x "
                 f"{rows}x{cols}: export it again with --profile for this board"
             ) from None
+        problem = self.plan.firmware_problem()
+        if problem:
+            raise ArtifactError(f"{self._where()}: the firmware cannot load this network "
+                                f"({problem}); train a smaller one")  # fmt: skip
+        return self.plan
 
     def _where(self) -> str:
         return str(self.path) if self.path else "model artifact"
@@ -185,6 +191,7 @@ def _place(
         "g_unit": plan.layers[0].g_unit, "k": plan.layers[0].k,
         "levels": "snapped" if snap else "linear",
         "level_steps": [int(s) for s in steps],
+        "firmware_problem": plan.firmware_problem(),
     }  # fmt: skip
     return model, plan, mapping
 

@@ -12,9 +12,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
-pytest.importorskip("ai_edge_litert")
-
 from test_tflite_export import digits_layers
 
 from xbar.host.plan import CrossbarModel, PlanError, level_steps, snap_weights

@@ -11,8 +11,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("ai_edge_litert")
-
 from xbar.training.quantize import QuantizedModel, QuantLayer, quantize_mlp, requantize
 from xbar.training.tflite_export import (
     TFLiteError,

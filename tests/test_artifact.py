@@ -216,6 +216,7 @@ def test_bad_export_input_changes_nothing(artifact: ModelArtifact, tmp_path: Pat
         (dict(profile="xbar-huge"), "unknown board profile"),
         (dict(metadata={"checksums": 1}), "reserved"),
         (dict(metadata={"noisy_accuracy": float("nan")}), "not plain JSON"),
+        (dict(v_read=2.0), r"v_read = 2.0 V: the firmware reads at 0 < V <= 0.5 V"),
     ]
     for kwargs, message in cases:
         with pytest.raises(ArtifactError, match=message):

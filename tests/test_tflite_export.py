@@ -156,6 +156,10 @@ def test_inexpressible_models_are_refused() -> None:
     model.layers[-1].out_min = 0
     with pytest.raises(TFLiteError, match="layer 2: output range"):
         export_tflite(model)
+    model = random_mlp(7)
+    model.layers[1].shift = 48 + 16
+    with pytest.raises(TFLiteError, match=r"layer 1: requantisation .* outside what TFLite"):
+        export_tflite(model)
 
 
 def test_bad_inputs_and_resolver() -> None:

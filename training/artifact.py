@@ -47,8 +47,10 @@ FORMAT_VERSION = 1
 SUFFIX = ".xbar"
 MEMBERS = ("model.tflite", "quantized.json", "plan.json", "device.json", "metadata.json")
 MAX_MEMBER_BYTES = 64 << 20  # a member larger than this is not an xbar model
-# Read voltage cap: the firmware's default read limit (firmware/board.py, SAFE_DEFAULT).
+# Read voltages: the firmware's default and hard read limits (firmware/board.py,
+# SAFE_DEFAULT and SAFE_HARD); the default read voltage is capped at the first.
 V_READ_LIMIT = 0.3
+V_READ_HARD = 0.5
 MIN_AGREEMENT = 0.99  # TFLite vs integer predictions, below which export refuses
 PROBE_INPUTS = 64  # random inputs the interpreter runs on every load
 RESERVED = ("format", "format_version", "versions", "checksums", "geometry", "device",
@@ -173,6 +175,8 @@ def _place(
 ) -> tuple[QuantizedModel, CrossbarModel, dict[str, Any]]:  # fmt: skip
     """Snap the int8 weights to the device's levels (if asked) and plan the crossbar."""
     v = min(device.read_voltage, V_READ_LIMIT) if v_read is None else float(v_read)
+    if not 0 < v <= V_READ_HARD:
+        raise ArtifactError(f"v_read = {v} V: the firmware reads at 0 < V <= {V_READ_HARD} V")
     steps = level_steps(device.level_conductances, device.g_min, device.g_max)
     if snap:
         layers = [replace(lay, weights=snap_weights(lay.weights, steps).astype(np.int8))
@@ -182,7 +186,7 @@ def _place(
         plan = CrossbarModel.from_layers(
             model.layers, arrays=geometry["arrays"], rows=geometry["rows"],
             cols=geometry["cols"], g_min=device.g_min, g_max=device.g_max, v_read=v,
-        )  # fmt: skip
+        ).validate()  # fmt: skip
     except PlanError as exc:
         raise ArtifactError(f"{exc} (profile {geometry['profile']}): choose a larger profile "
                             "or a smaller network") from None  # fmt: skip

@@ -139,6 +139,10 @@ def _check_expressible(model: QuantizedModel) -> None:
         if i == last and rng != (OUT_MIN, OUT_MAX):
             raise TFLiteError(f"layer {i}: output range {rng}, TFLite export needs int8 "
                               f"logits {OUT_MIN}..{OUT_MAX}")  # fmt: skip
+        exponent = int(layer.multiplier).bit_length() - int(layer.shift)
+        if layer.multiplier < 1 or not -31 <= exponent <= 30:
+            raise TFLiteError(f"layer {i}: requantisation {layer.multiplier}/2^{layer.shift} is "
+                              "outside what TFLite represents (2^-32 .. 2^30)")  # fmt: skip
         w = np.asarray(layer.weights)
         if w.min(initial=0) < -127 or w.max(initial=0) > 127:
             raise TFLiteError(f"layer {i}: weights outside -127..127")

@@ -18,6 +18,7 @@ from xbar.training.artifact import ArtifactError
 from xbar.training.dataset import find_published, load_published
 from xbar.training.devices import DeviceModel, DeviceModelError, fit
 from xbar.training.ivdata import IVCurves, IVDataError, read_iv
+from xbar.training.train_cli import TrainError
 from xbar.training.usability import analyse
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -25,6 +26,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Errors that mean "your input or your board is wrong", reported in one line, exit 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     IVDataError, DeviceModelError, ArtifactError, KeyError, FileNotFoundError, OSError,
+    TrainError,
 )  # fmt: skip
 
 

@@ -110,7 +110,7 @@ class NoisyMLP(nn.Module):
         """(weight (in, out), bias) per layer, sklearn's layout, with the gain folded into
         the last layer."""
         layers = self.linear_layers()
-        gain = float(self.log_gain.exp())
+        gain = float(self.log_gain.detach().exp())
         out = []
         for i, layer in enumerate(layers):
             k = gain if i == len(layers) - 1 else 1.0

@@ -34,6 +34,8 @@ class Task:
     y_test: np.ndarray
     n_classes: int
     default_hidden: tuple[int, ...]  # the network the task is meant for
+    default_epochs: int  # enough passes over its training set
+    widths: tuple[int, ...]  # hidden widths BayesMulti may choose from
     array_side: int  # the square arrays of the board that holds the network
     image_side: int | None  # side of square images (CNN), None: not images
 
@@ -73,7 +75,14 @@ def load_task(name: str, seed: int = 0) -> Task:
         x = data.data / 16.0
         parts = _split(x.astype(np.float32), data.target.astype(np.int64), seed)
         return Task(
-            "digits", **parts, n_classes=10, default_hidden=(1024,), array_side=64, image_side=8
+            "digits",
+            **parts,
+            n_classes=10,
+            default_hidden=(1024,),
+            default_epochs=60,
+            widths=(512, 1024, 2048, 4096),
+            array_side=64,
+            image_side=8,
         )
     if name == "iris":
         data = load_iris()
@@ -83,7 +92,14 @@ def load_task(name: str, seed: int = 0) -> Task:
             ((x - lo) / (hi - lo)).astype(np.float32), data.target.astype(np.int64), seed
         )
         return Task(
-            "iris", **parts, n_classes=3, default_hidden=(5,), array_side=10, image_side=None
+            "iris",
+            **parts,
+            n_classes=3,
+            default_hidden=(5,),
+            default_epochs=1000,
+            widths=(3, 4, 5),
+            array_side=10,
+            image_side=None,
         )
     raise TaskError(f"unknown dataset {name!r}; choose from {', '.join(TASKS)}")
 

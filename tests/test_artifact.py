@@ -295,3 +295,35 @@ def test_cli_show_and_check(artifact: ModelArtifact, tmp_path: Path,
     assert main(["model", "show", str(tmp_path / "bad.xbar")]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "truncated" in err
+
+
+@pytest.mark.parametrize("member", ["quantized.json", "plan.json", "device.json"])
+def test_malformed_members_are_artifact_errors(artifact: ModelArtifact, tmp_path: Path,
+                                               member: str) -> None:  # fmt: skip
+    """Any JSON in a member, checksummed as if genuine: the wrong shape is refused with
+    ArtifactError, a changed field is either refused so or harmless; nothing else escapes."""
+    import hashlib
+
+    assert artifact.path is not None
+    original = json.loads(zipfile.ZipFile(artifact.path).read(member))
+    shapes: list[Any] = [[], "x", 1, {}, {"layers": "x"}, {"layers": [None]}]
+    fields = [{**original, key: bad} for key in original for bad in (None, "x", [1], -1)]
+
+    def load(i: int, value: Any) -> None:
+        raw = json.dumps(value).encode()
+        sums = {**artifact.metadata["checksums"], member: hashlib.sha256(raw).hexdigest()}
+        changes = {member: raw, "metadata.json": metadata_with(artifact, checksums=sums)}
+        assert artifact.path is not None
+        load_artifact(rewrite(artifact.path, tmp_path / f"{i}.xbar", changes))
+
+    for i, value in enumerate(shapes):
+        with pytest.raises(ArtifactError):
+            load(i, value)
+    refused = 0
+    for i, value in enumerate(fields, start=len(shapes)):
+        try:
+            load(i, value)
+        except ArtifactError as exc:
+            assert "\n" not in str(exc)
+            refused += 1
+    assert refused >= len(fields) // 2

@@ -384,9 +384,11 @@ def load_artifact(path: str | Path) -> ModelArtifact:
         raw_device = _json(members["device.json"], "device.json", where)
         device = None if raw_device is None else DeviceModel.from_dict(raw_device)
         raw_plan = _json(members["plan.json"], "plan.json", where)
-        if not isinstance(raw_plan, dict):
-            raise ArtifactError(f"{where}: plan.json is not an object")
+        if not isinstance(raw_plan, dict) or not {"crossbar", "mapping"} <= set(raw_plan):
+            raise ArtifactError(f"{where}: plan.json is not an object with crossbar and mapping")
         mapping = raw_plan.get("mapping") or {}
+        if not isinstance(mapping, dict):
+            raise ArtifactError(f"{where}: plan.json mapping is not an object")
         plan = None
         if raw_plan.get("crossbar") is not None:
             plan = CrossbarModel.from_dict(raw_plan["crossbar"])
@@ -403,4 +405,4 @@ def load_artifact(path: str | Path) -> ModelArtifact:
         raise ArtifactError(f"{where}: the TFLite model and the integer model disagree by "
                             f"{check['max_logit_diff']} LSB; export it again")  # fmt: skip
     return ModelArtifact(model, plan, geometry, device, members["model.tflite"], meta,
-                         dict(mapping), path)  # fmt: skip
+                         mapping, path)  # fmt: skip

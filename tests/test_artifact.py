@@ -291,6 +291,15 @@ def test_cli_show_and_check(artifact: ModelArtifact, tmp_path: Path,
             "--labels", str(tmp_path / "y.npy")]  # fmt: skip
     assert main(args) == 0
     assert "on 40 inputs" in capsys.readouterr().out
+    codes = artifact.quantized.quantize_input(data["x_test"][:40])
+    np.savetxt(tmp_path / "codes.csv", codes, delimiter=",", fmt="%d")
+    args = ["model", "check", str(artifact.path), "--inputs", str(tmp_path / "codes.csv"),
+            "--codes"]  # fmt: skip
+    assert main(args) == 0
+    assert "predictions equal 100.00%" in capsys.readouterr().out
+    np.savetxt(tmp_path / "bad.csv", codes + 300, delimiter=",", fmt="%d")
+    assert main([*args[:3], "--inputs", str(tmp_path / "bad.csv"), "--codes"]) == 1
+    assert "--codes inputs must be integers 0..255" in capsys.readouterr().err
     (tmp_path / "bad.xbar").write_bytes(b"PK\x03\x04 truncated")
     assert main(["model", "show", str(tmp_path / "bad.xbar")]) == 1
     err = capsys.readouterr().err

@@ -34,10 +34,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         f"{MIN_AGREEMENT:.0%} of the predictions agree.",
     )  # fmt: skip
     c.add_argument("artifact", help="a .xbar file")
-    c.add_argument("--inputs", help="inputs (n, features) as .npy or .csv: real values "
-                   "(floats) or uint8 codes (integers); default: the task's test set")  # fmt: skip
+    c.add_argument("--inputs", help="inputs (n, features) as .npy or .csv, real values "
+                   "(default: the test set of the artifact's task)")  # fmt: skip
+    c.add_argument("--codes", action="store_true", help="--inputs are uint8 codes 0..255")
     c.add_argument("--labels", help="labels (n,) as .npy or .csv, for accuracies")
-    c.add_argument("--seed", type=int, default=0, help="task split seed (default: 0)")
+    c.add_argument(
+        "--seed",
+        type=int,
+        help="task split seed (default: the artifact's split_seed or seed, else 0)",
+    )
     c.set_defaults(func=cmd_check)
 
 
@@ -109,10 +114,12 @@ def _read_array(path: str, what: str) -> np.ndarray:
         raise ArtifactError(f"{path}: cannot read {what} ({exc})") from None
 
 
-def _task_inputs(art: ModelArtifact, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+def _task_inputs(art: ModelArtifact, seed: int | None) -> tuple[np.ndarray, np.ndarray, str]:
     from .tasks import TASKS, load_task
 
     name = art.metadata.get("task", "digits")
+    if seed is None:
+        seed = int(art.metadata.get("split_seed", art.metadata.get("seed", 0)))
     if name not in TASKS:
         raise ArtifactError(f"task {name!r} is not bundled: pass --inputs")
     task = load_task(name, seed)
@@ -132,7 +139,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     x = np.atleast_2d(x)
     if y is not None and len(y) != len(x):
         raise ArtifactError(f"{len(y)} labels for {len(x)} inputs")
-    codes = art.quantized.quantize_input(x) if x.dtype.kind == "f" else x
+    if args.codes and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= 255):
+        raise ArtifactError(f"{args.inputs}: --codes inputs must be integers 0..255")
+    codes = x.astype(np.int64) if args.codes else art.quantized.quantize_input(x)
     try:
         result: dict[str, Any] = agreement(art.tflite, art.quantized, codes)
     except TFLiteError as exc:

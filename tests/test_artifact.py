@@ -224,6 +224,9 @@ def test_bad_export_input_changes_nothing(artifact: ModelArtifact, tmp_path: Pat
     with pytest.raises(ArtifactError, match="layer 1: takes 64 inputs, layer 0 gives 10"):
         export_artifact(path, [(np.ones((64, 10)), np.ones(10)), layers[1]], data["x_train"],
                         input_scale=1 / 255, device=device, profile=PROFILE)  # fmt: skip
+    with pytest.raises(ArtifactError, match=r"test: inputs \(450, 64\) and labels \(3,\)"):
+        export_artifact(path, layers, data["x_train"], input_scale=1 / 255, device=device,
+                        profile=PROFILE, test=(data["x_test"], np.ones(3)))  # fmt: skip
     with pytest.raises(ArtifactError, match=r"calibration: shape \(3, 5\)"):
         export_artifact(path, layers, np.ones((3, 5)), input_scale=1 / 255, device=device,
                         profile=PROFILE)  # fmt: skip

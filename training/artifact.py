@@ -169,6 +169,17 @@ def _check_layers(layers: Any, calibration: Any, input_scale: Any
     return weights, biases, cal
 
 
+def _check_test(test: Any, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        x, y = (np.asarray(a) for a in test)
+    except (TypeError, ValueError):
+        raise ArtifactError("test: expected a pair (inputs, labels)") from None
+    if x.ndim != 2 or x.shape[1] != n_in or y.shape != (len(x),) or x.dtype.kind not in "iuf":
+        raise ArtifactError(f"test: inputs {x.shape} and labels {y.shape}; expected (n, {n_in}) "
+                            "and (n,)")  # fmt: skip
+    return x.astype(float), y
+
+
 def _place(
     model: QuantizedModel, device: DeviceModel, geometry: dict[str, Any],
     v_read: float | None, snap: bool,
@@ -251,7 +262,7 @@ def export_artifact(
         x_check = model.quantize_input(cal)
         checks = {"calibration": agreement(tfl, model, x_check)}
         if test is not None:
-            x_test, y_test = (np.asarray(a) for a in test)
+            x_test, y_test = _check_test(test, model.shape[0])
             checks["test"] = agreement(tfl, model, model.quantize_input(x_test))
             checks["test"]["int8_accuracy"] = float(np.mean(model.predict(x_test) == y_test))
     except (QuantizedModelError, DeviceModelError, TFLiteError, PlanError) as exc:

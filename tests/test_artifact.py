@@ -168,8 +168,9 @@ def bad_files(artifact: ModelArtifact, tmp: Path) -> dict[str, tuple[Path, str]]
         "foreign format": (rewrite(src, tmp / "format.xbar",
                                    {"metadata.json": metadata_with(artifact, format="onnx")}),
                            "not an xbar model artifact"),
-        "newer": (rewrite(src, tmp / "newer.xbar", {"metadata.json": metadata_with(
-            artifact, format_version=FORMAT_VERSION + 1)}), "built by a newer xbar.*upgrade"),
+        "newer": (rewrite(src, tmp / "newer.xbar", {"plan.json": None, "metadata.json":
+            metadata_with(artifact, format_version=FORMAT_VERSION + 1)}),
+                  "built by a newer xbar.*upgrade"),
         "tampered": (rewrite(src, tmp / "tampered.xbar",
                              {"quantized.json": json.dumps(quantized).encode()}),
                      "quantized.json is corrupt"),

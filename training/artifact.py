@@ -312,16 +312,13 @@ def _read_members(path: Path) -> dict[str, bytes]:
     where = str(path)
     try:
         with zipfile.ZipFile(path) as z:
-            infos = {i.filename: i for i in z.infolist()}
-            missing = [m for m in MEMBERS if m not in infos]
-            if "metadata.json" in missing:
+            infos = {i.filename: i for i in z.infolist() if i.filename in MEMBERS}
+            if "metadata.json" not in infos:
                 raise ArtifactError(f"{where}: not an xbar model artifact (no metadata.json)")
-            if missing:
-                raise ArtifactError(f"{where}: missing {', '.join(missing)}; export it again")
-            big = [m for m in MEMBERS if infos[m].file_size > MAX_MEMBER_BYTES]
+            big = [m for m, info in infos.items() if info.file_size > MAX_MEMBER_BYTES]
             if big:
                 raise ArtifactError(f"{where}: {big[0]} is larger than {MAX_MEMBER_BYTES} B")
-            return {m: z.read(m) for m in MEMBERS}
+            return {m: z.read(m) for m in infos}
     except FileNotFoundError:
         raise ArtifactError(f"{where}: no such file") from None
     except IsADirectoryError:
@@ -382,6 +379,9 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     where = str(path)
     members = _read_members(path)
     meta = _check_metadata(_json(members["metadata.json"], "metadata.json", where), where)
+    missing = [m for m in MEMBERS if m not in members]
+    if missing:
+        raise ArtifactError(f"{where}: missing {', '.join(missing)}; export it again")
     sums = meta.get("checksums")
     if not isinstance(sums, dict):
         raise ArtifactError(f"{where}: metadata has no checksums")
@@ -409,8 +409,6 @@ def load_artifact(path: str | Path) -> ModelArtifact:
         probe = np.random.default_rng(0).integers(0, 256, (PROBE_INPUTS, model.shape[0]))
         check = agreement(members["model.tflite"], model, probe)
     except (QuantizedModelError, DeviceModelError, PlanError, TFLiteError, TypeError) as exc:
-        if isinstance(exc, ArtifactError):
-            raise
         raise ArtifactError(f"{where}: {exc}") from None
     if check["max_logit_diff"] > 1:
         raise ArtifactError(f"{where}: the TFLite model and the integer model disagree by "

@@ -232,6 +232,10 @@ def test_bad_export_input_changes_nothing(artifact: ModelArtifact, tmp_path: Pat
         export_artifact(path, layers, np.ones((3, 5)), input_scale=1 / 255, device=device,
                         profile=PROFILE)  # fmt: skip
     assert path.read_bytes() == before
+    (tmp_path / "folder.xbar").mkdir()
+    with pytest.raises(ArtifactError, match=r"folder\.xbar: cannot write"):
+        export(tmp_path / "folder.xbar", device)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.xbar", "kept.xbar"]
 
 
 # ---- on the board ------------------------------------------------------------------------

@@ -296,6 +296,7 @@ def _write_zip(path: Path, members: dict[str, bytes]) -> None:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for name in MEMBERS:
             z.writestr(zipfile.ZipInfo(name, _ZIP_DATE), members[name], zipfile.ZIP_DEFLATED)
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
@@ -304,6 +305,8 @@ def _write_zip(path: Path, members: dict[str, bytes]) -> None:
         os.chmod(tmp, 0o644)  # mkstemp makes it private; an artifact is for sharing
         os.replace(tmp, path)
     except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise ArtifactError(f"{path}: cannot write ({exc.strerror or exc})") from None
 
 

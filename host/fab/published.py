@@ -1,0 +1,51 @@
+"""The 43 published devices as campaign experiments: their conditions in the units of
+``data/campaigns/perovskite.toml``, so they can be ingested as past experiments or serve
+as the pool of the replay benchmark."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from xbar.training.dataset import PublishedDevice, load_published
+
+from .spec import Spec
+
+SPEC_PATH = Path(__file__).resolve().parent.parent.parent / "data" / "campaigns" / "perovskite.toml"
+
+
+def _number(text: str, unit: str) -> float:
+    """'0.7um' -> 0.7; 'NA' (not applied) -> 0."""
+    if text.strip().upper() == "NA":
+        return 0.0
+    match = re.fullmatch(rf"\s*([0-9.eE+-]+)\s*{unit}\s*", text)
+    if not match:
+        raise ValueError(f"{text!r} is not a number in {unit}")
+    return float(match.group(1))
+
+
+def device_values(device: PublishedDevice) -> dict[str, Any]:
+    """One device's conditions as campaign parameter values (perovskite spec units)."""
+    c = device.conditions
+    return {
+        "aao_length": _number(c["aao_length"], "um"),
+        "aao_diameter": _number(c["aao_diameter"], "nm"),
+        "bt_voltage": _number(c["bt_voltage"], "V"),
+        "bt_time": int(_number(c["bt_time"], "s")),
+        "third_etch": _number(c["third_etch"], "min"),
+        "pb_ed": _number(c["pb_ed"], "h"),
+        "material": device.material,
+        "cvd_temperature": c["cvd_temperature"].removesuffix("C"),
+        "pmma": "yes" if c["pmma"].upper() == "PMMA" else "no",
+        "ag_thickness": _number(c["ag_thickness"], "nm"),
+        "sweep_voltage": _number(c["running_bias"], "V"),
+        "contact": c["contact"],
+        "compliance_current": float(c["compliance_current"]),
+        "wait": c["wait"],
+    }
+
+
+def published_experiments(spec: Spec) -> list[tuple[PublishedDevice, dict[str, Any]]]:
+    """Every published device with its values, checked against ``spec``."""
+    return [(d, spec.check_values(device_values(d), d.short_id)) for d in load_published()]

@@ -1,0 +1,106 @@
+"""Campaign report as PNG plots: how the best device improved with each experiment, how
+each parameter relates to the objective, and what each batch's suggestions measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+
+from .campaign import CampaignError, scores
+from .store import CampaignStore
+
+
+def write_report(store: CampaignStore, out_dir: str | Path) -> list[Path]:
+    """Write best-so-far, per-parameter effects and suggested-versus-measured PNGs."""
+    spec = store.spec
+    experiments = store.experiments()
+    scored = scores(spec, experiments)
+    if not scored:
+        raise CampaignError(f"{store.path}: nothing measured yet; ingest results first")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    label = " + ".join(
+        f"{o.weight:g}·{o.metric}" if o.weight != 1 else o.metric for o in spec.objectives
+    )
+    paths = [
+        _best_so_far(scored, label, out_dir / f"{spec.name}-best.png"),
+        _effects(spec, scored, label, out_dir / f"{spec.name}-effects.png"),
+        _by_batch(scored, label, out_dir / f"{spec.name}-batches.png"),
+    ]
+    return paths
+
+
+def _best_so_far(scored: list, label: str, path: Path) -> Path:
+    values = np.array([s for _, s in scored])
+    fig, ax = plt.subplots(figsize=(6, 4))
+    n = np.arange(1, len(values) + 1)
+    external = np.array([e.origin == "external" for e, _ in scored])
+    ax.scatter(n[external], values[external], s=14, c="0.6", label="external (past) experiment")
+    ax.scatter(n[~external], values[~external], s=14, c="C0", label="suggested experiment")
+    ax.step(n, np.maximum.accumulate(values), where="post", c="C3", label="best so far")
+    ax.set(xlabel="experiments measured", ylabel=label, title="Best device against experiments")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def _effects(spec: object, scored: list, label: str, path: Path) -> Path:
+    parameters = spec.parameters  # type: ignore[attr-defined]
+    cols = 4
+    rows = -(-len(parameters) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    values = np.array([s for _, s in scored])
+    for ax, p in zip(axes.flat, parameters, strict=False):
+        x = [e.params[p.name] for e, _ in scored]
+        if p.kind in ("ordinal", "categorical"):
+            positions = {c: i for i, c in enumerate(p.choices)}
+            xs = np.array([positions[v] for v in x], float)
+            jitter = np.random.default_rng(0).uniform(-0.15, 0.15, len(xs))
+            ax.scatter(xs + jitter, values, s=10)
+            means = [
+                values[xs == i].mean() if np.any(xs == i) else np.nan for i in range(len(p.choices))
+            ]
+            ax.plot(range(len(p.choices)), means, "_", c="C3", ms=18, mew=2)
+            ax.set_xticks(
+                range(len(p.choices)), [str(c) for c in p.choices], fontsize=7, rotation=30
+            )
+        else:
+            ax.scatter(x, values, s=10)
+            if p.kind == "log":
+                ax.set_xscale("log")
+        ax.set_title(f"{p.name}{f' ({p.unit})' if p.unit else ''}", fontsize=9)
+    for ax in list(axes.flat)[len(parameters) :]:
+        ax.axis("off")
+    fig.suptitle(f"Per-parameter effects on {label} (red: mean per level)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _by_batch(scored: list, label: str, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(6, 4))
+    external = [s for e, s in scored if e.batch is None]
+    if external:
+        ax.scatter(np.zeros(len(external)), external, c="0.6", s=14, label="external")
+    batches = sorted({e.batch for e, _ in scored if e.batch is not None})
+    for b in batches:
+        ys = [s for e, s in scored if e.batch == b]
+        ax.scatter(np.full(len(ys), b), ys, c="C0", s=14)
+        ax.plot([b - 0.3, b + 0.3], [np.mean(ys)] * 2, c="C3")
+    ax.set(
+        xlabel="batch (0: external experiments)",
+        ylabel=f"measured {label}",
+        title="Suggested batches and what they measured",
+    )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

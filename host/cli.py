@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from xbar import __version__
+from xbar.host.fab.errors import FabError
 from xbar.host.infer import InputError
 from xbar.host.protocol_client import BoardError
 from xbar.training.artifact import ArtifactError
@@ -28,7 +29,7 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 # Errors that mean "your input or your board is wrong", reported in one line, exit 1.
 USER_ERRORS: tuple[type[BaseException], ...] = (
     IVDataError, DeviceModelError, ArtifactError, KeyError, FileNotFoundError, OSError,
-    TrainError, BoardError, InputError,
+    TrainError, BoardError, InputError, FabError,
 )  # fmt: skip
 
 

@@ -47,8 +47,8 @@ class Method:
 
     doc: str
     nevergrad: Any = None  # a registered optimizer name or a ConfiguredOptimizer; None: GP
-    gp: dict[str, Any] = field(default_factory=dict)  # options of the scikit-learn GP
     sequential: bool = False  # one point at a time by design: batches use constant liar
+    gp: dict[str, Any] = field(default_factory=dict)  # options of the scikit-learn GP
 
 
 def _bo(kind: str) -> Any:
@@ -57,18 +57,16 @@ def _bo(kind: str) -> Any:
 
 METHODS: dict[str, Method] = {
     "gp": Method(
-        "scikit-learn Gaussian process (Matérn 5/2 with one length scale per encoded "
-        "dimension, fitted noise) with expected improvement, over the pool or random "
-        "samples of the space; constant liar for batches",
-        sequential=True,
-    ),
-    "gp-iso": Method(
-        "as gp, one length scale shared by all dimensions", sequential=True, gp={"ard": False}
-    ),
-    "gp-ucb": Method(
-        "as gp-iso, lower confidence bound (κ = 2) instead of expected improvement",
+        "scikit-learn Gaussian process, Matérn 5/2 with one length scale and fitted noise, "
+        "on the encoding rescaled to [0, 1] per dimension; lower confidence bound "
+        "mean − 2·std over the pool or random feasible samples; constant liar for batches",
         sequential=True,
         gp={"ard": False, "kappa": 2.0},
+    ),
+    "gp-ei": Method(
+        "as gp, with one length scale per dimension (ARD) and expected improvement",
+        sequential=True,
+        gp={"ard": True, "kappa": 0.0},
     ),
     "bo": Method("Nevergrad BO: bayes_opt GP with UCB (κ = 2.576)", _bo("ucb"), True),
     "bo-ei": Method("Nevergrad ParametrizedBO with expected improvement", _bo("ei"), True),
@@ -118,7 +116,7 @@ class _GaussianProcess:
     """
 
     def __init__(self, rng: np.random.Generator, ard: bool = True, kappa: float = 0.0,
-                 unit: bool = False) -> None:  # fmt: skip
+                 unit: bool = True) -> None:  # fmt: skip
         self.rng = rng
         self.unit = unit  # rescale every encoded dimension to [0, 1] over the data seen
         self.ard = ard  # one length scale per dimension, or one for all
@@ -202,10 +200,12 @@ class Search:
     ``seed`` makes the suggestions reproducible; ``budget`` is the number of evaluations
     planned (some Nevergrad methods size themselves by it); ``batch`` the usual batch size;
     ``pool`` restricts suggestions to these values; ``liar`` the fantasy loss of pending
-    points for sequential methods (``mean``, ``min`` or ``max`` of the losses so far).
+    points for sequential methods (``mean``, ``min`` or ``max`` of the losses so far);
+    ``sampler`` draws one random value of the space from a NumPy generator, a fast stand-in
+    for Nevergrad's ``sample()`` when the GP needs many options (constraints still apply).
     """
 
-    SAMPLES_FIRST, SAMPLES_PER_BATCH, SAMPLES_MAX = 192, 48, 384  # GP options without a pool
+    SAMPLES_FIRST, SAMPLES_PER_BATCH, SAMPLES_MAX = 256, 64, 512  # GP options without a pool
 
     def __init__(
         self,
@@ -217,6 +217,7 @@ class Search:
         batch: int = 1,
         pool: Sequence[Any] | None = None,
         liar: str = "mean",
+        sampler: Callable[[np.random.Generator], Any] | None = None,
     ) -> None:
         if method not in METHODS:
             raise SearchError(f"unknown search method {method!r}; choose from {', '.join(METHODS)}")
@@ -237,10 +238,13 @@ class Search:
         self._next_id = 0
         self._engine: _GaussianProcess | _NevergradEngine | None = None
         self._live_asked: set[int] = set()  # ids the live engine asked itself
-        # Finite option sets (the pool, or the GP's random samples): params and encodings.
+        # Finite option sets (the pool, or the GP's random samples): values and encodings.
+        self._scratch = parametrization.spawn_child()  # re-used to encode values quickly
+        self._sampler = sampler
+        self._sample_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
         self._pool = pool is not None
-        self._options = [self._child(v) for v in pool] if pool is not None else []
-        self._options_x = self._encode_all(self._options)
+        self._options = [plain(self._child(v).value) for v in pool] if pool is not None else []
+        self._options_x = self._encode_values(self._options)
         self._used: Counter[tuple[float, ...]] = Counter()  # keys of told values
 
     # -- public interface ----------------------------------------------------------------
@@ -330,9 +334,13 @@ class Search:
     def _encode(self, param: ng.p.Parameter) -> np.ndarray:
         return np.asarray(param.get_standardized_data(reference=self.parametrization), float)
 
-    def _encode_all(self, params: Sequence[ng.p.Parameter]) -> np.ndarray:
-        dims = self.parametrization.dimension
-        return np.array([self._encode(p) for p in params]).reshape(len(params), dims)
+    def _encode_values(self, values: Sequence[Any]) -> np.ndarray:
+        """Encodings of many values through one scratch child (4x faster than spawning)."""
+        rows = []
+        for value in values:
+            self._scratch.value = value
+            rows.append(self._encode(self._scratch))
+        return np.array(rows).reshape(len(values), self.parametrization.dimension)
 
     def _key(self, param: ng.p.Parameter) -> tuple[float, ...]:
         """Identity of a point: equal values have equal encodings (arrays included)."""
@@ -382,14 +390,18 @@ class Search:
         """The GP's options without a pool: random feasible samples, partly renewed per batch."""
         wanted = self.SAMPLES_PER_BATCH if self._options else self.SAMPLES_FIRST
         fresh = []
-        for _ in range(wanted * 10):
-            sample = self.parametrization.sample()
-            if sample.satisfies_constraints():
-                fresh.append(sample)
+        for _ in range(wanted * 20):
+            if self._sampler is not None:
+                value = self._sampler(self._sample_rng)
+            else:
+                value = self.parametrization.sample().value  # correct, but ~10 ms each
+            self._scratch.value = value
+            if self._scratch.satisfies_constraints():
+                fresh.append(plain(value))
                 if len(fresh) == wanted:
                     break
         self._options = (self._options + fresh)[-self.SAMPLES_MAX :]
-        self._options_x = self._encode_all(self._options)
+        self._options_x = self._encode_values(self._options)
 
     def _free_options(self, taken: list[ng.p.Parameter]) -> list[int]:
         """Options not yet told, pending or taken; a value listed twice (replicates in a
@@ -412,10 +424,10 @@ class Search:
             if not free:
                 raise SearchError("no unused option is left to suggest")
             if isinstance(engine, _GaussianProcess):
-                return self._options[free[engine.choose(self._options_x[free])]]
+                return self._child(self._options[free[engine.choose(self._options_x[free])]])
             wanted = self._encode(engine.optimizer.ask())  # the nearest unused pool value
             distances = np.linalg.norm(self._options_x[free] - wanted, axis=1)
-            return self._options[free[int(np.argmin(distances))]]
+            return self._child(self._options[free[int(np.argmin(distances))]])
         seen = set(self._used) | {self._key(p) for p in taken}
         seen |= {self._key(c.param) for c in self._pending.values()}
         for _ in range(_MAX_TRIES):

@@ -110,6 +110,7 @@ def build_search(
         seed=seed,
         budget=spec.budget,
         batch=spec.batch,
+        sampler=spec.sample,
     )
     for experiment in store.experiments():
         metrics = objective_metrics(spec, experiment)

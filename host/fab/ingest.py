@@ -60,7 +60,7 @@ def iv_metrics(path: Path, where: str) -> tuple[dict[str, float | None], bytes]:
         raise IngestError(f"{where}: {exc}") from None
     if not math.isfinite(result.usability):
         raise IngestError(f"{where}: {path}: usability cannot be computed (no monotonic run)")
-    metrics = {
+    metrics: dict[str, float | None] = {
         "usability": result.usability,
         "sigma": result.sigma,
         "monotonicity": result.monotonicity,

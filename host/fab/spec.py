@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import nevergrad as ng
+import numpy as np
 
 from .errors import FabError
 
@@ -227,6 +228,23 @@ class Spec:
         space = ng.p.Dict(**{p.name: p.parameter() for p in self.parameters})
         space.register_cheap_constraint(self.is_feasible)
         return space
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """One random value per parameter: uniform, log-uniform or uniform over choices
+        (fast; the optimizer checks feasibility)."""
+        out: dict[str, Any] = {}
+        for p in self.parameters:
+            if p.kind in ("ordinal", "categorical"):
+                out[p.name] = p.choices[int(rng.integers(len(p.choices)))]
+                continue
+            assert p.low is not None and p.high is not None
+            if p.kind == "log":
+                out[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
+            elif p.kind == "int":
+                out[p.name] = int(rng.integers(int(p.low), int(p.high) + 1))
+            else:
+                out[p.name] = float(rng.uniform(p.low, p.high))
+        return out
 
     def is_feasible(self, values: dict[str, Any]) -> bool:
         return not any(rule.matches(values) for rule in self.infeasible)

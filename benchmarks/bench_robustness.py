@@ -36,6 +36,7 @@ import torch  # noqa: E402
 
 from benchmarks.run_all import run_meta, write_results  # noqa: E402
 from xbar.training.bayesmulti import (  # noqa: E402
+    DEFAULT_STRATEGY,
     SearchSettings,
     evaluate_trial,
     open_client,
@@ -238,7 +239,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--targets", default="1.0,1.3", help="σ of the search objective")
-    parser.add_argument("--strategy", default="de")
+    parser.add_argument(
+        "--strategy",
+        help="BayesMulti's strategy (default: the comparison's "
+        "winner, or the library default with --skip-compare)",
+    )
     parser.add_argument("--compare-budget", type=int, default=8)
     parser.add_argument("--compare-seeds", type=int, default=2)
     parser.add_argument("--compare-epochs", type=int, default=15)
@@ -257,10 +262,13 @@ def main(argv: list[str] | None = None) -> None:
         work = Path(tmp)
         if not args.skip_compare:
             res["comparison"] = compare_strategies(client, args, work)
+        strategy = args.strategy or DEFAULT_STRATEGY
+        if not args.strategy and res.get("comparison"):
+            strategy = max(res["comparison"], key=lambda r: r["mean_best"])["strategy"]
         settings = SearchSettings(
             sigmas=targets,
             draws=args.draws,
-            strategy=args.strategy,
+            strategy=strategy,
             widths=tuple(int(w) for w in args.widths.split(",")),
             train=TrainConfig(epochs=args.epochs),
         )
@@ -317,7 +325,7 @@ def main(argv: list[str] | None = None) -> None:
         "epochs": args.epochs,
         "draws": args.draws,
         "budget": args.budget,
-        "strategy": args.strategy,
+        "strategy": settings.strategy,
         "targets": targets,
         "n_test": len(task.y_test),
         "compare_budget": args.compare_budget,

@@ -40,7 +40,7 @@ LOG_FORMAT = "xbar-bayesmulti-log"
 LOG_VERSION = 1
 MIN_DRAWS = 20
 # Chosen by the measured comparison in benchmarks/bench_robustness.py (docs/training.md).
-DEFAULT_STRATEGY = "de"
+DEFAULT_STRATEGY = "gp"
 WIDTHS = (512, 1024, 2048, 4096)
 # The box searched. Prototype runs (docs/training.md) found training without weight noise,
 # or with activation noise above ~0.3, far from the targets: the box leaves them out.
@@ -276,7 +276,7 @@ def open_client(scheduler: str | None = None, workers: int = 2, security: Any = 
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
-        dashboard_address=None,
+        dashboard_address=":0",
         silence_logs=40,
     )
     return Client(cluster)

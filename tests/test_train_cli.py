@@ -1,0 +1,99 @@
+"""`xbar train`: a small end-to-end run, its artifact, resume, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xbar.host.cli import main
+from xbar.training.artifact import ArtifactError, load_artifact
+from xbar.training.tasks import board_profile, load_task
+
+torch.set_num_threads(1)
+
+
+def test_train_writes_a_valid_artifact_plot_and_summary_and_resumes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    argv = ["train", "--dataset", "iris", "--device", "pvk-median", "--method", "bayesmulti",
+            "--budget", "2", "--workers", "1", "--epochs", "150", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    assert "bayesmulti: clean test accuracy" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["search"]["trials"] == 2 and summary["width"] in (3, 4, 5)
+    assert set(summary["accuracy_vs_sigma"]) == {"bayesmulti", "erm", "gaussian", "multinomial"}
+    assert (out / "accuracy_vs_sigma.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    artifact = load_artifact(out / "model.xbar")
+    assert artifact.geometry["profile"] == "xbar-10x10"  # the whole network on one array
+    assert artifact.metadata["method"] == "bayesmulti"
+    assert artifact.metadata["alpha"] == summary["alpha"]
+    # The LiteRT interpreter runs it and agrees with the integer model on the test set.
+    task = load_task("iris")
+    tfl = artifact.run_tflite(task.x_test).argmax(1)
+    ref = artifact.quantized.predict(task.x_test)
+    assert np.mean(tfl == ref) >= 0.99
+    # Same command again: the search resumes from its log and runs no new trial.
+    log = (out / "search.jsonl").read_text()
+    assert main([*argv, "--no-baselines"]) == 0
+    assert (out / "search.jsonl").read_text() == log
+
+
+def test_a_baseline_without_search(tmp_path: Path) -> None:
+    out = tmp_path / "erm"
+    argv = ["train", "--dataset", "iris", "--method", "erm", "--width", "4", "--epochs", "100",
+            "--no-baselines", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "erm" and summary["width"] == 4 and "search" not in summary
+    assert load_artifact(out / "model.xbar").metadata["method"] == "erm"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
+        (["--device", "pvk-99"], "no device preset 'pvk-99'"),
+        (["--budget", "0"], "--budget 0: must be at least 1"),
+        (["--draws", "5"], "--draws 5: must be at least 20"),
+        (["--dataset", "iris", "--arch", "cnn"], "has no images"),
+    ],
+)
+def test_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "never"
+    assert main(["train", *extra, "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("xbar: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_alpha_file_with_p1_plus_p2_over_one_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    alpha = tmp_path / "alpha.json"
+    alpha.write_text(json.dumps({"multinomial": [{"p1": 0.7, "p2": 0.6}], "noise_scale": 1.0,
+                                 "clip": 1.0, "width": 5}))  # fmt: skip
+    assert main(["train", "--dataset", "iris", "--alpha", str(alpha), "--out",
+                 str(tmp_path / "o")]) == 1  # fmt: skip
+    err = capsys.readouterr().err
+    assert f"--alpha {alpha}" in err and "p1 + p2 = 1.3 must be <= 1" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_corrupt_or_foreign_artifact_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "model.xbar"
+    bad.write_bytes(b"not a zip at all")
+    with pytest.raises(ArtifactError, match=r"model\.xbar"):
+        load_artifact(bad)
+
+
+def test_board_profiles() -> None:
+    assert board_profile([4, 5, 3], 10) == "xbar-10x10"
+    # 64-1024-10 on 64×64 arrays with differential pairs: 1×32 + 16×1 arrays.
+    assert board_profile([64, 1024, 10], 64) == "xbar-48x64x64"

@@ -121,11 +121,13 @@ class Progress:
 def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
                  tolerance: float | None = None, fresh: bool = False,
                  on_frame: Callable[[int], object] | None = None,
+                 frame_cells: int = MAX_PROGRAM_CELLS,
                  **program_args: Any) -> ProgramReport:  # fmt: skip
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
 
     `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
-    maps to its int8 weight; `program_args` go to `Board.program` (v_read, v_set, ...)."""
+    maps to its int8 weight; `frame_cells` (≤ 125) cells go in one PROGRAM frame, the unit
+    of progress saved; `program_args` go to `Board.program` (v_read, v_set, ...)."""
     info = board.info()
     cells = plan_cells(plan)
     state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
@@ -140,8 +142,8 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
     for c in todo:
         by_array.setdefault(c.array, []).append(c)
     for array, group in sorted(by_array.items()):
-        for s in range(0, len(group), MAX_PROGRAM_CELLS):
-            part = group[s : s + MAX_PROGRAM_CELLS]
+        for s in range(0, len(group), frame_cells):
+            part = group[s : s + frame_cells]
             result = board.program({(c.row, c.col): c.target for c in part}, tolerance=tol,
                                    array=array, **args)  # fmt: skip
             for c, g, n, st in zip(part, result.achieved, result.pulses, result.status,

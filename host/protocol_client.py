@@ -110,7 +110,11 @@ class Link:
         """
         seq = self.next_seq()
         wire = b"\x00" + P.encode(code, seq, payload)
-        self.port.write(wire)
+        try:
+            self.port.write(wire)
+        except OSError as exc:  # pyserial's SerialException too: unplugged, closed
+            raise LinkError(f"the port stopped working ({_first_line(exc)}): is the board "
+                            "still connected?") from None  # fmt: skip
         self.bytes_out += len(wire)
         self._outstanding.add(seq)
         return seq
@@ -124,7 +128,11 @@ class Link:
         while not self._ready:
             if time.monotonic() > deadline:
                 raise LostError(f"no response within {timeout:g} s")
-            data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
+            try:
+                data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
+            except OSError as exc:  # pyserial's SerialException too: unplugged, closed
+                raise LinkError(f"the port stopped working ({_first_line(exc)}): is the "
+                                "board still connected?") from None  # fmt: skip
             if data:
                 self.bytes_in += len(data)
                 if self._sniff is not None and len(self._sniff) < 4096:
@@ -216,10 +224,11 @@ class Link:
             other = frame_versions(heard)
         if other:
             return VersionError(version_message(other[0]))
-        if b">>>" in heard or b"raw REPL" in heard or b"MicroPython" in heard:
+        repl = b">>>" in heard or b"raw REPL" in heard or b"MicroPython" in heard
+        if repl or echoes_requests(heard):
             return NotXbarError(
-                "the board answers with a MicroPython REPL, not xbar firmware: "
-                "flash it with `xbar flash --port PORT`"
+                "the board answers like a MicroPython REPL (it echoes what it is sent), "
+                "not like xbar firmware: flash it with `xbar flash --port PORT`"
             )
         if heard:
             return NotXbarError(
@@ -278,8 +287,12 @@ class Link:
             close()
 
 
-def frame_versions(data: bytes) -> list[int]:
-    """Protocol versions of the intact frames (valid COBS and CRC) in raw wire bytes."""
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def intact_frames(data: bytes) -> list[bytes]:
+    """The decoded frames (valid COBS and CRC, any version) in raw wire bytes."""
     found = []
     for chunk in bytes(data).split(b"\x00"):
         if len(chunk) < P.HEADER_SIZE + P.CRC_SIZE:
@@ -291,9 +304,20 @@ def frame_versions(data: bytes) -> list[int]:
         if len(raw) < P.HEADER_SIZE + P.CRC_SIZE:
             continue
         (want,) = struct.unpack_from("<I", raw, len(raw) - P.CRC_SIZE)
-        if P.crc32(raw[: -P.CRC_SIZE]) == want and raw[0] != P.VERSION:
-            found.append(raw[0])
+        if P.crc32(raw[: -P.CRC_SIZE]) == want:
+            found.append(raw)
     return found
+
+
+def frame_versions(data: bytes) -> list[int]:
+    """Protocol versions other than ours of the response frames (code with bit 7 set) in
+    raw wire bytes; requests are skipped, so an echo of the probe is not a board."""
+    return [raw[0] for raw in intact_frames(data) if raw[0] != P.VERSION and raw[1] & 0x80]
+
+
+def echoes_requests(data: bytes) -> bool:
+    """Whether the bytes hold our own request frames coming back (a REPL's echo)."""
+    return any(not raw[1] & 0x80 for raw in intact_frames(data))
 
 
 def version_message(board_version: int) -> str:

@@ -85,7 +85,7 @@ def test_repl_is_not_xbar_firmware_and_mpremote_works_on_it() -> None:
     """A MicroPython board without the firmware: the client says so; mpremote (the real
     tool, raw REPL and raw-paste) runs code on the same emulated board."""
     with MicroPythonBoard("xbar-10x10", 0, firmware=False) as board:
-        with pytest.raises(NotXbarError, match="MicroPython REPL.*xbar flash --port /dev/"):
+        with pytest.raises(NotXbarError, match=r"MicroPython REPL.*xbar flash --port /dev/"):
             Board(board.port, timeout=1.5)
         out = subprocess.run(
             [str(Path(sys.executable).parent / "mpremote"), "connect", board.port, "resume",
@@ -101,9 +101,10 @@ def test_other_protocol_version_is_named(tmp_path: Path) -> None:
     shutil.copytree(FIRMWARE_DIR, fw)
     source = (fw / "protocol.py").read_text()
     (fw / "protocol.py").write_text(source.replace("VERSION = 1\n", "VERSION = 2\n", 1))
-    with InProcessBoard("xbar-10x10", 0, firmware_dir=fw, count_bytecodes=False) as board:
-        with pytest.raises(VersionError, match="protocol version 2, this xbar speaks version 1"):
-            Board(board.port, timeout=1.5)
+    expected = "protocol version 2, this xbar speaks version 1"
+    with (InProcessBoard("xbar-10x10", 0, firmware_dir=fw, count_bytecodes=False) as board,
+          pytest.raises(VersionError, match=expected)):  # fmt: skip
+        Board(board.port, timeout=1.5)
 
 
 def test_board_that_stops_mid_stream_is_a_link_error(iris: Path) -> None:

@@ -185,6 +185,7 @@ class _NevergradEngine:
         if isinstance(factory, str):
             factory = ng.optimizers.registry[factory]
         self.optimizer = factory(parametrization, budget=budget, num_workers=workers)
+        self.told: set[tuple[float, ...]] = set()
 
     def skip_initial_design(self) -> None:
         """bayes_opt queues random initial probes on first use; after a replayed history
@@ -360,7 +361,10 @@ class Search:
                      param: ng.p.Parameter, loss: float) -> None:  # fmt: skip
         if isinstance(engine, _GaussianProcess):
             engine.tell(self._encode(param), loss)
-        else:
+            return
+        key = self._key(param)
+        if key not in engine.told:  # a repeat is told once: bayes_opt refuses duplicates
+            engine.told.add(key)
             engine.optimizer.tell(param, loss)
 
     def _live_engine(self) -> _GaussianProcess | _NevergradEngine:

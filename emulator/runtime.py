@@ -142,6 +142,8 @@ class Hardware:
         self.bytecodes = 0  # firmware bytecodes charged so far (in-process runtime)
         self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
         self.charge_link_work = False  # see link_bytes
+        self.line_baud = 0  # > 0: host bytes reach the firmware at this UART rate (board time)
+        self._line_free = 0  # cycle at which the host->board line is next idle
         self.ready = threading.Event()  # booted: the firmware or REPL waits for the host
         # Called before the interrupt character changes (the MicroPython runtime drains
         # the interpreter's output first: its line-end cooking follows that character).
@@ -200,6 +202,32 @@ class Hardware:
                 frames = data.count(0)
                 if frames:
                     self.model.charge("frame", frames)
+
+    def line_stamp(self, nbytes: int) -> int:
+        """Board cycle at which the first of `nbytes` host bytes, sent now, starts to
+        arrive: after the bytes still on the line (`line_baud`, 10 bits per byte)."""
+        with self.lock:
+            start = max(self._line_free, int(self.model.clock.cycles))
+            self._line_free = start + nbytes * self.byte_cycles()
+            return start
+
+    def byte_cycles(self) -> int:
+        return -(-10 * self.hz() // self.line_baud) if self.line_baud > 0 else 0
+
+    def wait_line(self, cycle: int) -> None:
+        """The firmware read a byte that is on the wire until `cycle`: the MCU idles until
+        then (idle power), as a UART read would block."""
+        with self.lock:
+            wait = int(cycle) - int(self.model.clock.cycles)
+            if wait <= 0:
+                return
+            ledger = getattr(self.model, "ledger", None)
+            power = getattr(self.model, "power", None)
+            if ledger is not None and power is not None:
+                ledger.set_power("mcu", power.mcu_idle_w)
+            self.model.clock.advance(wait, idle=True)
+            if ledger is not None and power is not None:
+                ledger.set_power("mcu", power.mcu_active_w)
 
     def power_on(self, cause: int) -> None:
         """State the MCU loses on reset (the board's parts keep theirs)."""
@@ -474,6 +502,10 @@ class LinkStream:
         self._cond = threading.Condition()
         self.waiting = threading.Event()  # the firmware is blocked reading the host
         self._closed = False
+        # Line timing (hw.line_baud): (position of a chunk's first byte, its first cycle).
+        self._chunks: list[tuple[int, int]] = []
+        self._received = 0
+        self._taken = 0
         self._pump = threading.Thread(target=self._run, name="emu-link-pump", daemon=True)
         self._pump.start()
 
@@ -498,6 +530,9 @@ class LinkStream:
                 with self._cond:
                     self._cond.notify_all()
             with self._cond:
+                if self.hw.line_baud > 0 and data:
+                    self._chunks.append((self._received, self.hw.line_stamp(len(data))))
+                self._received += len(data)
                 self._buf += data
                 self._cond.notify_all()
         with self._cond:
@@ -538,8 +573,22 @@ class LinkStream:
             del self._buf[:n]
             if len(self._buf) + len(out) >= self.BUFFER_LIMIT:  # the pump may be waiting
                 self._cond.notify_all()
+            arrival = self._arrival(len(out))
+        if arrival:
+            self.hw.wait_line(arrival)
         self.hw.link_bytes(out)
         return out
+
+    def _arrival(self, n: int) -> int:
+        """With line timing: the cycle the last of the next n bytes is fully received."""
+        self._taken += n
+        if not self._chunks:
+            return 0
+        last = self._taken - 1
+        while len(self._chunks) > 1 and self._chunks[1][0] <= last:
+            self._chunks.pop(0)
+        first, cycle = self._chunks[0]
+        return cycle + (last - first + 1) * self.hw.byte_cycles()
 
     def read(self, n: int = -1) -> bytes:
         """Blocks for exactly n bytes, like MicroPython's `sys.stdin.buffer.read(n)`."""
@@ -674,8 +723,9 @@ class InProcessBoard(EmulatedBoard):
     def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
                  model: ModelLike | None = None, entry: Entry = firmware_entry,
                  firmware_dir: Path = FIRMWARE_DIR,
-                 count_bytecodes: bool = True) -> None:  # fmt: skip
+                 count_bytecodes: bool = True, baud: int = 0) -> None:  # fmt: skip
         super().__init__(profile, seed, model)
+        self.hw.line_baud = int(baud)  # > 0: host bytes arrive at this UART rate
         self.entry = entry
         self.firmware_dir = Path(firmware_dir)
         self.count_bytecodes = count_bytecodes

@@ -7,7 +7,9 @@ Query parameters: `seed` (int, default 0), `device` (a device preset such as `pv
 default the board's), `noise` (`default` or `off`), `micropython` (0/1), and with micropython=1
 `flash` (the board's flash folder, default a temporary one), `firmware` (0/1,
 default 1: copy `firmware/*.py` into the flash before booting, as if flashed) and
-`compute` (`calls`, default, or `measured`: see `MicroPythonBoard`). The
+`compute` (`calls`, default, or `measured`: see `MicroPythonBoard`); in-process only,
+`baud` (host bytes reach the firmware at this UART rate in board time, 10 bits per byte;
+default 0: no line timing). The
 board lives as long as the port is open: `close()` stops it. The open port's `board`
 attribute is the emulated board (its model, clock, energy ledger, real-time factor).
 
@@ -35,7 +37,7 @@ def board_from_url(url: str) -> EmulatedBoard:
         raise ValueError(f"{url!r}: not an emu:// URL")
     profile = parts.netloc or parts.path.strip("/") or "xbar-10x10"
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    known = {"seed", "device", "noise", "micropython", "flash", "firmware", "compute"}
+    known = {"seed", "device", "noise", "micropython", "flash", "firmware", "compute", "baud"}
     unknown = sorted(set(query) - known)
     if unknown:
         raise ValueError(f"{url!r}: unknown parameter(s) {', '.join(unknown)} "
@@ -58,6 +60,8 @@ def board_from_url(url: str) -> EmulatedBoard:
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
     if flag("micropython", False):
+        if "baud" in query:
+            raise ValueError(f"{url!r}: baud (line timing) needs the in-process runtime")
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
         compute = query.get("compute", "calls")
@@ -70,7 +74,13 @@ def board_from_url(url: str) -> EmulatedBoard:
         raise ValueError(f"{url!r}: flash/firmware/compute need micropython=1")
     from xbar.emulator.runtime import InProcessBoard
 
-    return InProcessBoard(profile, seed, model)
+    try:
+        baud = int(query.get("baud", "0"))
+    except ValueError:
+        baud = -1
+    if baud < 0:
+        raise ValueError(f"{url!r}: baud={query['baud']!r} is not a positive integer")
+    return InProcessBoard(profile, seed, model, baud=baud)
 
 
 def board_model(profile: str, seed: int, device: str | None, noise: str | None) -> Any:

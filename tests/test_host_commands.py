@@ -309,3 +309,29 @@ def test_io_helpers_reject_bad_inputs(iris: Path, tmp_path: Path,
     err = _error(capsys, ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris),
                           "--input", str(bad)])  # fmt: skip
     assert "(n, 4)" in err
+
+
+def test_line_timing_makes_the_board_wait_for_the_wire(iris: Path) -> None:
+    """emu://…&baud=B: host bytes reach the in-process firmware at B/10 bytes per second of
+    board time, so a stream takes at least its bytes' wire time; without it, less."""
+    art = load_artifact(iris)
+    x = art.quantized.quantize_input(load_task("iris", 0).x_test)[:12]
+    spans = {}
+    for baud in (0, 9600):
+        url = f"emu://xbar-10x10?seed=0&noise=off&baud={baud}"
+        port = serial.serial_for_url(url, timeout=0.05)
+        try:
+            with Board(port, timeout=10) as board:
+                board.load(art.plan, program=False)
+                emulated = port.board  # type: ignore[attr-defined]
+                emulated.settle()
+                c0 = emulated.model.clock.cycles
+                result = board.stream(x, per_frame=3)
+                emulated.settle()
+                spans[baud] = ((emulated.model.clock.cycles - c0) / emulated.hw.hz(),
+                               result.wire_bytes_out)  # fmt: skip
+        finally:
+            port.close()
+    board_s, wire = spans[9600]
+    assert board_s >= wire * 10 / 9600
+    assert spans[0][0] < wire * 10 / 9600

@@ -42,12 +42,12 @@ def init_campaign(
     store_path = Path(store_path) if store_path else default_store_path(spec_path)
     if store_path.exists():
         store = CampaignStore.open(store_path)
-        if store.meta("spec_fingerprint") != spec.fingerprint():
+        stored = store.meta("spec_fingerprint")
+        if stored != spec.fingerprint():
             store.close()
             raise StoreError(
-                f"{store_path} holds a campaign with a different spec "
-                f"({store.meta('spec_fingerprint')}, {spec_path} is {spec.fingerprint()}); "
-                "choose another --store for the new spec"
+                f"{store_path} holds a campaign with a different spec ({stored}, {spec_path} "
+                f"is {spec.fingerprint()}); choose another --store for the new spec"
             )
         return store, False
     return CampaignStore.create(store_path, spec, spec.to_toml(), str(spec_path.resolve())), True

@@ -155,7 +155,7 @@ def _ingest_sheet(store: CampaignStore, path: Path, data: bytes, digest: str) ->
     with store.transaction():
         ingest = store.add_ingest(str(path), digest, len(rows) - 1)
         for line, row in enumerate(
-            tqdm(rows[1:], desc=f"ingest {path.name}", unit="row", leave=False, mininterval=0.2),
+            tqdm(rows[1:], desc=f"ingest {path.name}", unit="row", leave=False, disable=None),
             start=2,
         ):
             if len(row) > len(header):

@@ -123,11 +123,11 @@ class CampaignStore:
         path = Path(path)
         if not path.is_file():
             raise StoreError(f"{path}: no campaign store here; start one with `xbar fab init SPEC`")
-        db = cls._connect(path)
         try:
+            db = cls._connect(path)
             row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-        except sqlite3.DatabaseError:
-            row = None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{path}: not an xbar campaign store ({exc})") from None
         if row is None:
             db.close()
             raise StoreError(f"{path}: not an xbar campaign store")

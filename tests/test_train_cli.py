@@ -21,7 +21,7 @@ def test_train_writes_a_valid_artifact_plot_and_summary_and_resumes(
 ) -> None:
     out = tmp_path / "run"
     argv = ["train", "--dataset", "iris", "--device", "pvk-median", "--method", "bayesmulti",
-            "--budget", "2", "--workers", "1", "--epochs", "150", "--out", str(out)]  # fmt: skip
+            "--budget", "2", "--workers", "1", "--epochs", "60", "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert "bayesmulti: clean test accuracy" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
@@ -97,3 +97,14 @@ def test_board_profiles() -> None:
     assert board_profile([4, 5, 3], 10) == "xbar-10x10"
     # 64-1024-10 on 64×64 arrays with differential pairs: 1×32 + 16×1 arrays.
     assert board_profile([64, 1024, 10], 64) == "xbar-48x64x64"
+
+
+def test_the_cnn_trains_and_evaluates_without_an_artifact(tmp_path: Path) -> None:
+    out = tmp_path / "cnn"
+    argv = ["train", "--dataset", "digits", "--arch", "cnn", "--method", "erm", "--width", "16",
+            "--epochs", "1", "--draws", "20", "--no-baselines", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["arch"] == "cnn" and "artifact" not in summary
+    assert 0.0 <= summary["accuracy_vs_sigma"]["erm"]["1.3"] <= 1.0
+    assert (out / "accuracy_vs_sigma.png").exists() and not (out / "model.xbar").exists()

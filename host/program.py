@@ -94,7 +94,7 @@ class Progress:
             try:
                 data = json.loads(path.read_text())
                 same = data["plan"] == digest and data["profile"] == profile
-                done = {str(k): [float(v[0]), int(v[1]), int(v[2])]
+                done = {str(k): [float(v[0]), int(v[1]), int(v[2]), int(v[3])]
                         for k, v in data["cells"].items()}  # fmt: skip
             except (ValueError, KeyError, TypeError, IndexError):
                 raise ProgramError(f"{path}: progress file unreadable; delete it or pass "
@@ -121,13 +121,14 @@ class Progress:
 def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
                  tolerance: float | None = None, fresh: bool = False,
                  on_frame: Callable[[int], object] | None = None,
-                 frame_cells: int = MAX_PROGRAM_CELLS,
+                 frame_cells: int = MAX_PROGRAM_CELLS, passes: int = 2,
                  **program_args: Any) -> ProgramReport:  # fmt: skip
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
 
     `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
     maps to its int8 weight; `frame_cells` (≤ 125) cells go in one PROGRAM frame, the unit
-    of progress saved; `program_args` go to `Board.program` (v_read, v_set, ...)."""
+    of progress saved; `passes`: write-verify runs, the later ones only for cells that
+    did not converge (pulses add up); `program_args` go to `Board.program`."""
     info = board.info()
     cells = plan_cells(plan)
     state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
@@ -138,20 +139,26 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
         on_frame(resumed)
     args: dict[str, Any] = {"v_read": V_VERIFY, "v_set": 2.5, "v_reset": 2.5, "max_pulses": 100}
     args.update(program_args)
-    by_array: dict[int, list[Cell]] = {}
-    for c in todo:
-        by_array.setdefault(c.array, []).append(c)
-    for array, group in sorted(by_array.items()):
-        for s in range(0, len(group), frame_cells):
-            part = group[s : s + frame_cells]
-            result = board.program({(c.row, c.col): c.target for c in part}, tolerance=tol,
-                                   array=array, **args)  # fmt: skip
-            for c, g, n, st in zip(part, result.achieved, result.pulses, result.status,
-                                   strict=True):  # fmt: skip
-                state.done[Progress.key(c)] = [float(g), int(n), int(st)]
-            state.save()
-            if on_frame is not None:
-                on_frame(len(part))
+    for attempt in range(max(1, passes)):
+        if attempt:  # another write-verify for the cells that have not converged yet
+            todo = [c for c in cells if state.done[Progress.key(c)][2] != P.ST_OK
+                    and state.done[Progress.key(c)][3] == attempt]  # fmt: skip
+        by_array: dict[int, list[Cell]] = {}
+        for c in todo:
+            by_array.setdefault(c.array, []).append(c)
+        for array, group in sorted(by_array.items()):
+            for s in range(0, len(group), frame_cells):
+                part = group[s : s + frame_cells]
+                result = board.program({(c.row, c.col): c.target for c in part},
+                                       tolerance=tol, array=array, **args)  # fmt: skip
+                for c, g, n, st in zip(part, result.achieved, result.pulses, result.status,
+                                       strict=True):  # fmt: skip
+                    earlier = state.done[Progress.key(c)][1] if attempt else 0
+                    state.done[Progress.key(c)] = [float(g), int(n) + earlier, int(st),
+                                                   attempt + 1]  # fmt: skip
+                state.save()
+                if on_frame is not None and not attempt:
+                    on_frame(len(part))
     board.load(plan, program=False)
     state.save(complete=True)
     rows = [state.done[Progress.key(c)] for c in cells]
@@ -216,6 +223,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--fresh", action="store_true", help="ignore saved progress, program all")
     p.add_argument("--tolerance", type=float, help="S (default: half a weight step)")
     p.add_argument("--max-pulses", type=int, default=100, help="per cell (default: 100)")
+    p.add_argument(
+        "--passes",
+        type=int,
+        default=2,
+        help="write-verify passes; later ones retry unconverged cells (default 2)",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
     p.set_defaults(func=run)
 
@@ -246,7 +259,8 @@ def run(args: argparse.Namespace) -> int:
             try:
                 tol = args.tolerance
                 report = program_plan(board, plan, state_path, tolerance=tol, fresh=args.fresh,
-                                      on_frame=bar.update, max_pulses=args.max_pulses)  # fmt: skip
+                                      on_frame=bar.update, max_pulses=args.max_pulses,
+                                      passes=args.passes)  # fmt: skip
             except (BoardError, KeyboardInterrupt) as exc:
                 bar.close()
                 done = bar.n

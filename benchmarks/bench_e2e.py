@@ -1,0 +1,128 @@
+"""End to end on the MicroPython board: flash, write-verify every cell, stream digits.
+
+What a user does, timed: an emulated board running the real MicroPython interpreter
+behind a pty, without firmware; `host.flash.flash` (raw REPL, .mpy, SHA-256 checks, soft
+reset), `host.program.program_plan` (write-verify of every cell, 2 passes), then
+`host.infer.stream_model` on the whole held-out split. The model is the one the CI
+end-to-end test uses (small enough to write-verify through the interpreter): digits
+pooled 2×2 to 16 inputs, MLP 16-4-10, exported for pvk-best on `xbar-4x10x10` (208 cells).
+Run once per noise setting of the board (default: every source on; off: the ideal board).
+
+Run: ``python -m benchmarks.bench_e2e`` (options: --noise, --out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.run_all import run_meta, write_results
+from xbar.emulator.board import BoardModel
+from xbar.emulator.profiles import NoiseConfig
+from xbar.emulator.runtime_mpy import MicroPythonBoard
+from xbar.host.board import Board
+from xbar.host.flash import flash
+from xbar.host.infer import stream_model
+from xbar.host.program import program_plan
+from xbar.training.artifact import ModelArtifact, export_artifact
+from xbar.training.devices import DeviceModel
+from xbar.training.tasks import load_task
+
+PROFILE = "xbar-4x10x10"
+DEVICE = "pvk-best"
+
+
+def pooled(x: np.ndarray) -> np.ndarray:
+    """8×8 digits averaged over 2×2 blocks: 16 inputs in [0, 1]."""
+    return x.reshape(len(x), 4, 2, 4, 2).mean(axis=(2, 4)).reshape(len(x), 16)
+
+
+def pooled_digits_model(path: Path) -> tuple[ModelArtifact, np.ndarray, np.ndarray]:
+    """The 16-4-10 pooled-digits artifact, and the test split's uint8 inputs and labels."""
+    from sklearn.neural_network import MLPClassifier
+
+    task = load_task("digits", 0)
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2000, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf.fit(pooled(task.x_train), task.y_train)
+    art = export_artifact(path, list(zip(clf.coefs_, clf.intercepts_, strict=True)),
+                          pooled(task.x_train), input_scale=1 / 255,
+                          device=DeviceModel.preset(DEVICE), profile=PROFILE,
+                          metadata={"task": "digits-pooled-4x4", "seed": 0})  # fmt: skip
+    x = art.quantized.quantize_input(pooled(task.x_test))
+    return art, x, task.y_test
+
+
+def run_once(noise_name: str, folder: Path) -> dict[str, Any]:
+    art, x, y = pooled_digits_model(folder / "digits16.xbar")
+    assert art.plan is not None
+    noise = NoiseConfig.preset(noise_name)
+    model = BoardModel(PROFILE, seed=0, device=DeviceModel.preset(DEVICE), noise=noise)
+    with MicroPythonBoard(PROFILE, 0, model, firmware=False) as board:
+        t0 = time.perf_counter()
+        flashed = flash(board.port, profile=PROFILE)
+        t1 = time.perf_counter()
+        with Board(board.port, timeout=60) as client:
+            prog = program_plan(client, art.plan, folder / "progress.json", fresh=True)
+            t2 = time.perf_counter()
+            report = stream_model(client, art, art.plan, x, y)
+    return {
+        "noise": noise_name, "cells": len(prog.cells), "converged": prog.converged,
+        "pulses_mean": float(prog.pulses.mean()), "flash_s": t1 - t0, "program_s": t2 - t1,
+        "files": len(flashed.files), "mpy": flashed.compiled, "n": len(y),
+        "accuracy": report.accuracy, "reference_accuracy": report.reference_accuracy,
+        "agreement": report.agreement, "throughput": report.throughput,
+        "stream_s": report.stream.wall_s,
+    }  # fmt: skip
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = [
+        "## End to end on the MicroPython board (flash → program → infer)",
+        "",
+        f"Command: `{meta['command']}` — {meta['machine']}, {meta['date']}.",
+        "",
+        "Emulated board under the real MicroPython interpreter (`-X heapsize=192K`) behind "
+        f"a pty, no firmware at start; `{PROFILE}`, device {DEVICE}, seed 0. Model: digits "
+        "pooled 2×2 (16 inputs), MLP 16-4-10 (the CI end-to-end test's model). Flash: raw "
+        "REPL, .mpy, SHA-256 verified; program: write-verify of every cell (2 passes, "
+        "tolerance half a weight step); infer: the whole held-out split streamed. Wall "
+        "times on this machine.",
+        "",
+        "| board noise | cells | converged | pulses/cell | flash s | program s | N | "
+        "accuracy board / int8 ref | argmax = int8 ref | inferences/s (wall) |",
+        "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['noise']} | {r['cells']} | {r['converged']} | {r['pulses_mean']:.1f} | "
+            f"{r['flash_s']:.1f} | {r['program_s']:.0f} | {r['n']} | {r['accuracy']:.4f} / "
+            f"{r['reference_accuracy']:.4f} | {r['agreement']:.4f} | {r['throughput']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--noise", action="append", choices=["default", "off"],
+                        help="board noise setting (repeatable; default: both)")  # fmt: skip
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    results = []
+    for name in args.noise or ["default", "off"]:
+        with tempfile.TemporaryDirectory() as tmp:
+            results.append(run_once(name, Path(tmp)))
+            print(results[-1])
+    meta = {**run_meta("bench_e2e", args, parser), "profile": PROFILE, "device": DEVICE}
+    write_results("bench_e2e", meta, results, markdown(results, meta), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -335,3 +335,31 @@ def test_line_timing_makes_the_board_wait_for_the_wire(iris: Path) -> None:
     board_s, wire = spans[9600]
     assert board_s >= wire * 10 / 9600
     assert spans[0][0] < wire * 10 / 9600
+
+
+def test_leaving_mid_stream_leaves_the_board_idle_for_the_next_client(iris: Path) -> None:
+    """An exception with frames in flight: closing takes the answers still owed, so the
+    next client on the same port starts clean (no stale answers, board not blocked)."""
+    art = load_artifact(iris)
+    x = np.zeros((40, 4), dtype=np.int64)
+
+    class Stop(Exception):
+        pass
+
+    class StopAfterFirst:
+        def update(self, n: int) -> None:
+            raise Stop
+
+    with InProcessBoard("xbar-10x10", 0, count_bytecodes=False) as emulated:
+        with Board(emulated.port, timeout=10) as board:
+            board.load(art.plan, program=False)
+            with pytest.raises(Stop):
+                board.stream(x, per_frame=4, window=4, progress=StopAfterFirst())
+            assert board.link.outstanding == 3
+            before = board.link.bytes_in
+        assert board.link.outstanding == 0
+        answer = len(P.encode(P.INFER_STREAM | P.RESPONSE, 0, bytes(5 + 4 * 3 * 2)))
+        assert board.link.bytes_in - before >= 3 * answer  # the 3 answers owed were taken
+        with Board(emulated.port, timeout=10) as again:
+            assert again.stats()["frames_ok"] > 0
+            assert again.stream(x[:8], per_frame=4).outputs.shape == (8, 3)

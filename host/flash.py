@@ -192,19 +192,18 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    bar = tqdm(unit="B", unit_scale=True, desc="flash", leave=False)
+    with tqdm(unit="B", unit_scale=True, desc="flash", leave=False) as bar:
+        current = [""]  # the file being written
+        written = [0]  # its bytes so far
 
-    def progress(name: str, done: int, total: int) -> None:
-        bar.set_postfix_str(name)
-        bar.update(done - bar.n if bar.total == total else 0)
-        if bar.total != total:
-            bar.reset(total)
-            bar.update(done)
+        def progress(name: str, done: int, total: int) -> None:
+            if name != current[0]:
+                current[0], written[0] = name, 0
+                bar.set_postfix_str(name)
+            bar.update(done - written[0])
+            written[0] = done
 
-    try:
         report = flash(args.port, profile=args.profile, source=args.source, progress=progress)
-    finally:
-        bar.close()
     kind = ".mpy (mpy-cross)" if report.compiled else ".py sources"
     print(
         f"flashed {len(report.files)} files as {kind} to {args.port}, every SHA-256 "

@@ -202,8 +202,9 @@ class Search:
     planned (some Nevergrad methods size themselves by it); ``batch`` the usual batch size;
     ``pool`` restricts suggestions to these values; ``liar`` the fantasy loss of pending
     points for sequential methods (``mean``, ``min`` or ``max`` of the losses so far);
-    ``sampler`` draws one random value of the space from a NumPy generator, a fast stand-in
-    for Nevergrad's ``sample()`` when the GP needs many options (constraints still apply).
+    ``sampler`` draws one random *feasible* value of the space from a NumPy generator, a
+    fast stand-in for Nevergrad's ``sample()`` and constraint check when the GP needs many
+    options.
     """
 
     SAMPLES_FIRST, SAMPLES_PER_BATCH, SAMPLES_MAX = 256, 64, 512  # GP options without a pool
@@ -400,7 +401,9 @@ class Search:
             else:
                 value = self.parametrization.sample().value  # correct, but ~10 ms each
             self._scratch.value = value
-            if self._scratch.satisfies_constraints():
+            # A sampler promises feasible values (Nevergrad's check costs ~10 ms a call);
+            # the chosen option is checked anyway before it is suggested.
+            if self._sampler is not None or self._scratch.satisfies_constraints():
                 fresh.append(plain(value))
                 if len(fresh) == wanted:
                     break
@@ -428,7 +431,13 @@ class Search:
             if not free:
                 raise SearchError("no unused option is left to suggest")
             if isinstance(engine, _GaussianProcess):
-                return self._child(self._options[free[engine.choose(self._options_x[free])]])
+                while free:
+                    index = free[engine.choose(self._options_x[free])]
+                    param = self._child(self._options[index])
+                    if param.satisfies_constraints():
+                        return param
+                    free.remove(index)
+                raise SearchError("no option left that satisfies the constraints")
             wanted = self._encode(engine.optimizer.ask())  # the nearest unused pool value
             distances = np.linalg.norm(self._options_x[free] - wanted, axis=1)
             return self._child(self._options[free[int(np.argmin(distances))]])

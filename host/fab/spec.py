@@ -230,8 +230,15 @@ class Spec:
         return space
 
     def sample(self, rng: np.random.Generator) -> dict[str, Any]:
-        """One random value per parameter: uniform, log-uniform or uniform over choices
-        (fast; the optimizer checks feasibility)."""
+        """A random feasible point: per parameter uniform, log-uniform or uniform over the
+        choices, drawn again while the combination is infeasible."""
+        for _ in range(10_000):
+            values = self._draw(rng)
+            if self.is_feasible(values):
+                return values
+        raise SpecError(f"spec {self.name!r}: no feasible point in 10 000 random draws")
+
+    def _draw(self, rng: np.random.Generator) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for p in self.parameters:
             if p.kind in ("ordinal", "categorical"):

@@ -170,6 +170,9 @@ def test_store_and_spec_errors(campaign: Path, tmp_path: Path,
     (tmp_path / "other.sqlite").write_bytes(b"not a database at all, just text" * 40)
     assert fab("status", "--store", tmp_path / "other.sqlite") == 1
     assert "not an xbar campaign store" in capsys.readouterr().err
+    (tmp_path / "empty.sqlite").touch()
+    assert fab("suggest", "--store", tmp_path / "empty.sqlite") == 1
+    assert "empty.sqlite: not an xbar campaign store" in capsys.readouterr().err
 
     spec = tmp_path / "perovskite.toml"
     assert fab("init", spec) == 0  # the same spec again: reopened

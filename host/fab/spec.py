@@ -24,6 +24,7 @@ from .errors import FabError
 KINDS = ("float", "int", "log", "ordinal", "categorical")
 # Metric -> sense; a device's figures from training.usability.analyse.
 METRICS = {"usability": "max", "sigma": "min", "monotonicity": "max"}
+BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)) still counts
 
 
 class SpecError(FabError):
@@ -56,6 +57,9 @@ class Parameter:
         if isinstance(value, bool) or not math.isfinite(number):
             raise SpecError(f"{where}: {self.name} = {value!r} is not a finite number")
         assert self.low is not None and self.high is not None
+        slack = BOUND_SLACK * (self.high - self.low)  # float round-off of log/linear maps
+        if self.low - slack <= number <= self.high + slack:
+            number = min(max(number, self.low), self.high)
         if not self.low <= number <= self.high:
             raise SpecError(
                 f"{where}: {self.name} = {value!r} is outside [{self.low:g}, {self.high:g}]"

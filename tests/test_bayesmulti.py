@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from xbar.training.bayesmulti import (
+    DEFAULT_STRATEGY,
     SearchLog,
     SearchLogError,
     SearchSettings,
@@ -28,9 +29,11 @@ from xbar.training.tasks import load_task
 
 torch.set_num_threads(1)
 
-# Iris, tiny networks, few epochs: a trial takes well under a second.
-SETTINGS = SearchSettings(task="iris", sigmas=(0.6,), draws=20, widths=(4, 5),
+# Iris, tiny networks, few epochs: a trial takes about a second. DE asks instantly; the
+# resume test uses the default (GP) strategy, whose model is rebuilt from the log.
+SETTINGS = SearchSettings(task="iris", sigmas=(0.6,), draws=20, widths=(4, 5), strategy="de",
                           train=TrainConfig(epochs=60, batch=16))  # fmt: skip
+GP_SETTINGS = SearchSettings(**{**vars(SETTINGS), "strategy": DEFAULT_STRATEGY})
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +65,21 @@ def test_trial_is_scored_under_the_device_noise() -> None:
 def test_search_logs_every_trial_and_resumes_without_rerunning(client: Any, tmp_path: Path) -> None:
     log = tmp_path / "search.jsonl"
     seen: list[int] = []
-    first = run_search(SETTINGS, 3, log, client, progress=lambda t: seen.append(t.id))
+    first = run_search(GP_SETTINGS, 3, log, client, progress=lambda t: seen.append(t.id))
     assert len(first.trials) == 3 and sorted(seen) == [0, 1, 2]
     lines = log.read_text().splitlines()
     assert json.loads(lines[0])["kind"] == "header" and len(lines) == 4
     # Resume to a larger budget: the three finished trials are replayed, two new ones run.
     seen.clear()
-    second = run_search(SETTINGS, 5, log, client, progress=lambda t: seen.append(t.id))
+    second = run_search(GP_SETTINGS, 5, log, client, progress=lambda t: seen.append(t.id))
     assert len(second.trials) == 5 and sorted(seen) == [3, 4]
     assert [t.value for t in second.trials[:3]] == [t.value for t in first.trials]
     assert second.best.result["loss"] == min(t.result["loss"] for t in second.trials)
     # Budget already reached: nothing runs.
     seen.clear()
     assert (
-        len(run_search(SETTINGS, 5, log, client, progress=lambda t: seen.append(t.id)).trials) == 5
+        len(run_search(GP_SETTINGS, 5, log, client, progress=lambda t: seen.append(t.id)).trials)
+        == 5
     )
     assert seen == []
 

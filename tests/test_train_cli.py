@@ -21,7 +21,8 @@ def test_train_writes_a_valid_artifact_plot_and_summary_and_resumes(
 ) -> None:
     out = tmp_path / "run"
     argv = ["train", "--dataset", "iris", "--device", "pvk-median", "--method", "bayesmulti",
-            "--budget", "2", "--workers", "1", "--epochs", "60", "--out", str(out)]  # fmt: skip
+            "--budget", "2", "--workers", "1", "--epochs", "60", "--strategy", "de",
+            "--out", str(out)]  # fmt: skip
     assert main(argv) == 0
     assert "bayesmulti: clean test accuracy" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())

@@ -12,7 +12,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from .campaign import CampaignError, scores
-from .store import CampaignStore
+from .spec import Spec
+from .store import CampaignStore, Experiment
+
+Scored = list[tuple[Experiment, float]]  # measured experiments with their score
 
 
 def write_report(store: CampaignStore, out_dir: str | Path) -> list[Path]:
@@ -35,7 +38,7 @@ def write_report(store: CampaignStore, out_dir: str | Path) -> list[Path]:
     return paths
 
 
-def _best_so_far(scored: list, label: str, path: Path) -> Path:
+def _best_so_far(scored: Scored, label: str, path: Path) -> Path:
     values = np.array([s for _, s in scored])
     fig, ax = plt.subplots(figsize=(6, 4))
     n = np.arange(1, len(values) + 1)
@@ -51,8 +54,8 @@ def _best_so_far(scored: list, label: str, path: Path) -> Path:
     return path
 
 
-def _effects(spec: object, scored: list, label: str, path: Path) -> Path:
-    parameters = spec.parameters  # type: ignore[attr-defined]
+def _effects(spec: Spec, scored: Scored, label: str, path: Path) -> Path:
+    parameters = spec.parameters
     cols = 4
     rows = -(-len(parameters) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
@@ -85,7 +88,7 @@ def _effects(spec: object, scored: list, label: str, path: Path) -> Path:
     return path
 
 
-def _by_batch(scored: list, label: str, path: Path) -> Path:
+def _by_batch(scored: Scored, label: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     external = [s for e, s in scored if e.batch is None]
     if external:

@@ -78,6 +78,7 @@ def _effects(spec: Spec, scored: Scored, label: str, path: Path) -> Path:
             ax.scatter(x, values, s=10)
             if p.kind == "log":
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_formatter(plt.NullFormatter())  # no crowded minor labels
         ax.set_title(f"{p.name}{f' ({p.unit})' if p.unit else ''}", fontsize=9)
     for ax in list(axes.flat)[len(parameters) :]:
         ax.axis("off")

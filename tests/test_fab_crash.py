@@ -72,7 +72,7 @@ def test_kill_during_ingest_loses_nothing_and_reingest_is_idempotent(tmp_path: P
         assert process.poll() is None, "the ingest ended before it could be interrupted"
         assert time.monotonic() < deadline, "the ingest never started writing"
         time.sleep(0.01)
-    time.sleep(0.5)  # well inside the rows
+    time.sleep(0.1)  # inside the rows (each reads and analyses an I–V file)
     assert process.poll() is None, "the ingest ended before it could be interrupted"
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL

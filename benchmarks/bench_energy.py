@@ -57,7 +57,8 @@ def markdown(r: dict, meta: dict) -> str:
         f"Board time {r['board_ms']:.3f} ms per inference; link {r['link_bytes']} B per "
         f"inference. Digital int8 baseline (estimate): {b['macs']} MACs, {b['cycles']} "
         f"cycles = {b['seconds'] * 1e3:.3f} ms, {b['joules'] * 1e6:.3f} µJ of MCU energy "
-        f"per inference — {total / b['joules']:.1f}× the analog board's measured total.",
+        f"per inference; the analog board's measured total is {total / b['joules']:.0f}× "
+        "this estimate (static power of the TIAs, DACs and ADCs over the board time).",
     ]
     return "\n".join(lines) + "\n"
 

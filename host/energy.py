@@ -146,16 +146,17 @@ def plot(r: EnergyReport, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, cmp) = plt.subplots(1, 2, figsize=(10, 4))
     bottom = 0.0
     label = "analog (measured)" if r.measured else "analog (estimated)"
     for i, (part, joules) in enumerate(sorted(r.per_inference.items(), key=lambda kv: -kv[1])):
         ax.bar(label, joules * 1e6, bottom=bottom, color=f"C{i % 10}", label=part)
         bottom += joules * 1e6
-    ax.bar("digital int8\n(cycle estimate)", r.baseline.joules * 1e6, color="0.5",
-           label="MCU (estimate)", hatch="//")  # fmt: skip
-    ax.set(ylabel="µJ per inference", title="Energy per inference")
+    ax.set(ylabel="µJ per inference", title="Analog board, by part")
     ax.legend(fontsize=8, loc="upper right")
+    cmp.bar([label, "digital int8\n(cycle estimate)"], [r.total * 1e6, r.baseline.joules * 1e6],
+            color=["C0", "0.5"])  # fmt: skip
+    cmp.set(yscale="log", ylabel="µJ per inference (log)", title="Total vs digital baseline")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

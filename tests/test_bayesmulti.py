@@ -126,10 +126,10 @@ def test_bad_logs_and_budgets_are_refused(client: Any, tmp_path: Path) -> None:
     with pytest.raises(SearchLogError, match=r"search.jsonl:2: not JSON"):
         SearchLog(log, SETTINGS)
     foreign = tmp_path / "foreign.jsonl"
-    foreign.write_text('{"hello": 1}\n')
+    foreign.write_text('{"hello": 1}\nno newline at the end')
     with pytest.raises(SearchLogError, match="not a BayesMulti search log"):
         SearchLog(foreign, SETTINGS)
-    assert foreign.read_text() == '{"hello": 1}\n'  # refused, unchanged
+    assert foreign.read_text() == '{"hello": 1}\nno newline at the end'  # refused, unchanged
     with pytest.raises(ValueError, match="draws"):
         SearchSettings(draws=5).validate()
 

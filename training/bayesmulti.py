@@ -40,7 +40,7 @@ LOG_FORMAT = "xbar-bayesmulti-log"
 LOG_VERSION = 1
 MIN_DRAWS = 20
 # Chosen by the measured comparison in benchmarks/bench_robustness.py (docs/training.md).
-DEFAULT_STRATEGY = "gp"
+DEFAULT_STRATEGY = "bo"
 WIDTHS = (512, 1024, 2048, 4096)
 # The box searched. Prototype runs (docs/training.md) found training without weight noise,
 # or with activation noise above ~0.3, far from the targets: the box leaves them out.
@@ -200,9 +200,6 @@ class SearchLog:
         raw = self.path.read_bytes()
         lines = raw.split(b"\n")
         complete = lines[:-1]  # a last line without its newline was cut mid-write
-        if lines[-1]:
-            with self.path.open("r+b") as f:  # drop it: its trial is run again
-                f.truncate(len(raw) - len(lines[-1]))
         if not complete:
             raise SearchLogError(f"{where}: no header line; not a BayesMulti search log")
         records = []
@@ -233,6 +230,9 @@ class SearchLog:
             ):
                 raise SearchLogError(f"{where}:{n}: not a trial record")
             self.trials.append(Trial(int(rec["id"]), rec["value"], rec["result"]))
+        if lines[-1]:  # only once the rest is known good: drop it, its trial runs again
+            with self.path.open("r+b") as f:
+                f.truncate(len(raw) - len(lines[-1]))
 
     def _append(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:

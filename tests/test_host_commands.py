@@ -176,11 +176,11 @@ def test_program_resumes_after_an_interruption(iris: Path, tmp_path: Path) -> No
     try:
         with Board(port, timeout=30) as board:
             with pytest.raises(KeyboardInterrupt):
-                program_plan(board, art.plan, state, frame_cells=24, max_pulses=20,
+                program_plan(board, art.plan, state, frame_cells=24, max_pulses=20, passes=1,
                              on_frame=stop_after_first)  # fmt: skip
             saved = json.loads(state.read_text())
             assert len(saved["cells"]) == 24 and saved["complete"] is False
-            report = program_plan(board, art.plan, state, frame_cells=24, max_pulses=20)
+            report = program_plan(board, art.plan, state, frame_cells=24, max_pulses=20, passes=1)
             assert report.resumed == 24 and report.loaded
             assert json.loads(state.read_text())["complete"] is True
             assert [Progress.key(c) for c in report.cells] == [Progress.key(c) for c in cells]

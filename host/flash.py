@@ -114,6 +114,11 @@ def flash(port: str, *, profile: str | None = None, source: bool = False,
     from mpremote.transport import TransportError, TransportExecError
     from mpremote.transport_serial import SerialTransport
 
+    if port.startswith("emu://"):
+        raise FlashError(
+            f"{port}: an emu:// board lives only while one port is open; serve "
+            "one with `xbar emulate --micropython --blank` and flash its pty"
+        )
     leave_firmware(port)
     try:
         transport = SerialTransport(port, baudrate=115200)

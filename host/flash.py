@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xbar.host.board import Board, BoardError, Hello
 
@@ -197,18 +198,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    with tqdm(unit="B", unit_scale=True, desc="flash", leave=False) as bar:
-        current = [""]  # the file being written
-        written = [0]  # its bytes so far
+    bars: list[Any] = []  # made on the first write, so an early error prints alone
+    current = [""]  # the file being written
+    written = [0]  # its bytes so far
 
-        def progress(name: str, done: int, total: int) -> None:
-            if name != current[0]:
-                current[0], written[0] = name, 0
-                bar.set_postfix_str(name)
-            bar.update(done - written[0])
-            written[0] = done
+    def progress(name: str, done: int, total: int) -> None:
+        if not bars:
+            bars.append(tqdm(unit="B", unit_scale=True, desc="flash", leave=False))
+        if name != current[0]:
+            current[0], written[0] = name, 0
+            bars[0].set_postfix_str(name)
+        bars[0].update(done - written[0])
+        written[0] = done
 
+    try:
         report = flash(args.port, profile=args.profile, source=args.source, progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
     kind = ".mpy (mpy-cross)" if report.compiled else ".py sources"
     print(
         f"flashed {len(report.files)} files as {kind} to {args.port}, every SHA-256 "

@@ -149,3 +149,12 @@ def test_baselines_share_the_network_and_differ_only_in_noise() -> None:
         method_spec("bayesmulti", task, "mlp", (256,), 1.0)
     with pytest.raises(NoiseConfigError, match="unknown method"):
         method_spec("sgd", task, "mlp", (256,), 1.0)
+
+
+def test_the_same_search_runs_on_an_existing_scheduler(client: Any, tmp_path: Path) -> None:
+    """`--scheduler tcp://…`: a second client on the running cluster's address."""
+    address = client.scheduler.address
+    assert address.startswith("tcp://")
+    with open_client(address) as remote:
+        result = run_search(SETTINGS, 2, tmp_path / "remote.jsonl", remote)
+    assert len(result.trials) == 2 and result.workers == 2

@@ -24,7 +24,13 @@ from xbar.training.noise import (
     stuck_at_faults,
     weight_noise_preset,
 )
-from xbar.training.robustness import accuracy_under_noise, clean_accuracy, noisy_logits
+from xbar.training.robustness import (
+    accuracy_under_noise,
+    calibrated,
+    clean_accuracy,
+    gain_calibration,
+    noisy_logits,
+)
 
 N = 100_000  # samples per statistical check: 5σ bands stay around 1 %
 
@@ -167,3 +173,42 @@ def test_noisy_evaluation_is_seeded_and_exact_at_sigma_zero() -> None:
     assert not torch.equal(a[0], a[1])  # a fresh draw per sample
     with pytest.raises(ValueError, match="draws"):
         noisy_logits(model, x, noise, 0)
+
+
+def test_gain_calibration_compounds_per_layer_relative_to_the_training_gain() -> None:
+    plain = NoisyMLP(NetworkSpec("mlp", 8, 3, (16, 16)))
+    g = math.exp(0.8**2 / 2)  # E[exp(ε)] at σ = 0.8
+    factors = gain_calibration(plain, WeightNoiseConfig("lognormal", 0.8))
+    assert factors == pytest.approx([g, g**2, g**3])
+    assert gain_calibration(plain, WeightNoiseConfig("lognormal", 0.0)) == [1.0, 1.0, 1.0]
+    # Trained under log-normal noise of σ = 1: its biases already match that gain.
+    trained = NoisyMLP(NetworkSpec("mlp", 8, 3, (16,), train_noise=WeightNoiseConfig(sigma=1.0)))
+    assert gain_calibration(trained, WeightNoiseConfig("lognormal", 1.0)) == pytest.approx([1, 1])
+    shrink = math.exp(-0.5)
+    assert gain_calibration(trained, WeightNoiseConfig("lognormal", 0.0)) == pytest.approx(
+        [shrink, shrink**2]
+    )
+
+
+def test_calibrated_biases_keep_the_mean_logit_in_step_and_are_restored() -> None:
+    """One linear layer: E[noisy logit] = g·w·x + b, so only the calibrated bias (g·b) gives
+    g × the clean logit; outside the block the biases are bit-for-bit what they were."""
+    torch.manual_seed(0)
+    model = NoisyMLP(NetworkSpec("mlp", 8, 3, (), train_noise=None))
+    layer = model.linear_layers()[0]
+    with torch.no_grad():
+        layer.bias.copy_(torch.tensor([2.0, -1.5, 1.0]))
+    before = layer.bias.detach().clone()
+    x = np.random.default_rng(0).random((4, 8)).astype(np.float32)
+    noise = WeightNoiseConfig("lognormal", 0.5)
+    g = math.exp(0.5**2 / 2)
+    clean = model(torch.as_tensor(x)).detach()
+    on = noisy_logits(model, x, noise, 20_000, seed=3, calibrate=True).mean(0)
+    off = noisy_logits(model, x, noise, 20_000, seed=3).mean(0)
+    assert torch.allclose(on, g * clean, atol=0.02)
+    assert not torch.allclose(off, g * clean, atol=0.2)  # the exact bias lags the gain
+    assert torch.equal(layer.bias.detach(), before)
+    with calibrated(model, noise) as factors:
+        assert factors == pytest.approx([g])
+        assert torch.allclose(layer.bias.detach(), g * before)
+    assert torch.equal(layer.bias.detach(), before)

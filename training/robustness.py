@@ -4,11 +4,19 @@ Evaluation follows the design guide: every weight w becomes w·exp(ε), ε ~ N(0
 fresh draw per Monte Carlo sample (one draw = one programming of the whole network);
 biases are exact. Draws come from a seeded generator, so a figure is reproducible and two
 models evaluated with the same seed see the same ε.
+
+**Mean-gain calibration** (``calibrate=True``, off by default): E[exp(ε)] = exp(σ²/2), so
+under the noise every weighted sum grows by that factor on average while the digital
+biases do not. :func:`gain_calibration` gives, per layer, the factor that scales the bias
+back into step with its inputs (compounded through the ReLU layers, relative to the mean
+gain the layer was trained under); :func:`calibrated` applies it for one evaluation. It is
+a deployment setting for a device of known σ, applied alike to every method.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +25,7 @@ import torch
 from torch import nn
 
 from .networks import NoisyMLP
-from .noise import WeightNoiseConfig, set_eval_noise
+from .noise import NOISY_LAYERS, WeightNoiseConfig, set_eval_noise
 
 MIN_DRAWS = 1
 _CHUNK_ELEMENTS = 8_000_000  # hidden activations held at once by the batched MLP path
@@ -31,6 +39,53 @@ class NoisyAccuracy:
     mean: float
     std: float
     per_draw: tuple[float, ...]
+
+
+def _mean_gain(noise: WeightNoiseConfig | None) -> float:
+    """E[m] of a weight's multiplicative noise factor (1 without noise or additive noise)."""
+    return noise.moments()[0] if noise is not None and noise.kind != "gaussian-add" else 1.0
+
+
+def gain_calibration(model: nn.Module, noise: WeightNoiseConfig) -> list[float]:
+    """Bias factors, one per weight layer in forward order, for deployment under ``noise``.
+
+    Layer l's inputs carry the mean gains of layers 1…l (ReLU and max-pool commute with a
+    positive scale), so its bias is scaled by Π_{k<=l} g_k with g_k = E[m] of ``noise`` over
+    E[m] of the noise layer k was trained under (its biases already absorbed that one): for
+    a model trained without log-normal noise, layer l's bias times exp(l·σ²/2). All 1 at
+    σ = 0 for such a model; for one trained under log-normal noise, below 1 there.
+    """
+    deployed = _mean_gain(noise.validate("calibration noise"))
+    factors, total = [], 1.0
+    for layer in model.modules():
+        if isinstance(layer, NOISY_LAYERS):
+            total *= deployed / _mean_gain(layer.train_noise)
+            factors.append(total)
+    return factors
+
+
+@contextmanager
+def calibrated(model: nn.Module, noise: WeightNoiseConfig | None) -> Iterator[list[float]]:
+    """``model`` with its biases scaled by :func:`gain_calibration` for ``noise`` inside the
+    block, restored exactly after; None: unchanged (yields no factors)."""
+    if noise is None:
+        yield []
+        return
+    layers = [m for m in model.modules() if isinstance(m, NOISY_LAYERS)]
+    factors = gain_calibration(model, noise)
+    biases = [
+        (layer.bias, f) for layer, f in zip(layers, factors, strict=True) if layer.bias is not None
+    ]
+    saved = [bias.detach().clone() for bias, _ in biases]
+    with torch.no_grad():
+        for bias, factor in biases:
+            bias.mul_(factor)
+    try:
+        yield factors
+    finally:
+        with torch.no_grad():
+            for (bias, _), value in zip(biases, saved, strict=True):
+                bias.copy_(value)
 
 
 def _mlp_logits(
@@ -63,14 +118,16 @@ def noisy_logits(
     noise: WeightNoiseConfig,
     draws: int,
     seed: int = 0,
+    calibrate: bool = False,
 ) -> torch.Tensor:
-    """Logits of ``draws`` independent noisy copies of ``model`` on ``x``: (draws, n, classes)."""
+    """Logits of ``draws`` independent noisy copies of ``model`` on ``x``: (draws, n, classes);
+    ``calibrate``: with the mean-gain calibration for ``noise`` (:func:`calibrated`)."""
     if draws < MIN_DRAWS:
         raise ValueError(f"noise evaluation: draws = {draws} must be >= {MIN_DRAWS}")
     noise.validate("evaluation noise")
     xt = torch.as_tensor(x, dtype=torch.float32)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), calibrated(model, noise if calibrate else None):
         if isinstance(model, NoisyMLP):
             return _mlp_logits(model, xt, noise, draws, torch.Generator().manual_seed(seed))
         with torch.random.fork_rng():
@@ -89,9 +146,11 @@ def accuracy_under_noise(
     noise: WeightNoiseConfig,
     draws: int = 30,
     seed: int = 0,
+    calibrate: bool = False,
 ) -> NoisyAccuracy:
-    """Accuracy of ``model`` on (x, y) under ``noise``, over ``draws`` Monte Carlo draws."""
-    logits = noisy_logits(model, x, noise, draws, seed)
+    """Accuracy of ``model`` on (x, y) under ``noise``, over ``draws`` Monte Carlo draws
+    (``calibrate``: with the mean-gain calibration)."""
+    logits = noisy_logits(model, x, noise, draws, seed, calibrate)
     correct = logits.argmax(-1) == torch.as_tensor(y)
     per_draw = correct.float().mean(dim=1).numpy()
     return NoisyAccuracy(
@@ -116,10 +175,12 @@ def accuracy_vs_sigma(
     sigmas: Sequence[float],
     draws: int = 30,
     seed: int = 0,
+    calibrate: bool = False,
 ) -> list[NoisyAccuracy]:
-    """Device-noise accuracy at each σ (log-normal), same seed for every σ."""
+    """Device-noise accuracy at each σ (log-normal), same seed for every σ; ``calibrate``:
+    each σ with its own mean-gain calibration."""
     return [
-        accuracy_under_noise(model, x, y, WeightNoiseConfig("lognormal", s), draws, seed)
+        accuracy_under_noise(model, x, y, WeightNoiseConfig("lognormal", s), draws, seed, calibrate)
         for s in sigmas
     ]
 

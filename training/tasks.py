@@ -4,7 +4,8 @@ Each task is a fixed, stratified train / validation / test split (validation dri
 search, test is only for reporting) with inputs scaled to [0, 1], the range the board's
 DACs take, and the default network and board profile it is meant for:
 
-- ``digits``: 8×8 handwritten digits, 64 inputs, 10 classes, for the MLP and the CNN.
+- ``digits``: 8×8 handwritten digits, 64 inputs, 10 classes, for the MLP and the CNN; the
+  default 64-512-10 MLP is the widest the firmware runs (512-wide layers at most).
 - ``iris``: 4 inputs, 3 classes; a 4-5-3 MLP needs 4 + 5 = 9 rows and at most 5
   differential pairs (10 columns), so the whole network lives on one 10×10 array.
 """
@@ -78,7 +79,7 @@ def load_task(name: str, seed: int = 0) -> Task:
             "digits",
             **parts,
             n_classes=10,
-            default_hidden=(1024,),
+            default_hidden=(512,),
             default_epochs=60,
             widths=(512, 1024, 2048, 4096),
             array_side=64,
@@ -117,3 +118,25 @@ def board_profile(sizes: list[int], side: int) -> str:
         return f"xbar-{side}x{side}" if side == 10 else f"xbar-1x{side}x{side}"
     arrays = sum(-(-a // side) * -(-b // pairs) for a, b in itertools.pairwise(sizes))
     return f"xbar-{arrays}x{side}x{side}"
+
+
+def firmware_problem(sizes: list[int], side: int) -> str | None:
+    """Why the firmware would refuse an MLP of these layer sizes planned on its board
+    (:func:`board_profile`): ``CrossbarModel.firmware_problem()`` of that plan's shape, or
+    None when ``xbar program`` can load it. Only the shape matters, so no weights needed."""
+    import numpy as np
+
+    from xbar.emulator.profiles import get_profile
+    from xbar.host.plan import CrossbarModel, PlanError, TileLayer, plan_tiles
+
+    board = get_profile(board_profile(sizes, side))
+    shapes = [(b, a) for a, b in itertools.pairwise(sizes)]
+    try:
+        tiles = plan_tiles(shapes, board.arrays, board.rows, board.cols)
+    except PlanError as exc:
+        return str(exc)
+    layers = []
+    for (n_out, n_in), t in zip(shapes, tiles, strict=True):
+        weights, bias = np.zeros((n_out, n_in), np.int64), np.zeros(n_out, np.int64)
+        layers.append(TileLayer(weights, bias, 1, 0, True, 0, 255, g_unit=1.0, k=1, tiles=t))
+    return CrossbarModel(layers, g_min=1e-6).firmware_problem()

@@ -11,7 +11,8 @@ import torch
 
 from xbar.host.cli import main
 from xbar.training.artifact import ArtifactError, load_artifact
-from xbar.training.tasks import board_profile, load_task
+from xbar.training.bayesmulti import DEFAULT_STRATEGY
+from xbar.training.tasks import board_profile, firmware_problem, load_task
 
 torch.set_num_threads(1)
 
@@ -62,6 +63,9 @@ def test_a_baseline_without_search(tmp_path: Path) -> None:
         (["--budget", "0"], "--budget 0: must be at least 1"),
         (["--draws", "5"], "--draws 5: must be at least 20"),
         (["--dataset", "iris", "--arch", "cnn"], "has no images"),
+        (["--width", "1024"], "the firmware takes at most 512; add --max-width 1024"),
+        (["--max-width", "256"], "none of digits's widths 512, 1024, 2048, 4096 fits"),
+        (["--max-width", "0"], "--max-width 0: must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(
@@ -98,6 +102,53 @@ def test_board_profiles() -> None:
     assert board_profile([4, 5, 3], 10) == "xbar-10x10"
     # 64-1024-10 on 64×64 arrays with differential pairs: 1×32 + 16×1 arrays.
     assert board_profile([64, 1024, 10], 64) == "xbar-48x64x64"
+
+
+def test_which_networks_the_firmware_runs() -> None:
+    assert firmware_problem([4, 5, 3], 10) is None
+    assert firmware_problem([64, 512, 10], 64) is None
+    assert "at most 512" in str(firmware_problem([64, 1024, 10], 64))
+    assert "at most 8" in str(firmware_problem([64, *[256] * 8, 10], 64))
+
+
+def _erm_digits(out: Path, *extra: str) -> dict:
+    argv = ["train", "--method", "erm", "--epochs", "1", "--draws", "20", "--no-baselines",
+            "--out", str(out), *extra]  # fmt: skip
+    assert main(argv) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_digits_by_default_is_a_network_the_firmware_can_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = _erm_digits(tmp_path / "run")
+    assert summary["width"] == 512 and summary["firmware_problem"] is None
+    assert "note:" not in capsys.readouterr().out
+    artifact = load_artifact(tmp_path / "run" / "model.xbar")
+    assert artifact.plan is not None and artifact.plan.firmware_problem() is None
+    calibration = artifact.metadata["noise_calibration"]
+    assert calibration["used_in_accuracies"] and not calibration["in_plan"]
+    assert len(calibration["bias_factors_at_device"]) == 2
+
+
+def test_a_wider_network_is_for_simulation_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = _erm_digits(tmp_path / "wide", "--width", "1024", "--max-width", "1024")
+    assert summary["width"] == 1024 and "at most 512" in summary["firmware_problem"]
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "`xbar program` refuses it" in notes[0]
+    artifact = load_artifact(tmp_path / "wide" / "model.xbar")
+    with pytest.raises(ArtifactError, match="the firmware cannot load this network"):
+        g = artifact.geometry
+        artifact.check_geometry(g["arrays"], g["rows"], g["cols"])
+
+
+def test_the_strategy_help_names_the_default(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"default {DEFAULT_STRATEGY})" in help_text
 
 
 def test_the_cnn_trains_and_evaluates_without_an_artifact(tmp_path: Path) -> None:

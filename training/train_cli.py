@@ -6,6 +6,10 @@
 Writes to --out: ``model.xbar`` (the artifact: int8 TFLite reference + crossbar plan, for
 MLPs), ``accuracy_vs_sigma.png`` (the trained model and the baselines under device noise),
 ``search.jsonl`` (every trial; rerun the same command to resume) and ``summary.json``.
+
+By default only hidden widths the firmware runs are trained (their plan passes
+``CrossbarModel.firmware_problem()`` on the task's board), so the artifact can be
+programmed; ``--max-width`` opens wider networks for simulation-only studies.
 """
 
 from __future__ import annotations
@@ -44,10 +48,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", type=int, default=8, help="BayesMulti trials (default: 8)")
     p.add_argument("--alpha", help="JSON file with α: skip the search and train with it")
     p.add_argument("--width", type=int, help="hidden width (baselines and non-searched methods)")
+    p.add_argument(
+        "--max-width",
+        type=int,
+        help="widest hidden layer to train (default: the widest the firmware runs on the "
+        "task's board, 512 for digits; wider: simulation only, `xbar program` refuses it)",
+    )
     p.add_argument("--epochs", type=int, help="training epochs (default: the task's)")
     p.add_argument("--draws", type=int, default=30, help="noise draws per evaluation (>= 20)")
     p.add_argument("--seed", type=int, default=0, help="seed of the search and the training")
-    p.add_argument("--strategy", help="search strategy (a training.optimize method; default de)")
+    p.add_argument(
+        "--calibrate",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="evaluate with the mean-gain calibration of the biases (docs/training.md; "
+        "default: on; not in the artifact's plan, see its metadata)",
+    )
+    # The default named here is bayesmulti.DEFAULT_STRATEGY (a test keeps them equal; that
+    # module is not imported to build the parser).
+    p.add_argument("--strategy", help="search strategy (a training.optimize method; default bo)")
     p.add_argument("--scheduler", help="run trials on this Dask scheduler (tcp:// or tls://)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default: 2)")
     p.add_argument("--tls-ca-file", help="tls://: CA certificate (else Dask's TLS config)")
@@ -70,10 +89,10 @@ def _checked(args: argparse.Namespace) -> dict[str, Any]:
         raise TrainError(f"--budget {args.budget}: must be at least 1 trial")
     if args.draws < 20:
         raise TrainError(f"--draws {args.draws}: must be at least 20")
-    for name in ("width", "epochs", "workers"):
+    for name in ("width", "max_width", "epochs", "workers"):
         value = getattr(args, name)
         if value is not None and value < 1:
-            raise TrainError(f"--{name} {value}: must be at least 1")
+            raise TrainError(f"--{name.replace('_', '-')} {value}: must be at least 1")
     try:
         task = load_task(args.dataset, args.seed)
     except TaskError as exc:
@@ -90,10 +109,48 @@ def _checked(args: argparse.Namespace) -> dict[str, Any]:
             alpha = Alpha.from_dict(json.loads(Path(args.alpha).read_text()))
         except (OSError, json.JSONDecodeError, NoiseConfigError, AttributeError) as exc:
             raise TrainError(f"--alpha {args.alpha}: {exc}") from None
+    widths, width = _widths(args, task, alpha)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise TrainError(f"--out {out}: exists and is not a folder")
-    return {"task": task, "device": device, "alpha": alpha, "out": out}
+    return {
+        "task": task,
+        "device": device,
+        "alpha": alpha,
+        "out": out,
+        "widths": widths,
+        "width": width,
+    }
+
+
+def _widths(args: argparse.Namespace, task: Any, alpha: Any) -> tuple[tuple[int, ...], int]:
+    """The widths BayesMulti may search and the baselines' width: without --max-width only
+    those the firmware runs (so the artifact can be programmed), else those <= it."""
+    from xbar.training.tasks import firmware_problem
+
+    depth = len(task.default_hidden)
+
+    def refusal(width: int) -> str | None:
+        if args.max_width:
+            return f"wider than --max-width {args.max_width}" if width > args.max_width else None
+        problem = firmware_problem(
+            [task.n_features, *(width,) * depth, task.n_classes], task.array_side
+        )
+        return problem and f"{problem}; add --max-width {width} to train it for simulation only"
+
+    for option, width in (("--width", args.width), ("--alpha width", alpha and alpha.width)):
+        if width and refusal(width):
+            raise TrainError(f"{option} {width}: {refusal(width)}")
+    if args.width:
+        return (args.width,), args.width
+    widths = tuple(w for w in task.widths if not refusal(w))
+    if not widths:
+        raise TrainError(
+            f"--max-width {args.max_width}: none of {task.name}'s widths "
+            f"{', '.join(map(str, task.widths))} fits; give --width"
+        )
+    default = task.default_hidden[0]
+    return widths, default if not refusal(default) else max(widths)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -143,7 +200,15 @@ def _search(args: argparse.Namespace, settings: Any, log: Path) -> Any:
         return run_search(settings, args.budget, log, client, progress=tick)
 
 
-def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Path) -> int:
+def _train(
+    args: argparse.Namespace,
+    task: Any,
+    device: Any,
+    alpha: Any,
+    out: Path,
+    widths: tuple[int, ...],
+    width: int,
+) -> int:
     import torch
     from tqdm import tqdm
 
@@ -151,6 +216,7 @@ def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Pa
     from xbar.training.certificate import certify
     from xbar.training.harness import TrainConfig, method_spec, train_network
     from xbar.training.robustness import accuracy_vs_sigma, clean_accuracy, plot_accuracy_vs_sigma
+    from xbar.training.tasks import firmware_problem
 
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
@@ -167,7 +233,7 @@ def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Pa
         split_seed=args.seed,
         train=config,
         strategy=args.strategy or DEFAULT_STRATEGY,
-        widths=(args.width,) if args.width else task.widths,
+        widths=widths,
     )
     summary: dict[str, Any] = {
         "task": task.name,
@@ -192,7 +258,6 @@ def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Pa
         model = train_alpha(settings, alpha)
         width = alpha.width
     else:
-        width = args.width or task.default_hidden[0]
         spec = method_spec(args.method, task, args.arch, (width,) * depth, sigma)
         model = train_network(spec, task, config)
     models = {args.method: model}
@@ -206,7 +271,9 @@ def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Pa
             models[name] = train_network(spec, task, config)
     sigmas = sorted({*SIGMA_GRID, round(sigma, 4)})
     curves = {
-        name: accuracy_vs_sigma(m, task.x_test, task.y_test, sigmas, args.draws)
+        name: accuracy_vs_sigma(
+            m, task.x_test, task.y_test, sigmas, args.draws, calibrate=args.calibrate
+        )
         for name, m in models.items()
     }
     plot = out / "accuracy_vs_sigma.png"
@@ -227,9 +294,12 @@ def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Pa
             },
         }
     )
+    summary["noise_calibration"] = _calibration_record(model, sigma, args.calibrate)
     if any(m.active for m in getattr(model.spec, "multinomial", ())):
         summary["certificate"] = certify(model, task.x_test[:100], checks=4).to_dict()
     if args.arch == "mlp":
+        sizes = [task.n_features, *(width,) * depth, task.n_classes]
+        summary["firmware_problem"] = firmware_problem(sizes, task.array_side)
         summary["artifact"] = str(_export(model, task, device, out / "model.xbar", summary))
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
@@ -240,7 +310,27 @@ def _train(args: argparse.Namespace, task: Any, device: Any, alpha: Any, out: Pa
         f"wrote {plot}, {out / 'summary.json'}"
         + (f", {summary['artifact']}" if "artifact" in summary else "")
     )
+    if summary.get("firmware_problem"):
+        print(
+            f"note: {summary['artifact']} is for simulation only; `xbar program` refuses it "
+            f"({summary['firmware_problem']})"
+        )
     return EXIT_OK
+
+
+def _calibration_record(model: Any, sigma: float, used: bool) -> dict[str, Any]:
+    """What the metadata says of the mean-gain calibration: whether the accuracies used it,
+    the bias factors for the target device, and that the plan's biases do not carry them."""
+    from xbar.training.noise import WeightNoiseConfig
+    from xbar.training.robustness import gain_calibration
+
+    return {
+        "used_in_accuracies": used,
+        "bias_factors_at_device": gain_calibration(model, WeightNoiseConfig("lognormal", sigma)),
+        "in_plan": False,
+        "why": "xbar program write-verifies every cell to its target, so the programmed "
+        "weights carry no mean gain exp(σ²/2) for the biases to match",
+    }
 
 
 def _export(model: Any, task: Any, device: Any, path: Path, summary: dict[str, Any]) -> Path:

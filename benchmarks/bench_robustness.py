@@ -4,11 +4,16 @@ Every method trains the same network family (64-W-10 ReLU MLP, the width BayesMu
 chose, same optimiser and schedule, :mod:`xbar.training.harness`) and is evaluated on the
 held-out test set under log-normal weight noise w·exp(ε), ε ~ N(0, σ²), accuracy averaged
 over ``--draws`` Monte Carlo draws (same seed for every model), at the σ of each of the 43
-published devices and on the grid {0, 0.3, 0.5, 0.8, 1.0, 1.3}.
+published devices and on the grid {0, 0.3, 0.5, 0.8, 1.0, 1.3}. Two families: BayesMulti
+searched over --widths, and restricted to --deployable-widths (the firmware runs at most
+512-wide layers), each with the three baselines at its chosen width. On the grid every
+model is evaluated with and without the mean-gain calibration of its biases
+(:func:`xbar.training.robustness.gain_calibration`, the deployment setting); on the devices
+with it.
 
 Parts, in order: (1) the search-strategy comparison that chose BayesMulti's default
 (several training.optimize methods, same budget and batch, on a cheaper proxy of the
-search: narrower widths and fewer epochs); (2) the BayesMulti search on a 2-worker Dask
+search: narrower widths and fewer epochs); (2) the BayesMulti searches on a 2-worker Dask
 LocalCluster, objective the mean validation accuracy at σ ∈ --targets; (3) baselines and
 evaluation; (4) last, on a quieter machine, the same fixed set of trials on 1 and on 2 Dask
 workers, for the speed-up (the load average is recorded).
@@ -52,6 +57,7 @@ from xbar.training.usability import analyse  # noqa: E402
 GRID = (0.0, 0.3, 0.5, 0.8, 1.0, 1.3)
 STRATEGIES = ("gp", "bo", "de", "random")
 TARGETS = {1.0: 0.95, 1.3: 0.85}
+BASELINES = ("erm", "gaussian", "multinomial")
 
 
 def device_sigmas() -> list[tuple[str, float]]:
@@ -136,46 +142,80 @@ def speedup(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _grid_table(grid: dict[str, list[float]]) -> list[str]:
+    lines = [
+        "| model | " + " | ".join(f"σ = {s:g}" for s in GRID) + " |",
+        "|---|" + "---:|" * len(GRID),
+    ]
+    return lines + [f"| {m} | " + " | ".join(f"{a:.4f}" for a in accs) + " |"
+                    for m, accs in grid.items()]  # fmt: skip
+
+
+def _targets(grid: dict[str, list[float]], name: str) -> str:
+    """Each target σ's accuracy for ``name`` and whether it meets the target."""
+    accs = {s: grid[name][GRID.index(s)] for s in TARGETS}
+    return ", ".join(
+        f"σ = {s:g}: {accs[s]:.4f} {'met' if accs[s] >= t else 'missed'}"
+        for s, t in TARGETS.items()
+    )
+
+
 def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
-    methods = list(res["grid"])
+    families = res["families"]
     lines = [
         "# Robustness under device noise: digits MLP, ERM vs fixed noise vs BayesMulti",
         "",
         f"Command: `{meta['command']}`  ",
         f"Machine: {meta['machine']}, date {meta['date']}; load average at the start "
         f"{meta['load_average']} (a shared machine).  ",
-        f"Network: 64-{res['width']}-10 ReLU MLP for every method (BayesMulti's searched "
-        f"width), {meta['epochs']} epochs, same optimiser. Test set {meta['n_test']} digits; "
+        "Network: 64-W-10 ReLU MLP; each row is `method-W`: BayesMulti with the width its "
+        "search chose, and the three baselines at that same width; "
+        f"{meta['epochs']} epochs, same optimiser. Test set {meta['n_test']} digits; "
         f"accuracy = mean over {meta['draws']} noise draws w·exp(ε), ε ~ N(0, σ²), biases "
         "exact, same draws for every model.  ",
-        f"BayesMulti: strategy `{meta['strategy']}`, budget {meta['budget']} trials on a "
-        f"2-worker Dask LocalCluster, objective = mean validation accuracy at σ ∈ "
-        f"{list(meta['targets'])}; search wall time {res['search']['wall_s']:.0f} s "
-        f"({res['search']['trials']} trials, best validation {res['search']['best']:.4f}). "
-        f"Chosen α: {res['alpha']}.  ",
-        "Targets for BayesMulti: ≥ 0.95 at σ = 1.0 and ≥ 0.85 at σ = 1.3.",
-        "",
-        "| method | " + " | ".join(f"σ = {s:g}" for s in GRID) + " |",
-        "|---|" + "---:|" * len(GRID),
-    ]
-    for m in methods:
-        lines.append(f"| {m} | " + " | ".join(f"{a:.4f}" for a in res["grid"][m]) + " |")
-    hit = {s: res["grid"]["bayesmulti"][GRID.index(s)] >= t for s, t in TARGETS.items()}
-    lines += [
-        "",
-        "Targets met: "
-        + ", ".join(f"σ = {s:g}: {'yes' if ok else 'no'}" for s, ok in hit.items())
-        + ".",
+        "Two BayesMulti searches, each with strategy "
+        f"`{meta['strategy']}`, budget {meta['budget']} trials on a 2-worker Dask "
+        f"LocalCluster, objective = mean validation accuracy at σ ∈ {list(meta['targets'])}:",
         "",
     ]
+    for f in families:
+        lines.append(
+            f"- {f['label']} (widths {', '.join(map(str, f['widths']))}): chose W = "
+            f"{f['width']}; search wall time {f['search']['wall_s']:.0f} s "
+            f"({f['search']['trials']} trials, best validation {f['search']['best']:.4f}); "
+            f"α: {f['alpha']}."
+        )
     lines += [
-        "On the 43 published devices (each device's own σ): mean accuracy over devices, and "
-        "the number of devices where the method reaches 0.9.",
         "",
-        "| method | mean over 43 devices | devices ≥ 0.9 | worst device |",
+        "**With the mean-gain calibration** (the deployment setting: each layer's exact bias "
+        "scaled by the mean gain E[exp(ε)] = exp(σ²/2) its inputs carry, compounded through "
+        "the layers and relative to the gain the model was trained under; "
+        "`training/robustness.py` `gain_calibration`, the same rule for every model):",
+        "",
+        *_grid_table(res["grid"]),
+        "",
+        "**Without calibration** (exact trained biases; same draws):",
+        "",
+        *_grid_table(res["grid_uncalibrated"]),
+        "",
+        "Targets for BayesMulti (≥ 0.95 at σ = 1.0, ≥ 0.85 at σ = 1.3):",
+        "",
+    ]
+    for f in families:
+        name = f"bayesmulti-{f['width']}"
+        lines.append(
+            f"- {name}: with calibration {_targets(res['grid'], name)}; without "
+            f"{_targets(res['grid_uncalibrated'], name)}."
+        )
+    lines += [
+        "",
+        "On the 43 published devices (each device's own σ, with the calibration): mean "
+        "accuracy over devices, and the number of devices where the model reaches 0.9.",
+        "",
+        "| model | mean over 43 devices | devices ≥ 0.9 | worst device |",
         "|---|---:|---:|---:|",
     ]
-    for m in methods:
+    for m in res["grid"]:
         accs = np.array([d[m] for d in res["devices"]])
         worst = res["devices"][int(np.argmin(accs))]
         lines.append(
@@ -199,11 +239,13 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
                 + ", ".join(f"{b:.4f}" for b in r["best_val_accuracy"])
                 + f" | {np.mean(r['wall_s']):.0f} |"
             )
-    if res.get("certificate"):
-        c = res["certificate"]
+    for f in families:
+        if not f.get("certificate"):
+            continue
+        c = f["certificate"]
         lines += [
             "",
-            f"Certificate (Theorem 1, BayesMulti model, 100 test inputs): median f "
+            f"Certificate (Theorem 1, bayesmulti-{f['width']}, 100 test inputs): median f "
             f"{c['f_median']:.4f}, radius {c['radius']:.3g}; per layer: "
             + "; ".join(
                 f"layer {la['layer']} Θ = {la['theta']}, p1 = {la['p1']:.3f}, "
@@ -222,20 +264,29 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
             f"{meta['compare_epochs']} epochs) took {s['wall_1_worker_s']:.1f} s on 1 "
             f"worker and {s['wall_2_workers_s']:.1f} s on 2: **{s['speedup']:.2f}×** "
             f"(load average before {s['load_average_before'][0]:.2f}, after "
-            f"{s['load_average_after'][0]:.2f}; other jobs share these 2 cores).",
+            f"{s['load_average_after'][0]:.2f}).",
         ]
     lines += [
         "",
         f"Total wall time of this benchmark: {res['total_wall_s']:.0f} s. "
-        "Plot: `benchmarks/results/bench_robustness.png`.",
+        "Plot (with the calibration): `benchmarks/results/bench_robustness.png`.",
     ]
     return "\n".join(lines) + "\n"
 
 
+def _widths(text: str) -> tuple[int, ...]:
+    return tuple(int(w) for w in text.split(",") if w.strip())
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=int, default=8, help="BayesMulti trials")
+    parser.add_argument("--budget", type=int, default=8, help="BayesMulti trials per search")
     parser.add_argument("--widths", default="1024,2048,4096", help="widths BayesMulti may choose")
+    parser.add_argument(
+        "--deployable-widths",
+        default="512",
+        help="widths of the second search, the firmware's (empty: skip it)",
+    )
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--draws", type=int, default=30)
     parser.add_argument("--targets", default="1.0,1.3", help="σ of the search objective")
@@ -257,7 +308,11 @@ def main(argv: list[str] | None = None) -> None:
     load = os.getloadavg()
     task = load_task("digits")
     targets = tuple(float(s) for s in args.targets.split(","))
-    res: dict[str, Any] = {}
+    searched = [("searched", _widths(args.widths))]
+    if _widths(args.deployable_widths):
+        searched.append(("deployable", _widths(args.deployable_widths)))
+    res: dict[str, Any] = {"families": []}
+    results = []
     with tempfile.TemporaryDirectory() as tmp, open_client(None, 2) as client:
         work = Path(tmp)
         if not args.skip_compare:
@@ -265,55 +320,72 @@ def main(argv: list[str] | None = None) -> None:
         strategy = args.strategy or DEFAULT_STRATEGY
         if not args.strategy and res.get("comparison"):
             strategy = max(res["comparison"], key=lambda r: r["mean_best"])["strategy"]
-        settings = SearchSettings(
-            sigmas=targets,
-            draws=args.draws,
-            strategy=strategy,
-            widths=tuple(int(w) for w in args.widths.split(",")),
-            train=TrainConfig(epochs=args.epochs),
-        )
-        result = run_search(
-            settings,
-            args.budget,
-            work / "search.jsonl",
-            client,
-            progress=lambda t: print(f"trial {t.id}: {t.result}"),
-        )
-    res["search"] = {
-        "wall_s": result.wall_s,
-        "trials": len(result.trials),
-        "best": result.best.result["val_accuracy"],
-        "log": [{"value": t.value, **t.result} for t in result.trials],
-    }
-    alpha = result.alpha
-    res["alpha"] = alpha.to_dict()
-    res["width"] = alpha.width
-    models = {"bayesmulti": train_alpha(settings, alpha)}
-    for name in ("erm", "gaussian", "multinomial"):
-        spec = method_spec(name, task, "mlp", (alpha.width,), max(targets))
-        models[name] = train_network(spec, task, settings.train)
+        for label, widths in searched:
+            settings = SearchSettings(
+                sigmas=targets,
+                draws=args.draws,
+                strategy=strategy,
+                widths=widths,
+                train=TrainConfig(epochs=args.epochs),
+            )
+            result = run_search(
+                settings,
+                args.budget,
+                work / f"search-{label}.jsonl",
+                client,
+                progress=lambda t: print(f"trial {t.id}: {t.result}"),
+            )
+            results.append((label, settings, result))
+    models: dict[str, Any] = {}
+    for label, settings, result in results:
+        alpha = result.alpha
+        family: dict[str, Any] = {
+            "label": label,
+            "widths": list(settings.widths),
+            "width": alpha.width,
+            "alpha": alpha.to_dict(),
+            "search": {
+                "wall_s": result.wall_s,
+                "trials": len(result.trials),
+                "best": result.best.result["val_accuracy"],
+                "log": [{"value": t.value, **t.result} for t in result.trials],
+            },
+        }
+        models[f"bayesmulti-{alpha.width}"] = train_alpha(settings, alpha)
+        for name in BASELINES:
+            spec = method_spec(name, task, "mlp", (alpha.width,), max(targets))
+            models[f"{name}-{alpha.width}"] = train_network(spec, task, settings.train)
+        if any(m.active for m in alpha.multinomial):
+            bayesmulti = models[f"bayesmulti-{alpha.width}"]
+            family["certificate"] = certify(bayesmulti, task.x_test[:100], checks=4).to_dict()
+        res["families"].append(family)
     devices = device_sigmas()
-    res["grid"], res["devices"], curves = {}, [], {}
+    curves: dict[str, list[Any]] = {}
+    res["grid"], res["grid_uncalibrated"], res["devices"] = {}, {}, []
     for name, model in models.items():
-        curves[name] = accuracy_vs_sigma(model, task.x_test, task.y_test, GRID, args.draws)
-        res["grid"][name] = [p.mean for p in curves[name]]
+        for key, calibrate in (("grid", True), ("grid_uncalibrated", False)):
+            points = accuracy_vs_sigma(
+                model, task.x_test, task.y_test, GRID, args.draws, calibrate=calibrate
+            )
+            res[key][name] = [p.mean for p in points]
+            curves.setdefault(name, points)
         print(name, [f"{a:.4f}" for a in res["grid"][name]])
     per_device = {
-        name: accuracy_vs_sigma(m, task.x_test, task.y_test, [s for _, s in devices], args.draws)
+        name: accuracy_vs_sigma(
+            m, task.x_test, task.y_test, [s for _, s in devices], args.draws, calibrate=True
+        )
         for name, m in models.items()
     }
     for i, (short, sigma) in enumerate(devices):
         res["devices"].append(
             {"id": short, "sigma": sigma, **{n: per_device[n][i].mean for n in models}}
         )
-    if any(m.active for m in alpha.multinomial):
-        res["certificate"] = certify(models["bayesmulti"], task.x_test[:100], checks=4).to_dict()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot_accuracy_vs_sigma(
         {n: curves[n] + per_device[n] for n in models},
         out / "bench_robustness.png",
-        f"digits 64-{alpha.width}-10: test accuracy under w·exp(ε)",
+        "digits 64-W-10: test accuracy under w·exp(ε), calibrated biases",
         marks=[s for _, s in devices],
     )
     if not args.skip_speedup:
@@ -325,7 +397,7 @@ def main(argv: list[str] | None = None) -> None:
         "epochs": args.epochs,
         "draws": args.draws,
         "budget": args.budget,
-        "strategy": settings.strategy,
+        "strategy": strategy,
         "targets": targets,
         "n_test": len(task.y_test),
         "compare_budget": args.compare_budget,

@@ -172,7 +172,8 @@ def markdown(meta: dict[str, Any], res: dict[str, Any]) -> str:
         "search chose, and the three baselines at that same width; "
         f"{meta['epochs']} epochs, same optimiser. Test set {meta['n_test']} digits; "
         f"accuracy = mean over {meta['draws']} noise draws w·exp(ε), ε ~ N(0, σ²), biases "
-        "exact, same draws for every model.  ",
+        "digital (noise-free), same draws for every model; the Gaussian baseline trains "
+        f"with σ = {max(meta['targets']):g}.  ",
         "Two BayesMulti searches, each with strategy "
         f"`{meta['strategy']}`, budget {meta['budget']} trials on a 2-worker Dask "
         f"LocalCluster, objective = mean validation accuracy at σ ∈ {list(meta['targets'])}:",

@@ -21,7 +21,8 @@ the scikit-learn Gaussian-process strategy below, which behaves the same way) ov
   others are mapped to the nearest unused member in the encoded space (:meth:`encode`).
 
 The methods are listed in :data:`METHODS`; :data:`DEFAULT_METHOD` is the one that found the
-best published device in the fewest experiments in ``benchmarks/bench_fab_replay.py``.
+best published device in the fewest experiments (median over 50 seeds) in
+``benchmarks/bench_fab_replay.py`` (BENCHMARKS.md, docs/fab.md).
 """
 
 from __future__ import annotations
@@ -70,13 +71,18 @@ METHODS: dict[str, Method] = {
     ),
     "bo": Method("Nevergrad BO: bayes_opt GP with UCB (κ = 2.576)", _bo("ucb"), True),
     "bo-ei": Method("Nevergrad ParametrizedBO with expected improvement", _bo("ei"), True),
-    "metamodel": Method("Nevergrad MetaModel: quadratic surrogate driving CMA-ES", "MetaModel"),
+    "metamodel": Method(
+        "Nevergrad MetaModel: CMA-ES, plus a quadratic surrogate once there are more "
+        "points than its d(d-1)/2 + 2d + 1 coefficients (325 for the 24-dimensional "
+        "perovskite encoding: a campaign of tens of runs is CMA-ES); batch-capable",
+        "MetaModel",
+    ),
     "rf-metamodel": Method("Nevergrad RFMetaModel: random-forest surrogate", "RFMetaModel"),
     "de": Method("Nevergrad DE: differential evolution (population-based)", "DE"),
     "ngopt": Method("Nevergrad NGOpt: its own choice of algorithm for the space", "NGOpt"),
     "random": Method("Nevergrad RandomSearch: uniform samples of the space", "RandomSearch"),
 }
-DEFAULT_METHOD = "gp"
+DEFAULT_METHOD = "metamodel"
 _LIARS: dict[str, Callable[[np.ndarray], float]] = {
     "min": lambda y: float(np.min(y)),
     "mean": lambda y: float(np.mean(y)),

@@ -196,8 +196,13 @@ def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     registered: list[Callable[[argparse._SubParsersAction], None]] = []
     import importlib
 
-    for module in ("xbar.host.emulate", "xbar.host.commands", "xbar.training.train_cli",
-                   "xbar.host.fab.cli", "xbar.training.model_cli"):
+    for module in (
+        "xbar.host.emulate",
+        "xbar.host.commands",
+        "xbar.training.train_cli",
+        "xbar.host.fab.cli",
+        "xbar.training.model_cli",
+    ):
         try:
             registered.append(importlib.import_module(module).add_parser)
         except ModuleNotFoundError as exc:

@@ -1,14 +1,19 @@
 """`xbar demo`: the main job, end to end, on built-in data and the emulated board.
 
 1. Devices: usability of the 43 published devices; the best and median device models.
-2. Programming: the real firmware, on the emulated reference board (xbar-10x10) built from
+2. Fabrication campaign: the 43 devices go into a new campaign (SQLite) as past
+   experiments, and Bayesian optimisation suggests the lab's next batch.
+3. The loop on one array: BayesMulti trains an iris network for the best device, and
+   `xbar program` / `xbar infer` write-verify it onto an emulated 10×10 board served on a
+   pty and stream the held-out flowers through it, as a user would on a real board.
+4. Programming: the real firmware, on the emulated reference board (xbar-10x10) built from
    the best device, write-verifies all 100 cells to a pattern; the error distribution,
    pulse counts, board time and energy are reported and plotted.
-3. Inference: the int8 digits MLP (64-64-64-10) runs tiled on a board large enough to hold
+5. Inference: the int8 digits MLP (64-64-64-10) runs tiled on a board large enough to hold
    it (xbar-5x64x64, five 64×64 arrays) through the same firmware; accuracy, agreement with
    the int8 reference, board time and energy per inference by part. Its 17,000 cells are
    placed directly in the emulator (write-verifying them over the link would take an hour
-   of wall time; step 2 measures write-verify itself).
+   of wall time; steps 3 and 4 measure write-verify itself).
 """
 
 from __future__ import annotations
@@ -47,6 +52,51 @@ def demo_devices(out: Path) -> None:
         plot_device(curves, analyse(curves), model, out / f"{preset}.png")
         print(f"\n== preset {preset} ==\n{model_summary(model)}")
         print(f"wrote {out / (preset + '.json')}, {out / (preset + '.png')}")
+
+
+def demo_campaign(out: Path, batch: int = 4) -> None:
+    from xbar.host.cli import main
+    from xbar.host.fab.published import SPEC_PATH, write_past_sheet
+    from xbar.host.fab.spec import load_spec
+
+    folder = out / "campaign"
+    folder.mkdir(exist_ok=True)
+    store = folder / "perovskite.sqlite"
+    store.unlink(missing_ok=True)  # each demo run starts its campaign afresh
+    past = write_past_sheet(folder / "published.csv", load_spec(SPEC_PATH))
+    print(f"\n== fabrication campaign: the published devices as past experiments, then the "
+          f"next {batch} runs ==")  # fmt: skip
+    for argv in (["init", str(SPEC_PATH), "--store", str(store)],
+                 ["ingest", str(past), "--store", str(store)],
+                 ["suggest", "--store", str(store), "--batch", str(batch), "--out", str(folder)],
+                 ["status", "--store", str(store)]):  # fmt: skip
+        if main(["fab", *argv]) != 0:
+            raise RuntimeError(f"xbar fab {argv[0]} failed (message above)")
+
+
+def demo_loop_on_one_array(out: Path, budget: int = 4) -> None:
+    from xbar.emulator.runtime import InProcessBoard
+    from xbar.emulator.urlhandler.protocol_emu import board_model
+    from xbar.host.cli import main
+
+    folder = out / "iris"
+    model = folder / "model.xbar"
+    print(f"\n== the loop on one 10×10 array: BayesMulti for {DEMO_DEVICE}, then program and "
+          "infer on the emulated board ==")  # fmt: skip
+    (folder / "search.jsonl").unlink(missing_ok=True)  # a fresh search, not a resumed one
+    train = ["train", "--dataset", "iris", "--device", DEMO_DEVICE, "--method", "bayesmulti",
+             "--budget", str(budget), "--out", str(folder)]  # fmt: skip
+    if main(train) != 0:
+        raise RuntimeError("xbar train failed (message above)")
+    emulated = board_model("xbar-10x10", 0, DEMO_DEVICE, None)
+    with InProcessBoard("xbar-10x10", 0, emulated) as board:
+        print(f"board served on {board.port}")
+        for argv in (["program", "--port", board.port, str(model), "--fresh"],
+                     ["infer", "--port", board.port, "--model", str(model),
+                      "--dataset", "iris"]):  # fmt: skip
+            print(f"$ xbar {' '.join(argv)}")
+            if main(argv) != 0:
+                raise RuntimeError(f"xbar {argv[0]} failed (message above)")
 
 
 def _energy_lines(breakdown: dict[str, float], per: int = 1) -> str:
@@ -161,7 +211,9 @@ def demo_inference(out: Path, digits: int) -> dict[str, Any]:
 def run(out: Path, board: bool = True, digits: int = 20) -> int:
     out.mkdir(parents=True, exist_ok=True)
     demo_devices(out)
+    demo_campaign(out)
     if board:
+        demo_loop_on_one_array(out)
         demo_programming(out)
         demo_inference(out, digits)
     return 0

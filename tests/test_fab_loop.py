@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from xbar.host.cli import main
-from xbar.host.fab.published import SPEC_PATH, published_experiments
+from xbar.host.fab.published import SPEC_PATH, published_experiments, write_past_sheet
 from xbar.host.fab.spec import load_spec
 from xbar.host.fab.store import CampaignStore
 from xbar.training.dataset import load_published
@@ -30,12 +30,7 @@ def write_rows(path: Path, rows: list[list[object]]) -> Path:
 
 
 def past_sheet(path: Path, devices: slice) -> Path:
-    """Published devices as past experiments: blank ids, all parameters, usability."""
-    spec = load_spec(SPEC_PATH)
-    rows: list[list[object]] = [["experiment", *spec.names, "usability"]]
-    for device, values in published_experiments(spec)[devices]:
-        rows.append(["", *(values[n] for n in spec.names), device.published["usability"]])
-    return write_rows(path, rows)
+    return write_past_sheet(path, load_spec(SPEC_PATH), devices)
 
 
 def counts(store_path: Path) -> tuple[int, int, int]:

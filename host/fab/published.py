@@ -4,6 +4,7 @@ as the pool of the replay benchmark."""
 
 from __future__ import annotations
 
+import csv
 import re
 from pathlib import Path
 from typing import Any
@@ -49,3 +50,16 @@ def device_values(device: PublishedDevice) -> dict[str, Any]:
 def published_experiments(spec: Spec) -> list[tuple[PublishedDevice, dict[str, Any]]]:
     """Every published device with its values, checked against ``spec``."""
     return [(d, spec.check_values(device_values(d), d.short_id)) for d in load_published()]
+
+
+def write_past_sheet(path: str | Path, spec: Spec, devices: slice = slice(None)) -> Path:
+    """The published devices as a results sheet of past experiments, ready for `xbar fab
+    ingest`: blank experiment ids (the store numbers them), every parameter, and the
+    authors' usability."""
+    path = Path(path)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["experiment", *spec.names, "usability"])
+        for device, values in published_experiments(spec)[devices]:
+            writer.writerow(["", *(values[n] for n in spec.names), device.published["usability"]])
+    return path

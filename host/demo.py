@@ -211,8 +211,8 @@ def demo_inference(out: Path, digits: int) -> dict[str, Any]:
 def run(out: Path, board: bool = True, digits: int = 20) -> int:
     out.mkdir(parents=True, exist_ok=True)
     demo_devices(out)
-    demo_campaign(out)
     if board:
+        demo_campaign(out)
         demo_loop_on_one_array(out)
         demo_programming(out)
         demo_inference(out, digits)

@@ -77,3 +77,9 @@ def test_demo_end_to_end_programs_and_infers_on_the_emulator(tmp_path: Path, cap
     assert "write-verify: the firmware programs 100 cells" in out
     assert "4 digits: accuracy" in out and "mJ/inference" in out
     assert (tmp_path / "write_verify.png").stat().st_size > 10_000
+    # The campaign holds the 43 published devices and a suggested batch for the lab.
+    assert "measured   43 of 47 experiments (43 external)" in out
+    assert (tmp_path / "campaign" / "perovskite-batch001.csv").read_text().count("E00") == 4
+    # The iris network went through train → program → infer on the pty-served board.
+    assert (tmp_path / "iris" / "model.xbar").stat().st_size > 0
+    assert "model loaded: 2 layers" in out and "on 30 inputs; digital int8 reference" in out

@@ -64,6 +64,11 @@ def test_full_loop(campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     spec = load_spec(SPEC_PATH)
     for r in body:  # every suggestion is a feasible point of the spec
         spec.check_values(dict(zip(header, r, strict=True)), "sheet")
+    floats = [p.name for p in spec.parameters if p.kind in ("float", "log")]
+    for r in body:  # as a lab sets them: at most 4 significant digits
+        for name in floats:
+            digits = f"{float(r[header.index(name)]):e}".split("e")[0].replace(".", "")
+            assert len(digits.rstrip("0")) <= 4, (name, r[header.index(name)])
 
     # The lab fills in one usability, one I–V file in the sheet, and one I–V file alone.
     devices = load_published()

@@ -149,7 +149,7 @@ def suggest(store: CampaignStore, k: int | None = None, method: str | None = Non
         )
     search, weights = build_search(store, spec, method)
     candidates = search.ask(k)
-    values = [spec.check_values(c.value, f"suggestion {c.id}") for c in candidates]
+    values = [spec.check_values(spec.for_lab(c.value), f"suggestion {c.id}") for c in candidates]
     state = {
         "method": search.method,
         "seed": search.seed,

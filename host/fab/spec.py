@@ -25,6 +25,7 @@ KINDS = ("float", "int", "log", "ordinal", "categorical")
 # Metric -> sense; a device's figures from training.usability.analyse.
 METRICS = {"usability": "max", "sigma": "min", "monotonicity": "max"}
 BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)) still counts
+LAB_DIGITS = 4  # significant digits of suggested float conditions
 
 
 class SpecError(FabError):
@@ -70,6 +71,15 @@ class Parameter:
                 raise SpecError(f"{where}: {self.name} = {value!r} is not an integer")
             return round(number)
         return number
+
+    def for_lab(self, value: Any) -> Any:
+        """A suggested value as the lab can set it: floats to 4 significant digits (a
+        furnace is not set to 1.8812355 µm), kept within the bounds."""
+        if self.kind not in ("float", "log") or not isinstance(value, float) or value == 0:
+            return value
+        assert self.low is not None and self.high is not None
+        digits = LAB_DIGITS - 1 - math.floor(math.log10(abs(value)))
+        return min(max(round(value, digits), self.low), self.high)
 
     def parameter(self) -> ng.p.Parameter:
         if self.kind == "categorical":
@@ -259,6 +269,11 @@ class Spec:
 
     def is_feasible(self, values: dict[str, Any]) -> bool:
         return not any(rule.matches(values) for rule in self.infeasible)
+
+    def for_lab(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Suggested values rounded as the lab's sheet shows them (Parameter.for_lab)."""
+        by_name = {p.name: p for p in self.parameters}
+        return {k: by_name[k].for_lab(v) if k in by_name else v for k, v in values.items()}
 
     def check_values(self, values: dict[str, Any], where: str) -> dict[str, Any]:
         """All free parameters present, typed and in range, and the combination feasible."""

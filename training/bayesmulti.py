@@ -267,19 +267,20 @@ def open_client(scheduler: str | None = None, workers: int = 2, security: Any = 
     ``distributed.Security``; by default Dask's configured TLS settings)."""
     import logging
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     logging.getLogger("distributed").setLevel(logging.ERROR)  # its INFO chatter: not ours
     if scheduler:
         return Client(scheduler, security=security, timeout="20s")
-    cluster = LocalCluster(
+    # Started by the client itself, the LocalCluster closes with it (at the end of a `with`
+    # block), not at interpreter exit with heartbeat errors from orphaned workers.
+    return Client(
         n_workers=workers,
         threads_per_worker=1,
         processes=True,
         dashboard_address=":0",
         silence_logs=40,
     )
-    return Client(cluster)
 
 
 def run_search(

@@ -127,7 +127,7 @@ def test_digits_by_default_is_a_network_the_firmware_can_load(
     artifact = load_artifact(tmp_path / "run" / "model.xbar")
     assert artifact.plan is not None and artifact.plan.firmware_problem() is None
     calibration = artifact.metadata["noise_calibration"]
-    assert calibration["used_in_accuracies"] and not calibration["in_plan"]
+    assert not calibration["used_in_accuracies"] and not calibration["in_plan"]
     assert len(calibration["bias_factors_at_device"]) == 2
 
 

@@ -44,11 +44,7 @@ def place(board: Board, model: QuantizedModel) -> tuple[CrossbarModel, Any]:
     cm = CrossbarModel.from_layers(model.layers, arrays=info.arrays, rows=info.rows,
                                    cols=info.cols, g_min=bm.device.g_min,
                                    g_max=bm.device.g_max, v_read=V_READ)  # fmt: skip
-    for array, cells in cm.targets().items():
-        g = bm.conductances(array)
-        for (r, c), value in cells.items():
-            g[r, c] = value
-        bm.set_conductances(array, g)
+    bm.place(cm.targets())
     return cm, emu
 
 

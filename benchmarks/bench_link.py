@@ -64,11 +64,7 @@ def make_artifact(task_name: str, folder: Path) -> tuple[ModelArtifact, Any]:
 def place(emulated: Any, art: ModelArtifact) -> None:
     """Cells straight at their targets (as after a perfect write-verify)."""
     assert art.plan is not None
-    for array, cells in art.plan.targets().items():
-        g = emulated.model.conductances(array)
-        for (r, c), value in cells.items():
-            g[r, c] = value
-        emulated.model.set_conductances(array, g)
+    emulated.model.place(art.plan.targets())
 
 
 def run_stream(art: ModelArtifact, x: np.ndarray, baud: int, noise: str = "off") -> dict:

@@ -512,6 +512,16 @@ class BoardModel:
         self.cells.set_conductance(array, g, self.clock.seconds)
         self._array_event(array)
 
+    def place(self, targets: dict[int, dict[tuple[int, int], float]]) -> None:
+        """Put cells straight at target conductances ({array: {(row, col): S}}, as a
+        crossbar plan's `targets()` gives them): a perfect write-verify, for set-ups that
+        measure inference, not programming."""
+        for array, cells in targets.items():
+            g = self.conductances(array)
+            for (row, col), value in cells.items():
+                g[row, col] = value
+            self.set_conductances(array, g)
+
     def conductances(self, array: int) -> np.ndarray:
         return self.cells.conductance(array, self.cells.drift_epoch(self.clock.seconds)).copy()
 

@@ -181,11 +181,7 @@ def demo_inference(out: Path, digits: int) -> dict[str, Any]:
         plan = CrossbarModel.from_layers(model.layers, arrays=info.arrays, rows=info.rows,
                                          cols=info.cols, g_min=device.g_min,
                                          g_max=device.g_max, v_read=0.2)  # fmt: skip
-        for array, cells in plan.targets().items():
-            g = emulated.model.conductances(array)
-            for (r, c), value in cells.items():
-                g[r, c] = value
-            emulated.model.set_conductances(array, g)
+        emulated.model.place(plan.targets())
         loaded = board.load(plan, program=False)
         print(f"loaded {loaded.layers} layers as {loaded.tiles} tiles "
               f"({sum(len(v) for v in plan.targets().values())} cells placed directly)")

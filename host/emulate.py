@@ -163,11 +163,7 @@ def selftest(args: argparse.Namespace) -> int:
                 g_min=2 * device.g_min, g_max=0.8 * device.g_max, v_read=0.2,
             )  # fmt: skip
             if not args.program:
-                for array, cells in crossbar.targets().items():
-                    g = model.conductances(array)
-                    for (row, col), target in cells.items():
-                        g[row, col] = target
-                    model.set_conductances(array, g)
+                model.place(crossbar.targets())
             start = emulated.mark()
             loaded = client.load(crossbar, program=args.program)
             if loaded.program is not None:

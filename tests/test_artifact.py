@@ -259,11 +259,7 @@ def test_plan_runs_through_the_firmware(tmp_path: Path) -> None:
     art = export_artifact(tmp_path / "small.xbar", layers, x, input_scale=1 / 255,
                           device=device, profile=profile)  # fmt: skip
     plan = art.check_geometry(1, 32, 32)
-    for array, cells in plan.targets().items():
-        g = board_model.conductances(array)
-        for (r, c), value in cells.items():
-            g[r, c] = value
-        board_model.set_conductances(array, g)
+    board_model.place(plan.targets())
 
     def entry(ns: Any, reader: Any, writer: Any) -> None:
         ns.load("app").run(reader, writer, profile=profile)

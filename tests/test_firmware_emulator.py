@@ -130,11 +130,7 @@ def _model(rng: np.random.Generator, shapes: list[tuple[int, int]], geometry: tu
 
 def _place(model: BoardModel, cm: CrossbarModel) -> None:
     """Set the cells to the model's conductances directly (the ideal PROGRAM)."""
-    for array, cells in cm.targets().items():
-        g = model.conductances(array)
-        for (r, c), value in cells.items():
-            g[r, c] = value
-        model.set_conductances(array, g)
+    model.place(cm.targets())
 
 
 @pytest.mark.parametrize(

@@ -142,6 +142,8 @@ class Hardware:
         self.bytecodes = 0  # firmware bytecodes charged so far (in-process runtime)
         self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
         self.charge_link_work = False  # see link_bytes
+        self._link_work = 0  # bytes and frame delimiters not yet charged (link_bytes)
+        self._link_frames = 0
         self.line_baud = 0  # > 0: host bytes reach the firmware at this UART rate (board time)
         self._line_free = 0  # cycle at which the host->board line is next idle
         self.ready = threading.Event()  # booted: the firmware or REPL waits for the host
@@ -189,7 +191,12 @@ class Hardware:
         """Host-link traffic (either direction): its energy, and, where the firmware's
         bytecodes are not counted (`charge_link_work`, the MicroPython runtime, whose
         interpreter has no counter), the firmware's frame work from the cost table: COBS
-        and CRC per byte, and parse-and-dispatch per frame delimiter."""
+        and CRC per byte, and parse-and-dispatch per frame delimiter.
+
+        That work is charged at the firmware's next watchdog feed (its command loop feeds
+        after every read), not when the bytes pass the relay threads: a charge landing at
+        a wall-clock moment could fall inside a write pulse or a timing calibration and
+        change the physics, so runs with the same seed would differ."""
         if not data:
             return
         with self.lock:
@@ -197,11 +204,18 @@ class Hardware:
             if link is not None:
                 link(len(data))
             if self.charge_link_work:
-                self.model.charge("cobs_byte", len(data))
-                self.model.charge("crc_byte", len(data))
-                frames = data.count(0)
-                if frames:
-                    self.model.charge("frame", frames)
+                self._link_work += len(data)
+                self._link_frames += data.count(0)
+
+    def _charge_link_work(self) -> None:
+        """Charge the deferred frame work (see `link_bytes`); under the lock."""
+        nbytes, frames = self._link_work, self._link_frames
+        self._link_work = self._link_frames = 0
+        if nbytes:
+            self.model.charge("cobs_byte", nbytes)
+            self.model.charge("crc_byte", nbytes)
+        if frames:
+            self.model.charge("frame", frames)
 
     def line_stamp(self, nbytes: int) -> int:
         """Board cycle at which the first of `nbytes` host bytes, sent now, starts to
@@ -323,11 +337,13 @@ class Hardware:
             if not 1 <= timeout_ms <= 8388:  # RP2040 watchdog maximum
                 raise ValueError("WDT timeout must be 1..8388 ms")
             self._wdt_timeout_cycles = timeout_ms * self.hz() // 1000
+            self._charge_link_work()
             self._wdt_deadline = self.model.clock.cycles + self._wdt_timeout_cycles
 
     def wdt_feed(self) -> None:
         with self.lock:
             self._enter("other")
+            self._charge_link_work()
             if self._wdt_timeout_cycles:
                 self._wdt_deadline = self.model.clock.cycles + self._wdt_timeout_cycles
 

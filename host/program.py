@@ -9,6 +9,11 @@ so an interrupted run (Ctrl-C, a lost board) resumes where it stopped: the cells
 done are not programmed again. Only when every cell has been programmed is the model's
 tile map LOADed and the run reported as done; the per-cell report (target vs achieved,
 pulses, status) goes to a CSV.
+
+A weight is the difference of a pair of cells (G+ − G−), so a cell that cannot reach its
+target (stuck, or its window too narrow) is compensated through its partner where the
+partner can move by the same error: the pair's difference, the only thing inference
+reads, is then within tolerance again (`--no-compensate` turns this off).
 """
 
 from __future__ import annotations
@@ -54,10 +59,18 @@ class ProgramReport:
     status: np.ndarray
     resumed: int  # cells taken from the progress file, not programmed in this run
     loaded: bool
+    programmed: np.ndarray  # target each cell was written to (≠ plan target: compensating)
+    pair_error: np.ndarray  # per cell, its pair's (G+ − G−) error against the plan, S
 
     @property
     def converged(self) -> int:
         return int(np.sum(self.status == P.ST_OK))
+
+    @property
+    def compensated(self) -> int:
+        """Partner cells moved off their plan target to make up for the other cell."""
+        targets = np.array([c.target for c in self.cells])
+        return int(np.sum(self.programmed != targets))
 
 
 def plan_cells(plan: CrossbarModel) -> list[Cell]:
@@ -71,6 +84,20 @@ def plan_cells(plan: CrossbarModel) -> list[Cell]:
     cells = [Cell(a, r, c, owner[(a, r, c)], g)
              for a, targets in plan.targets().items() for (r, c), g in targets.items()]  # fmt: skip
     return sorted(cells, key=lambda x: (x.array, x.row, x.col))
+
+
+def plan_partners(plan: CrossbarModel) -> dict[tuple[int, int, int], tuple[int, int, int, int]]:
+    """Each cell's pair partner and its sign in the pair: (array, row, col) ->
+    (array, row, partner col, +1 for the G+ cell / -1 for G−)."""
+    partners = {}
+    for layer in plan.layers:
+        for t in layer.tiles:
+            for i in range(t.in_len):
+                for j in range(t.out_len):
+                    plus, minus = t.col0 + 2 * j, t.col0 + 2 * j + 1
+                    partners[(t.array, t.row0 + i, plus)] = (t.array, t.row0 + i, minus, 1)
+                    partners[(t.array, t.row0 + i, minus)] = (t.array, t.row0 + i, plus, -1)
+    return partners
 
 
 def plan_digest(plan: CrossbarModel) -> str:
@@ -94,7 +121,8 @@ class Progress:
             try:
                 data = json.loads(path.read_text())
                 same = data["plan"] == digest and data["profile"] == profile
-                done = {str(k): [float(v[0]), int(v[1]), int(v[2]), int(v[3])]
+                done = {str(k): [float(v[0]), int(v[1]), int(v[2]), int(v[3]),
+                                 *([float(v[4])] if len(v) > 4 else [])]
                         for k, v in data["cells"].items()}  # fmt: skip
             except (ValueError, KeyError, TypeError, IndexError):
                 raise ProgramError(f"{path}: progress file unreadable; delete it or pass "
@@ -122,13 +150,15 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
                  tolerance: float | None = None, fresh: bool = False,
                  on_frame: Callable[[int], object] | None = None,
                  frame_cells: int = MAX_PROGRAM_CELLS, passes: int = 2,
-                 **program_args: Any) -> ProgramReport:  # fmt: skip
+                 compensate: bool = True, **program_args: Any) -> ProgramReport:  # fmt: skip
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
 
     `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
     maps to its int8 weight; `frame_cells` (≤ 125) cells go in one PROGRAM frame, the unit
     of progress saved; `passes`: write-verify runs, the later ones only for cells that
-    did not converge (pulses add up); `program_args` go to `Board.program`."""
+    did not converge (pulses add up); `compensate`: then move the partner of each cell
+    that missed its target by the same error (module docstring); `program_args` go to
+    `Board.program`."""
     info = board.info()
     cells = plan_cells(plan)
     state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
@@ -139,32 +169,81 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
         on_frame(resumed)
     args: dict[str, Any] = {"v_read": V_VERIFY, "v_set": 2.5, "v_reset": 2.5, "max_pulses": 100}
     args.update(program_args)
-    for attempt in range(max(1, passes)):
-        if attempt:  # another write-verify for the cells that have not converged yet
-            todo = [c for c in cells if state.done[Progress.key(c)][2] != P.ST_OK
-                    and state.done[Progress.key(c)][3] == attempt]  # fmt: skip
-        by_array: dict[int, list[Cell]] = {}
-        for c in todo:
-            by_array.setdefault(c.array, []).append(c)
-        for array, group in sorted(by_array.items()):
-            for s in range(0, len(group), frame_cells):
-                part = group[s : s + frame_cells]
-                result = board.program({(c.row, c.col): c.target for c in part},
+
+    def write(group: list[tuple[Cell, float]], attempt: int, count: bool) -> None:
+        """Write-verify (cell, target) pairs frame by frame, saving after each frame."""
+        by_array: dict[int, list[tuple[Cell, float]]] = {}
+        for c, g in group:
+            by_array.setdefault(c.array, []).append((c, g))
+        for array, items in sorted(by_array.items()):
+            for s in range(0, len(items), frame_cells):
+                part = items[s : s + frame_cells]
+                result = board.program({(c.row, c.col): g for c, g in part},
                                        tolerance=tol, array=array, **args)  # fmt: skip
-                for c, g, n, st in zip(part, result.achieved, result.pulses, result.status,
-                                       strict=True):  # fmt: skip
-                    earlier = state.done[Progress.key(c)][1] if attempt else 0
-                    state.done[Progress.key(c)] = [float(g), int(n) + earlier, int(st),
-                                                   attempt + 1]  # fmt: skip
+                for (c, target), g, n, st in zip(part, result.achieved, result.pulses,
+                                                 result.status, strict=True):  # fmt: skip
+                    key = Progress.key(c)
+                    earlier = state.done[key][1] if key in state.done else 0
+                    entry = [float(g), int(n) + earlier, int(st), attempt]
+                    state.done[key] = entry + ([target] if target != c.target else [])
                 state.save()
-                if on_frame is not None and not attempt:
+                if on_frame is not None and count:
                     on_frame(len(part))
+
+    write([(c, c.target) for c in todo], 1, True)
+    for attempt in range(2, max(1, passes) + 1):  # again for the cells not converged yet
+        write([(c, c.target) for c in cells if state.done[Progress.key(c)][2] != P.ST_OK
+               and state.done[Progress.key(c)][3] == attempt - 1], attempt, False)  # fmt: skip
+    if compensate:
+        write(partner_targets(plan, cells, state.done, tol), max(1, passes) + 1, False)
     board.load(plan, program=False)
     state.save(complete=True)
     rows = [state.done[Progress.key(c)] for c in cells]
-    return ProgramReport(cells, np.array([r[0] for r in rows]),
-                         np.array([r[1] for r in rows], dtype=np.int64),
-                         np.array([r[2] for r in rows], dtype=np.int64), resumed, True)  # fmt: skip
+    achieved = np.array([r[0] for r in rows])
+    return ProgramReport(
+        cells, achieved, np.array([r[1] for r in rows], dtype=np.int64),
+        np.array([r[2] for r in rows], dtype=np.int64), resumed, True,
+        np.array([r[4] if len(r) > 4 else c.target for r, c in zip(rows, cells, strict=True)]),
+        pair_errors(plan, cells, achieved),
+    )  # fmt: skip
+
+
+def partner_targets(plan: CrossbarModel, cells: list[Cell], done: dict[str, list[float]],
+                    tol: float) -> list[tuple[Cell, float]]:  # fmt: skip
+    """(partner, new target) for each cell that missed its target by more than `tol`
+    whose partner converged on its plan target and can move by the same error within
+    the plan's conductance window [g_min, g_min + 127 g_unit]."""
+    by_place = {(c.array, c.row, c.col): c for c in cells}
+    partners = plan_partners(plan)
+    moves = []
+    for c in cells:
+        g, _, st, *_ = done[Progress.key(c)]
+        err = g - c.target
+        if st == P.ST_OK or abs(err) <= tol:
+            continue
+        a, r, col, _ = partners[(c.array, c.row, c.col)]
+        p = by_place[(a, r, col)]
+        pd = done[Progress.key(p)]
+        if pd[2] != P.ST_OK or len(pd) > 4:  # partner failed too, or already moved
+            continue
+        target = p.target + err
+        top = plan.g_min + 127 * plan.layers[p.layer].g_unit
+        if plan.g_min <= target <= top:
+            moves.append((p, target))
+    return moves
+
+
+def pair_errors(plan: CrossbarModel, cells: list[Cell], achieved: np.ndarray) -> np.ndarray:
+    """Per cell, (G+ − G−) achieved minus planned for the pair it belongs to."""
+    index = {(c.array, c.row, c.col): i for i, c in enumerate(cells)}
+    partners = plan_partners(plan)
+    out = np.zeros(len(cells))
+    for i, c in enumerate(cells):
+        a, r, col, sign = partners[(c.array, c.row, c.col)]
+        k = index[(a, r, col)]
+        diff = (achieved[i] - c.target) - (achieved[k] - cells[k].target)
+        out[i] = sign * diff
+    return out
 
 
 def write_report(report: ProgramReport, path: Path) -> None:
@@ -172,9 +251,10 @@ def write_report(report: ProgramReport, path: Path) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["array", "row", "col", "layer", "target_S", "achieved_S", "error_S",
-                    "pulses", "status"])  # fmt: skip
-        for c, g, n, st in zip(report.cells, report.achieved, report.pulses, report.status,
-                               strict=True):  # fmt: skip
+                    "pulses", "status", "programmed_S", "pair_error_S"])  # fmt: skip
+        for c, g, n, st, prog, pair in zip(report.cells, report.achieved, report.pulses,
+                                           report.status, report.programmed,
+                                           report.pair_error, strict=True):  # fmt: skip
             w.writerow(
                 [
                     c.array,
@@ -186,6 +266,8 @@ def write_report(report: ProgramReport, path: Path) -> None:
                     f"{g - c.target:.6e}",
                     int(n),
                     STATUS_NAMES.get(int(st), str(st)),
+                    f"{prog:.6e}",
+                    f"{pair:.6e}",
                 ]
             )
 
@@ -206,6 +288,12 @@ def summary(report: ProgramReport, tolerance: float) -> list[str]:
     if bad:
         shown = ", ".join(f"a{c.array}({c.row},{c.col})" for c in bad[:8])
         lines.append(f"not converged: {shown}{' …' if len(bad) > 8 else ''} (see the report)")
+    off = np.abs(report.pair_error) > tolerance
+    lines.append(
+        f"weights (cell pairs, G+ − G−) within ±{tolerance:.3e} S: "
+        f"{n // 2 - int(off.sum()) // 2} of {n // 2}; {report.compensated} partner cells "
+        "moved to make up for a cell that missed its target"
+    )
     return lines
 
 
@@ -229,6 +317,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=2,
         help="write-verify passes; later ones retry unconverged cells (default 2)",
     )
+    p.add_argument("--no-compensate", dest="compensate", action="store_false",
+                   help="do not move the partner of a cell that missed its target")
     p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
     p.set_defaults(func=run)
 
@@ -260,7 +350,7 @@ def run(args: argparse.Namespace) -> int:
                 tol = args.tolerance
                 report = program_plan(board, plan, state_path, tolerance=tol, fresh=args.fresh,
                                       on_frame=bar.update, max_pulses=args.max_pulses,
-                                      passes=args.passes)  # fmt: skip
+                                      passes=args.passes, compensate=args.compensate)  # fmt: skip
             except (BoardError, KeyboardInterrupt) as exc:
                 bar.close()
                 done = bar.n

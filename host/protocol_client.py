@@ -88,6 +88,7 @@ class Link:
         self.retried = 0  # requests sent again (CRC errors, lost answers)
         self.bytes_out = 0  # every byte written, framing included
         self.bytes_in = 0  # every byte read
+        self.drained = 0  # answers still owed that drain() took and dropped
         self._ready: list[tuple[int, int, bytes]] = []
         self._outstanding: set[int] = set()
         self._kept: dict[int, tuple[int, bytes]] = {}
@@ -142,7 +143,7 @@ class Link:
     def receive(self, code: int, seq: int, timeout: float | None = None) -> bytes:
         """The payload of the response to request (code, seq); raises FirmwareError for
         an error frame answering it. Answers to other outstanding requests are kept for
-        their own `receive`; anything else is discarded."""
+        their own `receive`; anything else is discarded. `code` -1 takes any code."""
         wait = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + wait
         while True:
@@ -159,7 +160,7 @@ class Link:
             if rcode == P.ERROR:
                 err, cmd, reason = P.parse_error(payload)
                 raise FirmwareError(err, cmd, reason)
-            if rcode != (code | P.RESPONSE):
+            if code >= 0 and rcode != (code | P.RESPONSE):
                 raise LinkError(f"response code 0x{rcode:02x} to request 0x{code:02x}")
             return payload
 
@@ -278,6 +279,7 @@ class Link:
             seq = min(self._outstanding)
             try:
                 self.receive(-1, seq, timeout=max(0.01, deadline - time.monotonic()))
+                self.drained += 1
             except BoardError:
                 self.forget(seq)
 

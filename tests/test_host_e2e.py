@@ -9,24 +9,24 @@ pooled 2×2 to 16 inputs, MLP 16-4-10, exported for the pvk-best device on `xbar
 
 Board: device pvk-best, seed 0, the default noise except drift (`NoiseConfig(drift_nu=0)`:
 read noise, cycle-to-cycle and device-to-device spread, 1 % stuck cells, wear, half-select
-disturb and IR drop all on). Compared: the board's accuracy against the accuracy of the
-digital int8 reference (`QuantizedModel.forward`, the integer arithmetic the firmware
-runs) on the same 360 uint8 inputs, within 2 points; what `xbar infer` prints (both
-accuracies, their agreement) against the outputs it saved; the per-cell report's size and
-convergence (≥ 90 %). Without drift every run is the same (seeded noise, counter-based
-read noise). With drift the programmed states relax with board time, and board time
-depends on how many HELLO frames the host sent while the board booted (wall-clock), so
-runs differ and the 2-point criterion holds in some runs and not in others;
-`python -m benchmarks.bench_e2e` measures all three settings (BENCHMARKS.md).
+disturb and IR drop all on). Compared:
 
-Not compared: the emulator's batch path (`emulator/batch.py`). It reproduces the
-emulator's own reference MVM schedule byte for byte, not the firmware's tiled inference
-(gain ranging per column, per-gain fixed-point conversion), so it does not predict these
-outputs.
+* the outputs `xbar infer` saved against the emulator's batch path for the firmware's
+  inference (`emulator/infer_batch.py`) on a snapshot of the board taken between
+  `program` and `infer`: equal, element for element (same seed, same read-noise counters);
+* the board's accuracy against the digital int8 reference (`QuantizedModel.forward`, the
+  integer arithmetic the firmware runs) on the same 360 uint8 inputs: within 2 points;
+* what `xbar infer` prints (both accuracies, their agreement) against the outputs saved;
+  the per-cell report's size and convergence (≥ 90 %).
+
+With drift on, the programmed states relax with board time, and board time depends on
+how many HELLO frames the host sent while the board booted (wall-clock), so runs differ;
+`python -m benchmarks.bench_e2e` measures that setting too (BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 from benchmarks.bench_e2e import DEVICE, PROFILE, pooled_digits_model
 from xbar.emulator.board import BoardModel
+from xbar.emulator.infer_batch import predict
 from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.host.cli import main
@@ -56,6 +57,8 @@ def test_flash_program_infer_digits_on_the_micropython_board(
     with MicroPythonBoard(PROFILE, 0, board_model, firmware=False) as board:
         assert main(["flash", "--port", board.port, "--profile", PROFILE]) == 0
         assert main(["program", "--port", board.port, str(model)]) == 0
+        with board.hw.lock:  # the firmware idles between commands; the bridge waits
+            snapshot = copy.deepcopy(board_model)
         assert main(["infer", "--port", board.port, "--model", str(model),
                      "--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
                      "--save", str(out)]) == 0  # fmt: skip
@@ -65,6 +68,8 @@ def test_flash_program_infer_digits_on_the_micropython_board(
                           encoding="utf-8")  # fmt: skip
     assert len(cells) == 208 and "model loaded: 2 layers" in text
     assert np.mean(cells["status"] == "ok") >= 0.9
+    batch = predict(snapshot, art.plan.to_blob(), x.astype(np.uint8))
+    np.testing.assert_array_equal(outputs, batch.outputs)
     reference = art.quantized.forward(x).argmax(1)
     board_acc = float(np.mean(outputs.argmax(1) == y))
     ref_acc = float(np.mean(reference == y))

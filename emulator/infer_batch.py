@@ -1,0 +1,279 @@
+"""The firmware's tiled inference for N inputs, computed from a board model's state.
+
+`predict(board, blob, inputs)` gives, for each input in order, what the firmware answers
+to INFER (`firmware/infer.py` ``Model.run``, ``hal.measure``, ``drivers.Adc.convert``) on
+that board, without running the firmware: the same tiles, the same gain ranging per
+column, the same ADC frames and therefore the same per-chip sample counters, the same
+counter-based read noise (``board.sample_normals``), the same TIA/ADC quantisation
+(``board.convert``) and the same integer arithmetic (``firmware/quant.py``). So on a board
+whose firmware has just loaded ``blob``, the outputs equal the board's own for the same
+seed, bit for bit (``tests/test_infer_batch.py`` checks it against the in-process and the
+MicroPython runtimes).
+
+What it relies on: each conversion happens after the firmware's DAC settling waits (so
+line voltages are final), and conductances do not change during the stream. Reads stay
+below the cells' disturb floor, so only drift can change them: with drift on, the
+conductances are those of the board's present drift epoch, and outputs match only while
+the board's stream stays within that epoch. Board time and energy are not computed
+(they depend on the firmware's instruction timing); `emulator/batch.py` is the batch
+path for those, on the reference MVM schedule.
+
+The board model is only read (operators are solved without its cache), so a snapshot is
+not needed while its firmware is idle; take ``hw.lock`` if another thread drives it.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from types import ModuleType
+
+import numpy as np
+
+from xbar.firmware import protocol as P
+from xbar.firmware import quant
+
+from .board import BoardModel, convert, sample_normals
+from .crossbar import DRIVEN, TIA, Operator
+from .parts import DAC_MID, line_volts
+from .runtime import FirmwareNamespace, Hardware
+
+
+@dataclass(frozen=True)
+class Tile:
+    array: int
+    row0: int
+    col0: int
+    in_start: int
+    in_len: int
+    out_start: int
+    out_len: int
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One layer of a model blob, with the per-gain fixed-point factors the firmware
+    derives from it at LOAD."""
+
+    n_in: int
+    n_out: int
+    relu: bool
+    k: int
+    g_unit: float
+    m: int
+    shift: int
+    lo: int
+    hi: int
+    tiles: tuple[Tile, ...]
+    biases: np.ndarray
+    mul: tuple[int, ...] = field(default=())
+    qshift: tuple[int, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class Prediction:
+    outputs: np.ndarray  # (N, n_out) int: the last layer's requantised outputs (INFER)
+    accumulators: np.ndarray  # (N, n_out) int: its accumulators, bias included
+    samples: np.ndarray  # (adc_chips,) ADC samples per chip the N inferences take
+
+
+def firmware_tables(board: BoardModel) -> ModuleType:
+    """The firmware's own board table (`firmware/board.py`), loaded as the in-process
+    runtime loads it: gain ranging thresholds, TIA gains and LSBs come from one source."""
+    return FirmwareNamespace(Hardware(board), None, None).load("board")  # type: ignore[return-value]
+
+
+def parse_blob(blob: bytes, fw: ModuleType) -> list[Layer]:
+    """The layers of a model blob (the wire format LOAD carries; the board validated it)."""
+    _, n_layers, _, _ = struct.unpack_from(P.MODEL_HEADER, blob, 0)
+    off = struct.calcsize(P.MODEL_HEADER)
+    layers = []
+    for _ in range(n_layers):
+        n_in, n_out, act, k, nt, _, g_unit, m, sh, lo, hi = struct.unpack_from(
+            P.MODEL_LAYER, blob, off
+        )
+        off += struct.calcsize(P.MODEL_LAYER)
+        tiles = []
+        for _ in range(nt):
+            arr, _, r0, c0, i0, ni, o0, no = struct.unpack_from(P.MODEL_TILE, blob, off)
+            off += struct.calcsize(P.MODEL_TILE)
+            tiles.append(Tile(arr, r0, c0, i0, ni, o0, no))
+        biases = np.frombuffer(blob, dtype="<i4", count=n_out, offset=off).astype(np.int64)
+        off += 4 * n_out
+        factors = [
+            quant.fixed(quant.codes_per_unit(g_unit, k, fw.DAC_LSB, fw.ADC_LSB, rf))
+            for rf in fw.TIA_RF
+        ]
+        layers.append(Layer(
+            n_in, n_out, act == P.ACT_RELU, k, g_unit, m, sh, lo, hi, tuple(tiles), biases,
+            tuple(f[0] for f in factors), tuple(f[1] for f in factors),
+        ))  # fmt: skip
+    return layers
+
+
+def convert_codes(c: np.ndarray, mul: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """`quant.convert` elementwise (int64 is exact: |c·mul| < 2^31)."""
+    c = c.astype(np.int64)
+    mul = mul.astype(np.int64)
+    s = s.astype(np.int64)
+    right = (c * mul + np.left_shift(1, np.maximum(s - 1, 0))) >> np.maximum(s, 0)
+    left = (c * mul) << np.maximum(-s, 0)
+    return np.where(s > 0, right, left)
+
+
+def requant(acc: np.ndarray, layer: Layer) -> np.ndarray:
+    """`quant.requant` elementwise (`quant.mulshift`'s split keeps int64 exact)."""
+    a, m, s = acc.astype(np.int64), layer.m, layer.shift
+    if s == 0:
+        y = a * m
+    elif s < 11:
+        y = (a * m + (1 << (s - 1))) >> s
+    else:
+        y = ((a >> 10) * m + (1 << (s - 11)) + (((a & 1023) * m) >> 10)) >> (s - 10)
+    y = np.clip(y, layer.lo, layer.hi)
+    return np.maximum(y, 0) if layer.relu else y
+
+
+class _Adcs:
+    """The ADC chains' pipeline (channel pending per chip select) and sample counters,
+    stepped frame by frame as `drivers.Adc.convert` sends them."""
+
+    def __init__(self, board: BoardModel, fw: ModuleType) -> None:
+        p = board.profile
+        self.chain = p.adc_chain
+        self.chips = p.adc_chips
+        self.n8 = fw.ADC_CHANNELS
+        self.pending = [chain.pending for chain in board.adcs]
+        self.counts = board.adc_samples.copy()
+        self.start = self.counts.copy()
+
+    def convert(self, want: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Sample counter of each wanted column in lo .. hi-1 (global column numbers;
+        `want` indexed from lo), -1 where not wanted."""
+        chain, n8 = self.chain, self.n8
+        counter = np.full(hi - lo, -1, dtype=np.int64)
+        chip_lo, chip_hi = lo // n8, (hi - 1) // n8
+        for sel in range(chip_lo // chain, chip_hi // chain + 1):
+            first = sel * chain
+            n = min(chain, self.chips - first)
+            p_lo = max(chip_lo - first, 0)
+            p_hi = min(chip_hi - first, chain - 1)
+            base = (first + p_lo) * n8
+            prev = -1
+            for ch in range(n8 + 1):
+                cols = [base + ch + n8 * q for q in range(p_hi - p_lo + 1)] if ch < n8 else []
+                need = any(lo <= c < hi and want[c - lo] for c in cols)
+                if not need and prev < 0:
+                    continue
+                # CS falling edge: every chip of the chain samples the pending channel.
+                taken = None
+                if self.pending[sel] is not None:
+                    taken = self.counts[first : first + n].copy()
+                    self.counts[first : first + n] += 1
+                if prev >= 0 and taken is not None:
+                    for p in range(p_lo, p_hi + 1):
+                        c = (first + p) * n8 + prev
+                        if lo <= c < hi and want[c - lo]:
+                            counter[c - lo] = taken[p]
+                if need:
+                    self.pending[sel] = ch
+                prev = ch if need else -1
+        return counter
+
+
+class _Measurement:
+    """`hal.measure` of one tile on the board model: line voltages in, gain-ranged codes
+    out, with the ADC frames and read noise the firmware's conversions take."""
+
+    def __init__(self, board: BoardModel, fw: ModuleType) -> None:
+        self.board = board
+        self.fw = fw
+        self.p = board.profile
+        self.adcs = _Adcs(board, fw)
+        self.epoch = board.cells.drift_epoch(board.clock.seconds)
+        self.operators: dict[tuple[int, int, int], Operator] = {}
+        p = self.p
+        self.ranges = {}
+        for chip in range(p.adc_chips):
+            chain = board.adcs[chip // p.adc_chain]
+            for ch in range(fw.ADC_CHANNELS):
+                self.ranges[chip, ch] = chain.range_of(chip % p.adc_chain, ch)
+
+    def operator(self, t: Tile) -> Operator:
+        key = (t.array, t.col0, t.out_len)
+        if key not in self.operators:
+            b, p = self.board, self.p
+            # hal.measure: every line grounded or driven, the tile's columns on TIAs.
+            modes = np.full(p.lines_per_array, DRIVEN, dtype=b.line_modes(t.array).dtype)
+            modes[p.rows + t.col0 : p.rows + t.col0 + 2 * t.out_len] = TIA
+            g = b.cells.conductance(t.array, self.epoch)
+            self.operators[key] = b.network.operator(g, modes)
+        return self.operators[key]
+
+    def tile(self, t: Tile, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(codes − ADC_MID, gain index) of the tile's 2·out_len columns for input x."""
+        b, p, fw = self.board, self.p, self.fw
+        v = np.zeros(p.lines_per_array)
+        xs = x[t.in_start : t.in_start + t.in_len]
+        # Rows at mid-code (input 0) are grounded, not driven: 0 V either way.
+        v[t.row0 : t.row0 + t.in_len] = np.where(xs != 0, line_volts(DAC_MID + xs * k), 0.0)
+        ncols = 2 * t.out_len
+        contrib = self.operator(t).tia[p.rows + t.col0 + np.arange(ncols)] * v
+        current = contrib.sum(axis=1)  # reduced as the byte path reduces one column
+        sumsq = (contrib * contrib).sum(axis=1)
+        lo = t.array * p.cols + t.col0
+        chip, channel = np.divmod(lo + np.arange(ncols), fw.ADC_CHANNELS)
+        rng = [self.ranges[c, h] for c, h in zip(chip, channel, strict=True)]
+        low = np.array([r[0] for r in rng])
+        high = np.array([r[1] for r in rng])
+        want = np.ones(ncols, dtype=bool)
+        codes = np.zeros(ncols, dtype=np.int64)
+        gains = np.zeros(ncols, dtype=np.int64)
+        gi = fw.N_GAINS - 1
+        while True:  # every column starts at the highest gain, a decade down while railed
+            counter = self.adcs.convert(want, lo, lo + ncols)
+            w = np.flatnonzero(want)
+            eps = (sample_normals(b.noise_key, chip[w], counter[w])
+                   if b.noise.read_noise_on else None)  # fmt: skip
+            raw, _ = convert(current[w], sumsq[w], eps, fw.TIA_RF[gi], low[w], high[w], b.noise)
+            codes[w] = raw.astype(np.int64) - fw.ADC_MID
+            gains[w] = gi
+            railed = np.abs(codes[w]) > fw.ADC_SAT if gi > 0 else np.zeros(w.size, dtype=bool)
+            want[w[~railed]] = False
+            if not railed.any():
+                return codes, gains
+            gi -= 1
+
+
+def predict(board: BoardModel, blob: bytes, inputs: np.ndarray) -> Prediction:
+    """What the board's firmware answers to INFER for each row of `inputs` (uint8 codes,
+    (N, n_in)), starting from the board's present state (module docstring)."""
+    fw = firmware_tables(board)
+    layers = parse_blob(bytes(blob), fw)
+    x_all = np.asarray(inputs)
+    if x_all.ndim != 2 or x_all.shape[1] != layers[0].n_in:
+        raise ValueError(f"inputs of shape {x_all.shape}; the model takes (N, {layers[0].n_in})")
+    if x_all.size and (x_all.min() < 0 or x_all.max() > 255):
+        raise ValueError("inputs must be uint8 codes 0..255")
+    measure = _Measurement(board, fw)
+    last = layers[-1]
+    outputs = np.zeros((len(x_all), last.n_out), dtype=np.int64)
+    accs = np.zeros_like(outputs)
+    for n, x0 in enumerate(x_all):
+        x = x0.astype(np.int64)
+        for layer in layers:
+            acc = np.zeros(layer.n_out, dtype=np.int64)
+            mul, qsh = np.asarray(layer.mul), np.asarray(layer.qshift)
+            for t in layer.tiles:
+                codes, gains = measure.tile(t, x, layer.k)
+                # Pair j: G+ on column 2j, G− on 2j + 1; the TIA inverts.
+                plus, minus = codes[0::2], codes[1::2]
+                gp, gm = gains[0::2], gains[1::2]
+                acc[t.out_start : t.out_start + t.out_len] += convert_codes(
+                    minus, mul[gm], qsh[gm]
+                ) - convert_codes(plus, mul[gp], qsh[gp])
+            acc += layer.biases
+            x = requant(acc, layer)
+        outputs[n], accs[n] = x, acc
+    adcs = measure.adcs
+    return Prediction(outputs, accs, adcs.counts - adcs.start)

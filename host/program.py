@@ -10,10 +10,12 @@ done are not programmed again. Only when every cell has been programmed is the m
 tile map LOADed and the run reported as done; the per-cell report (target vs achieved,
 pulses, status) goes to a CSV.
 
-A weight is the difference of a pair of cells (G+ − G−), so a cell that cannot reach its
-target (stuck, or its window too narrow) is compensated through its partner where the
-partner can move by the same error: the pair's difference, the only thing inference
-reads, is then within tolerance again (`--no-compensate` turns this off).
+A weight is the difference of a pair of cells (G+ − G−), and that difference is all
+inference reads. So each pair's *base* cell (the smaller target) is written first and its
+partner then to its own target plus the base's error: the pair is as close as one cell's
+write-verify tolerance. A cell that cannot reach its target at all (stuck, or a window too
+narrow) is made up for the same way: its converged partner moves by the same error, as
+far as the plan's window allows (`--no-compensate` turns both off).
 """
 
 from __future__ import annotations
@@ -66,11 +68,11 @@ class ProgramReport:
     def converged(self) -> int:
         return int(np.sum(self.status == P.ST_OK))
 
-    @property
-    def compensated(self) -> int:
-        """Partner cells moved off their plan target to make up for the other cell."""
+    def compensated(self, tolerance: float) -> int:
+        """Cells written more than `tolerance` off their plan target, to make up for their
+        partner's error."""
         targets = np.array([c.target for c in self.cells])
-        return int(np.sum(self.programmed != targets))
+        return int(np.sum(np.abs(self.programmed - targets) > tolerance))
 
 
 def plan_cells(plan: CrossbarModel) -> list[Cell]:
@@ -86,18 +88,33 @@ def plan_cells(plan: CrossbarModel) -> list[Cell]:
     return sorted(cells, key=lambda x: (x.array, x.row, x.col))
 
 
-def plan_partners(plan: CrossbarModel) -> dict[tuple[int, int, int], tuple[int, int, int, int]]:
-    """Each cell's pair partner and its sign in the pair: (array, row, col) ->
-    (array, row, partner col, +1 for the G+ cell / -1 for G−)."""
-    partners = {}
-    for layer in plan.layers:
-        for t in layer.tiles:
-            for i in range(t.in_len):
-                for j in range(t.out_len):
-                    plus, minus = t.col0 + 2 * j, t.col0 + 2 * j + 1
-                    partners[(t.array, t.row0 + i, plus)] = (t.array, t.row0 + i, minus, 1)
-                    partners[(t.array, t.row0 + i, minus)] = (t.array, t.row0 + i, plus, -1)
-    return partners
+class Pairs:
+    """The plan's cells as weight pairs (G+ on a tile's column col0 + 2j, G− on the next):
+    each cell's partner, the sign it enters the weight with, and which of the two is
+    written first (the *base*: the smaller target, the G− cell on a tie)."""
+
+    def __init__(self, plan: CrossbarModel, cells: list[Cell]) -> None:
+        self.plan = plan
+        by_place = {(c.array, c.row, c.col): c for c in cells}
+        self.partner: dict[Cell, Cell] = {}
+        self.sign: dict[Cell, int] = {}
+        for layer in plan.layers:
+            for t in layer.tiles:
+                for i in range(t.in_len):
+                    for j in range(t.out_len):
+                        plus = by_place[(t.array, t.row0 + i, t.col0 + 2 * j)]
+                        minus = by_place[(t.array, t.row0 + i, t.col0 + 2 * j + 1)]
+                        self.partner[plus], self.partner[minus] = minus, plus
+                        self.sign[plus], self.sign[minus] = 1, -1
+
+    def is_base(self, c: Cell) -> bool:
+        p = self.partner[c]
+        return c.target < p.target or (c.target == p.target and self.sign[c] < 0)
+
+    def window(self, c: Cell, g: float) -> float:
+        """g clipped into the plan's conductance window for c's layer."""
+        top = self.plan.g_min + 127 * self.plan.layers[c.layer].g_unit
+        return min(max(g, self.plan.g_min), top)
 
 
 def plan_digest(plan: CrossbarModel) -> str:
@@ -156,19 +173,27 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
     `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
     maps to its int8 weight; `frame_cells` (≤ 125) cells go in one PROGRAM frame, the unit
     of progress saved; `passes`: write-verify runs, the later ones only for cells that
-    did not converge (pulses add up); `compensate`: then move the partner of each cell
-    that missed its target by the same error (module docstring); `program_args` go to
-    `Board.program`."""
+    did not converge (pulses add up); `program_args` go to `Board.program`.
+
+    `compensate` (module docstring): each pair's base cell is written first, then its
+    partner to its target plus the base's error (so a pair's error is the second cell's
+    alone, within `tolerance`); after the passes, a cell that still missed its target
+    has its converged partner moved by the same error, as far as the window allows."""
     info = board.info()
     cells = plan_cells(plan)
+    pairs = Pairs(plan, cells)
     state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
+    done = state.done
     tol = tolerance if tolerance is not None else 0.5 * min(layer.g_unit for layer in plan.layers)
-    todo = [c for c in cells if Progress.key(c) not in state.done]
-    resumed = len(cells) - len(todo)
+    resumed = sum(Progress.key(c) in done for c in cells)
     if on_frame is not None and resumed:
         on_frame(resumed)
     args: dict[str, Any] = {"v_read": V_VERIFY, "v_set": 2.5, "v_reset": 2.5, "max_pulses": 100}
     args.update(program_args)
+
+    def goal(c: Cell) -> float:
+        entry = done[Progress.key(c)]
+        return entry[4] if len(entry) > 4 else c.target
 
     def write(group: list[tuple[Cell, float]], attempt: int, count: bool) -> None:
         """Write-verify (cell, target) pairs frame by frame, saving after each frame."""
@@ -183,67 +208,63 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
                 for (c, target), g, n, st in zip(part, result.achieved, result.pulses,
                                                  result.status, strict=True):  # fmt: skip
                     key = Progress.key(c)
-                    earlier = state.done[key][1] if key in state.done else 0
+                    earlier = done[key][1] if key in done else 0
                     entry = [float(g), int(n) + earlier, int(st), attempt]
-                    state.done[key] = entry + ([target] if target != c.target else [])
+                    done[key] = entry + ([target] if target != c.target else [])
                 state.save()
                 if on_frame is not None and count:
                     on_frame(len(part))
 
-    write([(c, c.target) for c in todo], 1, True)
-    for attempt in range(2, max(1, passes) + 1):  # again for the cells not converged yet
-        write([(c, c.target) for c in cells if state.done[Progress.key(c)][2] != P.ST_OK
-               and state.done[Progress.key(c)][3] == attempt - 1], attempt, False)  # fmt: skip
+    todo = [c for c in cells if Progress.key(c) not in done]
     if compensate:
-        write(partner_targets(plan, cells, state.done, tol), max(1, passes) + 1, False)
+        write([(c, c.target) for c in todo if pairs.is_base(c)], 1, True)
+        second = []
+        for c in todo:
+            if not pairs.is_base(c):
+                base = pairs.partner[c]
+                error = done[Progress.key(base)][0] - base.target
+                second.append((c, pairs.window(c, c.target + error)))
+        write(second, 1, True)
+    else:
+        write([(c, c.target) for c in todo], 1, True)
+    for attempt in range(2, max(1, passes) + 1):  # again for the cells not converged yet
+        write([(c, goal(c)) for c in cells if done[Progress.key(c)][2] != P.ST_OK
+               and done[Progress.key(c)][3] == attempt - 1], attempt, False)  # fmt: skip
+    if compensate:
+        write(partner_moves(pairs, cells, done, tol), max(1, passes) + 1, False)
     board.load(plan, program=False)
     state.save(complete=True)
-    rows = [state.done[Progress.key(c)] for c in cells]
+    rows = [done[Progress.key(c)] for c in cells]
     achieved = np.array([r[0] for r in rows])
+    errors = {c: a - c.target for c, a in zip(cells, achieved, strict=True)}
     return ProgramReport(
         cells, achieved, np.array([r[1] for r in rows], dtype=np.int64),
         np.array([r[2] for r in rows], dtype=np.int64), resumed, True,
-        np.array([r[4] if len(r) > 4 else c.target for r, c in zip(rows, cells, strict=True)]),
-        pair_errors(plan, cells, achieved),
+        np.array([goal(c) for c in cells]),
+        np.array([pairs.sign[c] * (errors[c] - errors[pairs.partner[c]]) for c in cells]),
     )  # fmt: skip
 
 
-def partner_targets(plan: CrossbarModel, cells: list[Cell], done: dict[str, list[float]],
-                    tol: float) -> list[tuple[Cell, float]]:  # fmt: skip
+def partner_moves(pairs: Pairs, cells: list[Cell], done: dict[str, list[float]],
+                  tol: float) -> list[tuple[Cell, float]]:  # fmt: skip
     """(partner, new target) for each cell that missed its target by more than `tol`
-    whose partner converged on its plan target and can move by the same error within
-    the plan's conductance window [g_min, g_min + 127 g_unit]."""
-    by_place = {(c.array, c.row, c.col): c for c in cells}
-    partners = plan_partners(plan)
+    after every pass, where the partner converged and has not been moved already: the
+    partner moves by the same error, as far as the window allows, when that takes the
+    pair's error down by more than `tol`."""
     moves = []
     for c in cells:
         g, _, st, *_ = done[Progress.key(c)]
-        err = g - c.target
-        if st == P.ST_OK or abs(err) <= tol:
+        p = pairs.partner[c]
+        entry = done[Progress.key(p)]
+        err = (g - c.target) - (entry[0] - p.target)  # the pair's error, c's sign
+        if st == P.ST_OK or abs(err) <= tol or entry[2] != P.ST_OK:
             continue
-        a, r, col, _ = partners[(c.array, c.row, c.col)]
-        p = by_place[(a, r, col)]
-        pd = done[Progress.key(p)]
-        if pd[2] != P.ST_OK or len(pd) > 4:  # partner failed too, or already moved
-            continue
-        target = p.target + err
-        top = plan.g_min + 127 * plan.layers[p.layer].g_unit
-        if plan.g_min <= target <= top:
+        if len(entry) > 4 and not pairs.is_base(p):
+            continue  # p already made up for c when it was written
+        target = pairs.window(p, entry[0] + err)
+        if abs(err - (target - entry[0])) < abs(err) - tol:
             moves.append((p, target))
     return moves
-
-
-def pair_errors(plan: CrossbarModel, cells: list[Cell], achieved: np.ndarray) -> np.ndarray:
-    """Per cell, (G+ − G−) achieved minus planned for the pair it belongs to."""
-    index = {(c.array, c.row, c.col): i for i, c in enumerate(cells)}
-    partners = plan_partners(plan)
-    out = np.zeros(len(cells))
-    for i, c in enumerate(cells):
-        a, r, col, sign = partners[(c.array, c.row, c.col)]
-        k = index[(a, r, col)]
-        diff = (achieved[i] - c.target) - (achieved[k] - cells[k].target)
-        out[i] = sign * diff
-    return out
 
 
 def write_report(report: ProgramReport, path: Path) -> None:
@@ -288,11 +309,12 @@ def summary(report: ProgramReport, tolerance: float) -> list[str]:
     if bad:
         shown = ", ".join(f"a{c.array}({c.row},{c.col})" for c in bad[:8])
         lines.append(f"not converged: {shown}{' …' if len(bad) > 8 else ''} (see the report)")
-    off = np.abs(report.pair_error) > tolerance
+    pair = np.abs(report.pair_error)
+    half, one = int(np.sum(pair <= tolerance)) // 2, int(np.sum(pair <= 2 * tolerance)) // 2
     lines.append(
-        f"weights (cell pairs, G+ − G−) within ±{tolerance:.3e} S: "
-        f"{n // 2 - int(off.sum()) // 2} of {n // 2}; {report.compensated} partner cells "
-        "moved to make up for a cell that missed its target"
+        f"weights (G+ − G− of each pair) within ±{tolerance:.3e} S: {half} of {n // 2}, "
+        f"within twice that: {one}; {report.compensated(tolerance)} cells written more "
+        "than that off their plan target to make up for their partner's error"
     )
     return lines
 

@@ -340,7 +340,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help="write-verify passes; later ones retry unconverged cells (default 2)",
     )
     p.add_argument("--no-compensate", dest="compensate", action="store_false",
-                   help="do not move the partner of a cell that missed its target")
+                   help="write every cell to its own plan target (no pair compensation)")
     p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
     p.set_defaults(func=run)
 

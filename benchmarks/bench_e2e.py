@@ -37,6 +37,7 @@ from xbar.training.tasks import load_task
 
 PROFILE = "xbar-4x10x10"
 DEVICE = "pvk-best"
+HIDDEN = 4  # the hidden width: 208 cells, written through the interpreter within CI time
 NOISE = {"default": NoiseConfig(), "default, no drift": NoiseConfig(drift_nu=0.0),
          "off": NoiseConfig.off()}  # fmt: skip
 
@@ -46,12 +47,15 @@ def pooled(x: np.ndarray) -> np.ndarray:
     return x.reshape(len(x), 4, 2, 4, 2).mean(axis=(2, 4)).reshape(len(x), 16)
 
 
-def pooled_digits_model(path: Path) -> tuple[ModelArtifact, np.ndarray, np.ndarray]:
-    """The 16-4-10 pooled-digits artifact, and the test split's uint8 inputs and labels."""
+def pooled_digits_model(
+    path: Path, hidden: int = HIDDEN
+) -> tuple[ModelArtifact, np.ndarray, np.ndarray]:
+    """The 16-`hidden`-10 pooled-digits artifact, and the test split's uint8 inputs and
+    labels."""
     from sklearn.neural_network import MLPClassifier
 
     task = load_task("digits", 0)
-    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=2000, random_state=0)
+    clf = MLPClassifier(hidden_layer_sizes=(hidden,), max_iter=2000, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(pooled(task.x_train), task.y_train)

@@ -93,8 +93,10 @@ class Pairs:
     each cell's partner, the sign it enters the weight with, and which of the two is
     written first (the *base*: the smaller target, the G− cell on a tie)."""
 
-    def __init__(self, plan: CrossbarModel, cells: list[Cell]) -> None:
+    def __init__(self, plan: CrossbarModel, cells: list[Cell],
+                 g_limit: float | None = None) -> None:  # fmt: skip
         self.plan = plan
+        self.g_limit = g_limit
         by_place = {(c.array, c.row, c.col): c for c in cells}
         self.partner: dict[Cell, Cell] = {}
         self.sign: dict[Cell, int] = {}
@@ -112,9 +114,9 @@ class Pairs:
         return c.target < p.target or (c.target == p.target and self.sign[c] < 0)
 
     def window(self, c: Cell, g: float) -> float:
-        """g clipped into the plan's conductance window for c's layer."""
+        """g clipped into [g_min, g_limit] (default: the plan's top, weight 127)."""
         top = self.plan.g_min + 127 * self.plan.layers[c.layer].g_unit
-        return min(max(g, self.plan.g_min), top)
+        return min(max(g, self.plan.g_min), max(top, self.g_limit or top))
 
 
 def plan_digest(plan: CrossbarModel) -> str:
@@ -167,7 +169,8 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
                  tolerance: float | None = None, fresh: bool = False,
                  on_frame: Callable[[int], object] | None = None,
                  frame_cells: int = MAX_PROGRAM_CELLS, passes: int = 2,
-                 compensate: bool = True, **program_args: Any) -> ProgramReport:  # fmt: skip
+                 compensate: bool = True, g_limit: float | None = None,
+                 **program_args: Any) -> ProgramReport:  # fmt: skip
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
 
     `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
@@ -178,10 +181,12 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
     `compensate` (module docstring): each pair's base cell is written first, then its
     partner to its target plus the base's error (so a pair's error is the second cell's
     alone, within `tolerance`); after the passes, a cell that still missed its target
-    has its converged partner moved by the same error, as far as the window allows."""
+    has its converged partner moved by the same error, up to `g_limit` (the device's g_max:
+    the plan keeps weights below it, but a partner may go higher to make up for a cell
+    stuck at its top; default the plan's top)."""
     info = board.info()
     cells = plan_cells(plan)
-    pairs = Pairs(plan, cells)
+    pairs = Pairs(plan, cells, g_limit)
     state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
     done = state.done
     tol = tolerance if tolerance is not None else 0.5 * min(layer.g_unit for layer in plan.layers)
@@ -365,14 +370,15 @@ def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report or f"{args.model}.cells.csv")
     state_path = Path(args.state or f"{args.model}.progress.json")
     with Board.open(args.port, timeout=args.timeout) as board:
-        _art, plan = checked_plan(board, args.model)
+        art, plan = checked_plan(board, args.model)
         total = len(plan_cells(plan))
         with tqdm(total=total, unit="cell", desc="write-verify") as bar:
             try:
                 tol = args.tolerance
                 report = program_plan(board, plan, state_path, tolerance=tol, fresh=args.fresh,
                                       on_frame=bar.update, max_pulses=args.max_pulses,
-                                      passes=args.passes, compensate=args.compensate)  # fmt: skip
+                                      passes=args.passes, compensate=args.compensate,
+                                      g_limit=art.device.g_max if art.device else None)  # fmt: skip
             except (BoardError, KeyboardInterrupt) as exc:
                 bar.close()
                 done = bar.n

@@ -18,6 +18,7 @@ from xbar.host.plan import CrossbarModel, PlanError, level_steps, snap_weights
 from xbar.training.artifact import (
     FORMAT_VERSION,
     MEMBERS,
+    WINDOW,
     ArtifactError,
     ModelArtifact,
     export_artifact,
@@ -84,10 +85,12 @@ def test_targets_sit_on_the_device_levels(artifact: ModelArtifact, device: Devic
     g_unit = plan.layers[0].g_unit
     levels = np.asarray(device.level_conductances)
     targets = np.array([g for cells in plan.targets().values() for g in cells.values()])
-    gap = np.abs(targets[:, None] - levels[None, :]).min(axis=1)
+    top = device.g_min + WINDOW * (device.g_max - device.g_min)  # weight 127: the window's top
+    gap = np.abs(targets[:, None] - np.append(levels, top)[None, :]).min(axis=1)
     assert gap.max() <= g_unit / 2 * (1 + 1e-9)
-    assert plan.g_min == device.g_min
-    assert g_unit == pytest.approx((device.g_max - device.g_min) / 127)
+    assert plan.g_min == device.g_min and artifact.mapping["window"] == WINDOW
+    assert g_unit == pytest.approx((top - device.g_min) / 127)
+    assert targets.max() <= top * (1 + 1e-9) and WINDOW < 1
     # the read voltage is the device's own, so 255 input steps stay below it
     assert 255 * plan.layers[0].k * 20 / 65536 <= device.read_voltage
 

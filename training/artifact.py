@@ -52,6 +52,13 @@ MAX_MEMBER_BYTES = 64 << 20  # a member larger than this is not an xbar model
 V_READ_LIMIT = 0.3
 V_READ_HARD = 0.5
 MIN_AGREEMENT = 0.99  # TFLite vs integer predictions, below which export refuses
+WINDOW = 0.8
+"""Share of the device's conductance window the weights use (weight 127 at g_min + 0.8 ·
+(g_max − g_min)). Cells differ from device to device: on an array, some cells' windows end
+below the device's g_max, and a target above a cell's window costs a whole weight (write-
+verify gives up; only part of the error can be moved to the partner cell). 0.8 leaves room
+for a window spread of σ = 0.1 (log-normal) to 2.2 σ, so about 1 cell in 70 cannot reach
+the top weight, against 1 in 2 at 1.0."""
 PROBE_INPUTS = 64  # random inputs the interpreter runs on every load
 RESERVED = ("format", "format_version", "versions", "checksums", "geometry", "device",
             "mapping", "tflite_check", "shape")  # fmt: skip
@@ -182,13 +189,17 @@ def _check_test(test: Any, n_in: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _place(
     model: QuantizedModel, device: DeviceModel, geometry: dict[str, Any],
-    v_read: float | None, snap: bool,
+    v_read: float | None, snap: bool, window: float = WINDOW,
 ) -> tuple[QuantizedModel, CrossbarModel, dict[str, Any]]:  # fmt: skip
-    """Snap the int8 weights to the device's levels (if asked) and plan the crossbar."""
+    """Snap the int8 weights to the device's levels (if asked) and plan the crossbar on
+    the lower `window` share of the device's conductance window."""
     v = min(device.read_voltage, V_READ_LIMIT) if v_read is None else float(v_read)
     if not 0 < v <= V_READ_HARD:
         raise ArtifactError(f"v_read = {v} V: the firmware reads at 0 < V <= {V_READ_HARD} V")
-    steps = level_steps(device.level_conductances, device.g_min, device.g_max)
+    if not 0 < window <= 1:
+        raise ArtifactError(f"window = {window}: the share of the device window must be in (0, 1]")
+    g_top = device.g_min + window * (device.g_max - device.g_min)
+    steps = level_steps(device.level_conductances, device.g_min, g_top)
     if snap:
         layers = [replace(lay, weights=snap_weights(lay.weights, steps).astype(np.int8))
                   for lay in model.layers]  # fmt: skip
@@ -196,13 +207,13 @@ def _place(
     try:
         plan = CrossbarModel.from_layers(
             model.layers, arrays=geometry["arrays"], rows=geometry["rows"],
-            cols=geometry["cols"], g_min=device.g_min, g_max=device.g_max, v_read=v,
+            cols=geometry["cols"], g_min=device.g_min, g_max=g_top, v_read=v,
         ).validate()  # fmt: skip
     except PlanError as exc:
         raise ArtifactError(f"{exc} (profile {geometry['profile']}): choose a larger profile "
                             "or a smaller network") from None  # fmt: skip
     mapping = {
-        "g_min": device.g_min, "g_max": device.g_max, "v_read": v,
+        "g_min": device.g_min, "g_max": g_top, "window": window, "v_read": v,
         "g_unit": plan.layers[0].g_unit, "k": plan.layers[0].k,
         "levels": "snapped" if snap else "linear",
         "level_steps": [int(s) for s in steps],
@@ -232,6 +243,7 @@ def export_artifact(
     metadata: dict[str, Any] | None = None,
     snap_levels: bool = True,
     v_read: float | None = None,
+    window: float = WINDOW,
     test: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ModelArtifact:
     """Quantise a ReLU MLP, plan it on ``profile`` for ``device``, write the artifact.
@@ -241,7 +253,9 @@ def export_artifact(
     ``snap_levels`` every weight's conductance pair lies on the device's programmable levels
     (the int8 weights are the snapped ones, so the digital reference is what the crossbar
     computes). ``v_read``: the largest input voltage (default: the device's read voltage,
-    at most the firmware's 0.3 V read limit). ``test``: float inputs and labels on which the
+    at most the firmware's 0.3 V read limit). ``window``: the share of the device's
+    conductance window the weights use (weight 127 ↔ g_min + window·(g_max − g_min); see
+    :data:`WINDOW`). ``test``: float inputs and labels on which the
     int8 accuracy and the TFLite agreement are measured and recorded. Writes atomically;
     returns the artifact as :func:`load_artifact` reads it back.
     """
@@ -257,7 +271,7 @@ def export_artifact(
         device.validate()
         model = quantize_mlp(weights, biases, cal, float(input_scale),
                              name=str(user.get("name", "mlp")))  # fmt: skip
-        model, plan, mapping = _place(model, device, geometry, v_read, snap_levels)
+        model, plan, mapping = _place(model, device, geometry, v_read, snap_levels, window)
         tfl = export_tflite(model, description=f"xbar {model.name}")
         x_check = model.quantize_input(cal)
         checks = {"calibration": agreement(tfl, model, x_check)}

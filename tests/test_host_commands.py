@@ -186,8 +186,9 @@ def test_a_stuck_cell_is_made_up_for_by_its_partner(iris: Path, tmp_path: Path) 
     model.cells._apply_stuck()
     emulated = InProcessBoard("xbar-10x10", 0, model=model, count_bytecodes=False)
     with emulated, Board(emulated.port, timeout=30) as board:
-        report = program_plan(board, plan, tmp_path / "p.json", max_pulses=30, passes=1)
-        undone = program_plan(board, plan, tmp_path / "q.json", max_pulses=30, passes=1,
+        report = program_plan(board, plan, tmp_path / "p.json", max_pulses=60, passes=1,
+                              g_limit=model.device.g_max)  # fmt: skip
+        undone = program_plan(board, plan, tmp_path / "q.json", max_pulses=60, passes=1,
                               compensate=False, fresh=True)  # fmt: skip
     i, k = cells.index(stuck), cells.index(pairs.partner[stuck])
     assert report.status[i] != P.ST_OK and report.achieved[i] - stuck.target > 10 * tol

@@ -28,6 +28,7 @@ from benchmarks.run_all import run_meta, write_results
 from xbar.emulator.board import BoardModel
 from xbar.emulator.infer_batch import predict
 from xbar.emulator.profiles import NoiseConfig
+from xbar.emulator.runtime import InProcessBoard
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.host.board import Board
 from xbar.host.flash import flash
@@ -85,7 +86,8 @@ def run_once(noise_name: str, folder: Path) -> dict[str, Any]:
             with board.hw.lock:  # the firmware idles between commands
                 snapshot = copy.deepcopy(model)
             report = stream_model(client, art, art.plan, x, y)
-    batch = predict(snapshot, art.plan.to_blob(), x.astype(np.uint8)).outputs
+    assert prog.plan is not None  # as placed on the board (hidden units may have moved)
+    batch = predict(snapshot, prog.plan.to_blob(), x.astype(np.uint8)).outputs
     return {
         "noise": noise_name, "cells": len(prog.cells), "converged": prog.converged,
         "pulses_mean": float(prog.pulses.mean()), "flash_s": t1 - t0, "program_s": t2 - t1,
@@ -95,6 +97,35 @@ def run_once(noise_name: str, folder: Path) -> dict[str, Any]:
         "stream_s": report.stream.wall_s,
         "batch_equal": float(np.mean(batch == report.stream.outputs)),
     }  # fmt: skip
+
+
+def seed_sweep(seeds: list[int], folder: Path) -> list[dict[str, Any]]:
+    """The same model, program and stream on in-process boards of several seeds (default
+    noise without drift): how much a board's stuck cells and spread decide the outcome."""
+    art, x, y = pooled_digits_model(folder / "digits16.xbar")
+    assert art.plan is not None
+    tol = 0.5 * art.plan.layers[0].g_unit
+    rows = []
+    for seed in seeds:
+        model = BoardModel(PROFILE, seed=seed, device=DeviceModel.preset(DEVICE),
+                           noise=NOISE["default, no drift"])  # fmt: skip
+        emulated = InProcessBoard(PROFILE, seed, model=model, count_bytecodes=False)
+        with emulated, Board(emulated.port, timeout=60) as client:
+            prog = program_plan(client, art.plan, folder / f"progress{seed}.json", fresh=True,
+                                g_limit=DeviceModel.preset(DEVICE).g_max)  # fmt: skip
+            outputs = client.stream(x.astype(np.uint8)).outputs
+        stuck = model.cells.stuck != 0
+        used = [(c.array, c.row, c.col) for c in prog.cells]
+        rows.append({
+            "seed": seed, "cells": len(prog.cells), "converged": prog.converged,
+            "stuck_cells": int(sum(stuck[a, r, c] for a, r, c in used)),
+            "compensated": prog.compensated(tol),
+            "pairs_off_2_steps": int(np.sum(np.abs(prog.pair_error) > 4 * tol)) // 2,
+            "accuracy": float(np.mean(outputs.argmax(1) == y)),
+            "reference_accuracy": float(np.mean(art.quantized.forward(x).argmax(1) == y)),
+        })  # fmt: skip
+        print(rows[-1])
+    return rows
 
 
 def markdown(results: list[dict], meta: dict) -> str:
@@ -126,6 +157,25 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"{r['reference_accuracy']:.4f} | {r['agreement']:.4f} | {r['batch_equal']:.4f} | "
             f"{r['throughput']:.1f} |"
         )
+    sweep = meta.get("sweep") or []
+    if sweep:
+        lines += [
+            "",
+            f"Board seeds (in-process runtime, default noise without drift, the same model "
+            f"and `program_plan`): stuck cells among the {sweep[0]['cells']} the model uses, "
+            "partner cells moved to make up for them, weights still more than 2 steps off, "
+            "accuracy.",
+            "",
+            "| seed | converged | stuck cells | partners moved | weights > 2 steps off | "
+            "accuracy board / int8 ref | difference |",
+            "|---:|---:|---:|---:|---:|---|---:|",
+        ]
+        for r in sweep:
+            lines.append(
+                f"| {r['seed']} | {r['converged']} | {r['stuck_cells']} | {r['compensated']} | "
+                f"{r['pairs_off_2_steps']} | {r['accuracy']:.4f} / "
+                f"{r['reference_accuracy']:.4f} | {r['accuracy'] - r['reference_accuracy']:+.4f} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -133,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--noise", action="append", choices=list(NOISE),
                         help="board noise setting (repeatable; default: all)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, default=8,
+                        help="board seeds 0..N-1 for the in-process sweep (default 8; 0: none)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     results = []
@@ -140,7 +192,10 @@ def main(argv: list[str] | None = None) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             results.append(run_once(name, Path(tmp)))
             print(results[-1])
-    meta = {**run_meta("bench_e2e", args, parser), "profile": PROFILE, "device": DEVICE}
+    with tempfile.TemporaryDirectory() as tmp:
+        sweep = seed_sweep(list(range(args.seeds)), Path(tmp))
+    meta = {**run_meta("bench_e2e", args, parser), "profile": PROFILE, "device": DEVICE,
+            "sweep": sweep}  # fmt: skip
     write_results("bench_e2e", meta, results, markdown(results, meta), args.out)
 
 

@@ -171,6 +171,8 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--port", required=True, help="device, pty or emu:// URL")
     p.add_argument("--model", required=True, help="model artifact (.xbar)")
+    p.add_argument("--state", help="`xbar program`'s progress file, for where it placed the "
+                   "hidden units (default: MODEL.progress.json)")
     p.add_argument(
         "--dataset",
         default="digits",
@@ -196,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
     art = load_artifact(args.model)
     x, _ = dataset_inputs(art, args.dataset)
     with Board.open(args.port, timeout=args.timeout) as board:
-        _art, plan = checked_plan(board, args.model)
+        _art, plan = checked_plan(board, args.model, args.state)
         emulated = getattr(board.link.port, "board", None)
         power = getattr(getattr(emulated, "model", None), "power", None) or PowerFigures()
         report = measure(board, plan, x[: args.n], power)

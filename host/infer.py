@@ -153,6 +153,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     p.add_argument("--port", required=True, help="device, pty or emu:// URL")
     p.add_argument("--model", required=True, help="model artifact (.xbar) from `xbar train`")
+    p.add_argument("--state", help="`xbar program`'s progress file, for where it placed the "
+                   "hidden units (default: MODEL.progress.json)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", choices=["digits", "iris"], help="a bundled test split")
     src.add_argument("--input", help=".npy inputs: (n, n_in) uint8 codes or float values")
@@ -190,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     if args.save and not Path(args.save).parent.exists():
         raise InputError(f"--save {args.save}: folder {Path(args.save).parent} does not exist")
     with Board.open(args.port, timeout=args.timeout) as board:
-        _art, plan = checked_plan(board, args.model)
+        _art, plan = checked_plan(board, args.model, args.state)
         with tqdm(total=len(x), unit="input", desc="infer", leave=False) as bar:
             report = stream_model(board, art, plan, x, y, window=args.window, baud=args.baud,
                                   progress=bar)  # fmt: skip

@@ -34,6 +34,7 @@ import numpy as np
 
 from xbar.firmware import protocol as P
 from xbar.host.board import MAX_PROGRAM_CELLS, Board, BoardError, CrossbarModel
+from xbar.host.remap import best_permutations, permute
 
 STATUS_NAMES = {P.ST_OK: "ok", P.ST_STUCK: "stuck", P.ST_MAX_PULSES: "max-pulses",
                 P.ST_COMPLIANCE: "compliance"}  # fmt: skip
@@ -63,6 +64,8 @@ class ProgramReport:
     loaded: bool
     programmed: np.ndarray  # target each cell was written to (≠ plan target: compensating)
     pair_error: np.ndarray  # per cell, its pair's (G+ − G−) error against the plan, S
+    remap: tuple[float, float] | None = None  # failed cells' weight error (steps) before/after
+    plan: CrossbarModel | None = None  # the plan as placed on the board (and LOADed)
 
     @property
     def converged(self) -> int:
@@ -136,6 +139,9 @@ class Progress:
         self.digest = digest
         self.profile = profile
         self.done: dict[str, list[float]] = {}
+        self.complete = False
+        # Where the hidden units went (host/remap.py): per hidden layer, slot -> unit.
+        self.placement: list[np.ndarray] | None = None
         if path.exists() and not fresh:
             try:
                 data = json.loads(path.read_text())
@@ -143,6 +149,11 @@ class Progress:
                 done = {str(k): [float(v[0]), int(v[1]), int(v[2]), int(v[3]),
                                  *([float(v[4])] if len(v) > 4 else [])]
                         for k, v in data["cells"].items()}  # fmt: skip
+                placement = data.get("placement")
+                perms = None if placement is None else [
+                    np.asarray(p, dtype=np.int64) for p in placement
+                ]  # fmt: skip
+                complete = bool(data.get("complete", False))
             except (ValueError, KeyError, TypeError, IndexError):
                 raise ProgramError(f"{path}: progress file unreadable; delete it or pass "
                                    "--fresh to start over") from None  # fmt: skip
@@ -152,14 +163,17 @@ class Progress:
                     "pass --fresh to start over, or --state for another file"
                 )
             self.done = done
+            self.placement = perms
+            self.complete = complete
 
     @staticmethod
     def key(cell: Cell) -> str:
         return f"{cell.array}:{cell.row}:{cell.col}"
 
     def save(self, complete: bool = False) -> None:
+        placement = None if self.placement is None else [p.tolist() for p in self.placement]
         data = {"plan": self.digest, "profile": self.profile, "complete": complete,
-                "cells": self.done}  # fmt: skip
+                "placement": placement, "cells": self.done}  # fmt: skip
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
@@ -169,7 +183,7 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
                  tolerance: float | None = None, fresh: bool = False,
                  on_frame: Callable[[int], object] | None = None,
                  frame_cells: int = MAX_PROGRAM_CELLS, passes: int = 2,
-                 compensate: bool = True, g_limit: float | None = None,
+                 compensate: bool = True, g_limit: float | None = None, remap: bool = True,
                  **program_args: Any) -> ProgramReport:  # fmt: skip
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
 
@@ -183,71 +197,112 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
     alone, within `tolerance`); after the passes, a cell that still missed its target
     has its converged partner moved by the same error, up to `g_limit` (the device's g_max:
     the plan keeps weights below it, but a partner may go higher to make up for a cell
-    stuck at its top; default the plan's top)."""
+    stuck at its top; default the plan's top).
+
+    `remap` (with `compensate`): if cells failed, the hidden units are placed again so the
+    failed cells spoil the least weight (`host/remap.py`), by at least one weight step in
+    all, and the cells are written again for that placement (the failed ones are not
+    tried again). The placement is kept in the progress file; `xbar infer` reads it."""
     info = board.info()
-    cells = plan_cells(plan)
-    pairs = Pairs(plan, cells, g_limit)
     state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
-    done = state.done
     tol = tolerance if tolerance is not None else 0.5 * min(layer.g_unit for layer in plan.layers)
-    resumed = sum(Progress.key(c) in done for c in cells)
-    if on_frame is not None and resumed:
-        on_frame(resumed)
     args: dict[str, Any] = {"v_read": V_VERIFY, "v_set": 2.5, "v_reset": 2.5, "max_pulses": 100}
     args.update(program_args)
+    placed = plan if state.placement is None else permute(plan, state.placement)
+    resumed = sum(Progress.key(c) in state.done for c in plan_cells(placed))
+    if on_frame is not None and resumed:
+        on_frame(resumed)
+    writer = _PlanWriter(board, state, tol, frame_cells, args, g_limit)
+    report = writer.run(placed, passes, compensate, on_frame, resumed)
+    if remap and compensate and state.placement is None and len(plan.layers) > 1:
+        faults = {(c.array, c.row, c.col): float(g) for c, g, st
+                  in zip(report.cells, report.achieved, report.status, strict=True)
+                  if st != P.ST_OK}  # fmt: skip
+        if faults:
+            top = plan.g_min + 127 * max(layer.g_unit for layer in plan.layers)
+            perms, before, after = best_permutations(plan, faults, max(g_limit or top, top))
+            if before - after >= 1.0:
+                # Only the failed cells' records stay: every other cell is written again.
+                state.done = {Progress.key(c): state.done[Progress.key(c)][:4]
+                              for c in report.cells if (c.array, c.row, c.col) in faults}
+                state.placement = perms
+                state.save()
+                placed = permute(plan, perms)
+                report = writer.run(placed, passes, compensate, None, resumed)
+                report.remap = (before, after)
+    board.load(placed, program=False)
+    state.save(complete=True)
+    report.plan = placed
+    return report
 
-    def goal(c: Cell) -> float:
-        entry = done[Progress.key(c)]
+
+class _PlanWriter:
+    """Writes one placement of a plan: base cells first, then their partners, retry
+    passes, then partner moves (see `program_plan`), recording progress after each frame."""
+
+    def __init__(self, board: Board, state: Progress, tol: float, frame_cells: int,
+                 args: dict[str, Any], g_limit: float | None) -> None:  # fmt: skip
+        self.board, self.state, self.tol = board, state, tol
+        self.frame_cells, self.args, self.g_limit = frame_cells, args, g_limit
+
+    def run(self, plan: CrossbarModel, passes: int, compensate: bool,
+            on_frame: Callable[[int], object] | None, resumed: int) -> ProgramReport:  # fmt: skip
+        cells = plan_cells(plan)
+        pairs = Pairs(plan, cells, self.g_limit)
+        done = self.state.done
+        todo = [c for c in cells if Progress.key(c) not in done]
+        if compensate:
+            self.write([(c, c.target) for c in todo if pairs.is_base(c)], 1, on_frame)
+            second = []
+            for c in todo:
+                if not pairs.is_base(c):
+                    base = pairs.partner[c]
+                    error = done[Progress.key(base)][0] - base.target
+                    second.append((c, pairs.window(c, c.target + error)))
+            self.write(second, 1, on_frame)
+        else:
+            self.write([(c, c.target) for c in todo], 1, on_frame)
+        for attempt in range(2, max(1, passes) + 1):  # again for the cells not converged yet
+            self.write([(c, self.goal(c)) for c in cells if done[Progress.key(c)][2] != P.ST_OK
+                        and done[Progress.key(c)][3] == attempt - 1], attempt, None)  # fmt: skip
+        if compensate:
+            self.write(partner_moves(pairs, cells, done, self.tol), max(1, passes) + 1, None)
+        rows = [done[Progress.key(c)] for c in cells]
+        achieved = np.array([r[0] for r in rows])
+        errors = {c: a - c.target for c, a in zip(cells, achieved, strict=True)}
+        return ProgramReport(
+            cells, achieved, np.array([r[1] for r in rows], dtype=np.int64),
+            np.array([r[2] for r in rows], dtype=np.int64), resumed, True,
+            np.array([self.goal(c) for c in cells]),
+            np.array([pairs.sign[c] * (errors[c] - errors[pairs.partner[c]]) for c in cells]),
+        )  # fmt: skip
+
+    def goal(self, c: Cell) -> float:
+        entry = self.state.done[Progress.key(c)]
         return entry[4] if len(entry) > 4 else c.target
 
-    def write(group: list[tuple[Cell, float]], attempt: int, count: bool) -> None:
+    def write(self, group: list[tuple[Cell, float]], attempt: int,
+              on_frame: Callable[[int], object] | None) -> None:  # fmt: skip
         """Write-verify (cell, target) pairs frame by frame, saving after each frame."""
+        done = self.state.done
         by_array: dict[int, list[tuple[Cell, float]]] = {}
         for c, g in group:
             by_array.setdefault(c.array, []).append((c, g))
         for array, items in sorted(by_array.items()):
-            for s in range(0, len(items), frame_cells):
-                part = items[s : s + frame_cells]
-                result = board.program({(c.row, c.col): g for c, g in part},
-                                       tolerance=tol, array=array, **args)  # fmt: skip
+            for s in range(0, len(items), self.frame_cells):
+                part = items[s : s + self.frame_cells]
+                result = self.board.program({(c.row, c.col): g for c, g in part},
+                                            tolerance=self.tol, array=array,
+                                            **self.args)  # fmt: skip
                 for (c, target), g, n, st in zip(part, result.achieved, result.pulses,
                                                  result.status, strict=True):  # fmt: skip
                     key = Progress.key(c)
                     earlier = done[key][1] if key in done else 0
                     entry = [float(g), int(n) + earlier, int(st), attempt]
                     done[key] = entry + ([target] if target != c.target else [])
-                state.save()
-                if on_frame is not None and count:
+                self.state.save()
+                if on_frame is not None:
                     on_frame(len(part))
-
-    todo = [c for c in cells if Progress.key(c) not in done]
-    if compensate:
-        write([(c, c.target) for c in todo if pairs.is_base(c)], 1, True)
-        second = []
-        for c in todo:
-            if not pairs.is_base(c):
-                base = pairs.partner[c]
-                error = done[Progress.key(base)][0] - base.target
-                second.append((c, pairs.window(c, c.target + error)))
-        write(second, 1, True)
-    else:
-        write([(c, c.target) for c in todo], 1, True)
-    for attempt in range(2, max(1, passes) + 1):  # again for the cells not converged yet
-        write([(c, goal(c)) for c in cells if done[Progress.key(c)][2] != P.ST_OK
-               and done[Progress.key(c)][3] == attempt - 1], attempt, False)  # fmt: skip
-    if compensate:
-        write(partner_moves(pairs, cells, done, tol), max(1, passes) + 1, False)
-    board.load(plan, program=False)
-    state.save(complete=True)
-    rows = [done[Progress.key(c)] for c in cells]
-    achieved = np.array([r[0] for r in rows])
-    errors = {c: a - c.target for c, a in zip(cells, achieved, strict=True)}
-    return ProgramReport(
-        cells, achieved, np.array([r[1] for r in rows], dtype=np.int64),
-        np.array([r[2] for r in rows], dtype=np.int64), resumed, True,
-        np.array([goal(c) for c in cells]),
-        np.array([pairs.sign[c] * (errors[c] - errors[pairs.partner[c]]) for c in cells]),
-    )  # fmt: skip
 
 
 def partner_moves(pairs: Pairs, cells: list[Cell], done: dict[str, list[float]],
@@ -321,6 +376,13 @@ def summary(report: ProgramReport, tolerance: float) -> list[str]:
         f"within twice that: {one}; {report.compensated(tolerance)} cells written more "
         "than that off their plan target to make up for their partner's error"
     )
+    if report.remap is not None:
+        before, after = report.remap
+        lines.append(
+            f"hidden units placed again around the cells that failed: the weight error they "
+            f"leave went from {before:.1f} to {after:.1f} steps (placement kept in the "
+            "progress file, which `xbar infer` reads)"
+        )
     return lines
 
 
@@ -346,18 +408,32 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--no-compensate", dest="compensate", action="store_false",
                    help="write every cell to its own plan target (no pair compensation)")
+    p.add_argument("--no-remap", dest="remap", action="store_false",
+                   help="keep the hidden units where the plan put them, whatever cells failed")
     p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
     p.set_defaults(func=run)
 
 
-def checked_plan(board: Board, model: str) -> tuple[Any, CrossbarModel]:
-    """The artifact and its plan, refused if the plan does not fit the board (INFO)."""
+def checked_plan(board: Board, model: str, state: str | None = None, placed: bool = True
+                 ) -> tuple[Any, CrossbarModel]:  # fmt: skip
+    """The artifact and its plan, refused if the plan does not fit the board (INFO), with
+    the hidden units where `xbar program` placed them on this board's profile (its
+    progress file, `state` or MODEL.progress.json, complete and for this plan) unless
+    `placed` is False."""
     from xbar.training.artifact import load_artifact
 
     art = load_artifact(model)
     info = board.info()
     plan = art.check_geometry(info.arrays, info.rows, info.cols,
                               board=f"the board ({info.profile})")  # fmt: skip
+    path = Path(state or f"{model}.progress.json")
+    if placed and path.exists():
+        try:
+            progress = Progress(path, plan_digest(plan), info.profile, fresh=False)
+        except ProgramError:
+            return art, plan  # another model's or board's progress: not this placement
+        if progress.complete and progress.placement is not None:
+            plan = permute(plan, progress.placement)
     return art, plan
 
 
@@ -370,7 +446,7 @@ def run(args: argparse.Namespace) -> int:
     report_path = Path(args.report or f"{args.model}.cells.csv")
     state_path = Path(args.state or f"{args.model}.progress.json")
     with Board.open(args.port, timeout=args.timeout) as board:
-        art, plan = checked_plan(board, args.model)
+        art, plan = checked_plan(board, args.model, placed=False)  # program_plan places it
         total = len(plan_cells(plan))
         with tqdm(total=total, unit="cell", desc="write-verify") as bar:
             try:
@@ -378,6 +454,7 @@ def run(args: argparse.Namespace) -> int:
                 report = program_plan(board, plan, state_path, tolerance=tol, fresh=args.fresh,
                                       on_frame=bar.update, max_pulses=args.max_pulses,
                                       passes=args.passes, compensate=args.compensate,
+                                      remap=args.remap,
                                       g_limit=art.device.g_max if art.device else None)  # fmt: skip
             except (BoardError, KeyboardInterrupt) as exc:
                 bar.close()

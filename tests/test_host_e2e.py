@@ -27,6 +27,7 @@ how many HELLO frames the host sent while the board booted (wall-clock), so runs
 from __future__ import annotations
 
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from xbar.emulator.infer_batch import predict
 from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.host.cli import main
+from xbar.host.remap import permute
 from xbar.training.devices import DeviceModel
 
 
@@ -68,7 +70,11 @@ def test_flash_program_infer_digits_on_the_micropython_board(
                           encoding="utf-8")  # fmt: skip
     assert len(cells) == 208 and "model loaded: 2 layers" in text
     assert np.mean(cells["status"] == "ok") >= 0.9
-    batch = predict(snapshot, art.plan.to_blob(), x.astype(np.uint8))
+    progress = json.loads(Path(f"{model}.progress.json").read_text())
+    placed = art.plan if progress["placement"] is None else permute(
+        art.plan, [np.array(p) for p in progress["placement"]]
+    )  # where `xbar program` put the hidden units, as `xbar infer` LOADed them
+    batch = predict(snapshot, placed.to_blob(), x.astype(np.uint8))
     np.testing.assert_array_equal(outputs, batch.outputs)
     reference = art.quantized.forward(x).argmax(1)
     board_acc = float(np.mean(outputs.argmax(1) == y))

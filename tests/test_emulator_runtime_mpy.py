@@ -240,7 +240,7 @@ def test_firmware_under_micropython_answers_hello_over_emu_url() -> None:
     port = serial.serial_for_url("emu://xbar-1x32?seed=2&micropython=1", timeout=20)
     board = port.board
     try:
-        assert (board.flash_dir / "main.py").is_file() and (board.flash_dir / "app.py").is_file()
+        assert (board.flash_dir / "main.py").is_file() and (board.flash_dir / "app.mpy").is_file()
         with Board(port) as client:
             assert client.hello().profile == "xbar-1x32"  # from xbar_profile.py on the flash
             cells = client.read(0, 0)

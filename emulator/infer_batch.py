@@ -32,22 +32,12 @@ import numpy as np
 
 from xbar.firmware import protocol as P
 from xbar.firmware import quant
+from xbar.host.plan import Tile
 
 from .board import BoardModel, convert, sample_normals
 from .crossbar import DRIVEN, TIA, Operator
 from .parts import DAC_MID, line_volts
 from .runtime import FirmwareNamespace, Hardware
-
-
-@dataclass(frozen=True)
-class Tile:
-    array: int
-    row0: int
-    col0: int
-    in_start: int
-    in_len: int
-    out_start: int
-    out_len: int
 
 
 @dataclass(frozen=True)

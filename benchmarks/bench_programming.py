@@ -33,7 +33,7 @@ import numpy as np
 from benchmarks.run_all import run_meta, write_results
 from xbar.emulator.batch import MvmDriver
 from xbar.emulator.board import BoardModel
-from xbar.emulator.parts import DAC_MID, SW_DAC, SW_GND, dac_word, mvm_switches
+from xbar.emulator.parts import DAC_MID, SW_DAC, SW_GND, mvm_switches
 from xbar.emulator.runtime import InProcessBoard
 from xbar.host.board import Board
 
@@ -108,22 +108,6 @@ def run_firmware(profile: str, fast: bool, n_pulses: int, n_program: int,
     return out
 
 
-def _load_lines(driver: MvmDriver, codes: dict[int, int]) -> None:
-    """Write DAC codes to lines ({global line: code}) and load them (LDAC edge)."""
-    p, b = driver.p, driver.board
-    groups: dict[tuple[int, int], dict[int, int]] = {}
-    for line, code in codes.items():
-        chip, ch = divmod(line, 8)
-        s, pos = divmod(chip, p.dac_chain)
-        groups.setdefault((s, ch), {})[pos] = dac_word(0x1, ch, int(code))
-    for (s, _ch), words in sorted(groups.items()):
-        driver.dac(s, words)
-    b.charge("pin")
-    b.pin_write(p.pin_ldac, 0)
-    b.charge("pin")
-    b.pin_write(p.pin_ldac, 1)
-
-
 def run_board(profile: str, fast: bool, n_cells: int, seed: int) -> dict[str, Any]:
     """The board model alone, no firmware: the firmware's pulse scheme (HAL.pulse) and a
     one-row read, byte by byte through `MvmDriver`'s parts; deterministic, so the two
@@ -158,10 +142,10 @@ def run_board(profile: str, fast: bool, n_cells: int, seed: int) -> dict[str, An
                 closed[3 * cl + SW_GND], closed[3 * cl + SW_DAC] = False, True
             codes[cl] = DAC_MID - half
             driver.switches(closed)
-            _load_lines(driver, codes)
+            driver.load_lines(codes)
             model.sleep_us(100 * (rep + 1))
             driver.switches(ground)  # ends the pulse
-            _load_lines(driver, {line: DAC_MID for line in codes})
+            driver.load_lines({line: DAC_MID for line in codes})
             t1 = time.perf_counter()
             driver.switches(mvm_switches(p, [a]))
             rows = np.full(p.rows, DAC_MID)

@@ -129,23 +129,28 @@ class MvmDriver:
         b.pin_write(p.pin_gain[0], self.gain & 1)
         b.pin_write(p.pin_gain[1], (self.gain >> 1) & 1)
 
-    # -- one MVM -----------------------------------------------------------------
-    def mvm(self, array: int, codes: np.ndarray) -> np.ndarray:
-        """Apply DAC ``codes`` (rows,) to the array's rows; the columns' ADC codes."""
+    def load_lines(self, codes: dict[int, int]) -> None:
+        """Write DAC codes to lines ({global line: code}), one frame per chip select and
+        channel, then load them together on an LDAC edge."""
         p, b = self.p, self.board
-        codes = np.asarray(codes, dtype=np.int64)
         groups: dict[tuple[int, int], dict[int, int]] = {}
-        for r in range(p.rows):
-            line = p.row_line(array, r)
+        for line, code in codes.items():
             chip, ch = divmod(line, 8)
             s, pos = divmod(chip, p.dac_chain)
-            groups.setdefault((s, ch), {})[pos] = dac_word(0x1, ch, int(codes[r]))
+            groups.setdefault((s, ch), {})[pos] = dac_word(0x1, ch, int(code))
         for (s, _ch), words in sorted(groups.items()):
             self.dac(s, words)
         b.charge("pin")
         b.pin_write(p.pin_ldac, 0)
         b.charge("pin")
         b.pin_write(p.pin_ldac, 1)
+
+    # -- one MVM -----------------------------------------------------------------
+    def mvm(self, array: int, codes: np.ndarray) -> np.ndarray:
+        """Apply DAC ``codes`` (rows,) to the array's rows; the columns' ADC codes."""
+        p, b = self.p, self.board
+        codes = np.asarray(codes, dtype=np.int64)
+        self.load_lines({p.row_line(array, r): int(codes[r]) for r in range(p.rows)})
         b.sleep_us(5)
         out = np.zeros(p.cols, dtype=np.int64)
         wanted: dict[int, dict[int, list[tuple[int, int]]]] = {}

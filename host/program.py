@@ -1,6 +1,7 @@
 """`xbar program`: write a model's crossbar plan to a board with write-verify.
 
     xbar program --port P MODEL.xbar [--report cells.csv] [--state progress.json] [--fresh]
+                 [--no-compensate] [--no-remap]
 
 The model artifact's plan must fit the board's geometry (INFO); then every cell of the
 plan is write-verified to its target conductance, one PROGRAM frame (≤ 125 cells) at a
@@ -14,8 +15,10 @@ A weight is the difference of a pair of cells (G+ − G−), and that difference
 inference reads. So each pair's *base* cell (the smaller target) is written first and its
 partner then to its own target plus the base's error: the pair is as close as one cell's
 write-verify tolerance. A cell that cannot reach its target at all (stuck, or a window too
-narrow) is made up for the same way: its converged partner moves by the same error, as
-far as the plan's window allows (`--no-compensate` turns both off).
+narrow) is made up for the same way: its converged partner moves by the same error, up
+to the device's g_max (`--no-compensate` turns both off). If cells failed, the hidden
+units are then placed again where those cells spoil the least (`host/remap.py`,
+`--no-remap`); the placement is kept in the progress file, which `xbar infer` reads.
 """
 
 from __future__ import annotations

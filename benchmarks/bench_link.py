@@ -79,10 +79,15 @@ def run_stream(art: ModelArtifact, x: np.ndarray, baud: int, noise: str = "off")
             board.load(art.plan, program=False)
             board.stream(x[:1])  # warm-up
             emulated.settle()
-            c0, wall0 = emulated.model.clock.cycles, time.perf_counter()
+            model = emulated.model
+            c0, wall0 = model.clock.cycles, time.perf_counter()
+            idle0, compute0 = model.clock.idle_cycles, model.diagnostics["charge_cycles"]
             result = board.stream(x)
             emulated.settle()
-            board_s = (emulated.model.clock.cycles - c0) / emulated.hw.hz()
+            hz = emulated.hw.hz()
+            board_s = (model.clock.cycles - c0) / hz
+            idle_s = (model.clock.idle_cycles - idle0) / hz
+            compute_s = (model.diagnostics["charge_cycles"] - compute0) / hz
             wall = time.perf_counter() - wall0
     finally:
         port.close()
@@ -108,6 +113,16 @@ def run_stream(art: ModelArtifact, x: np.ndarray, baud: int, noise: str = "off")
         "inferences_per_board_s": n / board_s,
         "inferences_per_wall_s": n / wall,
         "board_ms_per_inference": board_s / n * 1e3,
+        # Board time split: the firmware's computation (cost table), MCU idle (DAC and
+        # gain settling waits, waiting for line bytes), the rest on the SPI wires.
+        "compute_ms_per_inference": compute_s / n * 1e3,
+        "idle_ms_per_inference": idle_s / n * 1e3,
+        "spi_ms_per_inference": (board_s - compute_s - idle_s) / n * 1e3,
+        # Without the computation: payload ÷ capacity over the SPI and waiting time alone.
+        "no_compute_ceiling": min(
+            result.payload_bytes / result.wire_bytes_out,
+            result.payload_bytes / ((board_s - compute_s) * line),
+        ),
         "wire_ms_per_inference": result.wire_bytes_out / n / line * 1e3,
         "latency_p50_ms": float(np.percentile(result.latencies, 50) * 1e3),
         "latency_p99_ms": float(np.percentile(result.latencies, 99) * 1e3),
@@ -130,7 +145,8 @@ def markdown(results: list[dict], meta: dict) -> str:
         f"Models exported for {DEVICE}, cells placed at their targets, noise off.",
         "",
         "| model | profile | N | inputs/frame | efficiency | framing | idle | framing ceiling "
-        "| inferences/s (board time) | board ms/inference | wire ms/inference | "
+        "| inferences/s (board time) | board ms/inference (compute / SPI / waits) | "
+        "wire ms/inference | "
         "inferences/s (wall) | frame latency p50 / p99 (wall ms) | argmax = int8 ref |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
@@ -139,7 +155,9 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"| {r['model']} | `{r['profile']}` | {r['n']} | {r['per_frame']} | "
             f"**{r['efficiency']:.4f}** | {r['framing_share']:.4f} | {r['idle_share']:.4f} | "
             f"{r['framing_ceiling']:.4f} | {r['inferences_per_board_s']:.1f} | "
-            f"{r['board_ms_per_inference']:.3f} | {r['wire_ms_per_inference']:.3f} | "
+            f"{r['board_ms_per_inference']:.3f} ({r['compute_ms_per_inference']:.3f} / "
+            f"{r['spi_ms_per_inference']:.3f} / {r['idle_ms_per_inference']:.3f}) | "
+            f"{r['wire_ms_per_inference']:.3f} | "
             f"{r['inferences_per_wall_s']:.1f} | {r['latency_p50_ms']:.0f} / "
             f"{r['latency_p99_ms']:.0f} | {r['agreement']:.3f} |"
         )
@@ -152,9 +170,15 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"- {r['model']}: the board computes {r['board_ms_per_inference']:.3f} ms per "
             f"inference while its request bytes take {r['wire_ms_per_inference']:.3f} ms on "
             f"the wire, so the line idles {r['idle_share']:.1%} of the time; framing takes "
-            f"{r['framing_share']:.2%}. Even a board that computed in no time would reach "
-            f"{r['framing_ceiling']:.4f} (payload ÷ wire bytes at {r['per_frame']} inputs per "
-            "frame)."
+            f"{r['framing_share']:.2%}. Of the board's time per inference, "
+            f"{r['compute_ms_per_inference']:.3f} ms is the firmware's interpreted "
+            f"computation, {r['spi_ms_per_inference']:.3f} ms SPI transfers to the DACs, "
+            f"switches and ADCs, and {r['idle_ms_per_inference']:.3f} ms waits (settling, "
+            "and line bytes where the board outruns the line). A firmware that computed in "
+            "no time would still need the transfers and waits: at most "
+            f"{r['no_compute_ceiling']:.4f}. A board that took no time at all: "
+            f"{r['framing_ceiling']:.4f} (payload ÷ wire bytes at {r['per_frame']} inputs "
+            "per frame)."
         )
     return "\n".join(lines) + "\n"
 

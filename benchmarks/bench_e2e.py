@@ -85,8 +85,8 @@ def run_once(noise_name: str, folder: Path) -> dict[str, Any]:
             t2 = time.perf_counter()
             with board.hw.lock:  # the firmware idles between commands
                 snapshot = copy.deepcopy(model)
-            report = stream_model(client, art, art.plan, x, y)
-    assert prog.plan is not None  # as placed on the board (hidden units may have moved)
+            assert prog.plan is not None  # as placed on the board (hidden units may move)
+            report = stream_model(client, art, prog.plan, x, y)
     batch = predict(snapshot, prog.plan.to_blob(), x.astype(np.uint8)).outputs
     return {
         "noise": noise_name, "cells": len(prog.cells), "converged": prog.converged,

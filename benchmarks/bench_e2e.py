@@ -5,7 +5,7 @@ behind a pty, without firmware; `host.flash.flash` (raw REPL, .mpy, SHA-256 chec
 reset), `host.program.program_plan` (write-verify of every cell, 2 passes), then
 `host.infer.stream_model` on the whole held-out split. The model is the one the CI
 end-to-end test uses (small enough to write-verify through the interpreter): digits
-pooled 2×2 to 16 inputs, MLP 16-4-10, exported for pvk-best on `xbar-4x10x10` (208 cells).
+pooled 2×2 to 16 inputs, MLP 16-5-10, exported for pvk-best on `xbar-4x10x10` (260 cells).
 Run once per noise setting of the board (default: every source on; default without drift,
 the CI test's setting; off: the ideal board).
 
@@ -40,7 +40,7 @@ from xbar.training.tasks import load_task
 
 PROFILE = "xbar-4x10x10"
 DEVICE = "pvk-best"
-HIDDEN = 4  # the hidden width: 208 cells, written through the interpreter within CI time
+HIDDEN = 5  # the hidden width: 260 cells, written through the interpreter within CI time
 NOISE = {"default": NoiseConfig(), "default, no drift": NoiseConfig(drift_nu=0.0),
          "off": NoiseConfig.off()}  # fmt: skip
 

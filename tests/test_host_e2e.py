@@ -4,8 +4,8 @@ on digits.
 
 The model is written cell by cell with write-verify through the interpreter, so for CI
 time it is small (`benchmarks.bench_e2e.pooled_digits_model`): the digits test split
-pooled 2×2 to 16 inputs, MLP 16-4-10, exported for the pvk-best device on `xbar-4x10x10`
-(208 cells). `xbar infer --input` streams all 360 held-out inputs.
+pooled 2×2 to 16 inputs, MLP 16-5-10, exported for the pvk-best device on `xbar-4x10x10`
+(260 cells). `xbar infer --input` streams all 360 held-out inputs.
 
 Board: device pvk-best, seed 0, the default noise except drift (`NoiseConfig(drift_nu=0)`:
 read noise, cycle-to-cycle and device-to-device spread, 1 % stuck cells, wear, half-select
@@ -68,7 +68,7 @@ def test_flash_program_infer_digits_on_the_micropython_board(
     outputs = np.load(out)
     cells = np.genfromtxt(f"{model}.cells.csv", delimiter=",", names=True, dtype=None,
                           encoding="utf-8")  # fmt: skip
-    assert len(cells) == 208 and "model loaded: 2 layers" in text
+    assert len(cells) == 260 and "model loaded: 2 layers" in text
     assert np.mean(cells["status"] == "ok") >= 0.9
     progress = json.loads(Path(f"{model}.progress.json").read_text())
     placed = art.plan if progress["placement"] is None else permute(

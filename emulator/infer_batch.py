@@ -7,8 +7,8 @@ column, the same ADC frames and therefore the same per-chip sample counters, the
 counter-based read noise (``board.sample_normals``), the same TIA/ADC quantisation
 (``board.convert``) and the same integer arithmetic (``firmware/quant.py``). So on a board
 whose firmware has just loaded ``blob``, the outputs equal the board's own for the same
-seed, bit for bit (``tests/test_infer_batch.py`` checks it against the in-process and the
-MicroPython runtimes).
+seed, bit for bit (``tests/test_infer_batch.py`` checks it against the in-process runtime,
+``tests/test_host_e2e.py`` against the MicroPython one).
 
 What it relies on: each conversion happens after the firmware's DAC settling waits (so
 line voltages are final), and conductances do not change during the stream. Reads stay
@@ -18,8 +18,9 @@ the board's stream stays within that epoch. Board time and energy are not comput
 (they depend on the firmware's instruction timing); `emulator/batch.py` is the batch
 path for those, on the reference MVM schedule.
 
-The board model is only read (operators are solved without its cache), so a snapshot is
-not needed while its firmware is idle; take ``hw.lock`` if another thread drives it.
+The board's state is not changed (operators are solved outside its cache; only the
+network's solve counters count them), so no snapshot is needed while its firmware is idle;
+take ``hw.lock`` (and a copy) if another thread may drive it meanwhile.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ byte-level path's numbers for N inferences at once, touching only the conversion
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -87,6 +88,8 @@ class Diagnostics(dict[str, int]):
     def __missing__(self, key: str) -> int:
         return 0
 
+
+_T = TypeVar("_T")
 
 _M1, _M2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
 
@@ -463,29 +466,28 @@ class BoardModel:
 
     def operator_at(self, array: int, epoch: int) -> Operator:
         """The array's operator for its present line states at drift ``epoch``."""
-        before = self.network.solves
-        op = self.network.operator(
-            self.cells.conductance(array, epoch),
-            self._modes[array],
-            key=(array, int(self.cells.versions[array]), epoch),
-        )
-        self.diagnostics["operator_solves"] += self.network.solves - before
-        return op
+        return self._solved(self.network.operator, array, epoch)
 
     def network_state(self, array: int) -> NetworkState:
         """The array's present network state (see :meth:`ArrayNetwork.state`): what an
         event or a conversion applies its line voltages to. ``diagnostics
         ["operator_solves"]`` counts the network factorisations this needs: one per
         (array, conductance version, drift epoch, line modes) state, while it is cached."""
-        epoch = self.cells.drift_epoch(self.clock.seconds)
+        return self._solved(self.network.state, array,
+                            self.cells.drift_epoch(self.clock.seconds))  # fmt: skip
+
+    def _solved(self, build: Callable[..., _T], array: int, epoch: int) -> _T:
+        """``build`` (the network's operator or state) for the array's conductances at
+        ``epoch`` and its present line modes, cached per (array, version, epoch); the
+        factorisations it took are counted in ``diagnostics["operator_solves"]``."""
         before = self.network.solves
-        state = self.network.state(
+        out = build(
             self.cells.conductance(array, epoch),
             self._modes[array],
             key=(array, int(self.cells.versions[array]), epoch),
         )
         self.diagnostics["operator_solves"] += self.network.solves - before
-        return state
+        return out
 
     def _cell_voltages(self, a: int, v: np.ndarray) -> tuple[np.ndarray, float, float]:
         """Memristor voltages (rows, cols), cell and source power for line voltages v.

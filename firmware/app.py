@@ -55,9 +55,6 @@ class App:
         self.writer = writer
         self.geom = board.Geometry(profile or board.DEFAULT_PROFILE)
         self.hal = hal_mod.Hal(self.geom)
-        # The model store is one buffer of up to 24 KiB: collect first, so the garbage the
-        # compiler leaves when modules are imported as source does not split the heap.
-        gc.collect()
         self.model = infer.Model(self.hal)
         self.dec = protocol.Decoder()
         self.enc = protocol.Encoder()

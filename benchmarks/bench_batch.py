@@ -28,8 +28,6 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
-
-from benchmarks.run_all import run_meta, write_results  # noqa: E402
 from xbar.emulator.batch import (  # noqa: E402
     BatchSession,
     ChargeStep,
@@ -38,9 +36,11 @@ from xbar.emulator.batch import (  # noqa: E402
     Step,
     run_bytes,
 )
-from xbar.emulator.board import BoardModel  # noqa: E402
+from xbar.emulator.board_model import BoardModel  # noqa: E402
+from xbar.emulator.board_profile import NoiseConfig, get_profile  # noqa: E402
 from xbar.emulator.parts import DAC_MID, TIA_RF  # noqa: E402
-from xbar.emulator.profiles import NoiseConfig, get_profile  # noqa: E402
+
+from benchmarks.run_all import run_meta, write_results  # noqa: E402
 
 ROWS, PAIRS = 10, 5  # a 10x10 tile: 10 inputs, 5 differential weight columns
 INPUT_STEP = 3  # DAC codes per activation unit: 255 -> 0.23 V, below the disturb floor
@@ -64,8 +64,7 @@ def train_and_quantise(seed: int = 0) -> tuple[list[QuantLayer], np.ndarray, np.
 
     digits = load_digits()
     x = digits.data / 16.0
-    x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=0.3,
-                                              random_state=seed)  # fmt: skip
+    x_tr, x_te, y_tr, y_te = train_test_split(x, digits.target, test_size=0.3, random_state=seed)
     mlp = MLPClassifier(hidden_layer_sizes=(64, 64), max_iter=600, random_state=seed)
     mlp.fit(x_tr, y_tr)
     float_acc = float(mlp.score(x_te, y_te))
@@ -111,8 +110,9 @@ def plan_tiles(layers: list[QuantLayer]) -> list[Tile]:
         n_out, n_in = layer.w.shape
         for t in range(0, n_in, ROWS):
             for u in range(0, n_out, PAIRS):
-                tiles.append(Tile(li, array, slice(t, min(t + ROWS, n_in)),
-                                  slice(u, min(u + PAIRS, n_out))))  # fmt: skip
+                tiles.append(
+                    Tile(li, array, slice(t, min(t + ROWS, n_in)), slice(u, min(u + PAIRS, n_out)))
+                )
                 array += 1
     return tiles
 
@@ -152,8 +152,14 @@ def tile_codes(act: np.ndarray, tile: Tile) -> np.ndarray:
     return codes
 
 
-def infer_batch(board: BoardModel, layers: list[QuantLayer], tiles: list[Tile],
-                steps: list[Step], x_q: np.ndarray, g_unit: float) -> np.ndarray:  # fmt: skip
+def infer_batch(
+    board: BoardModel,
+    layers: list[QuantLayer],
+    tiles: list[Tile],
+    steps: list[Step],
+    x_q: np.ndarray,
+    g_unit: float,
+) -> np.ndarray:
     """N inferences through the batch path; returns the final-layer real outputs."""
     # ADC codes per (weight unit × activation unit): V/code · g_unit · Rf / (V per ADC code).
     per_unit = INPUT_STEP * (20.0 / 65536) * g_unit * TIA_RF[GAIN] / (20.48 / 65536)
@@ -188,8 +194,14 @@ def make_board(profile: str, noise: NoiseConfig, seed: int) -> BoardModel:
     return board
 
 
-def run_variant(name: str, noise: NoiseConfig, args: argparse.Namespace, layers: list[QuantLayer],
-                x_q: np.ndarray, y: np.ndarray) -> dict[str, object]:  # fmt: skip
+def run_variant(
+    name: str,
+    noise: NoiseConfig,
+    args: argparse.Namespace,
+    layers: list[QuantLayer],
+    x_q: np.ndarray,
+    y: np.ndarray,
+) -> dict[str, object]:
     tiles = plan_tiles(layers)
     steps = schedule(layers, tiles)
     t_setup = time.perf_counter()
@@ -243,9 +255,13 @@ def run_variant(name: str, noise: NoiseConfig, args: argparse.Namespace, layers:
 
 
 def byte_check(
-    args: argparse.Namespace, noise: NoiseConfig, layers: list[QuantLayer], tiles: list[Tile],
-    steps: list[Step], x_q: np.ndarray,
-) -> dict[str, object]:  # fmt: skip
+    args: argparse.Namespace,
+    noise: NoiseConfig,
+    layers: list[QuantLayer],
+    tiles: list[Tile],
+    steps: list[Step],
+    x_q: np.ndarray,
+) -> dict[str, object]:
     """Run a few inferences both ways from identical boards; compare and time them."""
     batch_board, byte_board = (make_board(args.profile, noise, args.seed) for _ in range(2))
     g_unit = program(batch_board, layers, tiles)
@@ -271,8 +287,7 @@ def byte_check(
     start = time.perf_counter()
     byte_outputs = run_bytes(byte_board, steps, inputs)
     byte_s = time.perf_counter() - start
-    differ = sum(int(np.count_nonzero(a != b)) for a, b in zip(outputs, byte_outputs,
-                                                                 strict=True))  # fmt: skip
+    differ = sum(int(np.count_nonzero(a != b)) for a, b in zip(outputs, byte_outputs, strict=True))
     e_byte, e_batch = byte_board.ledger.total(), batch_board.ledger.total()
     return {
         "inferences": int(x_q.shape[0]),
@@ -316,17 +331,23 @@ def markdown(results: list[dict[str, object]], meta: dict[str, object]) -> str:
         )
     checks = [r for r in results if "byte_check" in r]
     if checks:
-        lines += ["", "Byte-level check (same schedule, same seed, run frame by frame):", "",
-                  "| noise | inferences | byte-level s | batch s | speed-up | ADC codes differing "
-                  "| same cycles | energy rel. diff |",
-                  "|---|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+        lines += [
+            "",
+            "Byte-level check (same schedule, same seed, run frame by frame):",
+            "",
+            "| noise | inferences | byte-level s | batch s | speed-up | ADC codes differing "
+            "| same cycles | energy rel. diff |",
+            "|---|---:|---:|---:|---:|---:|---|---:|",
+        ]
         for r in checks:
             c = r["byte_check"]
             assert isinstance(c, dict)
-            lines.append(f"| {r['variant']} | {c['inferences']} | {c['byte_level_s']:.2f} | "
-                         f"{c['batch_s']:.3f} | {c['speedup']:.0f}× | "
-                         f"{c['adc_codes_differing']} of {c['adc_codes_compared']} | "
-                         f"{c['same_cycles']} | {c['energy_rel_diff']:.1e} |")  # fmt: skip
+            lines.append(
+                f"| {r['variant']} | {c['inferences']} | {c['byte_level_s']:.2f} | "
+                f"{c['batch_s']:.3f} | {c['speedup']:.0f}× | "
+                f"{c['adc_codes_differing']} of {c['adc_codes_compared']} | "
+                f"{c['same_cycles']} | {c['energy_rel_diff']:.1e} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -336,8 +357,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", default="xbar-196x10x10")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--repeat", type=int, default=3, help="timed runs (best is reported)")
-    parser.add_argument("--byte-check", type=int, default=1,
-                        help="inferences to run byte-level for the check (0: skip)")
+    parser.add_argument(
+        "--byte-check",
+        type=int,
+        default=1,
+        help="inferences to run byte-level for the check (0: skip)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
@@ -362,7 +387,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": " ".join(f"{x:.1f}" for x in load_start),
         "float_accuracy": float_acc,
         "int8_accuracy": int8_acc,
-    }  # fmt: skip
+    }
     write_results("bench_batch", meta, results, markdown(results, meta), args.out)
 
 

@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-
-from benchmarks.run_all import run_meta, write_results
 from xbar.host.board import Board, CrossbarModel, FirmwareError
 from xbar.training.quantize import QuantizedModel, digits_mlp
+
+from benchmarks.run_all import run_meta, write_results
 
 V_READ = 0.2  # V on a row for input 255
 CHUNK = 60  # inputs per infer_stream call (4 frames of 15: the stream window stays full)
@@ -41,20 +41,40 @@ def place(board: Board, model: QuantizedModel) -> tuple[CrossbarModel, Any]:
     info = board.info()
     emu = board.link.port.board  # type: ignore[attr-defined]
     bm = emu.model
-    cm = CrossbarModel.from_layers(model.layers, arrays=info.arrays, rows=info.rows,
-                                   cols=info.cols, g_min=bm.device.g_min,
-                                   g_max=bm.device.g_max, v_read=V_READ)  # fmt: skip
+    cm = CrossbarModel.from_layers(
+        model.layers,
+        arrays=info.arrays,
+        rows=info.rows,
+        cols=info.cols,
+        g_min=bm.device.g_min,
+        g_max=bm.device.g_max,
+        v_read=V_READ,
+    )
     bm.place(cm.targets())
     return cm, emu
 
 
-def run_variant(label: str, profile: str, noise: str, micropython: bool, n: int,
-                model: QuantizedModel, xs: np.ndarray, labels: np.ndarray,
-                seed: int) -> dict[str, Any]:  # fmt: skip
+def run_variant(
+    label: str,
+    profile: str,
+    noise: str,
+    micropython: bool,
+    n: int,
+    model: QuantizedModel,
+    xs: np.ndarray,
+    labels: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
     u = url(profile, seed, noise, micropython)
-    result: dict[str, Any] = {"variant": label, "profile": profile, "noise": noise,
-                              "mode": "MicroPython" if micropython else "in-process",
-                              "model": model.name, "url": u, "inferences": n}  # fmt: skip
+    result: dict[str, Any] = {
+        "variant": label,
+        "profile": profile,
+        "noise": noise,
+        "mode": "MicroPython" if micropython else "in-process",
+        "model": model.name,
+        "url": u,
+        "inferences": n,
+    }
     t0 = time.perf_counter()
     board = Board(u, timeout=900)
     emu = board.link.port.board  # type: ignore[attr-defined]
@@ -91,21 +111,23 @@ def run_variant(label: str, profile: str, noise: str, micropython: bool, n: int,
             energy = bm.ledger.since(e0)
         y = np.concatenate(outs)
         total_j = sum(energy.values())
-        result.update({
-            "wall_s": wall,
-            "wall_s_per_inference": wall / n,
-            "board_s": board_s,
-            "board_ms_per_inference": 1e3 * board_s / n,
-            "realtime_factor": board_s / wall,
-            "energy_per_inference_j": total_j / n,
-            "energy_breakdown_per_inference_j": {k: v / n for k, v in sorted(energy.items())},
-            "argmax_agreement": float(np.mean(y.argmax(1) == ref.argmax(1))),
-            "max_abs_diff_lsb": int(np.abs(y - ref).max()),
-            "mean_abs_diff_lsb": float(np.abs(y - ref).mean()),
-            "accuracy_board": float(np.mean(y.argmax(1) == labels[:n])),
-            "accuracy_int8_reference": float(np.mean(ref.argmax(1) == labels[:n])),
-            "diagnostics": {k: int(v) for k, v in bm.diagnostics.items() if v},
-        })  # fmt: skip
+        result.update(
+            {
+                "wall_s": wall,
+                "wall_s_per_inference": wall / n,
+                "board_s": board_s,
+                "board_ms_per_inference": 1e3 * board_s / n,
+                "realtime_factor": board_s / wall,
+                "energy_per_inference_j": total_j / n,
+                "energy_breakdown_per_inference_j": {k: v / n for k, v in sorted(energy.items())},
+                "argmax_agreement": float(np.mean(y.argmax(1) == ref.argmax(1))),
+                "max_abs_diff_lsb": int(np.abs(y - ref).max()),
+                "mean_abs_diff_lsb": float(np.abs(y - ref).mean()),
+                "accuracy_board": float(np.mean(y.argmax(1) == labels[:n])),
+                "accuracy_int8_reference": float(np.mean(ref.argmax(1) == labels[:n])),
+                "diagnostics": {k: int(v) for k, v in bm.diagnostics.items() if v},
+            }
+        )
         return result
     finally:
         board.close()
@@ -163,8 +185,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
                 f"- {r['variant']}: {fmt_breakdown(r['energy_breakdown_per_inference_j'])}"
             )
     for r in refused:
-        lines += ["", f"{r['variant']} (`{r['profile']}`, {r['model']}): LOAD refused by the "
-                  f"firmware: {r['load_refused']}"]  # fmt: skip
+        lines += [
+            "",
+            f"{r['variant']} (`{r['profile']}`, {r['model']}): LOAD refused by the "
+            f"firmware: {r['load_refused']}",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -202,12 +227,19 @@ def main(argv: list[str] | None = None) -> None:
             variants.append((label, "xbar-5x64x64", noise, mpy, n, model))
     if args.n_tiles10:
         # The 64-64-64-10 MLP needs 196 tiles of 10x10; the firmware holds at most 64.
-        variants.append(("MLP 10x10 tiles", "xbar-196x10x10", "off", False,
-                         args.n_tiles10, model))  # fmt: skip
+        variants.append(("MLP 10x10 tiles", "xbar-196x10x10", "off", False, args.n_tiles10, model))
         small, _ = digits_mlp(hidden=(16,))
         for noise in ("off", "default"):
-            variants.append((f"64-16-10 on 10x10 tiles, noise {noise}", "xbar-196x10x10",
-                             noise, False, args.n_tiles10, small))  # fmt: skip
+            variants.append(
+                (
+                    f"64-16-10 on 10x10 tiles, noise {noise}",
+                    "xbar-196x10x10",
+                    noise,
+                    False,
+                    args.n_tiles10,
+                    small,
+                )
+            )
     results = []
     for label, profile, noise, mpy, n, m in variants:
         r = run_variant(label, profile, noise, mpy, n, m, xs, labels, args.seed)
@@ -219,7 +251,7 @@ def main(argv: list[str] | None = None) -> None:
         "load_average": " ".join(f"{x:.1f}" for x in load_start),
         "float_accuracy": data["float_accuracy"],
         "int8_accuracy": data["int8_accuracy"],
-    }  # fmt: skip
+    }
     write_results("bench_bytelevel", meta, results, markdown(results, meta), args.out)
 
 

@@ -23,26 +23,29 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from benchmarks.run_all import run_meta, write_results
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.infer_batch import predict
-from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime import InProcessBoard
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.host.board import Board
 from xbar.host.flash import flash
-from xbar.host.infer import stream_model
 from xbar.host.program import program_plan
+from xbar.host.stream import stream_model
 from xbar.training.artifact import ModelArtifact, export_artifact
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
 from xbar.training.tasks import load_task
+
+from benchmarks.run_all import run_meta, write_results
 
 PROFILE = "xbar-4x10x10"
 DEVICE = "pvk-best"
 HIDDEN = 5  # the hidden width: 260 cells, written through the interpreter within CI time
-NOISE = {"default": NoiseConfig(), "default, no drift": NoiseConfig(drift_nu=0.0),
-         "off": NoiseConfig.off()}  # fmt: skip
+NOISE = {
+    "default": NoiseConfig(),
+    "default, no drift": NoiseConfig(drift_nu=0.0),
+    "off": NoiseConfig.off(),
+}
 
 
 def pooled(x: np.ndarray) -> np.ndarray:
@@ -62,10 +65,15 @@ def pooled_digits_model(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(pooled(task.x_train), task.y_train)
-    art = export_artifact(path, list(zip(clf.coefs_, clf.intercepts_, strict=True)),
-                          pooled(task.x_train), input_scale=1 / 255,
-                          device=DeviceModel.preset(DEVICE), profile=PROFILE,
-                          metadata={"task": "digits-pooled-4x4", "seed": 0})  # fmt: skip
+    art = export_artifact(
+        path,
+        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
+        pooled(task.x_train),
+        input_scale=1 / 255,
+        device=DeviceModel.preset(DEVICE),
+        profile=PROFILE,
+        metadata={"task": "digits-pooled-4x4", "seed": 0},
+    )
     x = art.quantized.quantize_input(pooled(task.x_test))
     return art, x, task.y_test
 
@@ -80,8 +88,13 @@ def run_once(noise_name: str, folder: Path) -> dict[str, Any]:
         flashed = flash(board.port, profile=PROFILE)
         t1 = time.perf_counter()
         with Board(board.port, timeout=60) as client:
-            prog = program_plan(client, art.plan, folder / "progress.json", fresh=True,
-                                g_limit=DeviceModel.preset(DEVICE).g_max)  # fmt: skip
+            prog = program_plan(
+                client,
+                art.plan,
+                folder / "progress.json",
+                fresh=True,
+                g_limit=DeviceModel.preset(DEVICE).g_max,
+            )
             t2 = time.perf_counter()
             with board.hw.lock:  # the firmware idles between commands
                 snapshot = copy.deepcopy(model)
@@ -89,14 +102,22 @@ def run_once(noise_name: str, folder: Path) -> dict[str, Any]:
             report = stream_model(client, art, prog.plan, x, y)
     batch = predict(snapshot, prog.plan.to_blob(), x.astype(np.uint8)).outputs
     return {
-        "noise": noise_name, "cells": len(prog.cells), "converged": prog.converged,
-        "pulses_mean": float(prog.pulses.mean()), "flash_s": t1 - t0, "program_s": t2 - t1,
-        "files": len(flashed.files), "mpy": flashed.compiled, "n": len(y),
-        "accuracy": report.accuracy, "reference_accuracy": report.reference_accuracy,
-        "agreement": report.agreement, "throughput": report.throughput,
+        "noise": noise_name,
+        "cells": len(prog.cells),
+        "converged": prog.converged,
+        "pulses_mean": float(prog.pulses.mean()),
+        "flash_s": t1 - t0,
+        "program_s": t2 - t1,
+        "files": len(flashed.files),
+        "mpy": flashed.compiled,
+        "n": len(y),
+        "accuracy": report.accuracy,
+        "reference_accuracy": report.reference_accuracy,
+        "agreement": report.agreement,
+        "throughput": report.throughput,
         "stream_s": report.stream.wall_s,
         "batch_equal": float(np.mean(batch == report.stream.outputs)),
-    }  # fmt: skip
+    }
 
 
 def seed_sweep(seeds: list[int], folder: Path) -> list[dict[str, Any]]:
@@ -107,23 +128,33 @@ def seed_sweep(seeds: list[int], folder: Path) -> list[dict[str, Any]]:
     tol = 0.5 * art.plan.layers[0].g_unit
     rows = []
     for seed in seeds:
-        model = BoardModel(PROFILE, seed=seed, device=DeviceModel.preset(DEVICE),
-                           noise=NOISE["default, no drift"])  # fmt: skip
+        model = BoardModel(
+            PROFILE, seed=seed, device=DeviceModel.preset(DEVICE), noise=NOISE["default, no drift"]
+        )
         emulated = InProcessBoard(PROFILE, seed, model=model, count_bytecodes=False)
         with emulated, Board(emulated.port, timeout=60) as client:
-            prog = program_plan(client, art.plan, folder / f"progress{seed}.json", fresh=True,
-                                g_limit=DeviceModel.preset(DEVICE).g_max)  # fmt: skip
+            prog = program_plan(
+                client,
+                art.plan,
+                folder / f"progress{seed}.json",
+                fresh=True,
+                g_limit=DeviceModel.preset(DEVICE).g_max,
+            )
             outputs = client.stream(x.astype(np.uint8)).outputs
         stuck = model.cells.stuck != 0
         used = [(c.array, c.row, c.col) for c in prog.cells]
-        rows.append({
-            "seed": seed, "cells": len(prog.cells), "converged": prog.converged,
-            "stuck_cells": int(sum(stuck[a, r, c] for a, r, c in used)),
-            "compensated": prog.compensated(tol),
-            "pairs_off_2_steps": int(np.sum(np.abs(prog.pair_error) > 4 * tol)) // 2,
-            "accuracy": float(np.mean(outputs.argmax(1) == y)),
-            "reference_accuracy": float(np.mean(art.quantized.forward(x).argmax(1) == y)),
-        })  # fmt: skip
+        rows.append(
+            {
+                "seed": seed,
+                "cells": len(prog.cells),
+                "converged": prog.converged,
+                "stuck_cells": int(sum(stuck[a, r, c] for a, r, c in used)),
+                "compensated": prog.compensated(tol),
+                "pairs_off_2_steps": int(np.sum(np.abs(prog.pair_error) > 4 * tol)) // 2,
+                "accuracy": float(np.mean(outputs.argmax(1) == y)),
+                "reference_accuracy": float(np.mean(art.quantized.forward(x).argmax(1) == y)),
+            }
+        )
         print(rows[-1])
     return rows
 
@@ -181,10 +212,18 @@ def markdown(results: list[dict], meta: dict) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--noise", action="append", choices=list(NOISE),
-                        help="board noise setting (repeatable; default: all)")  # fmt: skip
-    parser.add_argument("--seeds", type=int, default=8,
-                        help="board seeds 0..N-1 for the in-process sweep (default 8; 0: none)")
+    parser.add_argument(
+        "--noise",
+        action="append",
+        choices=list(NOISE),
+        help="board noise setting (repeatable; default: all)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        default=8,
+        help="board seeds 0..N-1 for the in-process sweep (default 8; 0: none)",
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     results = []
@@ -194,8 +233,12 @@ def main(argv: list[str] | None = None) -> None:
             print(results[-1])
     with tempfile.TemporaryDirectory() as tmp:
         sweep = seed_sweep(list(range(args.seeds)), Path(tmp))
-    meta = {**run_meta("bench_e2e", args, parser), "profile": PROFILE, "device": DEVICE,
-            "sweep": sweep}  # fmt: skip
+    meta = {
+        **run_meta("bench_e2e", args, parser),
+        "profile": PROFILE,
+        "device": DEVICE,
+        "sweep": sweep,
+    }
     write_results("bench_e2e", meta, results, markdown(results, meta), args.out)
 
 

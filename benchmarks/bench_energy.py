@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import serial
-
 import xbar.emulator  # noqa: F401 - registers emu://
-from benchmarks.bench_link import DEVICE, make_artifact, place
-from benchmarks.run_all import run_meta, write_results
 from xbar.emulator.energy import PowerFigures
 from xbar.host.board import Board
-from xbar.host.energy import CYCLES_PER_MAC, CYCLES_PER_OUTPUT, measure, plot
+from xbar.host.energy_report import CYCLES_PER_MAC, CYCLES_PER_OUTPUT, measure, plot
+
+from benchmarks.bench_link import DEVICE, make_artifact, place
+from benchmarks.run_all import run_meta, write_results
 
 
 def markdown(r: dict, meta: dict) -> str:
@@ -87,11 +87,15 @@ def main(argv: list[str] | None = None) -> None:
     plot(report, out / "bench_energy.png")
     result = {
         "model": f"digits MLP {'-'.join(map(str, art.quantized.shape))}",
-        "profile": art.geometry["profile"], "n": report.n, "measured": report.measured,
-        "parts": report.per_inference, "board_ms": report.board_seconds * 1e3,
-        "link_bytes": report.link_bytes, "baseline": asdict(report.baseline),
+        "profile": art.geometry["profile"],
+        "n": report.n,
+        "measured": report.measured,
+        "parts": report.per_inference,
+        "board_ms": report.board_seconds * 1e3,
+        "link_bytes": report.link_bytes,
+        "baseline": asdict(report.baseline),
         "total_j": float(np.sum(list(report.per_inference.values()))),
-    }  # fmt: skip
+    }
     meta = {**run_meta("bench_energy", args, parser), "noise": args.noise, "device": DEVICE}
     write_results("bench_energy", meta, [result], markdown(result, meta), args.out)
 

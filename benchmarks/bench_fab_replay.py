@@ -34,12 +34,12 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+from xbar.training.devices.usability import analyse  # noqa: E402
+from xbar.training.fab.perovskite import SPEC_PATH, published_experiments  # noqa: E402
+from xbar.training.fab.spec import load_spec  # noqa: E402
+from xbar.training.search import DEFAULT_METHOD, METHODS, Search  # noqa: E402
 
 from benchmarks.run_all import run_meta, write_results  # noqa: E402
-from xbar.host.fab.published import SPEC_PATH, published_experiments  # noqa: E402
-from xbar.host.fab.spec import load_spec  # noqa: E402
-from xbar.training.optimize import DEFAULT_METHOD, METHODS, Search  # noqa: E402
-from xbar.training.usability import analyse  # noqa: E402
 
 START = 3  # random devices every method starts from
 # bo first: the slowest by far (bayes_opt maximises its acquisition with L-BFGS restarts,

@@ -42,11 +42,11 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
+from xbar.training.fab.perovskite import SPEC_PATH  # noqa: E402
+from xbar.training.fab.spec import load_spec  # noqa: E402
+from xbar.training.search import DEFAULT_METHOD, METHODS, Search  # noqa: E402
 
 from benchmarks.run_all import run_meta, write_results  # noqa: E402
-from xbar.host.fab.published import SPEC_PATH  # noqa: E402
-from xbar.host.fab.spec import load_spec  # noqa: E402
-from xbar.training.optimize import DEFAULT_METHOD, METHODS, Search  # noqa: E402
 
 NOISE = 0.01
 MATERIAL = {"MAPbI3": 0.0, "MAPbBr3": -0.06, "FAPbI3": -0.08, "CsPbI3": -0.12}

@@ -34,13 +34,13 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-
-from benchmarks.run_all import run_meta, write_results
 from xbar.emulator.runtime import FIRMWARE_DIR
 from xbar.emulator.runtime_mpy import HEAPSIZE, install_firmware, micropython_binary
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel
 from xbar.training.quantize import fixed_point
+
+from benchmarks.run_all import run_meta, write_results
 
 V_READ = 0.2
 HEAP_LOG = "heap.log"
@@ -146,13 +146,21 @@ def alone_run(profile: str, cm: CrossbarModel, n_in: int, n_out: int) -> dict[st
     nothing: heap after boot and LOAD, bytes each command allocates."""
     with tempfile.TemporaryDirectory(prefix="xbar-bench-mpy-") as tmp:
         count = min((P.MAX_PAYLOAD - 5) // n_in, (P.MAX_PAYLOAD - 6) // (2 * n_out), 255)
-        script = ALONE_SCRIPT % {"fake": str(NULL_MACHINE), "fw": str(FIRMWARE_DIR),
-                                 "profile": profile, "blob": cm.to_blob().hex(),
-                                 "n_in": n_in, "count": count}  # fmt: skip
+        script = ALONE_SCRIPT % {
+            "fake": str(NULL_MACHINE),
+            "fw": str(FIRMWARE_DIR),
+            "profile": profile,
+            "blob": cm.to_blob().hex(),
+            "n_in": n_in,
+            "count": count,
+        }
         (Path(tmp) / "run.py").write_text(script)
-        res = subprocess.run([micropython_binary(), "-X", f"heapsize={HEAPSIZE}",
-                              str(Path(tmp) / "run.py")],
-                             capture_output=True, text=True, timeout=300)  # fmt: skip
+        res = subprocess.run(
+            [micropython_binary(), "-X", f"heapsize={HEAPSIZE}", str(Path(tmp) / "run.py")],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     out = res.stdout + res.stderr
     if res.returncode != 0:
         raise RuntimeError(f"firmware under MicroPython failed:\n{out}")
@@ -162,9 +170,16 @@ def alone_run(profile: str, cm: CrossbarModel, n_in: int, n_out: int) -> dict[st
     for ln in lines:
         if ln[0] in ("LOAD_BEGIN", "LOAD_CHUNK", "LOAD_END", "INFER", "INFER_STREAM"):
             a0, a1, errors = int(ln[1]), int(ln[2]), int(ln[3])
-            d = cmds.setdefault(ln[0], {"count": 0, "alloc_before_max": 0,
-                                        "allocated_during_max": 0, "peak_in_use_max": 0,
-                                        "errors": 0})  # fmt: skip
+            d = cmds.setdefault(
+                ln[0],
+                {
+                    "count": 0,
+                    "alloc_before_max": 0,
+                    "allocated_during_max": 0,
+                    "peak_in_use_max": 0,
+                    "errors": 0,
+                },
+            )
             d["count"] += 1
             d["alloc_before_max"] = max(d["alloc_before_max"], a0)
             d["allocated_during_max"] = max(d["allocated_during_max"], a1 - a0)
@@ -189,8 +204,15 @@ def small_model(seed: int) -> tuple[list[SimpleNamespace], np.ndarray]:
     x = rng.integers(0, 256, size=(64, 10))
     acc = x @ w.T
     m, s = fixed_point(127.0 / float(np.abs(acc).max()))
-    layer = SimpleNamespace(weights=w, bias=np.zeros(5, dtype=np.int64), multiplier=m, shift=s,
-                            relu=False, out_min=-128, out_max=127)  # fmt: skip
+    layer = SimpleNamespace(
+        weights=w,
+        bias=np.zeros(5, dtype=np.int64),
+        multiplier=m,
+        shift=s,
+        relu=False,
+        out_min=-128,
+        out_max=127,
+    )
     return [layer], x
 
 
@@ -205,15 +227,20 @@ def place(board: Board, layers: list[Any]) -> tuple[CrossbarModel, Any]:
     info = board.info()
     emu = board.link.port.board  # type: ignore[attr-defined]
     bm = emu.model
-    cm = CrossbarModel.from_layers(layers, arrays=info.arrays, rows=info.rows, cols=info.cols,
-                                   g_min=bm.device.g_min, g_max=bm.device.g_max,
-                                   v_read=V_READ)  # fmt: skip
+    cm = CrossbarModel.from_layers(
+        layers,
+        arrays=info.arrays,
+        rows=info.rows,
+        cols=info.cols,
+        g_min=bm.device.g_min,
+        g_max=bm.device.g_max,
+        v_read=V_READ,
+    )
     bm.place(cm.targets())
     return cm, emu
 
 
-def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int,
-             seed: int) -> dict[str, Any]:  # fmt: skip
+def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int, seed: int) -> dict[str, Any]:
     """LOAD and INFER under MicroPython with the instrumented main.py."""
     with tempfile.TemporaryDirectory(prefix="xbar-bench-flash-") as flash:
         install_firmware(Path(flash), profile=profile)
@@ -223,8 +250,10 @@ def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int,
         source = (FIRMWARE_DIR / "main.py").read_text()
         wrapper = MAIN_WRAPPER % {"nogc": nogc + ",", "log": HEAP_LOG}
         (Path(flash) / "main.py").write_text(wrapper + source)
-        url = (f"emu://{profile}?seed={seed}&device=pvk-best&noise=off&micropython=1"
-               f"&firmware=0&flash={flash}")  # fmt: skip
+        url = (
+            f"emu://{profile}?seed={seed}&device=pvk-best&noise=off&micropython=1"
+            f"&firmware=0&flash={flash}"
+        )
         board = Board(url, timeout=600)
         emu = board.link.port.board  # type: ignore[attr-defined]
         try:
@@ -248,14 +277,26 @@ def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int,
             board.close()
             emu.stop()
     rows = [tuple(int(v) for v in log[i : i + 5]) for i in range(0, len(log), 5)]
-    names = {v: k for k, v in vars(P).items() if k.isupper() and isinstance(v, int)
-             and k in ("HELLO", "INFO", "LOAD_BEGIN", "LOAD_CHUNK", "LOAD_END", "INFER",
-                       "INFER_STREAM")}  # fmt: skip
+    names = {
+        v: k
+        for k, v in vars(P).items()
+        if k.isupper()
+        and isinstance(v, int)
+        and k in ("HELLO", "INFO", "LOAD_BEGIN", "LOAD_CHUNK", "LOAD_END", "INFER", "INFER_STREAM")
+    }
     per: dict[str, dict[str, int]] = {}
     for code, a0, f0, a1, _off in rows:
         name = names.get(code, f"0x{code:02x}")
-        d = per.setdefault(name, {"count": 0, "alloc_before_max": 0, "free_before_min": 1 << 30,
-                                  "allocated_during_max": 0, "peak_in_use_max": 0})  # fmt: skip
+        d = per.setdefault(
+            name,
+            {
+                "count": 0,
+                "alloc_before_max": 0,
+                "free_before_min": 1 << 30,
+                "allocated_during_max": 0,
+                "peak_in_use_max": 0,
+            },
+        )
         d["count"] += 1
         d["alloc_before_max"] = max(d["alloc_before_max"], a0)
         d["free_before_min"] = min(d["free_before_min"], f0)
@@ -279,8 +320,9 @@ def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int,
     }
 
 
-def latency_run(profile: str, layers: list[Any], xs: np.ndarray, n: int,
-                seed: int) -> dict[str, Any]:  # fmt: skip
+def latency_run(
+    profile: str, layers: list[Any], xs: np.ndarray, n: int, seed: int
+) -> dict[str, Any]:
     """Board time per INFER (and for LOAD) in the in-process runtime."""
     url = f"emu://{profile}?seed={seed}&device=pvk-best&noise=off"
     board = Board(url, timeout=600)
@@ -369,20 +411,33 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"{h['board_ms_per_infer_micropython_lower_bound']:.2f} | "
             f"{max(t['max_abs_diff_lsb'], h['max_abs_diff_lsb_micropython'])} |"
         )
-    lines += ["", "Full INFER dispatch with `micropython.heap_lock()` (firmware alone): "
-              + ", ".join(f"`{r['profile']}` "
-                          + ("completes" if r["heap"]["alone"]["infer_runs_with_heap_locked"]
-                             else "fails (MemoryError: the command allocates)")
-                          for r in results) + ".",
-              "", "Heap per command on the emulated board (bytes; worst over the run; includes "
-              "the emulator's machine-shim allocations):", "",
-              "| board | command | count | in use before (after collect) | allocated during "
-              "(collection on except LOAD_END: net) | in use after |",
-              "|---|---|---:|---:|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        "Full INFER dispatch with `micropython.heap_lock()` (firmware alone): "
+        + ", ".join(
+            f"`{r['profile']}` "
+            + (
+                "completes"
+                if r["heap"]["alone"]["infer_runs_with_heap_locked"]
+                else "fails (MemoryError: the command allocates)"
+            )
+            for r in results
+        )
+        + ".",
+        "",
+        "Heap per command on the emulated board (bytes; worst over the run; includes "
+        "the emulator's machine-shim allocations):",
+        "",
+        "| board | command | count | in use before (after collect) | allocated during "
+        "(collection on except LOAD_END: net) | in use after |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in results:
         for name, d in r["heap"]["per_command"].items():
-            lines.append(f"| `{r['profile']}` | {name} | {d['count']} | {d['alloc_before_max']} "
-                         f"| {d['allocated_during_max']} | {d['peak_in_use_max']} |")  # fmt: skip
+            lines.append(
+                f"| `{r['profile']}` | {name} | {d['count']} | {d['alloc_before_max']} "
+                f"| {d['allocated_during_max']} | {d['peak_in_use_max']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -407,7 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         "seed": args.seed,
         "heapsize": HEAPSIZE,
         "n": args.n,
-    }  # fmt: skip
+    }
     write_results("bench_firmware", meta, results, markdown(results, meta), args.out)
 
 

@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 import serial
-
 import xbar.emulator  # noqa: F401 - registers emu://
-from benchmarks.run_all import run_meta, write_results
 from xbar.host.board import Board
 from xbar.training.artifact import ModelArtifact, export_artifact
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
 from xbar.training.tasks import load_task
+
+from benchmarks.run_all import run_meta, write_results
 
 DEVICE = "pvk-best"
 MODELS = {"digits": ((64, 64), "xbar-5x64x64"), "iris": ((5,), "xbar-10x10")}
@@ -53,11 +53,16 @@ def make_artifact(task_name: str, folder: Path) -> tuple[ModelArtifact, Any]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clf.fit(task.x_train, task.y_train)
-    art = export_artifact(folder / f"{task_name}.xbar",
-                          list(zip(clf.coefs_, clf.intercepts_, strict=True)), task.x_train,
-                          input_scale=1 / 255, device=DeviceModel.preset(DEVICE),
-                          profile=profile, metadata={"task": task_name, "seed": 0},
-                          test=(task.x_test, task.y_test))  # fmt: skip
+    art = export_artifact(
+        folder / f"{task_name}.xbar",
+        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
+        task.x_train,
+        input_scale=1 / 255,
+        device=DeviceModel.preset(DEVICE),
+        profile=profile,
+        metadata={"task": task_name, "seed": 0},
+        test=(task.x_test, task.y_test),
+    )
     return art, task
 
 
@@ -163,8 +168,11 @@ def markdown(results: list[dict], meta: dict) -> str:
         )
     best = max(r["efficiency"] for r in results)
     verdict = "meets" if best >= 0.95 else "misses"
-    lines += ["", f"Result: the best efficiency measured is {best:.4f}; it {verdict} the 0.95 "
-              "target. Where the rest goes:"]  # fmt: skip
+    lines += [
+        "",
+        f"Result: the best efficiency measured is {best:.4f}; it {verdict} the 0.95 "
+        "target. Where the rest goes:",
+    ]
     for r in results:
         lines.append(
             f"- {r['model']}: the board computes {r['board_ms_per_inference']:.3f} ms per "
@@ -196,8 +204,10 @@ def main(argv: list[str] | None = None) -> None:
             art, task = make_artifact(name, Path(tmp))
             x = art.quantized.quantize_input(task.x_test)[:n]
             r = run_stream(art, x, args.baud)
-            r.update(model=f"{name} MLP {'-'.join(map(str, art.quantized.shape))}",
-                     profile=art.geometry["profile"])  # fmt: skip
+            r.update(
+                model=f"{name} MLP {'-'.join(map(str, art.quantized.shape))}",
+                profile=art.geometry["profile"],
+            )
             results.append(r)
             print(r)
     meta = {**run_meta("bench_link", args, parser), "device": DEVICE}

@@ -29,13 +29,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from benchmarks.run_all import run_meta, write_results
 from xbar.emulator.batch import MvmDriver
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
 from xbar.emulator.parts import DAC_MID, SW_DAC, SW_GND, mvm_switches
 from xbar.emulator.runtime import InProcessBoard
 from xbar.host.board import Board
+
+from benchmarks.run_all import run_meta, write_results
 
 DEVICE = "pvk-best"
 V_PULSE = 4.0  # V, a SET pulse that moves pvk-best cells
@@ -47,19 +47,23 @@ def cells_of(p: Any, n: int, seed: int) -> list[tuple[int, int, int]]:
     """n distinct (array, row, col) cells spread over the board."""
     rng = np.random.default_rng(seed)
     flat = rng.choice(p.arrays * p.rows * p.cols, size=n, replace=False)
-    return [(int(i // (p.rows * p.cols)), int(i // p.cols % p.rows), int(i % p.cols))
-            for i in flat]  # fmt: skip
+    return [(int(i // (p.rows * p.cols)), int(i // p.cols % p.rows), int(i % p.cols)) for i in flat]
 
 
-def run_firmware(profile: str, fast: bool, n_pulses: int, n_program: int,
-                 seed: int) -> dict[str, Any]:  # fmt: skip
+def run_firmware(
+    profile: str, fast: bool, n_pulses: int, n_program: int, seed: int
+) -> dict[str, Any]:
     """Reads and pulses through the firmware, then PROGRAM of a few cells."""
     model = BoardModel(profile, seed=seed, device=DEVICE)
     model.network.fast = fast
     p = model.profile
     cells = cells_of(p, n_pulses, seed)
-    out: dict[str, Any] = {"profile": profile, "part": "firmware", "cell": p.cell,
-                           "mode": "fast" if fast else "reference"}  # fmt: skip
+    out: dict[str, Any] = {
+        "profile": profile,
+        "part": "firmware",
+        "cell": p.cell,
+        "mode": "fast" if fast else "reference",
+    }
     with InProcessBoard(profile, seed, model=model) as emu:
         board = Board(emu.port, timeout=3600)
         try:
@@ -81,28 +85,40 @@ def run_firmware(profile: str, fast: bool, n_pulses: int, n_program: int,
             rng = np.random.default_rng(seed + 1)
             g_min, g_max = model.device.g_min, model.device.g_max
             prog = [(r, c) for _, r, c in cells_of(p, n_program, seed + 2)]
-            targets = {rc: float(rng.uniform(g_min + 0.2 * (g_max - g_min),
-                                             g_max - 0.2 * (g_max - g_min)))
-                       for rc in prog}  # fmt: skip
+            targets = {
+                rc: float(rng.uniform(g_min + 0.2 * (g_max - g_min), g_max - 0.2 * (g_max - g_min)))
+                for rc in prog
+            }
             solves0 = model.diagnostics["operator_solves"]
             t0 = time.perf_counter()
-            res = board.program(targets, tolerance=0.04 * (g_max - g_min), array=0,
-                                max_pulses=30, v_set=3.0, v_reset=3.0)  # fmt: skip
+            res = board.program(
+                targets,
+                tolerance=0.04 * (g_max - g_min),
+                array=0,
+                max_pulses=30,
+                v_set=3.0,
+                v_reset=3.0,
+            )
             t_prog = time.perf_counter() - t0
             pulses = int(res.pulses.sum())
-            out.update({
-                "pulse_s": t_pulse, "read_s": t_read,
-                "pulse_s_median": float(np.median(t_pulse)),
-                "read_s_median": float(np.median(t_read)),
-                "reads": reads,
-                "program_cells": len(prog), "program_pulses": pulses,
-                "program_s": t_prog, "program_s_per_pulse": t_prog / max(pulses, 1),
-                "program_solves": model.diagnostics["operator_solves"] - solves0,
-                "program_status": [int(s) for s in res.status],
-                "program_used": [int(u) for u in res.pulses],
-                "program_g": [float(g) for g in res.achieved],
-                "g_after": [float(model.conductances(0)[rc]) for rc in prog],
-            })  # fmt: skip
+            out.update(
+                {
+                    "pulse_s": t_pulse,
+                    "read_s": t_read,
+                    "pulse_s_median": float(np.median(t_pulse)),
+                    "read_s_median": float(np.median(t_read)),
+                    "reads": reads,
+                    "program_cells": len(prog),
+                    "program_pulses": pulses,
+                    "program_s": t_prog,
+                    "program_s_per_pulse": t_prog / max(pulses, 1),
+                    "program_solves": model.diagnostics["operator_solves"] - solves0,
+                    "program_status": [int(s) for s in res.status],
+                    "program_used": [int(u) for u in res.pulses],
+                    "program_g": [float(g) for g in res.achieved],
+                    "g_after": [float(model.conductances(0)[rc]) for rc in prog],
+                }
+            )
         finally:
             board.close()
     return out
@@ -156,15 +172,19 @@ def run_board(profile: str, fast: bool, n_cells: int, seed: int) -> dict[str, An
             t_pulse.append(t1 - t0)
             t_read.append(t2 - t1)
     return {
-        "profile": profile, "part": "board", "mode": "fast" if fast else "reference",
+        "profile": profile,
+        "part": "board",
+        "mode": "fast" if fast else "reference",
         "pulse_s_median": float(np.median(t_pulse)),
         "read_s_median": float(np.median(t_read)),
         "pulses": len(t_pulse),
         "solves": model.diagnostics["operator_solves"] - solves0,
         "rhs_solves": model.network.rhs_solves,
-        "codes": codes_out, "g": model.cells.g_prog.ravel().tolist(),
-        "energy": model.ledger.breakdown(), "cycles": int(model.clock.cycles),
-    }  # fmt: skip
+        "codes": codes_out,
+        "g": model.cells.g_prog.ravel().tolist(),
+        "energy": model.ledger.breakdown(),
+        "cycles": int(model.clock.cycles),
+    }
 
 
 def rel_diff(a: list[float], b: list[float]) -> float:
@@ -255,17 +275,21 @@ def main(argv: list[str] | None = None) -> None:
         ref, fast_run = boards
         g_ref, g_fast = np.asarray(ref.pop("g")), np.asarray(fast_run.pop("g"))
         fast_run["g_max_rel_diff"] = float(np.max(np.abs(g_fast - g_ref) / g_ref))
-        fast_run["same_codes_cycles"] = (ref["codes"] == fast_run["codes"]
-                                         and ref["cycles"] == fast_run["cycles"])  # fmt: skip
+        fast_run["same_codes_cycles"] = (
+            ref["codes"] == fast_run["codes"] and ref["cycles"] == fast_run["cycles"]
+        )
         for r in boards:
             results.append(r)
             print({k: v for k, v in r.items() if not isinstance(v, list | dict)})
     meta: dict[str, Any] = {
         **run_meta("bench_programming", args, parser),
-        "seed": args.seed, "profiles": profiles, "n_pulses": args.n_pulses,
-        "n_program": args.n_program, "n_cells": args.n_cells,
+        "seed": args.seed,
+        "profiles": profiles,
+        "n_pulses": args.n_pulses,
+        "n_program": args.n_program,
+        "n_cells": args.n_cells,
         "load_average": " ".join(f"{x:.1f}" for x in load_start),
-    }  # fmt: skip
+    }
     write_results("bench_programming", meta, results, markdown(results, meta), args.out)
 
 

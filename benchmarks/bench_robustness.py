@@ -38,8 +38,6 @@ from typing import Any  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-
-from benchmarks.run_all import run_meta, write_results  # noqa: E402
 from xbar.training.bayesmulti import (  # noqa: E402
     DEFAULT_STRATEGY,
     SearchSettings,
@@ -49,10 +47,12 @@ from xbar.training.bayesmulti import (  # noqa: E402
     train_alpha,
 )
 from xbar.training.certificate import certify  # noqa: E402
+from xbar.training.devices.usability import analyse  # noqa: E402
 from xbar.training.harness import TrainConfig, method_spec, train_network  # noqa: E402
 from xbar.training.robustness import accuracy_vs_sigma, plot_accuracy_vs_sigma  # noqa: E402
 from xbar.training.tasks import load_task  # noqa: E402
-from xbar.training.usability import analyse  # noqa: E402
+
+from benchmarks.run_all import run_meta, write_results  # noqa: E402
 
 GRID = (0.0, 0.3, 0.5, 0.8, 1.0, 1.3)
 STRATEGIES = ("gp", "bo", "de", "random")
@@ -61,7 +61,7 @@ BASELINES = ("erm", "gaussian", "multinomial")
 
 
 def device_sigmas() -> list[tuple[str, float]]:
-    from xbar.training.dataset import load_published
+    from xbar.training.devices.published import load_published
 
     return [(d.short_id, float(analyse(d.curves).sigma)) for d in load_published()]
 
@@ -147,8 +147,9 @@ def _grid_table(grid: dict[str, list[float]]) -> list[str]:
         "| model | " + " | ".join(f"σ = {s:g}" for s in GRID) + " |",
         "|---|" + "---:|" * len(GRID),
     ]
-    return lines + [f"| {m} | " + " | ".join(f"{a:.4f}" for a in accs) + " |"
-                    for m, accs in grid.items()]  # fmt: skip
+    return lines + [
+        f"| {m} | " + " | ".join(f"{a:.4f}" for a in accs) + " |" for m, accs in grid.items()
+    ]
 
 
 def _targets(grid: dict[str, list[float]], name: str) -> str:

@@ -38,8 +38,11 @@ def write_results(name: str, meta: dict, results: list, markdown: str, out: str 
 def run_meta(module: str, args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict:
     """What every benchmark records of its run: the command (with non-default options),
     the machine and the date."""
-    options = "".join(f" --{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-                      if k != "out" and v != parser.get_default(k))  # fmt: skip
+    options = "".join(
+        f" --{k.replace('_', '-')} {v}"
+        for k, v in vars(args).items()
+        if k != "out" and v != parser.get_default(k)
+    )
     return {
         "command": f"python -m benchmarks.{module}{options}",
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "
@@ -57,8 +60,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-            f"NumPy {np.__version__}, {platform.system()} {platform.release()}")  # fmt: skip
+    return (
+        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"NumPy {np.__version__}, {platform.system()} {platform.release()}"
+    )
 
 
 def benchmark_names() -> list[str]:

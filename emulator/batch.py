@@ -43,7 +43,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .board import BoardModel, convert, sample_normals, settle_alpha
+from .board_model import BoardModel, convert, sample_normals, settle_alpha
+from .board_profile import NoiseConfig
 from .cells import SHORTED
 from .crossbar import DRIVEN, TIA, Operator
 from .parts import (
@@ -64,7 +65,6 @@ from .parts import (
     program_write,
     switch_frame,
 )
-from .profiles import NoiseConfig
 
 CHUNK = 1024  # inferences per block of elementwise work in the grouped batch path
 PLAN_DIAG_EXCLUDE = ("operator_solves", "tia_saturations", "cells_programmed", "damage_events")
@@ -101,13 +101,15 @@ class MvmDriver:
 
     def adc(self, s: int, command: int) -> list[int]:
         n = self._chain_len("adc", s)
-        rx = self._frame(self.p.pin_cs_adc[s], self.p.bus_adc, adc_command_frame(n, command),
-                         ADC_BAUD)  # fmt: skip
+        rx = self._frame(
+            self.p.pin_cs_adc[s], self.p.bus_adc, adc_command_frame(n, command), ADC_BAUD
+        )
         return adc_results(rx, n)
 
     def switches(self, closed: np.ndarray) -> None:
-        self._frame(self.p.pin_cs_sw, self.p.bus_dac, switch_frame(self.p.sw_chips, closed),
-                    DAC_BAUD)  # fmt: skip
+        self._frame(
+            self.p.pin_cs_sw, self.p.bus_dac, switch_frame(self.p.sw_chips, closed), DAC_BAUD
+        )
 
     # -- set-up ------------------------------------------------------------------
     def setup(self, arrays: list[int] | None = None) -> None:
@@ -207,9 +209,14 @@ class MvmPlan:
 
 def _probe_board(board: BoardModel) -> BoardModel:
     return BoardModel(
-        board.profile, seed=0, device=board.device, noise=NoiseConfig.off(),
-        physics=board.physics, power=board.power, cycle_costs=board.cycle_costs,
-    )  # fmt: skip
+        board.profile,
+        seed=0,
+        device=board.device,
+        noise=NoiseConfig.off(),
+        physics=board.physics,
+        power=board.power,
+        cycle_costs=board.cycle_costs,
+    )
 
 
 def plan_mvm(board: BoardModel, array: int) -> MvmPlan:
@@ -246,8 +253,9 @@ def _probe_mvm(probe: BoardModel, driver: MvmDriver, array: int) -> MvmPlan:
     ldac = [t - c0 for kind, t, *rest in trace if kind == "array" and rest == [array]]
     if len(ldac) != 1:
         raise RuntimeError(f"reference MVM on array {array}: {len(ldac)} array events, not 1")
-    samples = [(t - c0, chip, ch) for kind, t, *rest in trace if kind == "sample"
-               for chip, ch in [rest]]  # fmt: skip
+    samples = [
+        (t - c0, chip, ch) for kind, t, *rest in trace if kind == "sample" for chip, ch in [rest]
+    ]
     offsets = np.array([s[0] for s in samples], dtype=np.int64)
     chips = np.array([s[1] for s in samples], dtype=np.int64)
     channels = np.array([s[2] for s in samples], dtype=np.int64)
@@ -255,21 +263,34 @@ def _probe_mvm(probe: BoardModel, driver: MvmDriver, array: int) -> MvmPlan:
     mine = (gcol // p.cols == array) & (gcol < p.columns)
     cols = np.where(mine, gcol % p.cols, -1)
     last = {int(chip) // p.adc_chain: int(off) for off, chip in zip(offsets, chips, strict=True)}
-    energy = {k: v for k, v in probe.ledger.since(mark).items()
-              if k not in ("array", "array_wiring")}  # fmt: skip
-    diag = {k: v - diag0.get(k, 0) for k, v in probe.diagnostics.items()
-            if k not in PLAN_DIAG_EXCLUDE and v != diag0.get(k, 0)}  # fmt: skip
+    energy = {
+        k: v for k, v in probe.ledger.since(mark).items() if k not in ("array", "array_wiring")
+    }
+    diag = {
+        k: v - diag0.get(k, 0)
+        for k, v in probe.diagnostics.items()
+        if k not in PLAN_DIAG_EXCLUDE and v != diag0.get(k, 0)
+    }
     seen: dict[int, int] = {}
     ordinal = np.zeros(chips.size, dtype=np.int64)
     for j, chip in enumerate(chips.tolist()):
         ordinal[j] = seen.get(chip, 0)
         seen[chip] = ordinal[j] + 1
     return MvmPlan(
-        array=array, cycles=probe.clock.cycles - c0, idle_cycles=probe.clock.idle_cycles - idle0,
-        energy=energy, diag=diag, ldac=ldac[0], sample_offsets=offsets, sample_chips=chips,
-        sample_channels=channels, sample_cols=cols, sample_ordinal=ordinal,
-        chip_samples=np.bincount(chips, minlength=p.adc_chips), last_sample=last,
-    )  # fmt: skip
+        array=array,
+        cycles=probe.clock.cycles - c0,
+        idle_cycles=probe.clock.idle_cycles - idle0,
+        energy=energy,
+        diag=diag,
+        ldac=ldac[0],
+        sample_offsets=offsets,
+        sample_chips=chips,
+        sample_channels=channels,
+        sample_cols=cols,
+        sample_ordinal=ordinal,
+        chip_samples=np.bincount(chips, minlength=p.adc_chips),
+        last_sample=last,
+    )
 
 
 @dataclass
@@ -295,8 +316,12 @@ class BatchSession:
         self.offsets: list[int] = []
         self.ordinals: list[np.ndarray] = []  # per step: each sample's ordinal for its chip
         per_chip = np.zeros(p.adc_chips, dtype=np.int64)  # samples per chip per inference
-        plan_mvms(board, sorted({s.array for s in self.steps if isinstance(s, MvmStep)
-                                 and 0 <= s.array < p.arrays}))  # fmt: skip
+        plan_mvms(
+            board,
+            sorted(
+                {s.array for s in self.steps if isinstance(s, MvmStep) and 0 <= s.array < p.arrays}
+            ),
+        )
         t = 0
         for step in self.steps:
             self.offsets.append(t)
@@ -310,8 +335,9 @@ class BatchSession:
                 self.plans.append(plan)
             elif isinstance(step, ChargeStep):
                 if step.op not in board.cycle_costs or step.count < 0:
-                    raise ValueError(f"ChargeStep({step.op!r}, {step.count}): unknown op or "
-                                     "negative count")  # fmt: skip
+                    raise ValueError(
+                        f"ChargeStep({step.op!r}, {step.count}): unknown op or negative count"
+                    )
                 t += board.cycle_costs[step.op] * step.count
                 self.ordinals.append(np.zeros(0, dtype=np.int64))
                 self.plans.append(None)
@@ -356,8 +382,10 @@ class BatchSession:
             s, pos = divmod(chip, p.dac_chain)
             chain = b.dacs[s]
             if reach[s] <= pos or (int(chain.ldac_mask[pos]) >> ch) & 1:
-                raise RuntimeError(f"row {r} of array {array}: its DAC is not reachable "
-                                   "through the chain or ignores LDAC")  # fmt: skip
+                raise RuntimeError(
+                    f"row {r} of array {array}: its DAC is not reachable "
+                    "through the chain or ignores LDAC"
+                )
         if b._pulsing[array]:
             raise RuntimeError(f"array {array} is being pulsed; finish the pulse first")
 
@@ -375,8 +403,7 @@ class BatchSession:
         taken = []
         checked: dict[int, np.ndarray] = {}  # input arrays validated once
         for codes in codes_list:
-            while self._next < len(self.steps) and isinstance(self.steps[self._next],
-                                                              ChargeStep):  # fmt: skip
+            while self._next < len(self.steps) and isinstance(self.steps[self._next], ChargeStep):
                 self._next += 1
             if self._finished or self._next >= len(self.steps):
                 raise RuntimeError("no MVM step left in this batch schedule")
@@ -406,8 +433,10 @@ class BatchSession:
         b, p, n = self.board, self.board.profile, self.n
         codes = np.asarray(codes)
         if codes.shape != (n, p.rows) or codes.min() < 0 or codes.max() > 0xFFFF:
-            raise ValueError(f"MVM step {j}: codes must be ({n}, {p.rows}) ints in 0…65535, "
-                             f"got shape {codes.shape}")  # fmt: skip
+            raise ValueError(
+                f"MVM step {j}: codes must be ({n}, {p.rows}) ints in 0…65535, "
+                f"got shape {codes.shape}"
+            )
         peak = max(abs(int(codes.max()) - DAC_MID), abs(int(codes.min()) - DAC_MID))
         if float(line_volts(DAC_MID + peak)) >= b.cells.v_floor:
             raise ValueError(
@@ -423,8 +452,10 @@ class BatchSession:
 
     def _ranges(self, plan: MvmPlan, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         b, p = self.board, self.board.profile
-        ranges = [b.adcs[int(c) // p.adc_chain].range_of(int(c) % p.adc_chain, int(ch))
-                  for c, ch in zip(plan.sample_chips[ks], plan.sample_channels[ks], strict=True)]
+        ranges = [
+            b.adcs[int(c) // p.adc_chain].range_of(int(c) % p.adc_chain, int(ch))
+            for c, ch in zip(plan.sample_chips[ks], plan.sample_channels[ks], strict=True)
+        ]
         return np.array([r[0] for r in ranges]), np.array([r[1] for r in ranges])
 
     def _counters(
@@ -433,12 +464,14 @@ class BatchSession:
         """For samples ``ks`` of steps ``j``: their chips, their sample counters in the
         first inference, and the counter stride from one inference to the next."""
         chips = np.concatenate([plan.sample_chips[ks] for _, plan, ks in samples])
-        first = np.concatenate([self.counts0[plan.sample_chips[ks]] + self.ordinals[j][ks]
-                                for j, plan, ks in samples])  # fmt: skip
+        first = np.concatenate(
+            [self.counts0[plan.sample_chips[ks]] + self.ordinals[j][ks] for j, plan, ks in samples]
+        )
         return chips, first, self.per_chip[chips]
 
-    def _normals(self, chips: np.ndarray, first: np.ndarray, stride: np.ndarray,
-                 start: int, stop: int) -> np.ndarray:  # fmt: skip
+    def _normals(
+        self, chips: np.ndarray, first: np.ndarray, stride: np.ndarray, start: int, stop: int
+    ) -> np.ndarray:
         """Read-noise normals of those samples for inferences start…stop-1."""
         inferences = np.arange(start, stop, dtype=np.int64)
         counts = first[None, :] + inferences[:, None] * stride[None, :]
@@ -503,8 +536,9 @@ class BatchSession:
         self._finish_step(j, codes, plan)
         return out
 
-    def _evaluate_grouped(self, taken: list[tuple[int, np.ndarray]],
-                          originals: list[np.ndarray]) -> list[np.ndarray]:  # fmt: skip
+    def _evaluate_grouped(
+        self, taken: list[tuple[int, np.ndarray]], originals: list[np.ndarray]
+    ) -> list[np.ndarray]:
         """Steps without drift, matrix products over the row lines only (columns sit at
         virtual ground), one product per group of steps sharing an input array."""
         b, p, n = self.board, self.board.profile, self.n
@@ -571,8 +605,13 @@ class BatchSession:
                     out[:, plan.sample_cols[ks]] = block
                     outs[m] = out
                 full[: p.rows] = volts[-1]
-                self._log_array(step.array, self.offsets[j] + plan.ldac, full.copy(),
-                                p_cells[:, i_m], p_src[:, i_m])  # fmt: skip
+                self._log_array(
+                    step.array,
+                    self.offsets[j] + plan.ldac,
+                    full.copy(),
+                    p_cells[:, i_m],
+                    p_src[:, i_m],
+                )
                 self._finish_step(j, codes, plan)
         return outs
 
@@ -604,8 +643,9 @@ class BatchSession:
         ):
             raise ValueError(f"array {a}: read inputs could damage cells; use the byte path")
 
-    def _powers(self, a: int, op: Operator, volts: np.ndarray,
-                n_lines: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    def _powers(
+        self, a: int, op: Operator, volts: np.ndarray, n_lines: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Cell and source power of each row of ``volts`` (first n_lines lines)."""
         self._check_safe(a, op, n_lines)
         quad = (op.cell_v.T * op.g) @ op.cell_v
@@ -620,8 +660,9 @@ class BatchSession:
         seconds = cycles / b.clock.mcu_hz
         return np.floor_divide(seconds, b.physics.drift_quantum).astype(np.int64)
 
-    def _log_array(self, a: int, offset: int, last_v: np.ndarray,
-                   p_cells: np.ndarray, p_src: np.ndarray) -> None:  # fmt: skip
+    def _log_array(
+        self, a: int, offset: int, last_v: np.ndarray, p_cells: np.ndarray, p_src: np.ndarray
+    ) -> None:
         """Record an LDAC edge of array ``a`` at ``offset`` cycles into every inference and
         the array power from it (ideal wiring dissipates nothing)."""
         b = self.board
@@ -665,8 +706,9 @@ class BatchSession:
         span = n * self.period
         idle = n * sum(plan.idle_cycles for plan in self.plans if plan is not None)
         energy: dict[str, float] = {}
-        powers = {c: b.ledger.power(c) for c in b.ledger.breakdown()
-                  if c not in ("array", "array_wiring")}  # fmt: skip
+        powers = {
+            c: b.ledger.power(c) for c in b.ledger.breakdown() if c not in ("array", "array_wiring")
+        }
         for step, plan in zip(self.steps, self.plans, strict=True):
             if plan is not None:
                 for comp, joules in plan.energy.items():
@@ -714,8 +756,12 @@ class BatchSession:
             lines = np.array([p.row_line(a, r) for r in range(p.rows)])
             chips, channels = np.divmod(lines, 8)
             selects, positions = np.divmod(chips, p.dac_chain)
-            before = np.array([b.dacs[s].output[q, c]
-                               for s, q, c in zip(selects, positions, channels, strict=True)])
+            before = np.array(
+                [
+                    b.dacs[s].output[q, c]
+                    for s, q, c in zip(selects, positions, channels, strict=True)
+                ]
+            )
             history = np.vstack([before, codes])  # (n + 1, rows)
             changed = history[1:] != history[:-1]
             last = n - 1 - np.argmax(changed[::-1], axis=0)  # last inference that changed it

@@ -1,7 +1,7 @@
 """Memristor physics of every cell on the board, vectorised over ``(arrays, rows, cols)``.
 
 The cells are numpy arrays, never per-cell objects, so a 4 × 64 × 64 board updates in one
-array operation. The model is parametrised by a :class:`~xbar.training.devices.DeviceModel`
+array operation. The model is parametrised by a :class:`~xbar.training.devices.model.DeviceModel`
 (measured window, SET levels, cycle-to-cycle σ, replicate spread, voltages, compliance) and
 by :class:`CellPhysics` (rates and lifetimes the published sweeps do not determine).
 
@@ -41,7 +41,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .profiles import NoiseConfig
+from .board_profile import NoiseConfig
 
 STUCK_NONE, STUCK_LOW, STUCK_HIGH, SHORTED = 0, 1, 2, 3
 
@@ -65,7 +65,7 @@ class DeviceLike(Protocol):
 def resolve_device(device: DeviceLike | str | None) -> DeviceLike:
     """A DeviceModel from a preset name, or the median published device by default."""
     if device is None or isinstance(device, str):
-        from ..training.devices import DeviceModel
+        from xbar.training.devices.model import DeviceModel
 
         return DeviceModel.preset(device or "pvk-median")
     return device
@@ -115,7 +115,7 @@ class CellArray:
         # Level curve as a fraction of the device window, so it maps onto each cell's window.
         self._level_frac = np.clip((self._level_g - device.g_min) / span, 0.0, 1.0)
         # Device-to-device variation (seeded, drawn once in a fixed order).
-        d2d = (device.d2d_sigma if device.d2d_sigma is not None else physics.d2d_default)
+        d2d = device.d2d_sigma if device.d2d_sigma is not None else physics.d2d_default
         d2d = d2d if noise.d2d else 0.0
         scale = np.exp(d2d * rng_variation.standard_normal(shape))
         self.g_min = device.g_min * scale
@@ -249,4 +249,3 @@ class CellArray:
             self._apply_stuck()
             self.versions[array] += 1
         return n
-

@@ -338,10 +338,12 @@ class ArrayNetwork:
         b = np.concatenate(b_idx)
         w = np.concatenate(cond)
         lap = scipy.sparse.coo_matrix(
-            (np.concatenate([w, w, -w, -w]),
-             (np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a]))),
+            (
+                np.concatenate([w, w, -w, -w]),
+                (np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a])),
+            ),
             shape=(n_all, n_all),
-        ).tocsr()  # fmt: skip
+        ).tocsr()
         known_lines = np.flatnonzero(sourced)
         known = known_node[known_lines]
         is_known = np.zeros(n_all, dtype=bool)
@@ -352,10 +354,19 @@ class ArrayNetwork:
         lap_uu = lap_u[:, unknown] + scipy.sparse.identity(unknown.size) * self.g_leak
         lap_uk = lap_u[:, known]
         return _System(
-            lap=lap, lap_uu=lap_uu, lap_uk=lap_uk, known=known, known_lines=known_lines,
-            unknown=unknown, row_node=row_node, col_node=col_node, g_mem=g_mem,
-            g_cell=g_cell, n_all=n_all, tia_lines=np.flatnonzero(modes == TIA),
-        )  # fmt: skip
+            lap=lap,
+            lap_uu=lap_uu,
+            lap_uk=lap_uk,
+            known=known,
+            known_lines=known_lines,
+            unknown=unknown,
+            row_node=row_node,
+            col_node=col_node,
+            g_mem=g_mem,
+            g_cell=g_cell,
+            n_all=n_all,
+            tia_lines=np.flatnonzero(modes == TIA),
+        )
 
     def _solve(self, s: _System) -> Operator:
         """The full operator of a state: every sourced line's response at once."""

@@ -1,7 +1,7 @@
 """The firmware's tiled inference for N inputs, computed from a board model's state.
 
 `predict(board, blob, inputs)` gives, for each input in order, what the firmware answers
-to INFER (`firmware/infer.py` ``Model.run``, ``hal.measure``, ``drivers.Adc.convert``) on
+to INFER (`firmware/inference.py` ``Model.run``, ``hal.measure``, ``drivers.Adc.convert``) on
 that board, without running the firmware: the same tiles, the same gain ranging per
 column, the same ADC frames and therefore the same per-chip sample counters, the same
 counter-based read noise (``board.sample_normals``), the same TIA/ADC quantisation
@@ -30,12 +30,11 @@ from dataclasses import dataclass, field
 from types import ModuleType
 
 import numpy as np
-
 from xbar.firmware import protocol as P
 from xbar.firmware import quant
-from xbar.host.plan import Tile
+from xbar.training.plan import Tile
 
-from .board import BoardModel, convert, sample_normals
+from .board_model import BoardModel, convert, sample_normals
 from .crossbar import DRIVEN, TIA, Operator
 from .parts import DAC_MID, line_volts
 from .runtime import FirmwareNamespace, Hardware
@@ -69,9 +68,9 @@ class Prediction:
 
 
 def firmware_tables(board: BoardModel) -> ModuleType:
-    """The firmware's own board table (`firmware/board.py`), loaded as the in-process
+    """The firmware's own board table (`firmware/profiles.py`), loaded as the in-process
     runtime loads it: gain ranging thresholds, TIA gains and LSBs come from one source."""
-    return FirmwareNamespace(Hardware(board), None, None).load("board")  # type: ignore[return-value]
+    return FirmwareNamespace(Hardware(board), None, None).load("profiles")  # type: ignore[return-value]
 
 
 def parse_blob(blob: bytes, fw: ModuleType) -> list[Layer]:
@@ -95,10 +94,23 @@ def parse_blob(blob: bytes, fw: ModuleType) -> list[Layer]:
             quant.fixed(quant.codes_per_unit(g_unit, k, fw.DAC_LSB, fw.ADC_LSB, rf))
             for rf in fw.TIA_RF
         ]
-        layers.append(Layer(
-            n_in, n_out, act == P.ACT_RELU, k, g_unit, m, sh, lo, hi, tuple(tiles), biases,
-            tuple(f[0] for f in factors), tuple(f[1] for f in factors),
-        ))  # fmt: skip
+        layers.append(
+            Layer(
+                n_in,
+                n_out,
+                act == P.ACT_RELU,
+                k,
+                g_unit,
+                m,
+                sh,
+                lo,
+                hi,
+                tuple(tiles),
+                biases,
+                tuple(f[0] for f in factors),
+                tuple(f[1] for f in factors),
+            )
+        )
     return layers
 
 
@@ -224,8 +236,9 @@ class _Measurement:
         while True:  # every column starts at the highest gain, a decade down while railed
             counter = self.adcs.convert(want, lo, lo + ncols)
             w = np.flatnonzero(want)
-            eps = (sample_normals(b.noise_key, chip[w], counter[w])
-                   if b.noise.read_noise_on else None)  # fmt: skip
+            eps = (
+                sample_normals(b.noise_key, chip[w], counter[w]) if b.noise.read_noise_on else None
+            )
             raw, _ = convert(current[w], sumsq[w], eps, fw.TIA_RF[gi], low[w], high[w], b.noise)
             codes[w] = raw.astype(np.int64) - fw.ADC_MID
             gains[w] = gi

@@ -116,8 +116,14 @@ class BridgeServer:
     without landing in the middle of a bridge exchange.
     """
 
-    def __init__(self, hw: Hardware, rfd: int, wfd: int, on_reset: Callable[[int], None],
-                 meter: ComputeMeter | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        hw: Hardware,
+        rfd: int,
+        wfd: int,
+        on_reset: Callable[[int], None],
+        meter: ComputeMeter | None = None,
+    ) -> None:
         self.hw = hw
         self.meter = meter
         self._rfile = os.fdopen(rfd, "rb", buffering=1 << 16)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .profiles import BoardProfile
+    from .board_profile import BoardProfile
 
 # -- AD5676: 8-channel 16-bit DAC, 24-bit words [23:20] command, [19:16] address, [15:0] data
 DAC_WORD_BITS = 24

@@ -26,15 +26,16 @@ import time
 import traceback
 import types
 from collections.abc import Callable
+from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from xbar.emulator.link import Pty, PtyClosedError
 
-MPY_DIR = Path(__file__).resolve().parent / "mpy"
+MPY_DIR = Path(str(resources.files(__package__) / "mpy"))
 """Modules that run inside the firmware's interpreter (both runtimes)."""
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE_DIR = Path(str(resources.files("xbar.firmware")))
 """The firmware source tree, flat modules as on the board's flash."""
 
 CPU_HZ = 125_000_000
@@ -101,7 +102,7 @@ WDT_RESET = 3
 
 def make_model(profile: str, seed: int) -> ModelLike:
     """The board model for a profile (imported late: it is the heavy numpy part)."""
-    from xbar.emulator.board import BoardModel
+    from xbar.emulator.board_model import BoardModel
 
     return BoardModel(profile=profile, seed=seed)
 
@@ -291,15 +292,17 @@ class Hardware:
             self._enter("pin_read")
             return int(self.model.pin_read(self._pin(pin)))
 
-    def spi_init(self, bus: int, baudrate: int, polarity: int, phase: int,
-                 sck: int, mosi: int, miso: int) -> None:  # fmt: skip
+    def spi_init(
+        self, bus: int, baudrate: int, polarity: int, phase: int, sck: int, mosi: int, miso: int
+    ) -> None:
         with self.lock:
             self._enter("other")
             if bus not in SPI_PINS:
                 raise ValueError(f"SPI({bus}) doesn't exist")
             wired = SPI_PINS[bus]
-            for given, want, name in zip((sck, mosi, miso), wired, ("sck", "mosi", "miso"),
-                                         strict=True):  # fmt: skip
+            for given, want, name in zip(
+                (sck, mosi, miso), wired, ("sck", "mosi", "miso"), strict=True
+            ):
                 if given not in (-1, want):
                     raise ValueError(f"SPI({bus}) {name} is GPIO{want} on this board, not {given}")
             if baudrate <= 0:
@@ -375,10 +378,14 @@ def _gc_module() -> types.ModuleType:
     mem_free reports the board's heap size (what a freshly booted board has)."""
     mod = types.ModuleType("gc")
     mod.__dict__.update(
-        collect=lambda: None, enable=lambda: None, disable=lambda: None,
-        isenabled=lambda: True, mem_free=lambda: HEAP_BYTES, mem_alloc=lambda: 0,
+        collect=lambda: None,
+        enable=lambda: None,
+        disable=lambda: None,
+        isenabled=lambda: True,
+        mem_free=lambda: HEAP_BYTES,
+        mem_alloc=lambda: 0,
         threshold=lambda *a: -1,
-    )  # fmt: skip
+    )
     return mod
 
 
@@ -408,9 +415,14 @@ class FirmwareNamespace:
     this board's copies; anything else (`struct`, `binascii`, ...) to CPython's.
     """
 
-    def __init__(self, hw: Hardware, stdin: Any, stdout: Any,
-                 firmware_dir: Path = FIRMWARE_DIR,
-                 profile: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        hw: Hardware,
+        stdin: Any,
+        stdout: Any,
+        firmware_dir: Path = FIRMWARE_DIR,
+        profile: str | None = None,
+    ) -> None:
         self.hw = hw
         self.firmware_dir = Path(firmware_dir)
         self.modules: dict[str, types.ModuleType] = {}
@@ -420,9 +432,22 @@ class FirmwareNamespace:
         self._stdout = stdout
         self._lock = threading.RLock()
         hw_mod = types.ModuleType("_emu_hw")
-        for name in ("pin_init", "pin_write", "pin_read", "spi_init", "spi", "sleep_us",
-                     "ticks_us", "ticks_cpu", "wdt_start", "wdt_feed", "freq", "reset",
-                     "reset_cause", "unique_id"):  # fmt: skip
+        for name in (
+            "pin_init",
+            "pin_write",
+            "pin_read",
+            "spi_init",
+            "spi",
+            "sleep_us",
+            "ticks_us",
+            "ticks_cpu",
+            "wdt_start",
+            "wdt_feed",
+            "freq",
+            "reset",
+            "reset_cause",
+            "unique_id",
+        ):
             setattr(hw_mod, name, getattr(hw, name))
         self.modules["_emu_hw"] = hw_mod
         self.modules["gc"] = _gc_module()
@@ -444,27 +469,43 @@ class FirmwareNamespace:
     def _micropython_module(self) -> types.ModuleType:
         mod = types.ModuleType("micropython")
         mod.__dict__.update(
-            const=_identity, native=_identity, viper=_identity,
-            kbd_intr=self.hw.kbd_intr, mem_info=lambda *a: None, qstr_info=lambda *a: None,
-            opt_level=lambda *a: 0, heap_lock=lambda: 0, heap_unlock=lambda: 0,
+            const=_identity,
+            native=_identity,
+            viper=_identity,
+            kbd_intr=self.hw.kbd_intr,
+            mem_info=lambda *a: None,
+            qstr_info=lambda *a: None,
+            opt_level=lambda *a: 0,
+            heap_lock=lambda: 0,
+            heap_unlock=lambda: 0,
             alloc_emergency_exception_buf=lambda n: None,
             schedule=lambda f, arg: f(arg),
-        )  # fmt: skip
+        )
         return mod
 
     def _sys_module(self, stdin: Any, stdout: Any) -> types.ModuleType:
         mod = types.ModuleType("sys")
         mod.__dict__.update(
-            stdin=stdin, stdout=stdout, stderr=stdout, modules=self.modules, path=[""],
-            byteorder="little", maxsize=sys.maxsize, platform="rp2",
-            implementation=sys.implementation, version=sys.version,
-            version_info=sys.version_info, exit=sys.exit, argv=[],
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stdout,
+            modules=self.modules,
+            path=[""],
+            byteorder="little",
+            maxsize=sys.maxsize,
+            platform="rp2",
+            implementation=sys.implementation,
+            version=sys.version,
+            version_info=sys.version_info,
+            exit=sys.exit,
+            argv=[],
             print_exception=lambda exc, file=stdout: print_exception_mpy(exc, file),
-        )  # fmt: skip
+        )
         return mod
 
-    def _import(self, name: str, globals: Any = None, locals: Any = None,
-                fromlist: Any = (), level: int = 0) -> types.ModuleType:  # fmt: skip
+    def _import(
+        self, name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> types.ModuleType:
         if level == 0:
             mod = self.load(name)
             if mod is not None:
@@ -642,8 +683,9 @@ class LinkStream:
 class EmulatedBoard:
     """What both runtimes share: the model, the machine API, the pty and timing."""
 
-    def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
-                 model: ModelLike | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, profile: str = "xbar-10x10", seed: int = 0, model: ModelLike | None = None
+    ) -> None:
         self.profile = profile
         self.seed = seed
         self.model = model if model is not None else make_model(profile, seed)
@@ -736,10 +778,16 @@ class InProcessBoard(EmulatedBoard):
     (this runtime has no Python REPL; the MicroPython runtime has the real one).
     """
 
-    def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
-                 model: ModelLike | None = None, entry: Entry = firmware_entry,
-                 firmware_dir: Path = FIRMWARE_DIR,
-                 count_bytecodes: bool = True, baud: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        profile: str = "xbar-10x10",
+        seed: int = 0,
+        model: ModelLike | None = None,
+        entry: Entry = firmware_entry,
+        firmware_dir: Path = FIRMWARE_DIR,
+        count_bytecodes: bool = True,
+        baud: int = 0,
+    ) -> None:
         super().__init__(profile, seed, model)
         self.hw.line_baud = int(baud)  # > 0: host bytes arrive at this UART rate
         self.entry = entry
@@ -768,8 +816,9 @@ class InProcessBoard(EmulatedBoard):
 
     def _boot_once(self) -> None:
         self.boots += 1
-        self.namespace = FirmwareNamespace(self.hw, self._sys_stdio(), self._sys_stdio(),
-                                           self.firmware_dir, self.profile)  # fmt: skip
+        self.namespace = FirmwareNamespace(
+            self.hw, self._sys_stdio(), self._sys_stdio(), self.firmware_dir, self.profile
+        )
         self.hw.kbd_char = 3  # as while a board runs main.py
         if self.count_bytecodes:
             sys.settrace(self._trace_call)
@@ -802,8 +851,9 @@ class InProcessBoard(EmulatedBoard):
         return self._trace_opcode
 
     def _sys_stdio(self) -> types.SimpleNamespace:
-        return types.SimpleNamespace(buffer=self.stream, write=self.stream.write,
-                                     read=self.stream.read)  # fmt: skip
+        return types.SimpleNamespace(
+            buffer=self.stream, write=self.stream.write, read=self.stream.read
+        )
 
     def _main(self) -> None:
         cause = PWRON_RESET

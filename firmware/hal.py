@@ -10,9 +10,9 @@ switch; DAC switches only ever close on a DAC already at 0 V.
 import time
 from array import array
 
-import board
 import drivers
 import machine
+import profiles
 from micropython import const
 
 _MID = const(32768)
@@ -23,22 +23,33 @@ class Hal:
         self.geom = geom
         Pin = machine.Pin
         out = Pin.OUT
-        self.led = Pin(board.PIN_LED, out, value=0)
+        self.led = Pin(profiles.PIN_LED, out, value=0)
         spi0 = machine.SPI(
-            board.SPI0_ID, baudrate=board.SPI0_BAUD, polarity=0, phase=1,
-            sck=Pin(board.SPI0_SCK), mosi=Pin(board.SPI0_MOSI), miso=Pin(board.SPI0_MISO),
-        )  # fmt: skip
+            profiles.SPI0_ID,
+            baudrate=profiles.SPI0_BAUD,
+            polarity=0,
+            phase=1,
+            sck=Pin(profiles.SPI0_SCK),
+            mosi=Pin(profiles.SPI0_MOSI),
+            miso=Pin(profiles.SPI0_MISO),
+        )
         spi1 = machine.SPI(
-            board.SPI1_ID, baudrate=board.SPI1_BAUD, polarity=0, phase=1,
-            sck=Pin(board.SPI1_SCK), mosi=Pin(board.SPI1_MOSI), miso=Pin(board.SPI1_MISO),
-        )  # fmt: skip
-        dac_cs = [Pin(p, out, value=1) for p in board.PIN_CS_DAC[: geom.dac_selects]]
-        adc_cs = [Pin(p, out, value=1) for p in board.PIN_CS_ADC[: geom.adc_selects]]
-        self.dac = drivers.Dac(spi0, dac_cs, Pin(board.PIN_LDAC, out, value=1), geom)
-        self.sw = drivers.Switches(spi0, Pin(board.PIN_CS_SW, out, value=1), geom)
-        self.adc = drivers.Adc(spi1, adc_cs, Pin(board.PIN_ADC_RST, out, value=0), geom)
-        self.gain = drivers.Gain(Pin(board.PIN_GAIN0, out, value=0),
-                                 Pin(board.PIN_GAIN1, out, value=0))  # fmt: skip
+            profiles.SPI1_ID,
+            baudrate=profiles.SPI1_BAUD,
+            polarity=0,
+            phase=1,
+            sck=Pin(profiles.SPI1_SCK),
+            mosi=Pin(profiles.SPI1_MOSI),
+            miso=Pin(profiles.SPI1_MISO),
+        )
+        dac_cs = [Pin(p, out, value=1) for p in profiles.PIN_CS_DAC[: geom.dac_selects]]
+        adc_cs = [Pin(p, out, value=1) for p in profiles.PIN_CS_ADC[: geom.adc_selects]]
+        self.dac = drivers.Dac(spi0, dac_cs, Pin(profiles.PIN_LDAC, out, value=1), geom)
+        self.sw = drivers.Switches(spi0, Pin(profiles.PIN_CS_SW, out, value=1), geom)
+        self.adc = drivers.Adc(spi1, adc_cs, Pin(profiles.PIN_ADC_RST, out, value=0), geom)
+        self.gain = drivers.Gain(
+            Pin(profiles.PIN_GAIN0, out, value=0), Pin(profiles.PIN_GAIN1, out, value=0)
+        )
         # Measurement results for the columns of one array: code - 32768 and gain index.
         self.codes = array("h", [0] * geom.columns)
         self.gains = bytearray(geom.columns)
@@ -49,26 +60,26 @@ class Hal:
         self.pulses = 0
         self.busy_us = 0
         self.safety_trips = 0
-        self.limits = list(board.SAFE_DEFAULT)
+        self.limits = list(profiles.SAFE_DEFAULT)
         self._apply_limits()
         self.boot()
 
     # ---- limits --------------------------------------------------------------------
     def set_limits(self, v_read, v_line, width_us, i_comp):
         """Set the limits, each clamped into (0, hard maximum]; returns the ones in force."""
-        hard = board.SAFE_HARD
+        hard = profiles.SAFE_HARD
         vals = (v_read, v_line, width_us, i_comp)
         for i in range(4):
             v = vals[i]
             if not v > 0:  # also rejects NaN
-                v = board.SAFE_DEFAULT[i]
+                v = profiles.SAFE_DEFAULT[i]
             self.limits[i] = min(v, hard[i])
         self.limits[2] = int(self.limits[2])
         self._apply_limits()
         return self.limits
 
     def _apply_limits(self):
-        lsb = board.DAC_LSB
+        lsb = profiles.DAC_LSB
         self.read_codes = int(self.limits[0] / lsb)
         self.line_codes = int(self.limits[1] / lsb)
         self.dac.limit = self.line_codes
@@ -80,8 +91,8 @@ class Hal:
         self.sw.commit()
         self.dac.reset()
         self.adc.init()
-        self.gain.set(board.N_GAINS - 1)
-        self.sw.all(board.SW_GND)
+        self.gain.set(profiles.N_GAINS - 1)
+        self.sw.all(profiles.SW_GND)
         self.sw.commit()
         # How long ending a pulse takes (one staged switch frame), so pulse() can
         # start that frame early by as much; sending the all-ground frame again is inert.
@@ -91,7 +102,7 @@ class Hal:
 
     def safe(self):
         """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
-        self.sw.all(board.SW_GND)
+        self.sw.all(profiles.SW_GND)
         self.sw.commit()
         dac = self.dac
         staged = dac.staged
@@ -112,10 +123,19 @@ class Hal:
         self.codes / self.gains (indexed by global column) for those columns.
         """
         g = self.geom
-        if (arr < 0 or arr >= g.arrays or col0 < 0 or ncols < 1 or col0 + ncols > g.cols
-                or r0 < 0 or nr < 1 or r0 + nr > g.rows):  # fmt: skip
-            raise ValueError("rows %d+%d, columns %d+%d of array %d out of range"
-                             % (r0, nr, col0, ncols, arr))  # fmt: skip
+        if (
+            arr < 0
+            or arr >= g.arrays
+            or col0 < 0
+            or ncols < 1
+            or col0 + ncols > g.cols
+            or r0 < 0
+            or nr < 1
+            or r0 + nr > g.rows
+        ):
+            raise ValueError(
+                "rows %d+%d, columns %d+%d of array %d out of range" % (r0, nr, col0, ncols, arr)
+            )
         lim = self.read_codes
         rc = self.row_codes
         for r in range(r0, r0 + nr):
@@ -133,31 +153,31 @@ class Hal:
         t0 = time.ticks_us()
         self.led.on()
         try:
-            sw.all(board.SW_GND)
+            sw.all(profiles.SW_GND)
             for r in range(r0, r0 + nr):
                 if rc[r] != _MID:
-                    sw.from_ground(row_line + r, board.SW_DAC)
+                    sw.from_ground(row_line + r, profiles.SW_DAC)
             for c in range(col0, col0 + ncols):
-                sw.from_ground(col_line + c, board.SW_TIA)
+                sw.from_ground(col_line + c, profiles.SW_TIA)
             for c in range(c_lo, c_hi):
                 want[c] = 1
             sw.commit()
             dac.stage(row_line + r0, rc, r0, nr, False)
             dac.load()
-            time.sleep_us(board.DAC_SETTLE_US)
+            time.sleep_us(profiles.DAC_SETTLE_US)
             codes = self.codes
             gains = self.gains
-            gi = board.N_GAINS - 1
+            gi = profiles.N_GAINS - 1
             while True:
                 self.gain.set(gi)
-                time.sleep_us(board.DAC_SETTLE_US)
+                time.sleep_us(profiles.DAC_SETTLE_US)
                 self.adc.convert(want, codes, c_lo, c_hi)
                 more = False
                 for c in range(c_lo, c_hi):
                     if want[c]:
                         gains[c] = gi
                         v = codes[c]
-                        if gi > 0 and (v > board.ADC_SAT or -v > board.ADC_SAT):
+                        if gi > 0 and (v > profiles.ADC_SAT or -v > profiles.ADC_SAT):
                             more = True
                         else:
                             want[c] = 0
@@ -185,15 +205,19 @@ class Hal:
         g = self.geom
         if arr < 0 or arr >= g.arrays or row < 0 or row >= g.rows or col < 0 or col >= g.cols:
             raise ValueError("cell (%d, %d) of array %d out of range" % (row, col, arr))
-        half = int(volts / (2 * board.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
+        half = int(volts / (2 * profiles.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
         if half > self.line_codes or -half > self.line_codes:
             self.safety_trips += 1
-            raise drivers.SafetyError("pulse of %.3f V needs +-%.3f V lines, limit %.3f V"
-                                      % (volts, volts / 2, self.limits[1]))  # fmt: skip
-        if width_us < board.PULSE_MIN_US or width_us > self.limits[2]:
+            raise drivers.SafetyError(
+                "pulse of %.3f V needs +-%.3f V lines, limit %.3f V"
+                % (volts, volts / 2, self.limits[1])
+            )
+        if width_us < profiles.PULSE_MIN_US or width_us > self.limits[2]:
             self.safety_trips += 1
-            raise drivers.SafetyError("pulse width %d us outside %d..%d us"
-                                      % (width_us, board.PULSE_MIN_US, self.limits[2]))  # fmt: skip
+            raise drivers.SafetyError(
+                "pulse width %d us outside %d..%d us"
+                % (width_us, profiles.PULSE_MIN_US, self.limits[2])
+            )
         rl = g.row_line(arr, row)
         cl = g.col_line(arr, col)
         sw = self.sw
@@ -204,16 +228,16 @@ class Hal:
             follow = g.cell == "1T1R"
             c0 = g.col_line(arr, 0)
             r0 = g.row_line(arr, 0)
-            sw.all(board.SW_GND)
-            sw.from_ground(rl, board.SW_DAC)
+            sw.all(profiles.SW_GND)
+            sw.from_ground(rl, profiles.SW_DAC)
             if follow:
                 for c in range(g.cols):
-                    sw.from_ground(c0 + c, board.SW_DAC)
+                    sw.from_ground(c0 + c, profiles.SW_DAC)
                 for r in range(g.rows):
                     if r != row:
                         sw.from_ground(r0 + r, drivers.Switches.FLOAT)
             else:
-                sw.from_ground(cl, board.SW_DAC)
+                sw.from_ground(cl, profiles.SW_DAC)
             sw.commit()
             dac.write(rl, _MID + half, False)
             if follow:
@@ -224,7 +248,7 @@ class Hal:
                 dac.stage(c0, cc, 0, g.cols, False)
             else:
                 dac.write(cl, _MID - half, False)
-            sw.all(board.SW_GND)  # the frame that ends the pulse, staged before it starts
+            sw.all(profiles.SW_GND)  # the frame that ends the pulse, staged before it starts
             dac.ldac.off()  # falling LDAC edge: both lines step to +-V/2 together
             t0 = time.ticks_us()
             dac.ldac.on()
@@ -241,8 +265,8 @@ class Hal:
 
     def applied(self, volts):
         """The cell voltage pulse() really applies for `volts` (DAC quantisation)."""
-        half = int(volts / (2 * board.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
-        return 2 * half * board.DAC_LSB
+        half = int(volts / (2 * profiles.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
+        return 2 * half * profiles.DAC_LSB
 
 
 def watchdog(ms):

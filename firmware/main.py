@@ -5,7 +5,6 @@ is silent; reads are one byte at a time because the board's stdin blocks until a
 buffer is full.
 """
 
-
 import select
 import sys
 

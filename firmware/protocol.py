@@ -43,11 +43,21 @@ SAFETY = 0x42
 EXIT = 0x43
 
 COMMAND_NAMES = {
-    HELLO: "HELLO", INFO: "INFO", READ: "READ", PULSE: "PULSE", PROGRAM: "PROGRAM",
-    LOAD_BEGIN: "LOAD_BEGIN", LOAD_CHUNK: "LOAD_CHUNK", LOAD_END: "LOAD_END",
-    INFER: "INFER", INFER_STREAM: "INFER_STREAM", STATS: "STATS", RESET: "RESET",
-    SAFETY: "SAFETY", EXIT: "EXIT",
-}  # fmt: skip
+    HELLO: "HELLO",
+    INFO: "INFO",
+    READ: "READ",
+    PULSE: "PULSE",
+    PROGRAM: "PROGRAM",
+    LOAD_BEGIN: "LOAD_BEGIN",
+    LOAD_CHUNK: "LOAD_CHUNK",
+    LOAD_END: "LOAD_END",
+    INFER: "INFER",
+    INFER_STREAM: "INFER_STREAM",
+    STATS: "STATS",
+    RESET: "RESET",
+    SAFETY: "SAFETY",
+    EXIT: "EXIT",
+}
 
 # Error codes carried in an ERROR frame: u8 error, u8 offending command, UTF-8 reason.
 E_CRC = 1
@@ -63,11 +73,18 @@ E_HARDWARE = 10
 E_NOMEM = 11
 
 ERROR_NAMES = {
-    E_CRC: "bad-crc", E_UNKNOWN: "unknown-command", E_LENGTH: "bad-length",
-    E_RANGE: "out-of-range", E_STATE: "wrong-state", E_SAFETY: "safety-limit",
-    E_COMPLIANCE: "compliance", E_MODEL: "bad-model", E_VERSION: "bad-version",
-    E_HARDWARE: "hardware", E_NOMEM: "no-memory",
-}  # fmt: skip
+    E_CRC: "bad-crc",
+    E_UNKNOWN: "unknown-command",
+    E_LENGTH: "bad-length",
+    E_RANGE: "out-of-range",
+    E_STATE: "wrong-state",
+    E_SAFETY: "safety-limit",
+    E_COMPLIANCE: "compliance",
+    E_MODEL: "bad-model",
+    E_VERSION: "bad-version",
+    E_HARDWARE: "hardware",
+    E_NOMEM: "no-memory",
+}
 
 # ---- payload layouts (struct formats, little-endian) ----------------------------------
 # HELLO response: protocol version, fw major/minor/patch, max payload, then profile name.
@@ -122,9 +139,17 @@ STREAM_RESP = "<HHBB"
 STATS_REQ = "<B"
 STATS_RESP = "<IIIIIIIIII"
 STATS_FIELDS = (
-    "conversions", "pulses", "program_cells", "inferences", "frames_ok", "frames_dropped",
-    "errors", "safety_trips", "uptime_ms", "busy_us",
-)  # fmt: skip
+    "conversions",
+    "pulses",
+    "program_cells",
+    "inferences",
+    "frames_ok",
+    "frames_dropped",
+    "errors",
+    "safety_trips",
+    "uptime_ms",
+    "busy_us",
+)
 
 # ---- model blob (LOAD) ----------------------------------------------------------------
 MODEL_MAGIC = b"XBM1"

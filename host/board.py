@@ -7,7 +7,7 @@ already open serial-like object. Every method is one or a few protocol requests
 (docs/architecture.md, serial frame format and command payloads) with typed results;
 refusals raise `FirmwareError` with the firmware's error code and reason.
 
-The crossbar plan it loads (`CrossbarModel`, `plan_tiles`) lives in `xbar.host.plan` and
+The crossbar plan it loads (`CrossbarModel`, `plan_tiles`) lives in `xbar.training.plan` and
 is re-exported here.
 """
 
@@ -21,9 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from xbar.firmware import protocol as P
-from xbar.host.plan import DAC_LSB, CrossbarModel, PlanError, Tile, TileLayer, plan_tiles
 from xbar.host.protocol_client import (
     BoardError,
     FirmwareError,
@@ -34,12 +32,30 @@ from xbar.host.protocol_client import (
     SerialLike,
     VersionError,
 )
+from xbar.training.plan import DAC_LSB, CrossbarModel, PlanError, Tile, TileLayer, plan_tiles
 
 __all__ = [
-    "DAC_LSB", "Board", "BoardError", "CrossbarModel", "FirmwareError", "Hello", "Info",
-    "LinkError", "LoadResult", "NotXbarError", "PlanError", "PortError", "ProgramResult",
-    "PulseResult", "Safety", "StreamResult", "Tile", "TileLayer", "VersionError", "plan_tiles",
-]  # fmt: skip
+    "DAC_LSB",
+    "Board",
+    "BoardError",
+    "CrossbarModel",
+    "FirmwareError",
+    "Hello",
+    "Info",
+    "LinkError",
+    "LoadResult",
+    "NotXbarError",
+    "PlanError",
+    "PortError",
+    "ProgramResult",
+    "PulseResult",
+    "Safety",
+    "StreamResult",
+    "Tile",
+    "TileLayer",
+    "VersionError",
+    "plan_tiles",
+]
 
 CELL_BYTES = struct.calcsize(P.PROGRAM_CELL)
 MAX_PROGRAM_CELLS = (P.MAX_PAYLOAD - struct.calcsize(P.PROGRAM_REQ)) // CELL_BYTES
@@ -158,9 +174,11 @@ def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
                 "(`python -m serial.tools.list_ports` lists ports)"
             ) from None
         if code in (errno.EACCES, errno.EPERM):
-            raise PortError(f"permission denied on {port}: add your user to the port's "
-                            "group (e.g. `sudo usermod -aG dialout $USER`, then log in "
-                            "again)") from None  # fmt: skip
+            raise PortError(
+                f"permission denied on {port}: add your user to the port's "
+                "group (e.g. `sudo usermod -aG dialout $USER`, then log in "
+                "again)"
+            ) from None
         if code == errno.EBUSY:
             raise PortError(f"{port} is busy: close the other program using it") from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -171,8 +189,14 @@ def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
 class Board:
     """One board on one port. `with Board("emu://xbar-10x10?seed=1") as b: b.hello()`."""
 
-    def __init__(self, port: str | SerialLike, timeout: float = 10.0, *,
-                 baudrate: int = 115200, retries: int = 3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: str | SerialLike,
+        timeout: float = 10.0,
+        *,
+        baudrate: int = 115200,
+        retries: int = 3,
+    ) -> None:
         self.port_name = port if isinstance(port, str) else type(port).__name__
         self.link = Link(_open(port, baudrate), timeout, retries)
         self._owned = isinstance(port, str)  # a port passed in stays the caller's
@@ -229,19 +253,35 @@ class Board:
         p = self.request(P.INFO)
         n = struct.calcsize(P.INFO_RESP)
         f = struct.unpack_from(P.INFO_RESP, p, 0)
-        self._info = Info(int(f[0]), int(f[1]), int(f[2]), int(f[3]), float(f[4]),
-                          float(f[5]), int(f[6]), int(f[7]), int(f[8]), int(f[9]), int(f[10]),
-                          int(f[11]), (float(f[12]), float(f[13]), int(f[14]), float(f[15])),
-                          bytes(p[n:]).decode())  # fmt: skip
+        self._info = Info(
+            int(f[0]),
+            int(f[1]),
+            int(f[2]),
+            int(f[3]),
+            float(f[4]),
+            float(f[5]),
+            int(f[6]),
+            int(f[7]),
+            int(f[8]),
+            int(f[9]),
+            int(f[10]),
+            int(f[11]),
+            (float(f[12]), float(f[13]), int(f[14]), float(f[15])),
+            bytes(p[n:]).decode(),
+        )
         return self._info
 
     @property
     def geometry(self) -> Info:
         return self._info if self._info is not None else self.info()
 
-    def safety(self, v_read_max: float | None = None, v_line_max: float | None = None,
-               width_max_us: int | None = None, i_compliance: float | None = None
-               ) -> Safety:  # fmt: skip
+    def safety(
+        self,
+        v_read_max: float | None = None,
+        v_line_max: float | None = None,
+        width_max_us: int | None = None,
+        i_compliance: float | None = None,
+    ) -> Safety:
         """Get the limits, or set those given (the firmware clamps to its hard maxima)."""
         values = (v_read_max, v_line_max, width_max_us, i_compliance)
         if all(v is None for v in values):
@@ -271,8 +311,7 @@ class Board:
             info = self.geometry
             if info.rows * info.cols * 4 + 5 <= P.MAX_PAYLOAD:
                 return self._read(P.READ_ARRAY, array, 0, 0, v_read).reshape(info.rows, info.cols)
-            return np.stack([self._read(P.READ_ROW, array, r, 0, v_read)
-                             for r in range(info.rows)])  # fmt: skip
+            return np.stack([self._read(P.READ_ROW, array, r, 0, v_read) for r in range(info.rows)])
         if col is None:
             return self._read(P.READ_ROW, array, row, 0, v_read)
         return float(self._read(P.READ_CELL, array, row, col, v_read)[0])
@@ -283,8 +322,16 @@ class Board:
         _, count, _sat = struct.unpack_from(P.READ_RESP, p, 0)
         return np.frombuffer(bytes(p[n : n + 4 * count]), dtype="<f4").astype(float)
 
-    def pulse(self, row: int, col: int, amplitude: float, width_us: int, *,
-              polarity: str = "set", array: int = 0) -> PulseResult:  # fmt: skip
+    def pulse(
+        self,
+        row: int,
+        col: int,
+        amplitude: float,
+        width_us: int,
+        *,
+        polarity: str = "set",
+        array: int = 0,
+    ) -> PulseResult:
         """One write pulse of `amplitude` volts (> 0) across a cell; polarity set/reset."""
         if polarity not in ("set", "reset"):
             raise ValueError(f"polarity {polarity!r}: use 'set' or 'reset'")
@@ -294,18 +341,30 @@ class Board:
         )
         return PulseResult(*struct.unpack_from(P.PULSE_RESP, p, 0))
 
-    def program(self, targets: dict[tuple[int, int], float] | np.ndarray, *,
-                tolerance: float, array: int = 0, max_pulses: int = 100,
-                v_read: float = 0.1, v_set: float = 2.0, v_reset: float = 2.0,
-                v_step: float = 0.25, width_us: int = 100, max_width_us: int = 10_000,
-                timeout: float | None = None) -> ProgramResult:  # fmt: skip
+    def program(
+        self,
+        targets: dict[tuple[int, int], float] | np.ndarray,
+        *,
+        tolerance: float,
+        array: int = 0,
+        max_pulses: int = 100,
+        v_read: float = 0.1,
+        v_set: float = 2.0,
+        v_reset: float = 2.0,
+        v_step: float = 0.25,
+        width_us: int = 100,
+        max_width_us: int = 10_000,
+        timeout: float | None = None,
+    ) -> ProgramResult:
         """Write-verify cells to target conductances (S) within `tolerance` (S).
 
         `targets` maps (row, col) to S, or is a rows x cols matrix (NaN: leave alone).
         Sent in frames of up to MAX_PROGRAM_CELLS cells."""
         if isinstance(targets, np.ndarray):
-            items = [((int(r), int(c)), float(targets[r, c]))
-                     for r, c in zip(*np.nonzero(~np.isnan(targets)), strict=True)]  # fmt: skip
+            items = [
+                ((int(r), int(c)), float(targets[r, c]))
+                for r, c in zip(*np.nonzero(~np.isnan(targets)), strict=True)
+            ]
         else:
             items = [((int(r), int(c)), float(g)) for (r, c), g in targets.items()]
         cells = [rc for rc, _ in items]
@@ -316,9 +375,22 @@ class Board:
         rsz = struct.calcsize(P.PROGRAM_RESULT)
         for s in range(0, len(items), MAX_PROGRAM_CELLS):
             part = items[s : s + MAX_PROGRAM_CELLS]
-            body = bytearray(struct.pack(P.PROGRAM_REQ, array, 0, len(part), max_pulses,
-                                         tolerance, v_read, v_set, v_reset, v_step,
-                                         width_us, max_width_us))  # fmt: skip
+            body = bytearray(
+                struct.pack(
+                    P.PROGRAM_REQ,
+                    array,
+                    0,
+                    len(part),
+                    max_pulses,
+                    tolerance,
+                    v_read,
+                    v_set,
+                    v_reset,
+                    v_step,
+                    width_us,
+                    max_width_us,
+                )
+            )
             for (r, c), g in part:
                 body += struct.pack(P.PROGRAM_CELL, r, c, g)
             wait = timeout if timeout is not None else 30.0 + 0.05 * len(part) * max_pulses
@@ -365,8 +437,7 @@ class Board:
         self.request(P.LOAD_BEGIN, struct.pack(P.LOAD_BEGIN_REQ, len(blob), P.crc32(blob)))
         step = P.MAX_PAYLOAD - struct.calcsize(P.LOAD_CHUNK_REQ)
         for off in range(0, len(blob), step):
-            self.request(P.LOAD_CHUNK, struct.pack(P.LOAD_CHUNK_REQ, off)
-                         + blob[off:off + step])  # fmt: skip
+            self.request(P.LOAD_CHUNK, struct.pack(P.LOAD_CHUNK_REQ, off) + blob[off : off + step])
         p = self.request(P.LOAD_END)
         nl, nt, n_in, n_out = struct.unpack_from(P.LOAD_END_RESP, p, 0)
         self._shape = (n_in, n_out)
@@ -418,8 +489,10 @@ class Board:
         win = max(1, window if window is not None else info.stream_window)
         hdr = struct.calcsize(P.STREAM_REQ)
         n_out = self._shape[1] if self._shape is not None else P.MAX_PAYLOAD // 2
-        fit = min((P.MAX_PAYLOAD - hdr) // n_in,
-                  (P.MAX_PAYLOAD - struct.calcsize(P.STREAM_RESP)) // (2 * n_out))  # fmt: skip
+        fit = min(
+            (P.MAX_PAYLOAD - hdr) // n_in,
+            (P.MAX_PAYLOAD - struct.calcsize(P.STREAM_RESP)) // (2 * n_out),
+        )
         per = per_frame or max(1, min(255, fit))
         chunks = [(i, rows[i : i + per]) for i in range(0, len(rows), per)]
         batch = self.link.next_seq()
@@ -450,17 +523,21 @@ class Board:
                 except (LostError, FirmwareError) as exc:
                     crc = isinstance(exc, FirmwareError) and exc.code == P.E_CRC
                     if not (crc or isinstance(exc, LostError)) or attempt == self.link.retries:
-                        raise LinkError(f"stream stopped at inputs {first}..{first + count - 1}"
-                                        f" ({len(results) * per} of {len(rows)} answered): "
-                                        f"{exc}") from exc  # fmt: skip
+                        raise LinkError(
+                            f"stream stopped at inputs {first}..{first + count - 1}"
+                            f" ({len(results) * per} of {len(rows)} answered): "
+                            f"{exc}"
+                        ) from exc
                     self.link.forget(seq)
                     retried += 1
                     seq, t = send(body)
             latencies.append(time.perf_counter() - t)
             b, f, c, _credit = struct.unpack_from(P.STREAM_RESP, p, 0)
             if (b, f, c) != (batch, first, count):
-                raise LinkError(f"stream response for batch {b} samples {f}+{c}, expected "
-                                f"{batch} {first}+{count}")  # fmt: skip
+                raise LinkError(
+                    f"stream response for batch {b} samples {f}+{c}, expected "
+                    f"{batch} {first}+{count}"
+                )
             y = np.frombuffer(bytes(p[rs:]), dtype="<i2").astype(np.int64)
             results[first] = y.reshape(count, len(y) // count)
             sizes.append(count)
@@ -468,9 +545,16 @@ class Board:
                 progress.update(count)
         wall = time.perf_counter() - t0
         outputs = np.concatenate([results[i] for i, _ in chunks])
-        return StreamResult(outputs, np.array(latencies), np.array(sizes), len(rows) * n_in,
-                            self.link.bytes_out - out0, self.link.bytes_in - in0, wall,
-                            retried)  # fmt: skip
+        return StreamResult(
+            outputs,
+            np.array(latencies),
+            np.array(sizes),
+            len(rows) * n_in,
+            self.link.bytes_out - out0,
+            self.link.bytes_in - in0,
+            wall,
+            retried,
+        )
 
     # ---- housekeeping ----------------------------------------------------------------
     def stats(self, clear: bool = False) -> dict[str, int]:
@@ -494,8 +578,9 @@ def _u8(x: Iterable[int]) -> bytes:
     if isinstance(x, bytes | bytearray):
         return bytes(x)
     arr = np.asarray(x if isinstance(x, np.ndarray) else list(x))
-    if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)
-                         and not np.all(np.mod(arr, 1) == 0)):  # fmt: skip
+    if arr.ndim != 1 or (
+        arr.size and not np.issubdtype(arr.dtype, np.integer) and not np.all(np.mod(arr, 1) == 0)
+    ):
         raise ValueError("an input must be a 1-D sequence of integers in 0..255")
     if arr.size and (arr.min() < 0 or arr.max() > 255):
         raise ValueError(f"input values {arr.min()}..{arr.max()} outside 0..255")

@@ -27,13 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, FirmwareError
-from xbar.host.infer import InputError
-from xbar.training.devices import DeviceModel, fit
-from xbar.training.ivdata import IVCurves
-from xbar.training.usability import UsabilityResult, analyse
+from xbar.host.stream import InputError
+from xbar.training.devices.ivdata import IVCurves
+from xbar.training.devices.model import DeviceModel, fit
+from xbar.training.devices.usability import UsabilityResult, analyse
 
 
 class CellSpecError(InputError):
@@ -96,8 +95,9 @@ def _pulse(board: Board, cell: tuple[int, int, int], v: float, width: int, pol: 
         raise
 
 
-def characterize_cell(board: Board, cell: tuple[int, int, int], cycles: int,
-                      s: SweepSettings) -> CellResult:  # fmt: skip
+def characterize_cell(
+    board: Board, cell: tuple[int, int, int], cycles: int, s: SweepSettings
+) -> CellResult:
     a, r, c = cell
     volts = sweep_voltages(s)
     current = np.full((len(volts), cycles), np.nan)
@@ -123,19 +123,26 @@ def characterize_cell(board: Board, cell: tuple[int, int, int], cycles: int,
     return CellResult(cell, curves, result, train, refused)
 
 
-def characterize(board: Board, cells: list[tuple[int, int, int]], cycles: int,
-                 s: SweepSettings, name: str,
-                 on_cell: Callable[[], object] | None = None
-                 ) -> tuple[list[CellResult], DeviceModel]:  # fmt: skip
+def characterize(
+    board: Board,
+    cells: list[tuple[int, int, int]],
+    cycles: int,
+    s: SweepSettings,
+    name: str,
+    on_cell: Callable[[], object] | None = None,
+) -> tuple[list[CellResult], DeviceModel]:
     """Sweep every cell; the device model fitted on all their cycles."""
     results = []
     for cell in cells:
         results.append(characterize_cell(board, cell, cycles, s))
         if on_cell is not None:
             on_cell()
-    pooled = IVCurves(name, sweep_voltages(s),
-                      np.concatenate([r.curves.current for r in results], axis=1),
-                      source=board.port_name)  # fmt: skip
+    pooled = IVCurves(
+        name,
+        sweep_voltages(s),
+        np.concatenate([r.curves.current for r in results], axis=1),
+        source=board.port_name,
+    )
     model, _ = fit(pooled, name=name)
     return results, model
 
@@ -146,17 +153,43 @@ def write_outputs(out: Path, results: list[CellResult], model: DeviceModel) -> l
     model.save(written[0])
     with open(written[1], "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["cell", "array", "row", "col", "cycles", "sigma", "monotonicity",
-                    "usability", "g_low_S", "g_high_S", "refused_pulses", "iv_file"])  # fmt: skip
+        w.writerow(
+            [
+                "cell",
+                "array",
+                "row",
+                "col",
+                "cycles",
+                "sigma",
+                "monotonicity",
+                "usability",
+                "g_low_S",
+                "g_high_S",
+                "refused_pulses",
+                "iv_file",
+            ]
+        )
         for r in results:
             a, row, col = r.cell
             g = r.curves.current / r.curves.voltage[:, None]
             u = r.usability
             iv = f"iv_a{a}_r{row}_c{col}.csv"
-            w.writerow([r.curves.name, a, row, col, r.curves.cycles,
-                        _num(u.sigma if u else math.nan), _num(u.monotonicity if u else math.nan),
-                        _num(u.usability if u else math.nan), _num(float(np.nanmin(g))),
-                        _num(float(np.nanmax(g))), r.refused, iv])  # fmt: skip
+            w.writerow(
+                [
+                    r.curves.name,
+                    a,
+                    row,
+                    col,
+                    r.curves.cycles,
+                    _num(u.sigma if u else math.nan),
+                    _num(u.monotonicity if u else math.nan),
+                    _num(u.usability if u else math.nan),
+                    _num(float(np.nanmin(g))),
+                    _num(float(np.nanmax(g))),
+                    r.refused,
+                    iv,
+                ]
+            )
     with open(written[2], "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["cell", "pulse", "polarity", "amplitude_V", "g_after_S"])
@@ -182,11 +215,12 @@ def _num(x: float) -> str:
 # ---- CLI ---------------------------------------------------------------------------------
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "characterize", help="I–V sweeps and pulse trains on cells → device model + CSV",
+        "characterize",
+        help="I–V sweeps and pulse trains on cells → device model + CSV",
         description="Sweep chosen cells (SET pulses of rising then falling amplitude, read "
         "after each), run pulse trains, and fit a device model with the same code as the "
         "published devices.",
-    )  # fmt: skip
+    )
     p.add_argument("--port", required=True, help="device, pty or emu:// URL")
     p.add_argument(
         "--cells",
@@ -208,14 +242,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cycles < 1 or args.steps < 2 or not 0 < args.v_max <= 10 or args.width_us < 1:
         raise CellSpecError("--cycles ≥ 1, --steps ≥ 2, 0 < --v-max ≤ 10 V, --width-us ≥ 1")
-    settings = SweepSettings(v_max=args.v_max, steps=args.steps, width_us=args.width_us,
-                             v_reset=args.v_max)  # fmt: skip
+    settings = SweepSettings(
+        v_max=args.v_max, steps=args.steps, width_us=args.width_us, v_reset=args.v_max
+    )
     with Board.open(args.port, timeout=args.timeout) as board:
         info = board.info()
         cells = parse_cells(args.cells, info.arrays, info.rows, info.cols)
         with tqdm(total=len(cells), unit="cell", desc="characterize", leave=False) as bar:
-            results, model = characterize(board, cells, args.cycles, settings, args.name,
-                                          on_cell=lambda: bar.update(1))  # fmt: skip
+            results, model = characterize(
+                board, cells, args.cycles, settings, args.name, on_cell=lambda: bar.update(1)
+            )
     written = write_outputs(Path(args.out), results, model)
     print(f"{'cell':<12} {'sigma':>7} {'monot.':>6} {'usability':>9}")
     for r in results:
@@ -223,8 +259,7 @@ def run(args: argparse.Namespace) -> int:
         if u is None:
             print(f"{r.curves.name:<12} {'no usable sweep':>24}")
         else:
-            print(f"{r.curves.name:<12} {u.sigma:>7.4f} {u.monotonicity:>6.2f} "
-                  f"{u.usability:>9.4f}")  # fmt: skip
+            print(f"{r.curves.name:<12} {u.sigma:>7.4f} {u.monotonicity:>6.2f} {u.usability:>9.4f}")
     print(
         f"device model {model.name}: σ {model.sigma_c2c:.4f}, window {model.g_min:.3e} .. "
         f"{model.g_max:.3e} S, usability {model.usability:.4f}"

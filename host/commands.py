@@ -1,6 +1,6 @@
 """The board commands of `xbar`: flash, program, infer, characterize, bench energy.
 
-One module per command; this one only registers them on the CLI (host/cli.py loads it).
+One module per command; this one only registers them on the CLI (host/cli/main.py loads it).
 """
 
 from __future__ import annotations
@@ -9,13 +9,14 @@ import argparse
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
-    from xbar.host import characterize, energy, flash, infer, program
+    from xbar.host import characterize, energy_report, flash, program, stream
 
-    for module in (flash, program, infer, characterize):
+    for module in (flash, program, stream, characterize):
         module.add_parser(commands)
     bench = commands.add_parser(
-        "bench", help="benchmarks against a board (energy per inference)",
+        "bench",
+        help="benchmarks against a board (energy per inference)",
         description="Benchmarks run against a board, real or emulated.",
-    )  # fmt: skip
+    )
     sub = bench.add_subparsers(dest="bench_command", metavar="BENCH", required=True)
-    energy.add_parser(sub)
+    energy_report.add_parser(sub)

@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from xbar.host.cli import device_rows, model_summary, print_device_table
-from xbar.training.dataset import find_published
-from xbar.training.devices import DeviceModel
-from xbar.training.usability import analyse
+from xbar.host.cli.main import device_rows, model_summary, print_device_table
+from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.published import find_published
+from xbar.training.devices.usability import analyse
 
 DEMO_DEVICE = "pvk-best"
 PROGRAM_URL = f"emu://xbar-10x10?seed=0&device={DEMO_DEVICE}"
@@ -36,14 +35,18 @@ V_VERIFY = 0.3  # V: the highest read-safe voltage gives nS cells the most ADC c
 
 
 def demo_devices(out: Path) -> None:
-    from xbar.training.device_plots import plot_device, plot_population
+    from xbar.training.devices.plots import plot_device, plot_population
 
     rows = sorted(device_rows(), key=lambda r: r["usability"], reverse=True)
     print(f"== {len(rows)} published perovskite memristors, by usability ==")
     print_device_table(rows)
-    plot_population([r["name"] for r in rows], [r["sigma"] for r in rows],
-                    [r["usability"] for r in rows], [r["material"] for r in rows],
-                    out / "usability_vs_sigma.png")  # fmt: skip
+    plot_population(
+        [r["name"] for r in rows],
+        [r["sigma"] for r in rows],
+        [r["usability"] for r in rows],
+        [r["material"] for r in rows],
+        out / "usability_vs_sigma.png",
+    )
     print(f"\nwrote {out / 'usability_vs_sigma.png'}")
     for preset in ("pvk-best", "pvk-median"):
         model = DeviceModel.preset(preset)
@@ -55,21 +58,25 @@ def demo_devices(out: Path) -> None:
 
 
 def demo_campaign(out: Path, batch: int = 4) -> None:
-    from xbar.host.cli import main
-    from xbar.host.fab.published import SPEC_PATH, write_past_sheet
-    from xbar.host.fab.spec import load_spec
+    from xbar.host.cli.main import main
+    from xbar.training.fab.perovskite import SPEC_PATH, write_past_sheet
+    from xbar.training.fab.spec import load_spec
 
     folder = out / "campaign"
     folder.mkdir(exist_ok=True)
     store = folder / "perovskite.sqlite"
     store.unlink(missing_ok=True)  # each demo run starts its campaign afresh
     past = write_past_sheet(folder / "published.csv", load_spec(SPEC_PATH))
-    print(f"\n== fabrication campaign: the published devices as past experiments, then the "
-          f"next {batch} runs ==")  # fmt: skip
-    for argv in (["init", str(SPEC_PATH), "--store", str(store)],
-                 ["ingest", str(past), "--store", str(store)],
-                 ["suggest", "--store", str(store), "--batch", str(batch), "--out", str(folder)],
-                 ["status", "--store", str(store)]):  # fmt: skip
+    print(
+        f"\n== fabrication campaign: the published devices as past experiments, then the "
+        f"next {batch} runs =="
+    )
+    for argv in (
+        ["init", str(SPEC_PATH), "--store", str(store)],
+        ["ingest", str(past), "--store", str(store)],
+        ["suggest", "--store", str(store), "--batch", str(batch), "--out", str(folder)],
+        ["status", "--store", str(store)],
+    ):
         if main(["fab", *argv]) != 0:
             raise RuntimeError(f"xbar fab {argv[0]} failed (message above)")
 
@@ -77,23 +84,37 @@ def demo_campaign(out: Path, batch: int = 4) -> None:
 def demo_loop_on_one_array(out: Path, budget: int = 4) -> None:
     from xbar.emulator.runtime import InProcessBoard
     from xbar.emulator.urlhandler.protocol_emu import board_model
-    from xbar.host.cli import main
+    from xbar.host.cli.main import main
 
     folder = out / "iris"
     model = folder / "model.xbar"
-    print(f"\n== the loop on one 10×10 array: BayesMulti for {DEMO_DEVICE}, then program and "
-          "infer on the emulated board ==")  # fmt: skip
+    print(
+        f"\n== the loop on one 10×10 array: BayesMulti for {DEMO_DEVICE}, then program and "
+        "infer on the emulated board =="
+    )
     (folder / "search.jsonl").unlink(missing_ok=True)  # a fresh search, not a resumed one
-    train = ["train", "--dataset", "iris", "--device", DEMO_DEVICE, "--method", "bayesmulti",
-             "--budget", str(budget), "--out", str(folder)]  # fmt: skip
+    train = [
+        "train",
+        "--dataset",
+        "iris",
+        "--device",
+        DEMO_DEVICE,
+        "--method",
+        "bayesmulti",
+        "--budget",
+        str(budget),
+        "--out",
+        str(folder),
+    ]
     if main(train) != 0:
         raise RuntimeError("xbar train failed (message above)")
     emulated = board_model("xbar-10x10", 0, DEMO_DEVICE, None)
     with InProcessBoard("xbar-10x10", 0, emulated) as board:
         print(f"board served on {board.port}")
-        for argv in (["program", "--port", board.port, str(model), "--fresh"],
-                     ["infer", "--port", board.port, "--model", str(model),
-                      "--dataset", "iris"]):  # fmt: skip
+        for argv in (
+            ["program", "--port", board.port, str(model), "--fresh"],
+            ["infer", "--port", board.port, "--model", str(model), "--dataset", "iris"],
+        ):
             print(f"$ xbar {' '.join(argv)}")
             if main(argv) != 0:
                 raise RuntimeError(f"xbar {argv[0]} failed (message above)")
@@ -102,8 +123,9 @@ def demo_loop_on_one_array(out: Path, budget: int = 4) -> None:
 def _energy_lines(breakdown: dict[str, float], per: int = 1) -> str:
     total = sum(breakdown.values())
     parts = sorted(breakdown.items(), key=lambda kv: -kv[1])
-    return "\n".join(f"  {name:<13} {value / per * 1e3:12.4f} mJ  {value / total:6.1%}"
-                     for name, value in parts)  # fmt: skip
+    return "\n".join(
+        f"  {name:<13} {value / per * 1e3:12.4f} mJ  {value / total:6.1%}" for name, value in parts
+    )
 
 
 def program_pattern(device: DeviceModel, rows: int = 10, cols: int = 10) -> np.ndarray:
@@ -123,20 +145,27 @@ def demo_programming(out: Path) -> dict[str, Any]:
     with Board(PROGRAM_URL, timeout=600) as board:
         emulated = board.link.port.board  # type: ignore[attr-defined]
         hello, info = board.hello(), board.info()
-        print(f"board {hello.profile}, firmware {'.'.join(map(str, hello.firmware))}, "
-              f"{info.arrays}x {info.rows}x{info.cols}, free heap {info.free_heap} B")  # fmt: skip
+        print(
+            f"board {hello.profile}, firmware {'.'.join(map(str, hello.firmware))}, "
+            f"{info.arrays}x {info.rows}x{info.cols}, free heap {info.free_heap} B"
+        )
         clock, ledger = emulated.model.clock, emulated.model.ledger
         t0, mark, wall = clock.seconds, ledger.mark(), time.perf_counter()
-        result = board.program(target, tolerance=tolerance, v_read=V_VERIFY, v_set=2.5,
-                               v_reset=2.5, max_pulses=100)  # fmt: skip
+        result = board.program(
+            target, tolerance=tolerance, v_read=V_VERIFY, v_set=2.5, v_reset=2.5, max_pulses=100
+        )
         board_s, energy = clock.seconds - t0, ledger.since(mark)
         wall = time.perf_counter() - wall
     err = np.abs(result.error) / target.ravel()[: len(result.error)]
     ok = result.converged
-    print(f"converged {ok.sum()}/{ok.size} within ±{tolerance * 1e6:.3f} µS; "
-          f"pulses/cell mean {result.pulses.mean():.1f}, max {result.pulses.max()}")
-    print(f"relative error |G−target|/target: median {np.median(err):.3f}, "
-          f"p90 {np.percentile(err, 90):.3f}, max {err.max():.3f}")
+    print(
+        f"converged {ok.sum()}/{ok.size} within ±{tolerance * 1e6:.3f} µS; "
+        f"pulses/cell mean {result.pulses.mean():.1f}, max {result.pulses.max()}"
+    )
+    print(
+        f"relative error |G−target|/target: median {np.median(err):.3f}, "
+        f"p90 {np.percentile(err, 90):.3f}, max {err.max():.3f}"
+    )
     joules = sum(energy.values())
     print(f"board time {board_s:.3f} s ({wall:.1f} s wall); energy {joules * 1e3:.3f} mJ")
     _plot_programming(target, result, out / "write_verify.png")
@@ -173,18 +202,28 @@ def demo_inference(out: Path, digits: int) -> dict[str, Any]:
 
     model, data = digits_mlp()
     device = DeviceModel.preset(DEMO_DEVICE)
-    print(f"\n== inference: {model.name} (int8 accuracy {data['int8_accuracy']:.3f} on "
-          f"{len(data['y_test'])} test digits) on {INFER_URL} ==")
+    print(
+        f"\n== inference: {model.name} (int8 accuracy {data['int8_accuracy']:.3f} on "
+        f"{len(data['y_test'])} test digits) on {INFER_URL} =="
+    )
     with Board(INFER_URL, timeout=600) as board:
         emulated = board.link.port.board  # type: ignore[attr-defined]
         info = board.info()
-        plan = CrossbarModel.from_layers(model.layers, arrays=info.arrays, rows=info.rows,
-                                         cols=info.cols, g_min=device.g_min,
-                                         g_max=device.g_max, v_read=0.2)  # fmt: skip
+        plan = CrossbarModel.from_layers(
+            model.layers,
+            arrays=info.arrays,
+            rows=info.rows,
+            cols=info.cols,
+            g_min=device.g_min,
+            g_max=device.g_max,
+            v_read=0.2,
+        )
         emulated.model.place(plan.targets())
         loaded = board.load(plan, program=False)
-        print(f"loaded {loaded.layers} layers as {loaded.tiles} tiles "
-              f"({sum(len(v) for v in plan.targets().values())} cells placed directly)")
+        print(
+            f"loaded {loaded.layers} layers as {loaded.tiles} tiles "
+            f"({sum(len(v) for v in plan.targets().values())} cells placed directly)"
+        )
         xs = data["x_test_q"][:digits]
         clock, ledger = emulated.model.clock, emulated.model.ledger
         t0, mark, wall = clock.seconds, ledger.mark(), time.perf_counter()
@@ -195,11 +234,15 @@ def demo_inference(out: Path, digits: int) -> dict[str, Any]:
     accuracy = float(np.mean(outputs.argmax(1) == data["y_test"][:digits]))
     agree = float(np.mean(outputs.argmax(1) == reference.argmax(1)))
     worst = int(np.abs(outputs - reference).max())
-    print(f"{digits} digits: accuracy {accuracy:.3f}; predictions agree with the int8 "
-          f"reference {agree:.3f}; max |output − reference| {worst} LSB")
+    print(
+        f"{digits} digits: accuracy {accuracy:.3f}; predictions agree with the int8 "
+        f"reference {agree:.3f}; max |output − reference| {worst} LSB"
+    )
     per_board, per_wall = board_s / digits * 1e3, wall / digits
-    print(f"board time {per_board:.2f} ms/inference ({per_wall:.2f} s wall each); "
-          f"energy {sum(energy.values()) / digits * 1e3:.3f} mJ/inference:")
+    print(
+        f"board time {per_board:.2f} ms/inference ({per_wall:.2f} s wall each); "
+        f"energy {sum(energy.values()) / digits * 1e3:.3f} mJ/inference:"
+    )
     print(_energy_lines(energy, digits))
     return {"accuracy": accuracy, "agreement": agree}
 

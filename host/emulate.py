@@ -31,9 +31,10 @@ EXIT_FAILED = 1
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register `emulate` on the `xbar` command's subparsers."""
     p = subparsers.add_parser(
-        "emulate", help="serve an emulated board on a serial port (pty)",
+        "emulate",
+        help="serve an emulated board on a serial port (pty)",
         description="Serve an emulated xbar board on a pty until Ctrl-C, or self-test it.",
-    )  # fmt: skip
+    )
     configure(p)
     p.set_defaults(func=run)
 
@@ -44,31 +45,37 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="device preset of the cells (default: pvk-median)")
     p.add_argument("--noise", choices=["default", "off"], help="noise preset (default: default)")
     p.add_argument(
-        "--micropython", action="store_true",
+        "--micropython",
+        action="store_true",
         help="run the firmware under the real MicroPython interpreter (raw REPL, flashing)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--flash", metavar="DIR",
+        "--flash",
+        metavar="DIR",
         help="--micropython: the board's flash folder, kept between runs "
         "(default: a temporary folder)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--blank", action="store_true",
+        "--blank",
+        action="store_true",
         help="--micropython: start with the flash as it is (default: install the firmware)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--selftest", action="store_true",
+        "--selftest",
+        action="store_true",
         help="run a short MVM through the board and print timing and energy",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--measure-compute", action="store_true",
+        "--measure-compute",
+        action="store_true",
         help="--micropython: also charge the interpreter's computation, from its host CPU "
         "time (not reproducible; see MicroPythonBoard)",
-    )  # fmt: skip
+    )
     p.add_argument(
-        "--program", action="store_true",
+        "--program",
+        action="store_true",
         help="--selftest: program the cells with the firmware's write-verify (slow)",
-    )  # fmt: skip
+    )
 
 
 def open_board(args: argparse.Namespace) -> EmulatedBoard:
@@ -79,12 +86,19 @@ def open_board(args: argparse.Namespace) -> EmulatedBoard:
     if args.micropython:
         from xbar.emulator.runtime_mpy import MicroPythonBoard
 
-        return MicroPythonBoard(args.profile, args.seed, model, flash_dir=args.flash,
-                                firmware=not args.blank,
-                                measure_compute=args.measure_compute)  # fmt: skip
+        return MicroPythonBoard(
+            args.profile,
+            args.seed,
+            model,
+            flash_dir=args.flash,
+            firmware=not args.blank,
+            measure_compute=args.measure_compute,
+        )
     if args.flash or args.blank or args.measure_compute:
-        raise ValueError("--flash, --blank and --measure-compute need --micropython (the "
-                         "in-process board runs the firmware source tree)")  # fmt: skip
+        raise ValueError(
+            "--flash, --blank and --measure-compute need --micropython (the "
+            "in-process board runs the firmware source tree)"
+        )
     from xbar.emulator.runtime import InProcessBoard
 
     return InProcessBoard(args.profile, args.seed, model)
@@ -102,8 +116,11 @@ def serve(args: argparse.Namespace) -> int:
         print(board.port, flush=True)
         flash = getattr(board, "flash_dir", None)
         extra = f", flash {Path(flash)}" if flash is not None else ""
-        print(f"emulated {args.profile} (seed {args.seed}, {mode}{extra}); Ctrl-C to stop",
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"emulated {args.profile} (seed {args.seed}, {mode}{extra}); Ctrl-C to stop",
+            file=sys.stderr,
+            flush=True,
+        )
         while not stop.wait(0.5):
             pass
         print(f"board time {board.board_seconds():.6f} s", file=sys.stderr)
@@ -136,7 +153,6 @@ def selftest(args: argparse.Namespace) -> int:
 
     import numpy as np
     import serial
-
     import xbar.emulator  # noqa: F401 - registers emu://
     from xbar.host.board import Board, CrossbarModel
 
@@ -147,28 +163,41 @@ def selftest(args: argparse.Namespace) -> int:
     try:
         with Board(port, timeout=600) as client:
             hello, info = client.hello(), client.info()
-            print(f"{url}: firmware {'.'.join(map(str, hello.firmware))}, "
-                  f"{info.arrays}x {info.rows}x{info.cols}, "
-                  f"{'MicroPython' if args.micropython else 'in-process'}")  # fmt: skip
+            print(
+                f"{url}: firmware {'.'.join(map(str, hello.firmware))}, "
+                f"{info.arrays}x {info.rows}x{info.cols}, "
+                f"{'MicroPython' if args.micropython else 'in-process'}"
+            )
             rng = np.random.default_rng(args.seed)
             n_out, n_in = info.cols // 2, info.rows
             layer = types.SimpleNamespace(
                 weights=rng.integers(-127, 128, size=(n_out, n_in)),
-                bias=rng.integers(-2000, 2000, size=n_out), multiplier=1, shift=10,
-                relu=False, out_min=-128, out_max=127,
-            )  # fmt: skip
+                bias=rng.integers(-2000, 2000, size=n_out),
+                multiplier=1,
+                shift=10,
+                relu=False,
+                out_min=-128,
+                out_max=127,
+            )
             device = model.device
             crossbar = CrossbarModel.from_layers(
-                [layer], arrays=1, rows=info.rows, cols=info.cols,
-                g_min=2 * device.g_min, g_max=0.8 * device.g_max, v_read=0.2,
-            )  # fmt: skip
+                [layer],
+                arrays=1,
+                rows=info.rows,
+                cols=info.cols,
+                g_min=2 * device.g_min,
+                g_max=0.8 * device.g_max,
+                v_read=0.2,
+            )
             if not args.program:
                 model.place(crossbar.targets())
             start = emulated.mark()
             loaded = client.load(crossbar, program=args.program)
             if loaded.program is not None:
-                print(f"programmed {len(loaded.program.cells)} cells, "
-                      f"{loaded.program.converged.mean():.0%} converged")  # fmt: skip
+                print(
+                    f"programmed {len(loaded.program.cells)} cells, "
+                    f"{loaded.program.converged.mean():.0%} converged"
+                )
             emulated.settle()
             print(f"LOAD: {emulated.board_seconds():.4f} s of board time so far")
             mark = emulated.mark()  # settled: the same point in every run
@@ -186,10 +215,12 @@ def selftest(args: argparse.Namespace) -> int:
             board_s = (end[1] - mark[1]) / model.clock.mcu_hz
             rtf = board_s / wall
             bytecodes = emulated.hw.bytecodes
-        print(f"timing: {n} inferences in {board_s * 1e3:.3f} ms of board time "
-              f"({board_s / n * 1e6:.1f} us each), {wall:.3f} s wall, "
-              f"real-time factor {rtf:.3g} (board s / wall s); "
-              f"whole run {emulated.realtime_factor(start):.3g}")  # fmt: skip
+        print(
+            f"timing: {n} inferences in {board_s * 1e3:.3f} ms of board time "
+            f"({board_s / n * 1e6:.1f} us each), {wall:.3f} s wall, "
+            f"real-time factor {rtf:.3g} (board s / wall s); "
+            f"whole run {emulated.realtime_factor(start):.3g}"
+        )
         total = sum(spent.values())
         print(f"energy: {total * 1e6:.3f} uJ ({total / n * 1e6:.3f} uJ per inference)")
         for part, joules in sorted(spent.items(), key=lambda kv: -kv[1]):

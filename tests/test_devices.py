@@ -6,10 +6,9 @@ import json
 import math
 
 import pytest
-
-from xbar.training.dataset import load_published
-from xbar.training.devices import DeviceModel, DeviceModelError, median_sigma_device
-from xbar.training.usability import analyse
+from xbar.training.devices.model import DeviceModel, DeviceModelError, median_sigma_device
+from xbar.training.devices.published import load_published
+from xbar.training.devices.usability import analyse
 
 
 def test_best_preset_is_the_published_best_device() -> None:

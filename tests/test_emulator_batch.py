@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from xbar.emulator.batch import (
     BatchSession,
     ChargeStep,
@@ -15,14 +14,14 @@ from xbar.emulator.batch import (
     batch_mvm,
     run_bytes,
 )
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import CellPhysics
-from xbar.emulator.profiles import NoiseConfig
 
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices import DeviceModel
+    from xbar.training.devices.model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 
@@ -73,8 +72,10 @@ def test_batch_equals_byte_level(device, profile, noise_name, n, seed):
     assert_same_board(byte_board, batch_board)
     # The boards stay in step afterwards, whichever path runs next.
     more = codes[::-1]
-    assert np.array_equal(run_bytes(byte_board, [MvmStep(0)], [more])[0],
-                          run_bytes(batch_board, [MvmStep(0)], [more])[0])  # fmt: skip
+    assert np.array_equal(
+        run_bytes(byte_board, [MvmStep(0)], [more])[0],
+        run_bytes(batch_board, [MvmStep(0)], [more])[0],
+    )
     assert_same_board(byte_board, batch_board)
 
 
@@ -148,7 +149,7 @@ def test_grouped_steps_sharing_an_input(device):
 
 
 def test_counter_based_noise_is_pure_and_normal():
-    from xbar.emulator.board import sample_normals
+    from xbar.emulator.board_model import sample_normals
 
     chips = np.arange(12)
     counts = np.arange(12 * 4000).reshape(4000, 12)

@@ -8,32 +8,32 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from xbar.emulator.batch import MvmDriver
-from xbar.emulator.board import BoardModel
-from xbar.emulator.clock import CYCLE_COSTS, Clock, load_cycle_costs
-from xbar.emulator.parts import TIA_RF, adc_codes, line_volts
-from xbar.emulator.profiles import (
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import (
     PROFILES,
     BoardProfile,
     NoiseConfig,
     ProfileError,
     get_profile,
 )
+from xbar.emulator.clock import CYCLE_COSTS, Clock, load_cycle_costs
+from xbar.emulator.parts import TIA_RF, adc_codes, line_volts
 
 ADC_LSB = 20.48 / 65536
 
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices import DeviceModel
+    from xbar.training.devices.model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 
 
 def ready(device, profile="xbar-10x10", noise=None, seed=0, gain=3):
-    board = BoardModel(profile, seed=seed, device=device,
-                       noise=NoiseConfig.off() if noise is None else noise)  # fmt: skip
+    board = BoardModel(
+        profile, seed=seed, device=device, noise=NoiseConfig.off() if noise is None else noise
+    )
     driver = MvmDriver(board, gain=gain)
     driver.setup()
     return board, driver
@@ -107,8 +107,9 @@ def test_ledger_parts_sum_to_total_and_are_additive(device):
     assert all(v >= 0 for v in breakdown.values())
     assert all(v >= 0 for v in second.values())
     for k in first:
-        assert first[k] == pytest.approx((m1.get(k, 0) - m0.get(k, 0)) + second[k], rel=1e-12,
-                                         abs=1e-30)  # fmt: skip
+        assert first[k] == pytest.approx(
+            (m1.get(k, 0) - m0.get(k, 0)) + second[k], rel=1e-12, abs=1e-30
+        )
     assert second["link"] == pytest.approx(100 * board.power.link_byte_j)
 
 

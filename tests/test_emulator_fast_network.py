@@ -5,18 +5,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from xbar.emulator.batch import MvmDriver, MvmStep, batch_mvm, run_bytes
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.crossbar import DRIVEN, FLOAT, TIA, ArrayNetwork, FullState, SparseState
-from xbar.emulator.profiles import NoiseConfig
 
 N = 32  # 2·32·32 ladder nodes: solved by sparse LU (above DENSE_LIMIT)
 
 
 def network(passive: bool, fast: bool) -> ArrayNetwork:
-    net = ArrayNetwork(N, N, passive, r_wire=2.0, r_switch=2.5,
-                       r_access=0.0 if passive else 1000.0, g_leak=1e-12)  # fmt: skip
+    net = ArrayNetwork(
+        N, N, passive, r_wire=2.0, r_switch=2.5, r_access=0.0 if passive else 1000.0, g_leak=1e-12
+    )
     net.fast = fast
     return net
 
@@ -92,8 +92,9 @@ def programmed(profile: str, noise: NoiseConfig, fast: bool = True) -> BoardMode
     rng = np.random.default_rng(3)
     p = board.profile
     for a in range(p.arrays):
-        board.set_conductances(a, rng.uniform(board.device.g_min, board.device.g_max,
-                                              (p.rows, p.cols)))  # fmt: skip
+        board.set_conductances(
+            a, rng.uniform(board.device.g_min, board.device.g_max, (p.rows, p.cols))
+        )
     return board
 
 
@@ -114,8 +115,9 @@ def test_board_fast_path_matches_reference(profile: str) -> None:
     noise = NoiseConfig(drift_nu=0.0)
     fast, ref = programmed(profile, noise), programmed(profile, noise, fast=False)
     codes = 32768 + 4 * np.random.default_rng(6).integers(0, 256, (3, 32))
-    assert np.array_equal(run_bytes(fast, [MvmStep(0)], [codes])[0],
-                          run_bytes(ref, [MvmStep(0)], [codes])[0])  # fmt: skip
+    assert np.array_equal(
+        run_bytes(fast, [MvmStep(0)], [codes])[0], run_bytes(ref, [MvmStep(0)], [codes])[0]
+    )
     ea, eb = fast.ledger.breakdown(), ref.ledger.breakdown()
     assert ea.keys() == eb.keys()
     for k in ea:

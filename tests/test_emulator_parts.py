@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.crossbar import DRIVEN, FLOAT, TIA
 from xbar.emulator.parts import (
     ADC_BAUD,
@@ -21,7 +21,6 @@ from xbar.emulator.parts import (
     program_write,
     switch_frame,
 )
-from xbar.emulator.profiles import NoiseConfig
 
 CS_DAC0, CS_DAC1, LDAC, CS_SW = 5, 6, 8, 9
 CS_ADC0, CS_ADC1, ADC_RST, GAIN0, GAIN1 = 13, 14, 15, 16, 17
@@ -29,7 +28,7 @@ CS_ADC0, CS_ADC1, ADC_RST, GAIN0, GAIN1 = 13, 14, 15, 16, 17
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices import DeviceModel
+    from xbar.training.devices.model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 
@@ -119,8 +118,7 @@ def test_dac_daisy_chain_needs_dcen(device):
     assert b.dacs[0].output[2, 0] == 0
     dac(b, CS_DAC0, dac_word(0x8, 0, 1))  # chip 0 forwards
     frame(b, CS_DAC0, 0, dac_frame(2, {1: dac_word(0x8, 0, 1)}), DAC_BAUD)  # chip 1 forwards
-    frame(b, CS_DAC0, 0, dac_frame(3, {2: dac_word(0x3, 4, 11), 0: dac_word(0x3, 1, 22)}),
-          DAC_BAUD)  # fmt: skip
+    frame(b, CS_DAC0, 0, dac_frame(3, {2: dac_word(0x3, 4, 11), 0: dac_word(0x3, 1, 22)}), DAC_BAUD)
     assert b.dacs[0].output[2, 4] == 11 and b.dacs[0].output[0, 1] == 22
     assert b.dacs[0].output[1].sum() == 0  # NO-OP for the middle chip
 
@@ -218,8 +216,9 @@ def test_adc_pipeline_and_range(board):
     assert readback[2] == 0x01
     board.sleep_us(2)
     third = adc(board, 0x0000)
-    assert int.from_bytes(third[2:4], "big") == int(adc_codes(np.array(-current * 1e6),
-                                                              -5.12, 5.12))  # fmt: skip
+    assert int.from_bytes(third[2:4], "big") == int(
+        adc_codes(np.array(-current * 1e6), -5.12, 5.12)
+    )
     adc(board, 0x8500)  # RST: registers back to defaults
     assert board.adcs[0].regs[0, 0x05 + 3] == 0 and board.adcs[0].pending is None
 
@@ -270,16 +269,21 @@ def test_spi_wire_time(board):
 
 # -- robustness -------------------------------------------------------------------------
 
-PINS = st.sampled_from([CS_DAC0, CS_DAC1, 7, LDAC, CS_SW, CS_ADC0, CS_ADC1, ADC_RST, GAIN0,
-                        GAIN1, 25, 0, 99, -3])  # fmt: skip
+PINS = st.sampled_from(
+    [CS_DAC0, CS_DAC1, 7, LDAC, CS_SW, CS_ADC0, CS_ADC1, ADC_RST, GAIN0, GAIN1, 25, 0, 99, -3]
+)
 ACTIONS = st.lists(
     st.one_of(
         st.tuples(st.just("pin"), PINS, st.integers(-2, 3)),
-        st.tuples(st.just("spi"), st.integers(-1, 3), st.binary(max_size=40),
-                  st.sampled_from([0, -5, 1, 1_000_000, 17_000_000, 30_000_000, 10**9])),
+        st.tuples(
+            st.just("spi"),
+            st.integers(-1, 3),
+            st.binary(max_size=40),
+            st.sampled_from([0, -5, 1, 1_000_000, 17_000_000, 30_000_000, 10**9]),
+        ),
     ),
     max_size=40,
-)  # fmt: skip
+)
 
 
 @given(ACTIONS)

@@ -6,12 +6,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import STUCK_HIGH, STUCK_LOW
 from xbar.emulator.crossbar import DRIVEN, FLOAT, TIA, ArrayNetwork
 from xbar.emulator.parts import DAC_BAUD, dac_word, switch_frame
-from xbar.emulator.profiles import NoiseConfig
 
 CS_DAC, CS_SW = (5, 6, 7), 9
 QUIET = NoiseConfig.off()
@@ -19,7 +18,7 @@ QUIET = NoiseConfig.off()
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices import DeviceModel
+    from xbar.training.devices.model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 
@@ -84,8 +83,9 @@ def test_reset_moves_down_and_is_slower(device):
     up = fresh.conductances(0)[1, 1] - device.g_min
     assert down > 0 and up > 0
     window = device.g_max - device.g_min
-    assert down / window < up / (np.interp(5.0, device.level_voltages,
-                                           device.level_conductances) - device.g_min)  # fmt: skip
+    assert down / window < up / (
+        np.interp(5.0, device.level_voltages, device.level_conductances) - device.g_min
+    )
 
 
 def test_half_select_disturb_switchable(device):
@@ -118,8 +118,12 @@ def test_reads_never_disturb(device):
 def test_c2c_spread_matches_device_sigma(device):
     logs = []
     for seed in range(150):
-        board = BoardModel("xbar-10x10", seed=seed, device=device,
-                           noise=NoiseConfig(**{**QUIET.__dict__, "c2c": True}))  # fmt: skip
+        board = BoardModel(
+            "xbar-10x10",
+            seed=seed,
+            device=device,
+            noise=NoiseConfig(**{**QUIET.__dict__, "c2c": True}),
+        )
         pulse(board, 0, 0, 6.5, 200, half=False)  # f ≈ 1: full σ
         logs.append(np.log(board.conductances(0)[0, 0]))
     spread = np.std(logs)
@@ -137,8 +141,9 @@ def test_stuck_faults_and_d2d(device):
     assert np.std(np.log(board.cells.g_min)) > 0.05
     assert np.all(board.cells.g_prog[stuck == STUCK_HIGH] == board.cells.g_max[stuck == STUCK_HIGH])
     board.set_conductances(0, np.full((64, 64), device.g_max))
-    assert np.all(board.cells.g_prog[0][stuck[0] == STUCK_LOW] ==
-                  board.cells.g_min[0][stuck[0] == STUCK_LOW])  # fmt: skip
+    assert np.all(
+        board.cells.g_prog[0][stuck[0] == STUCK_LOW] == board.cells.g_min[0][stuck[0] == STUCK_LOW]
+    )
 
 
 def test_drift_relaxes_toward_g_min(device):
@@ -186,8 +191,9 @@ def reference_currents(g, modes, v):
     return -(lap @ x), x  # current each line sinks (into its TIA or source), potentials
 
 
-@given(st.integers(0, 10**6), st.lists(st.sampled_from([FLOAT, DRIVEN, TIA]), min_size=12,
-                                       max_size=12))  # fmt: skip
+@given(
+    st.integers(0, 10**6), st.lists(st.sampled_from([FLOAT, DRIVEN, TIA]), min_size=12, max_size=12)
+)
 def test_passive_network_matches_kcl_reference(seed, mode_list):
     rng = np.random.default_rng(seed)
     g = rng.uniform(1e-7, 1e-5, (5, 7))

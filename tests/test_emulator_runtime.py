@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 import serial
+import xbar.emulator  # noqa: F401 - registers emu://
 from hypothesis import given
 from hypothesis import strategies as st
-
-import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.emulator.runtime import WDT_RESET, InProcessBoard
 from xbar.firmware import protocol
 from xbar.host.board import Board
@@ -92,7 +91,7 @@ def test_bad_emu_urls_say_what_is_wrong(url: str, message: str) -> None:
 
 
 def test_url_picks_device_and_noise() -> None:
-    from xbar.training.devices import DeviceModel
+    from xbar.training.devices.model import DeviceModel
 
     best = DeviceModel.preset("pvk-best")
     with Board("emu://xbar-10x10?seed=2&device=pvk-best&noise=off") as board:
@@ -120,8 +119,8 @@ def test_two_boards_in_one_process_share_no_state(make_board) -> None:
     mods_a, mods_b = a.namespace.modules, b.namespace.modules
     for name in ("app", "protocol", "machine", "time", "micropython"):
         assert mods_a[name] is not mods_b[name]
-    mods_a["board"].DEFAULT_PROFILE = "changed on a"
-    assert mods_b["board"].DEFAULT_PROFILE == "xbar-10x10"
+    mods_a["profiles"].DEFAULT_PROFILE = "changed on a"
+    assert mods_b["profiles"].DEFAULT_PROFILE == "xbar-10x10"
     assert b.mark()[1] == b_cycles  # a's work did not touch b's clock
     # CPython's own modules are untouched.
     import time as cpython_time
@@ -131,14 +130,17 @@ def test_two_boards_in_one_process_share_no_state(make_board) -> None:
 
 
 def test_virtual_time_advances_only_through_the_board(make_board, tmp_path: Path) -> None:
-    fw = firmware(tmp_path, (
-        "import time\n"
-        "def run(reader, writer):\n"
-        "    t0 = time.ticks_us()\n"
-        "    time.sleep_ms(250)\n"
-        "    writer.write(b'%d\\n' % time.ticks_diff(time.ticks_us(), t0))\n"
-        "    reader.read(1)\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path,
+        (
+            "import time\n"
+            "def run(reader, writer):\n"
+            "    t0 = time.ticks_us()\n"
+            "    time.sleep_ms(250)\n"
+            "    writer.write(b'%d\\n' % time.ticks_diff(time.ticks_us(), t0))\n"
+            "    reader.read(1)\n"
+        ),
+    )
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
     b.start(wait=False)
@@ -149,14 +151,17 @@ def test_virtual_time_advances_only_through_the_board(make_board, tmp_path: Path
 
 
 def test_bytecode_charging_is_deterministic(make_board, tmp_path: Path) -> None:
-    fw = firmware(tmp_path, (
-        "def run(reader, writer):\n"
-        "    x = 0\n"
-        "    for i in range(1000):\n"
-        "        x += i * i\n"
-        "    writer.write(b'done\\n')\n"
-        "    reader.read(1)\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path,
+        (
+            "def run(reader, writer):\n"
+            "    x = 0\n"
+            "    for i in range(1000):\n"
+            "        x += i * i\n"
+            "    writer.write(b'done\\n')\n"
+            "    reader.read(1)\n"
+        ),
+    )
     cycles = []
     for count in (True, True, False):
         b = make_board(firmware_dir=fw, count_bytecodes=count, start=False)
@@ -173,13 +178,16 @@ def test_bytecode_charging_is_deterministic(make_board, tmp_path: Path) -> None:
 def test_firmware_exception_is_a_micropython_traceback_then_ctrl_d_reboots(
     make_board, tmp_path: Path
 ) -> None:
-    fw = firmware(tmp_path, (
-        "print('booting', 1)\n"
-        "def helper():\n"
-        "    raise ValueError('no such cell')\n"
-        "def run(reader, writer):\n"
-        "    helper()\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path,
+        (
+            "print('booting', 1)\n"
+            "def helper():\n"
+            "    raise ValueError('no such cell')\n"
+            "def run(reader, writer):\n"
+            "    helper()\n"
+        ),
+    )
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
     b.start(wait=False)
@@ -195,17 +203,20 @@ def test_firmware_exception_is_a_micropython_traceback_then_ctrl_d_reboots(
 
 
 def test_ctrl_c_interrupts_firmware_and_watchdog_resets(make_board, tmp_path: Path) -> None:
-    fw = firmware(tmp_path, (
-        "import machine, time\n"
-        "def run(reader, writer):\n"
-        "    writer.write(b'cause %d\\n' % machine.reset_cause())\n"
-        "    if machine.reset_cause() != 3:\n"
-        "        wdt = machine.WDT(timeout=100)\n"
-        "        time.sleep_ms(150)\n"  # starved: the next call resets the board
-        "        time.sleep_ms(1)\n"
-        "    while True:\n"
-        "        time.sleep_us(10)\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path,
+        (
+            "import machine, time\n"
+            "def run(reader, writer):\n"
+            "    writer.write(b'cause %d\\n' % machine.reset_cause())\n"
+            "    if machine.reset_cause() != 3:\n"
+            "        wdt = machine.WDT(timeout=100)\n"
+            "        time.sleep_ms(150)\n"  # starved: the next call resets the board
+            "        time.sleep_ms(1)\n"
+            "    while True:\n"
+            "        time.sleep_us(10)\n"
+        ),
+    )
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
     b.start(wait=False)
@@ -219,11 +230,9 @@ def test_ctrl_c_interrupts_firmware_and_watchdog_resets(make_board, tmp_path: Pa
 
 
 def test_hard_reset_reboots_a_waiting_firmware(make_board, tmp_path: Path) -> None:
-    fw = firmware(tmp_path, (
-        "def run(reader, writer):\n"
-        "    writer.write(b'up\\n')\n"
-        "    reader.read(1)\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path, ("def run(reader, writer):\n    writer.write(b'up\\n')\n    reader.read(1)\n")
+    )
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)  # before boot: opening a port discards pending input
     b.start(wait=False)
@@ -243,12 +252,15 @@ def test_realtime_factor_is_board_time_over_wall_time(make_board) -> None:
 
 
 def test_pure_computation_is_interruptible_and_stoppable(make_board, tmp_path: Path) -> None:
-    fw = firmware(tmp_path, (
-        "def run(reader, writer):\n"
-        "    writer.write(b'spinning\\n')\n"
-        "    while True:\n"
-        "        pass\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path,
+        (
+            "def run(reader, writer):\n"
+            "    writer.write(b'spinning\\n')\n"
+            "    while True:\n"
+            "        pass\n"
+        ),
+    )
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port)
     b.start(wait=False)
@@ -278,14 +290,17 @@ def test_board_time_and_energy_are_reproducible(make_board) -> None:
 
 
 def test_a_flooding_host_meets_flow_control_not_a_crash(make_board, tmp_path: Path) -> None:
-    fw = firmware(tmp_path, (
-        "def run(reader, writer):\n"
-        "    writer.write(b'ready\\n')\n"
-        "    while reader.read(1) != b'!':\n"
-        "        pass\n"
-        "    writer.write(b'drained\\n')\n"
-        "    reader.read(1)\n"
-    ))  # fmt: skip
+    fw = firmware(
+        tmp_path,
+        (
+            "def run(reader, writer):\n"
+            "    writer.write(b'ready\\n')\n"
+            "    while reader.read(1) != b'!':\n"
+            "        pass\n"
+            "    writer.write(b'drained\\n')\n"
+            "    reader.read(1)\n"
+        ),
+    )
     b = make_board(firmware_dir=fw, start=False)
     ser = serial.Serial(b.port, write_timeout=30)
     b.start()

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import serial
-
 import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.emulator.runtime_mpy import MicroPythonBoard, micropython_binary
 
@@ -193,8 +192,18 @@ def test_mpremote_cli_copies_and_runs(board, tmp_path: Path) -> None:
     src = tmp_path / "hello.py"
     src.write_text("print('hello from', __name__)\n")
     mpremote = str(Path(sys.executable).parent / "mpremote")
-    cmd = [mpremote, "connect", board.port, "fs", "cp", str(src), ":hello.py",
-           "+", "exec", "import hello"]  # fmt: skip
+    cmd = [
+        mpremote,
+        "connect",
+        board.port,
+        "fs",
+        "cp",
+        str(src),
+        ":hello.py",
+        "+",
+        "exec",
+        "import hello",
+    ]
     done = subprocess.run(cmd, capture_output=True, timeout=60, text=True)
     assert done.returncode == 0, done.stderr
     assert "hello from hello" in done.stdout

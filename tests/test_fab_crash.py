@@ -13,25 +13,33 @@ import sys
 import time
 from pathlib import Path
 
-from xbar.host.fab.published import SPEC_PATH, published_experiments
-from xbar.host.fab.spec import load_spec
-from xbar.training.dataset import load_published
-from xbar.training.ivdata import write_csv
+from xbar.training.devices.ivdata import write_csv
+from xbar.training.devices.published import load_published
+from xbar.training.fab.perovskite import SPEC_PATH, published_experiments
+from xbar.training.fab.spec import load_spec
 
 ROWS = 120  # each row reads and analyses an I–V file: seconds of ingest to interrupt
 
 
 def xbar(*args: object, **kwargs: object) -> subprocess.Popen[str]:
-    command = [sys.executable, "-m", "xbar.host.cli", "fab", *map(str, args)]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OPENBLAS_NUM_THREADS": "1"}, **kwargs)  # type: ignore[call-overload]  # fmt: skip
+    command = [sys.executable, "-m", "xbar.host.cli.main", "fab", *map(str, args)]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OPENBLAS_NUM_THREADS": "1"},
+        **kwargs,
+    )  # type: ignore[call-overload]
 
 
 def table_counts(store: Path) -> dict[str, int]:
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        return {t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("experiments", "measurements", "ingests", "iv_files")}  # fmt: skip
+        return {
+            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("experiments", "measurements", "ingests", "iv_files")
+        }
 
 
 def test_kill_during_ingest_loses_nothing_and_reingest_is_idempotent(tmp_path: Path) -> None:

@@ -7,14 +7,13 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-
-from xbar.host.cli import main
-from xbar.host.fab.published import SPEC_PATH, published_experiments, write_past_sheet
-from xbar.host.fab.spec import load_spec
-from xbar.host.fab.store import CampaignStore
-from xbar.training.dataset import load_published
-from xbar.training.ivdata import write_csv
-from xbar.training.usability import analyse
+from xbar.host.cli.main import main
+from xbar.training.devices.ivdata import write_csv
+from xbar.training.devices.published import load_published
+from xbar.training.devices.usability import analyse
+from xbar.training.fab.perovskite import SPEC_PATH, published_experiments, write_past_sheet
+from xbar.training.fab.spec import load_spec
+from xbar.training.fab.store import CampaignStore
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -163,8 +162,9 @@ def test_duplicate_ids_and_bad_iv_files_store_nothing(
     assert counts(campaign) == (2, 0, 0)  # the two suggestions only
 
 
-def test_store_and_spec_errors(campaign: Path, tmp_path: Path,
-                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_store_and_spec_errors(
+    campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert fab("suggest", "--store", tmp_path / "none.sqlite") == 1
     assert "no campaign store here" in capsys.readouterr().err
     (tmp_path / "other.sqlite").write_bytes(b"not a database at all, just text" * 40)
@@ -189,16 +189,19 @@ def test_pareto_campaign_keeps_its_front(
 ) -> None:
     spec = tmp_path / "two.toml"
     text = SPEC_PATH.read_text().split("[[objectives]]")[0]
-    spec.write_text(text.replace("seed = 0", "seed = 0\npareto = true") + (
-        '[[objectives]]\nmetric = "usability"\n\n[[objectives]]\nmetric = "sigma"\ngoal = "min"\n'
-    ))  # fmt: skip
+    spec.write_text(
+        text.replace("seed = 0", "seed = 0\npareto = true")
+        + '[[objectives]]\nmetric = "usability"\n\n'
+        + '[[objectives]]\nmetric = "sigma"\ngoal = "min"\n'
+    )
     assert fab("init", spec) == 0
     store = tmp_path / "two.sqlite"
     sheet = past_sheet(tmp_path / "past.csv", slice(20, 26))
     rows = list(csv.reader(sheet.open()))
     rows[0].append("sigma")
-    for row, (device, _) in zip(rows[1:], published_experiments(load_spec(SPEC_PATH))[20:26],
-                                strict=True):  # fmt: skip
+    for row, (device, _) in zip(
+        rows[1:], published_experiments(load_spec(SPEC_PATH))[20:26], strict=True
+    ):
         row.append(device.published["sigma"])
     write_rows(sheet, rows)
     assert fab("ingest", sheet, "--store", store) == 0
@@ -207,7 +210,10 @@ def test_pareto_campaign_keeps_its_front(
     assert fab("status", "--store", store) == 0
     out = capsys.readouterr().out
     six = [(d.published["usability"], d.published["sigma"]) for d in load_published()[20:26]]
-    front = [f"E{i + 1:04d}" for i, (u, s) in enumerate(six)
-             if not any(u2 >= u and s2 <= s and (u2, s2) != (u, s) for u2, s2 in six)]  # fmt: skip
+    front = [
+        f"E{i + 1:04d}"
+        for i, (u, s) in enumerate(six)
+        if not any(u2 >= u and s2 <= s and (u2, s2) != (u, s) for u2, s2 in six)
+    ]
     assert 2 <= len(front) < 6
     assert f"pareto     {', '.join(front)}\n" in out

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from xbar.host.fab.published import SPEC_PATH, published_experiments
-from xbar.host.fab.spec import Infeasible, Objective, Parameter, Spec, SpecError, load_spec
-from xbar.training.optimize import Search
+from xbar.training.fab.perovskite import SPEC_PATH, published_experiments
+from xbar.training.fab.spec import Infeasible, Objective, Parameter, Spec, SpecError, load_spec
+from xbar.training.search import Search
 
 
 def test_shipped_spec_holds_every_published_device() -> None:
@@ -103,17 +102,26 @@ def specs(draw: st.DrawFn) -> Spec:
             infeasible.append(
                 Infeasible({p.name: [p.choices[0]]}, draw(st.sampled_from(["", "r"])))
             )
-    objectives = draw(st.sampled_from([
-        (Objective("usability", "max"),),
-        (Objective("usability", "max", 2.0), Objective("sigma", "min", 0.5)),
-    ]))  # fmt: skip
+    objectives = draw(
+        st.sampled_from(
+            [
+                (Objective("usability", "max"),),
+                (Objective("usability", "max", 2.0), Objective("sigma", "min", 0.5)),
+            ]
+        )
+    )
     return Spec(
-        name=draw(names), parameters=params, infeasible=tuple(infeasible),
-        objectives=objectives, pareto=len(objectives) > 1 and draw(st.booleans()),
-        batch=draw(st.integers(1, 8)), budget=draw(st.integers(8, 200)),
-        method=draw(st.sampled_from([None, "gp", "de"])), seed=draw(st.integers(0, 99)),
+        name=draw(names),
+        parameters=params,
+        infeasible=tuple(infeasible),
+        objectives=objectives,
+        pareto=len(objectives) > 1 and draw(st.booleans()),
+        batch=draw(st.integers(1, 8)),
+        budget=draw(st.integers(8, 200)),
+        method=draw(st.sampled_from([None, "gp", "de"])),
+        seed=draw(st.integers(0, 99)),
         fixed={"top": "Ag"} if draw(st.booleans()) else {},
-    )  # fmt: skip
+    )
 
 
 @settings(max_examples=40)
@@ -127,8 +135,9 @@ def test_spec_toml_round_trip(spec: Spec) -> None:
 @settings(max_examples=12)
 @given(spec=specs(), method=st.sampled_from(["gp", "de", "random"]), k=st.integers(1, 4))
 def test_suggestions_satisfy_bounds_and_constraints(spec: Spec, method: str, k: int) -> None:
-    search = Search(spec.parametrization(), method, seed=spec.seed, budget=3 * k,
-                    sampler=spec.sample)  # fmt: skip
+    search = Search(
+        spec.parametrization(), method, seed=spec.seed, budget=3 * k, sampler=spec.sample
+    )
     for _ in range(3):
         batch = search.ask(k)
         for candidate in batch:

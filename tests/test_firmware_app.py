@@ -12,7 +12,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_firmware_sim import FirmwareSim, SimTransport
-
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel, FirmwareError, TileLayer, plan_tiles
 
@@ -49,7 +48,7 @@ def test_hello_names_profile(sim: FirmwareSim) -> None:
     assert code == P.HELLO | P.RESPONSE
     ver, *_fw, maxp = struct.unpack_from(P.HELLO_RESP, body)
     assert (ver, maxp) == (P.VERSION, P.MAX_PAYLOAD)
-    assert body[struct.calcsize(P.HELLO_RESP):] == b"xbar-10x10"
+    assert body[struct.calcsize(P.HELLO_RESP) :] == b"xbar-10x10"
 
 
 def test_boot_disables_ctrl_c_only_in_run_and_feeds_watchdog(sim: FirmwareSim) -> None:
@@ -101,8 +100,9 @@ def test_refusals(sim: FirmwareSim, code: int, payload: bytes, err: int) -> None
 def test_compliance_refuses_pulse(sim: FirmwareSim) -> None:
     sim.board.g[0, 1, 1] = 2e-6
     ask(sim, P.SAFETY, struct.pack(P.SAFETY_REQ, 1, 0.3, 4.0, 100_000, 1e-6))
-    reason = expect_error(sim, P.PULSE, struct.pack(P.PULSE_REQ, 0, 0, 1, 1, 2.0, 100),
-                          P.E_COMPLIANCE)  # fmt: skip
+    reason = expect_error(
+        sim, P.PULSE, struct.pack(P.PULSE_REQ, 0, 0, 1, 1, 2.0, 100), P.E_COMPLIANCE
+    )
     assert "(1, 1)" in reason
     assert sim.app.hal.pulses == 0
 
@@ -129,20 +129,42 @@ def test_random_bytes_leave_parser_alive(garbage: bytes) -> None:
 # Any request a host could send, with arguments across and beyond every limit.
 _volts = st.one_of(st.floats(-12.0, 12.0), st.sampled_from([float("nan"), float("inf"), 0.0]))
 _requests = st.one_of(
-    st.builds(lambda a, m, r, c, v: (P.READ, struct.pack(P.READ_REQ, a, m, r, c, v)),
-              st.integers(0, 2), st.integers(0, 3), st.integers(0, 12), st.integers(0, 12),
-              _volts),
-    st.builds(lambda pol, r, c, v, w: (P.PULSE, struct.pack(P.PULSE_REQ, 0, pol, r, c, v, w)),
-              st.integers(0, 2), st.integers(0, 11), st.integers(0, 11), _volts,
-              st.integers(0, 2_000_000)),
-    st.builds(lambda vr, vl, w, i: (P.SAFETY, struct.pack(P.SAFETY_REQ, 1, vr, vl, w, i)),
-              _volts, _volts, st.integers(0, 5_000_000), st.floats(-1, 1)),
-    st.builds(lambda vs, vr, step, vread: (P.PROGRAM, struct.pack(
-        P.PROGRAM_REQ, 0, 0, 1, 5, 1e-8, vread, vs, vr, step, 50, 400)
-        + struct.pack(P.PROGRAM_CELL, 1, 2, 1.5e-6)),
-        _volts, _volts, st.floats(0, 3), _volts),
+    st.builds(
+        lambda a, m, r, c, v: (P.READ, struct.pack(P.READ_REQ, a, m, r, c, v)),
+        st.integers(0, 2),
+        st.integers(0, 3),
+        st.integers(0, 12),
+        st.integers(0, 12),
+        _volts,
+    ),
+    st.builds(
+        lambda pol, r, c, v, w: (P.PULSE, struct.pack(P.PULSE_REQ, 0, pol, r, c, v, w)),
+        st.integers(0, 2),
+        st.integers(0, 11),
+        st.integers(0, 11),
+        _volts,
+        st.integers(0, 2_000_000),
+    ),
+    st.builds(
+        lambda vr, vl, w, i: (P.SAFETY, struct.pack(P.SAFETY_REQ, 1, vr, vl, w, i)),
+        _volts,
+        _volts,
+        st.integers(0, 5_000_000),
+        st.floats(-1, 1),
+    ),
+    st.builds(
+        lambda vs, vr, step, vread: (
+            P.PROGRAM,
+            struct.pack(P.PROGRAM_REQ, 0, 0, 1, 5, 1e-8, vread, vs, vr, step, 50, 400)
+            + struct.pack(P.PROGRAM_CELL, 1, 2, 1.5e-6),
+        ),
+        _volts,
+        _volts,
+        st.floats(0, 3),
+        _volts,
+    ),
     st.just((P.RESET, b"")),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow], deadline=None)
@@ -245,13 +267,14 @@ class _PhysicsRig:
 
     def __init__(self, noise: Any, seed: int = 0) -> None:
         from xbar.emulator.cells import CellArray, CellPhysics
-        from xbar.training.devices import DeviceModel
+        from xbar.training.devices.model import DeviceModel
 
         self.device = DeviceModel.preset("pvk-best")
         self.noise = noise
         streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
-        self.cells = CellArray((3, 10, 10), self.device, noise, CellPhysics(), streams[0],
-                               streams[1])  # fmt: skip
+        self.cells = CellArray(
+            (3, 10, 10), self.device, noise, CellPhysics(), streams[0], streams[1]
+        )
         self.rng = streams[2]
         self.t = 0.0
         self.app = FirmwareSim("xbar-4x10x10").app
@@ -279,18 +302,37 @@ class _PhysicsRig:
         self.cells.apply_pulse(arr, cell_v, width * 1e-6, self.t, self.device.compliance_current)
         return width
 
-    def program(self, arr: int, targets: dict[tuple[int, int], float], tol: float,
-                max_pulses: int = 100) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+    def program(
+        self, arr: int, targets: dict[tuple[int, int], float], tol: float, max_pulses: int = 100
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """One PROGRAM frame as `Board.program` sends it (its default amplitudes and widths,
         the verify read at 0.3 V like `xbar program`); returns achieved, pulses, status."""
-        body = bytearray(struct.pack(P.PROGRAM_REQ, arr, 0, len(targets), max_pulses, tol, 0.3,
-                                     2.5, 2.5, 0.25, 100, 10_000))  # fmt: skip
+        body = bytearray(
+            struct.pack(
+                P.PROGRAM_REQ,
+                arr,
+                0,
+                len(targets),
+                max_pulses,
+                tol,
+                0.3,
+                2.5,
+                2.5,
+                0.25,
+                100,
+                10_000,
+            )
+        )
         for (r, c), g in targets.items():
             body += struct.pack(P.PROGRAM_CELL, r, c, g)
         self.app.program(bytes(body))
         rsz = struct.calcsize(P.PROGRAM_RESULT)
-        res = np.array([struct.unpack_from(P.PROGRAM_RESULT, self.app.enc.payload, 2 + i * rsz)
-                        for i in range(len(targets))])  # fmt: skip
+        res = np.array(
+            [
+                struct.unpack_from(P.PROGRAM_RESULT, self.app.enc.payload, 2 + i * rsz)
+                for i in range(len(targets))
+            ]
+        )
         return res[:, 0], res[:, 1].astype(int), res[:, 2].astype(int)
 
 
@@ -300,13 +342,18 @@ def _weight_targets(rng: np.random.Generator, g_min: float, g_unit: float) -> di
     out: dict[int, dict] = {}
     for a in range(3):
         w = np.clip(np.round(rng.laplace(0, 30, size=(10, 5))), -127, 127).astype(int)
-        out[a] = {(r, 2 * j + k): g_min + max(w[r, j] * (1 - 2 * k), 0) * g_unit
-                  for r in range(10) for j in range(5) for k in (0, 1)}  # fmt: skip
+        out[a] = {
+            (r, 2 * j + k): g_min + max(w[r, j] * (1 - 2 * k), 0) * g_unit
+            for r in range(10)
+            for j in range(5)
+            for k in (0, 1)
+        }
     return out
 
 
-def _program_model(rig: _PhysicsRig) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                                               np.ndarray, float]:  # fmt: skip
+def _program_model(
+    rig: _PhysicsRig,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
     """PROGRAM each array's targets in one pass: achieved, pulses, status, target, the
     (array, row, col) of each cell, and the tolerance."""
     dev = rig.device
@@ -321,8 +368,14 @@ def _program_model(rig: _PhysicsRig) -> tuple[np.ndarray, np.ndarray, np.ndarray
         status.append(st)
         want.append(np.array(list(cells.values())))
         arrs += [(a, r, c) for r, c in cells]
-    return (np.concatenate(got), np.concatenate(pulses), np.concatenate(status),
-            np.concatenate(want), np.array(arrs), tol)  # fmt: skip
+    return (
+        np.concatenate(got),
+        np.concatenate(pulses),
+        np.concatenate(status),
+        np.concatenate(want),
+        np.array(arrs),
+        tol,
+    )
 
 
 def test_program_converges_on_ideal_device_physics() -> None:
@@ -331,13 +384,15 @@ def test_program_converges_on_ideal_device_physics() -> None:
     pulse moved G < tol/4, one step back on an overshoot) left cells at max pulses: a
     learned SET amplitude overshot a low target by ~50 tolerances and RESET then crept
     back at ~0.5 tol per pulse."""
-    from xbar.emulator.profiles import NoiseConfig
+    from xbar.emulator.board_profile import NoiseConfig
 
     got, pulses, status, want, _cells, tol = _program_model(_PhysicsRig(NoiseConfig.off()))
     moved = want > want.min()
-    print(f"\nideal pvk-best: {np.sum(status == P.ST_OK)}/{len(status)} ok; pulses per cell "
-          f"mean {pulses.mean():.2f} (moved cells {pulses[moved].mean():.2f}), max "
-          f"{pulses.max()}; histogram {np.bincount(pulses).tolist()}")  # fmt: skip
+    print(
+        f"\nideal pvk-best: {np.sum(status == P.ST_OK)}/{len(status)} ok; pulses per cell "
+        f"mean {pulses.mean():.2f} (moved cells {pulses[moved].mean():.2f}), max "
+        f"{pulses.max()}; histogram {np.bincount(pulses).tolist()}"
+    )
     assert (status == P.ST_OK).all(), np.bincount(status, minlength=4)
     assert np.abs(got - want).max() <= tol
     assert pulses.max() <= 40 and pulses[moved].mean() <= 10
@@ -348,8 +403,8 @@ def test_program_on_noisy_device_physics_gives_up_only_on_unreachable_cells() ->
     the reachable cells converge, and a cell that cannot reach its target (a stuck-at
     fault, or a window that device-to-device spread puts short of it) is reported stuck
     after a few futile pulses at full strength, not left at max pulses."""
+    from xbar.emulator.board_profile import NoiseConfig
     from xbar.emulator.cells import STUCK_LOW, STUCK_NONE
-    from xbar.emulator.profiles import NoiseConfig
 
     ok = reachable = 0
     all_pulses = []
@@ -361,7 +416,8 @@ def test_program_on_noisy_device_physics_gives_up_only_on_unreachable_cells() ->
             fault = rig.cells.stuck[a, r, c]
             held = lo if fault == STUCK_LOW else hi
             if (fault != STUCK_NONE and abs(target - held) > tol) or not (
-                    lo - tol <= target <= hi + tol):  # fmt: skip
+                lo - tol <= target <= hi + tol
+            ):
                 assert code == P.ST_STUCK, (seed, a, r, c, code)
             else:
                 reachable += 1
@@ -369,24 +425,35 @@ def test_program_on_noisy_device_physics_gives_up_only_on_unreachable_cells() ->
         assert np.abs(got - want)[status == P.ST_OK].max() <= tol
         all_pulses.append(pulses)
     n = np.concatenate(all_pulses)
-    print(f"\nnoisy pvk-best: {ok}/{reachable} reachable cells ok; pulses per cell mean "
-          f"{n.mean():.2f} max {n.max()}")  # fmt: skip
+    print(
+        f"\nnoisy pvk-best: {ok}/{reachable} reachable cells ok; pulses per cell mean "
+        f"{n.mean():.2f} max {n.max()}"
+    )
     assert ok >= 0.99 * reachable
     assert n.mean() <= 8
 
 
-def _toy_model(rng: np.random.Generator, shapes: list[tuple[int, int]],
-               arrays: int, rows: int, cols: int) -> CrossbarModel:  # fmt: skip
+def _toy_model(
+    rng: np.random.Generator, shapes: list[tuple[int, int]], arrays: int, rows: int, cols: int
+) -> CrossbarModel:
     maps = plan_tiles(shapes, arrays, rows, cols)
     layers = []
     for li, ((n_out, n_in), tiles) in enumerate(zip(shapes, maps, strict=True)):
         last = li == len(shapes) - 1
-        layers.append(TileLayer(
-            weights=rng.integers(-127, 128, size=(n_out, n_in)),
-            bias=rng.integers(-3000, 3000, size=n_out), multiplier=40000, shift=24,
-            relu=not last, out_min=-128 if last else 0, out_max=127 if last else 255,
-            g_unit=(2e-6 - 1e-8) / 127, k=3, tiles=tiles,
-        ))  # fmt: skip
+        layers.append(
+            TileLayer(
+                weights=rng.integers(-127, 128, size=(n_out, n_in)),
+                bias=rng.integers(-3000, 3000, size=n_out),
+                multiplier=40000,
+                shift=24,
+                relu=not last,
+                out_min=-128 if last else 0,
+                out_max=127 if last else 255,
+                g_unit=(2e-6 - 1e-8) / 127,
+                k=3,
+                tiles=tiles,
+            )
+        )
     return CrossbarModel(layers, g_min=1e-8)
 
 

@@ -10,28 +10,46 @@ from typing import Any
 import numpy as np
 import pytest
 
-pytest.importorskip("xbar.emulator.board")
+pytest.importorskip("xbar.emulator.board_model")
 
-from xbar.emulator.board import BoardModel
-from xbar.emulator.profiles import NoiseConfig
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.runtime import InProcessBoard
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel, TileLayer, plan_tiles
 
 # Diagnostics that mean the firmware spoke a part's protocol wrongly or endangered cells.
 MISUSE = (
-    "spi_bad_bus", "spi_bad_baudrate", "spi_overspeed", "spi_unselected_bytes",
-    "miso_contention", "pin_bad_args", "dac_partial_frames", "dac_bad_address",
-    "dac_bad_command", "dac_reset_bad_key", "switch_bad_frames", "switch_short_frames",
-    "shorted_lines_refused", "row_tia_switch", "dac_tia_contention", "adc_truncated_frames",
-    "adc_short_frames", "adc_bad_command", "adc_bad_range", "adc_rate_violations",
-    "adc_frames_powered_down", "adc_unsettled_conversions", "damage_events",
-)  # fmt: skip
+    "spi_bad_bus",
+    "spi_bad_baudrate",
+    "spi_overspeed",
+    "spi_unselected_bytes",
+    "miso_contention",
+    "pin_bad_args",
+    "dac_partial_frames",
+    "dac_bad_address",
+    "dac_bad_command",
+    "dac_reset_bad_key",
+    "switch_bad_frames",
+    "switch_short_frames",
+    "shorted_lines_refused",
+    "row_tia_switch",
+    "dac_tia_contention",
+    "adc_truncated_frames",
+    "adc_short_frames",
+    "adc_bad_command",
+    "adc_bad_range",
+    "adc_rate_violations",
+    "adc_frames_powered_down",
+    "adc_unsettled_conversions",
+    "damage_events",
+)
 
 
 @contextlib.contextmanager
-def emulated(profile: str = "xbar-10x10", seed: int = 0, noise: NoiseConfig | None = None,
-             device: Any = None) -> Iterator[tuple[BoardModel, Board]]:  # fmt: skip
+def emulated(
+    profile: str = "xbar-10x10", seed: int = 0, noise: NoiseConfig | None = None, device: Any = None
+) -> Iterator[tuple[BoardModel, Board]]:
     model = BoardModel(profile, seed=seed, device=device, noise=noise)
 
     def entry(ns: Any, reader: Any, writer: Any) -> None:
@@ -56,8 +74,7 @@ def test_hello_over_emu_url() -> None:
         assert b.stats()["frames_ok"] >= 2
 
 
-@pytest.mark.parametrize("url", ["emu://xbar-4x64?seed=1",
-                                 "emu://xbar-1x32?seed=1&micropython=1"])
+@pytest.mark.parametrize("url", ["emu://xbar-4x64?seed=1", "emu://xbar-1x32?seed=1&micropython=1"])
 def test_emu_url_profile_reaches_firmware(url: str) -> None:
     with Board(url, timeout=120) as b:
         info = b.info()
@@ -99,15 +116,25 @@ def test_program_full_array_to_pattern() -> None:
     target = rng.uniform(0.7e-6, 1.9e-6, size=(10, 10))
     tol = 0.04e-6
     with emulated(seed=1) as (_model, b):
-        r = b.program(target, tolerance=tol, v_set=2.5, v_reset=2.5, v_step=0.25,
-                      width_us=100, max_width_us=10_000, max_pulses=100)  # fmt: skip
+        r = b.program(
+            target,
+            tolerance=tol,
+            v_set=2.5,
+            v_reset=2.5,
+            v_step=0.25,
+            width_us=100,
+            max_width_us=10_000,
+            max_pulses=100,
+        )
         readback = b.read(v_read=0.1)
     ok = r.converged
     err = np.abs(r.error) / 1e-6
-    print(f"\nPROGRAM 10x10: {ok.sum()} ok, status counts {np.bincount(r.status, minlength=4)}, "
-          f"pulses mean {r.pulses.mean():.1f} max {r.pulses.max()}; |error| uS median "
-          f"{np.median(err):.4f} p90 {np.percentile(err, 90):.4f} max {err.max():.4f}; "
-          f"readback vs target median rel {np.median(np.abs(readback / target - 1)):.3f}")
+    print(
+        f"\nPROGRAM 10x10: {ok.sum()} ok, status counts {np.bincount(r.status, minlength=4)}, "
+        f"pulses mean {r.pulses.mean():.1f} max {r.pulses.max()}; |error| uS median "
+        f"{np.median(err):.4f} p90 {np.percentile(err, 90):.4f} max {err.max():.4f}; "
+        f"readback vs target median rel {np.median(np.abs(readback / target - 1)):.3f}"
+    )
     assert ok.mean() >= 0.9
     assert np.abs(r.error[ok]).max() <= tol
     assert set(np.unique(r.status)) <= {P.ST_OK, P.ST_STUCK, P.ST_MAX_PULSES}
@@ -119,7 +146,7 @@ def test_program_model_pattern_converges_on_ideal_pvk_best() -> None:
     program` sends it: every cell converges, in a few pulses. The old step control left
     some cells at max pulses (a SET overshoot of ~50 tolerances undone at ~0.5 tol per
     RESET pulse)."""
-    from xbar.training.devices import DeviceModel
+    from xbar.training.devices.model import DeviceModel
 
     dev = DeviceModel.preset("pvk-best")
     g_unit = (dev.g_max - dev.g_min) / 127
@@ -129,27 +156,43 @@ def test_program_model_pattern_converges_on_ideal_pvk_best() -> None:
     target[:, 0::2] = dev.g_min + np.maximum(w, 0) * g_unit
     target[:, 1::2] = dev.g_min + np.maximum(-w, 0) * g_unit
     with emulated("xbar-4x10x10", noise=NoiseConfig.off(), device=dev) as (_model, b):
-        r = b.program(target, tolerance=tol, array=1, v_read=0.3, v_set=2.5, v_reset=2.5,
-                      max_pulses=100)  # fmt: skip
-    print(f"\nPROGRAM pvk-best ideal: {r.converged.sum()}/100 ok, pulses mean "
-          f"{r.pulses.mean():.2f} max {r.pulses.max()}")  # fmt: skip
+        r = b.program(
+            target, tolerance=tol, array=1, v_read=0.3, v_set=2.5, v_reset=2.5, max_pulses=100
+        )
+    print(
+        f"\nPROGRAM pvk-best ideal: {r.converged.sum()}/100 ok, pulses mean "
+        f"{r.pulses.mean():.2f} max {r.pulses.max()}"
+    )
     assert r.converged.all(), np.bincount(r.status, minlength=4)
     assert np.abs(r.error).max() <= tol
     assert r.pulses.max() <= 40
 
 
-def _model(rng: np.random.Generator, shapes: list[tuple[int, int]], geometry: tuple[int, ...],
-           g_min: float, g_max: float) -> CrossbarModel:  # fmt: skip
+def _model(
+    rng: np.random.Generator,
+    shapes: list[tuple[int, int]],
+    geometry: tuple[int, ...],
+    g_min: float,
+    g_max: float,
+) -> CrossbarModel:
     maps = plan_tiles(shapes, *geometry)
     layers = []
     for i, ((n_out, n_in), tiles) in enumerate(zip(shapes, maps, strict=True)):
         last = i == len(shapes) - 1
-        layers.append(TileLayer(
-            weights=rng.integers(-127, 128, size=(n_out, n_in)),
-            bias=rng.integers(-2000, 2000, size=n_out), multiplier=50000,
-            shift=24 + (n_in > 16), relu=not last, out_min=-128 if last else 0,
-            out_max=127 if last else 255, g_unit=(g_max - g_min) / 127, k=1, tiles=tiles,
-        ))  # fmt: skip
+        layers.append(
+            TileLayer(
+                weights=rng.integers(-127, 128, size=(n_out, n_in)),
+                bias=rng.integers(-2000, 2000, size=n_out),
+                multiplier=50000,
+                shift=24 + (n_in > 16),
+                relu=not last,
+                out_min=-128 if last else 0,
+                out_max=127 if last else 255,
+                g_unit=(g_max - g_min) / 127,
+                k=1,
+                tiles=tiles,
+            )
+        )
     return CrossbarModel(layers, g_min=g_min)
 
 
@@ -208,16 +251,27 @@ def test_micropython_mode_programs_full_array_and_infers() -> None:
     url = "emu://xbar-10x10?seed=7&micropython=1&noise=off"
     with Board(url, timeout=600) as b:
         model: BoardModel = b.link.port.board.model  # type: ignore[attr-defined]
-        r = b.program(target, tolerance=tol, v_set=2.5, v_reset=2.5, v_step=0.25,
-                      width_us=100, max_width_us=10_000, max_pulses=100)  # fmt: skip
+        r = b.program(
+            target,
+            tolerance=tol,
+            v_set=2.5,
+            v_reset=2.5,
+            v_step=0.25,
+            width_us=100,
+            max_width_us=10_000,
+            max_pulses=100,
+        )
         err = np.abs(r.error) / 1e-6
-        print(f"\nMicroPython PROGRAM 10x10: {r.converged.sum()} ok, pulses mean "
-              f"{r.pulses.mean():.1f}; |error| uS median {np.median(err):.4f} "
-              f"p90 {np.percentile(err, 90):.4f} max {err.max():.4f}")
+        print(
+            f"\nMicroPython PROGRAM 10x10: {r.converged.sum()} ok, pulses mean "
+            f"{r.pulses.mean():.1f}; |error| uS median {np.median(err):.4f} "
+            f"p90 {np.percentile(err, 90):.4f} max {err.max():.4f}"
+        )
         assert r.converged.mean() >= 0.9
         assert np.abs(r.error[r.converged]).max() <= tol
-        np.testing.assert_allclose(model.conductances(0).ravel()[r.converged],
-                                   r.achieved[r.converged], rtol=0.02)  # fmt: skip
+        np.testing.assert_allclose(
+            model.conductances(0).ravel()[r.converged], r.achieved[r.converged], rtol=0.02
+        )
 
         dev = model.device
         cm = _model(rng, [(5, 10)], (1, 10, 10), dev.g_min, dev.g_max)

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from xbar.firmware import protocol as P
 from xbar.host.board import CrossbarModel, TileLayer, plan_tiles
 
@@ -21,7 +20,7 @@ MICROPYTHON = Path(sys.executable).parent / "micropython"
 # A do-nothing `machine` (pins remember values, SPI reads mid-scale) for the interpreter.
 NULL_MACHINE = Path(__file__).resolve().parent / "micropython_null"
 
-SCRIPT = '''
+SCRIPT = """
 import sys, gc, micropython
 sys.path.insert(0, %(fake)r)
 sys.path.insert(0, %(fw)r)
@@ -62,18 +61,25 @@ finally:
 gc.collect()
 print("LOADED", gc.mem_free())
 print("OK")
-'''
+"""
 
 
 def _model(shapes: list[tuple[int, int]], arrays: int, rows: int, cols: int) -> CrossbarModel:
     rng = np.random.default_rng(0)
     maps = plan_tiles(shapes, arrays, rows, cols)
     layers = [
-        TileLayer(weights=rng.integers(-127, 128, size=s), bias=rng.integers(-99, 99, size=s[0]),
-                  multiplier=40000, shift=24, relu=i < len(shapes) - 1,
-                  out_min=0 if i < len(shapes) - 1 else -128,
-                  out_max=255 if i < len(shapes) - 1 else 127,
-                  g_unit=1e-8, k=3, tiles=t)
+        TileLayer(
+            weights=rng.integers(-127, 128, size=s),
+            bias=rng.integers(-99, 99, size=s[0]),
+            multiplier=40000,
+            shift=24,
+            relu=i < len(shapes) - 1,
+            out_min=0 if i < len(shapes) - 1 else -128,
+            out_max=255 if i < len(shapes) - 1 else 127,
+            g_unit=1e-8,
+            k=3,
+            tiles=t,
+        )
         for i, (s, t) in enumerate(zip(shapes, maps, strict=True))
     ]
     return CrossbarModel(layers, g_min=5e-7)
@@ -87,14 +93,24 @@ def _model(shapes: list[tuple[int, int]], arrays: int, rows: int, cols: int) -> 
         ("xbar-4x64", [(64, 64), (32, 64), (10, 32)], (4, 64, 64)),
     ],
 )
-def test_firmware_in_192k_heap(tmp_path: Path, profile: str, shapes: list[tuple[int, int]],
-                               geometry: tuple[int, int, int]) -> None:  # fmt: skip
+def test_firmware_in_192k_heap(
+    tmp_path: Path, profile: str, shapes: list[tuple[int, int]], geometry: tuple[int, int, int]
+) -> None:
     blob = _model(shapes, *geometry).to_blob()
-    script = SCRIPT % {"fake": str(NULL_MACHINE), "fw": str(FIRMWARE), "profile": profile,
-                       "blob": blob.hex(), "n_in": shapes[0][1]}  # fmt: skip
+    script = SCRIPT % {
+        "fake": str(NULL_MACHINE),
+        "fw": str(FIRMWARE),
+        "profile": profile,
+        "blob": blob.hex(),
+        "n_in": shapes[0][1],
+    }
     (tmp_path / "run.py").write_text(script)
-    res = subprocess.run([str(MICROPYTHON), "-X", "heapsize=192K", str(tmp_path / "run.py")],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [str(MICROPYTHON), "-X", "heapsize=192K", str(tmp_path / "run.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     out = res.stdout + res.stderr
     assert res.returncode == 0 and "OK" in out, out
     used = int(re.search(r"BOOT (\d+) (\d+)", out).group(1))  # type: ignore[union-attr]

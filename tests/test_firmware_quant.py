@@ -8,7 +8,6 @@ from fractions import Fraction
 
 from hypothesis import given
 from hypothesis import strategies as st
-
 from xbar.firmware import quant
 
 accs = st.integers(-(1 << 24) + 1, (1 << 24) - 1)
@@ -46,6 +45,7 @@ def test_fixed_point_factor(q: float) -> None:
 
 
 def test_reference_layer() -> None:
-    y, acc = quant.reference_layer([[1, -2], [3, 4]], [10, -10], [5, 7], 1 << 15, 16,
-                                   -128, 127, True)  # fmt: skip
+    y, acc = quant.reference_layer(
+        [[1, -2], [3, 4]], [10, -10], [5, 7], 1 << 15, 16, -128, 127, True
+    )
     assert acc == [1, 33] and y == [1, 17]

@@ -43,8 +43,11 @@ class SimBoard:
         self.geom = geom
         rng = np.random.default_rng(seed)
         shape = (geom.arrays, geom.rows, geom.cols)
-        self.g = (np.array(g, dtype=float).reshape(shape) if g is not None
-                  else rng.uniform(2e-7, 1e-6, size=shape))  # fmt: skip
+        self.g = (
+            np.array(g, dtype=float).reshape(shape)
+            if g is not None
+            else rng.uniform(2e-7, 1e-6, size=shape)
+        )
         self.pins: dict[int, int] = {}
         n_dac = geom.dac_chips
         self.dac_in = np.full((n_dac, 8), 32768, dtype=np.int64)
@@ -165,7 +168,7 @@ class SimBoard:
         if not self.modes()[geom.col_line(a, c), 1]:
             return 32768
         base = geom.row_line(a, 0)
-        current = float(self.volts()[base:base + geom.rows] @ self.g[a, :, c])
+        current = float(self.volts()[base : base + geom.rows] @ self.g[a, :, c])
         rf = RF[self.pins.get(17, 0) * 2 + self.pins.get(16, 0)]
         vout = max(-10.0, min(10.0, -current * rf))
         return max(0, min(65535, round(32768 + vout / ADC_LSB)))
@@ -184,14 +187,17 @@ class SimBoard:
         span = self.G_MAX - self.G_MIN
         for a in range(geom.arrays):
             base = geom.row_line(a, 0)
-            cell = v[base:base + geom.rows, None] - v[base + geom.rows:base + geom.lines_per_array]
+            cell = (
+                v[base : base + geom.rows, None] - v[base + geom.rows : base + geom.lines_per_array]
+            )
             over = np.abs(cell) > self.V_TH
             if geom.cell == "1T1R":  # a floating row keeps its access transistors off
-                over &= self.modes()[base:base + geom.rows].any(axis=1)[:, None]
+                over &= self.modes()[base : base + geom.rows].any(axis=1)[:, None]
             if over.any():
                 step = np.sign(cell) * self.RATE * (np.abs(cell) - self.V_TH) * dt * span
-                self.g[a] = np.where(over, np.clip(self.g[a] + step, self.G_MIN, self.G_MAX),
-                                     self.g[a])  # fmt: skip
+                self.g[a] = np.where(
+                    over, np.clip(self.g[a] + step, self.G_MIN, self.G_MAX), self.g[a]
+                )
 
     def _check(self) -> None:
         m = self.modes()
@@ -233,8 +239,16 @@ def _fake_modules(sim: FirmwareSim) -> dict[str, types.ModuleType]:
             self.value(0)
 
     class SPI:
-        def __init__(self, bus: int, baudrate: int = 0, polarity: int = 0, phase: int = 0,
-                     sck: Any = None, mosi: Any = None, miso: Any = None) -> None:  # fmt: skip
+        def __init__(
+            self,
+            bus: int,
+            baudrate: int = 0,
+            polarity: int = 0,
+            phase: int = 0,
+            sck: Any = None,
+            mosi: Any = None,
+            miso: Any = None,
+        ) -> None:
             assert (polarity, phase) == (0, 1), "parts expect SPI mode 1"
             self.bus = bus
 
@@ -265,10 +279,12 @@ def _fake_modules(sim: FirmwareSim) -> dict[str, types.ModuleType]:
             sim.board.clock_us += us
 
     time.__dict__.update(
-        ticks_us=ticks_us, ticks_ms=lambda: int(sim.board.clock_us / 1000) & mask,
+        ticks_us=ticks_us,
+        ticks_ms=lambda: int(sim.board.clock_us / 1000) & mask,
         ticks_diff=lambda a, b: ((a - b + (1 << 29)) & mask) - (1 << 29),
-        sleep_us=sleep_us, sleep_ms=lambda ms: sleep_us(1000 * ms),
-    )  # fmt: skip
+        sleep_us=sleep_us,
+        sleep_ms=lambda ms: sleep_us(1000 * ms),
+    )
     mp = types.ModuleType("micropython")
     mp.__dict__.update(const=lambda x: x, kbd_intr=lambda c: sim.kbd.append(c))
     gc = types.ModuleType("gc")
@@ -279,14 +295,15 @@ def _fake_modules(sim: FirmwareSim) -> dict[str, types.ModuleType]:
 class FirmwareSim:
     """The firmware's modules in a private namespace over a `SimBoard`."""
 
-    def __init__(self, profile: str = "xbar-10x10", g: np.ndarray | None = None,
-                 seed: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, profile: str = "xbar-10x10", g: np.ndarray | None = None, seed: int = 0
+    ) -> None:
         self.kbd: list[int] = []
         self.wdt_timeout = 0
         self.modules: dict[str, types.ModuleType] = _fake_modules(self)
         self._builtins = dict(builtins.__dict__)
         self._builtins["__import__"] = self._import
-        self.board = SimBoard(self.load("board").Geometry(profile), g, seed)
+        self.board = SimBoard(self.load("profiles").Geometry(profile), g, seed)
         self.out = bytearray()
         writer = types.SimpleNamespace(write=self._write)
         self.app = self.load("app").App(writer, profile)
@@ -295,8 +312,9 @@ class FirmwareSim:
         self.out += bytes(data)
         return len(data)
 
-    def _import(self, name: str, globals: Any = None, locals: Any = None,
-                fromlist: Any = (), level: int = 0) -> Any:  # fmt: skip
+    def _import(
+        self, name: str, globals: Any = None, locals: Any = None, fromlist: Any = (), level: int = 0
+    ) -> Any:
         if level == 0 and (name in self.modules or (FIRMWARE / f"{name}.py").is_file()):
             return self.load(name)
         return builtins.__import__(name, globals, locals, fromlist, level)

@@ -20,16 +20,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import serial
-
 import xbar.emulator  # noqa: F401 - registers emu://
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import STUCK_HIGH
-from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime import FIRMWARE_DIR, InProcessBoard
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, LinkError, NotXbarError, VersionError
-from xbar.host.cli import main
+from xbar.host.cli.main import main
 from xbar.host.program import (
     Pairs,
     Progress,
@@ -39,10 +38,10 @@ from xbar.host.program import (
     write_report,
 )
 from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices import DeviceModel
-from xbar.training.ivdata import read_iv
+from xbar.training.devices.ivdata import read_iv
+from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.usability import analyse
 from xbar.training.tasks import load_task
-from xbar.training.usability import analyse
 
 
 def _mlp(task: str, hidden: int):
@@ -61,9 +60,15 @@ def iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An iris 4-5-3 MLP planned on one 10x10 array for the pvk-best device."""
     t, layers = _mlp("iris", 5)
     path = tmp_path_factory.mktemp("models") / "iris.xbar"
-    export_artifact(path, layers, t.x_train, input_scale=1 / 255,
-                    device=DeviceModel.preset("pvk-best"), profile="xbar-10x10",
-                    metadata={"task": "iris", "seed": 0})  # fmt: skip
+    export_artifact(
+        path,
+        layers,
+        t.x_train,
+        input_scale=1 / 255,
+        device=DeviceModel.preset("pvk-best"),
+        profile="xbar-10x10",
+        metadata={"task": "iris", "seed": 0},
+    )
     return path
 
 
@@ -77,8 +82,10 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
 
 # ---- ports and boards that are not what they should be ----------------------------------
 def test_no_such_port(iris: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    err = _error(capsys, ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris),
-                          "--dataset", "iris"])  # fmt: skip
+    err = _error(
+        capsys,
+        ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris), "--dataset", "iris"],
+    )
     assert "no such port /dev/xbar-nonexistent" in err
 
 
@@ -98,10 +105,19 @@ def test_repl_is_not_xbar_firmware_and_mpremote_works_on_it() -> None:
         with pytest.raises(NotXbarError, match=r"MicroPython REPL.*xbar flash --port /dev/"):
             Board(board.port, timeout=1.5)
         out = subprocess.run(
-            [str(Path(sys.executable).parent / "mpremote"), "connect", board.port, "resume",
-             "exec", "print(6 * 7)"],
-            capture_output=True, text=True, timeout=60, check=True,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "mpremote"),
+                "connect",
+                board.port,
+                "resume",
+                "exec",
+                "print(6 * 7)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
         assert out.stdout.strip() == "42"
 
 
@@ -112,8 +128,10 @@ def test_other_protocol_version_is_named(tmp_path: Path) -> None:
     source = (fw / "protocol.py").read_text()
     (fw / "protocol.py").write_text(source.replace("VERSION = 1\n", "VERSION = 2\n", 1))
     expected = "protocol version 2, this xbar speaks version 1"
-    with (InProcessBoard("xbar-10x10", 0, firmware_dir=fw, count_bytecodes=False) as board,
-          pytest.raises(VersionError, match=expected)):  # fmt: skip
+    with (
+        InProcessBoard("xbar-10x10", 0, firmware_dir=fw, count_bytecodes=False) as board,
+        pytest.raises(VersionError, match=expected),
+    ):
         Board(board.port, timeout=1.5)
 
 
@@ -149,8 +167,10 @@ def test_truncated_and_newer_models_fail_before_the_port(
                 meta["format_version"] = 99
                 body = json.dumps(meta).encode()
             dst.writestr(item, body)
-    err = _error(capsys, ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(newer),
-                          "--dataset", "iris"])  # fmt: skip
+    err = _error(
+        capsys,
+        ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(newer), "--dataset", "iris"],
+    )
     assert "99" in err and "no such port" not in err
     assert not (tmp_path / "cut.xbar.progress.json").exists()
 
@@ -161,8 +181,14 @@ def test_model_for_another_geometry_is_refused(
     """A model planned over several arrays on a one-array board: refused, nothing written."""
     t, layers = _mlp("iris", 12)
     big = tmp_path / "wide.xbar"
-    export_artifact(big, layers, t.x_train, input_scale=1 / 255,
-                    device=DeviceModel.preset("pvk-best"), profile="xbar-8x10x10")  # fmt: skip
+    export_artifact(
+        big,
+        layers,
+        t.x_train,
+        input_scale=1 / 255,
+        device=DeviceModel.preset("pvk-best"),
+        profile="xbar-8x10x10",
+    )
     err = _error(capsys, ["program", "--port", "emu://xbar-10x10?seed=0", str(big)])
     assert "xbar-8x10x10" in err and "export it again with --profile" in err
     assert not Path(f"{big}.progress.json").exists()
@@ -178,18 +204,24 @@ def test_a_stuck_cell_is_made_up_for_by_its_partner(iris: Path, tmp_path: Path) 
     tol = 0.5 * plan.layers[0].g_unit
     pairs = Pairs(plan, cells)
     # A positive weight's G+ cell (its G− partner sits at g_min, with room to rise).
-    stuck = next(c for c in cells if pairs.sign[c] == 1
-                 and c.target > plan.g_min + 20 * plan.layers[0].g_unit)  # fmt: skip
-    model = BoardModel("xbar-10x10", seed=0, device=DeviceModel.preset("pvk-best"),
-                       noise=NoiseConfig.off())  # fmt: skip
+    stuck = next(
+        c
+        for c in cells
+        if pairs.sign[c] == 1 and c.target > plan.g_min + 20 * plan.layers[0].g_unit
+    )
+    model = BoardModel(
+        "xbar-10x10", seed=0, device=DeviceModel.preset("pvk-best"), noise=NoiseConfig.off()
+    )
     model.cells.stuck[stuck.array][stuck.row, stuck.col] = STUCK_HIGH
     model.cells._apply_stuck()
     emulated = InProcessBoard("xbar-10x10", 0, model=model, count_bytecodes=False)
     with emulated, Board(emulated.port, timeout=30) as board:
-        report = program_plan(board, plan, tmp_path / "p.json", max_pulses=60, passes=1,
-                              g_limit=model.device.g_max)  # fmt: skip
-        undone = program_plan(board, plan, tmp_path / "q.json", max_pulses=60, passes=1,
-                              compensate=False, fresh=True)  # fmt: skip
+        report = program_plan(
+            board, plan, tmp_path / "p.json", max_pulses=60, passes=1, g_limit=model.device.g_max
+        )
+        undone = program_plan(
+            board, plan, tmp_path / "q.json", max_pulses=60, passes=1, compensate=False, fresh=True
+        )
     i, k = cells.index(stuck), cells.index(pairs.partner[stuck])
     assert report.status[i] != P.ST_OK and report.achieved[i] - stuck.target > 10 * tol
     assert report.programmed[k] > cells[k].target + 10 * tol
@@ -225,8 +257,15 @@ def test_program_resumes_after_an_interruption(iris: Path, tmp_path: Path) -> No
     try:
         with Board(port, timeout=30) as board:
             with pytest.raises(KeyboardInterrupt):
-                program_plan(board, art.plan, state, frame_cells=24, max_pulses=20, passes=1,
-                             on_frame=stop_after_first)  # fmt: skip
+                program_plan(
+                    board,
+                    art.plan,
+                    state,
+                    frame_cells=24,
+                    max_pulses=20,
+                    passes=1,
+                    on_frame=stop_after_first,
+                )
             saved = json.loads(state.read_text())
             assert len(saved["cells"]) == 24 and saved["complete"] is False
             report = program_plan(board, art.plan, state, frame_cells=24, max_pulses=20, passes=1)
@@ -282,8 +321,18 @@ def test_characterize_writes_a_model_and_csv_from_the_same_analysis(
     assert 0 < model.g_min < model.g_max
     with open(out / "pulses.csv") as f:
         assert len(list(csv.DictReader(f))) == 2 * 2 * 10
-    err = _error(capsys, ["characterize", "--port", "emu://xbar-10x10?seed=3",
-                          "--cells", "0:10:0", "--out", str(tmp_path / "x")])  # fmt: skip
+    err = _error(
+        capsys,
+        [
+            "characterize",
+            "--port",
+            "emu://xbar-10x10?seed=3",
+            "--cells",
+            "0:10:0",
+            "--out",
+            str(tmp_path / "x"),
+        ],
+    )
     assert "0:10:0" in err and not (tmp_path / "x").exists()
 
 
@@ -318,12 +367,27 @@ def test_bench_energy_measured_on_emulator_estimated_elsewhere(
         and line.split()[0]
         in ("array", "dac", "adc", "tia", "mcu", "link", "switches", "array_wiring", "total")
     }
-    assert parts["total"] == pytest.approx(sum(v for k, v in parts.items() if k != "total"),
-                                           abs=1e-3)  # fmt: skip
+    assert parts["total"] == pytest.approx(
+        sum(v for k, v in parts.items() if k != "total"), abs=1e-3
+    )
     assert {"array", "dac", "adc", "tia", "mcu", "link"} <= set(parts)
     with InProcessBoard("xbar-10x10", 0, count_bytecodes=False) as board:
-        rc = main(["bench", "energy", "--port", board.port, "--model", str(iris),
-                   "--dataset", "iris", "--n", "3", "--png", str(png)])  # fmt: skip
+        rc = main(
+            [
+                "bench",
+                "energy",
+                "--port",
+                board.port,
+                "--model",
+                str(iris),
+                "--dataset",
+                "iris",
+                "--n",
+                "3",
+                "--png",
+                str(png),
+            ]
+        )
     text = capsys.readouterr().out
     assert rc == 0 and "ESTIMATED from STATS counters" in text
 
@@ -347,16 +411,21 @@ def test_flash_writes_verified_mpy_files_and_boots_the_firmware(
         assert "app.py" in names and "app.mpy" not in names
 
 
-def test_io_helpers_reject_bad_inputs(iris: Path, tmp_path: Path,
-                                      capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_io_helpers_reject_bad_inputs(
+    iris: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     bad = tmp_path / "x.npy"
     np.save(bad, np.full((3, 4), 300))
-    err = _error(capsys, ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris),
-                          "--input", str(bad)])  # fmt: skip
+    err = _error(
+        capsys,
+        ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris), "--input", str(bad)],
+    )
     assert "x.npy" in err and "0..255" in err
     np.save(bad, np.zeros((3, 7)))
-    err = _error(capsys, ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris),
-                          "--input", str(bad)])  # fmt: skip
+    err = _error(
+        capsys,
+        ["infer", "--port", "/dev/xbar-nonexistent", "--model", str(iris), "--input", str(bad)],
+    )
     assert "(n, 4)" in err
 
 
@@ -377,8 +446,10 @@ def test_line_timing_makes_the_board_wait_for_the_wire(iris: Path) -> None:
                 c0 = emulated.model.clock.cycles
                 result = board.stream(x, per_frame=3)
                 emulated.settle()
-                spans[baud] = ((emulated.model.clock.cycles - c0) / emulated.hw.hz(),
-                               result.wire_bytes_out)  # fmt: skip
+                spans[baud] = (
+                    (emulated.model.clock.cycles - c0) / emulated.hw.hz(),
+                    result.wire_bytes_out,
+                )
         finally:
             port.close()
     board_s, wire = spans[9600]

@@ -35,14 +35,15 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-from benchmarks.bench_e2e import DEVICE, PROFILE, pooled_digits_model
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.infer_batch import predict
-from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime_mpy import MicroPythonBoard
-from xbar.host.cli import main
+from xbar.host.cli.main import main
 from xbar.host.remap import permute
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
+
+from benchmarks.bench_e2e import DEVICE, PROFILE, pooled_digits_model
 
 
 @pytest.mark.slow
@@ -54,25 +55,44 @@ def test_flash_program_infer_digits_on_the_micropython_board(
     np.save(tmp_path / "x.npy", x.astype(np.uint8))
     np.save(tmp_path / "y.npy", y)
     out = tmp_path / "outputs.npy"
-    board_model = BoardModel(PROFILE, seed=0, device=DeviceModel.preset(DEVICE),
-                             noise=NoiseConfig(drift_nu=0.0))  # fmt: skip
+    board_model = BoardModel(
+        PROFILE, seed=0, device=DeviceModel.preset(DEVICE), noise=NoiseConfig(drift_nu=0.0)
+    )
     with MicroPythonBoard(PROFILE, 0, board_model, firmware=False) as board:
         assert main(["flash", "--port", board.port, "--profile", PROFILE]) == 0
         assert main(["program", "--port", board.port, str(model)]) == 0
         with board.hw.lock:  # the firmware idles between commands; the bridge waits
             snapshot = copy.deepcopy(board_model)
-        assert main(["infer", "--port", board.port, "--model", str(model),
-                     "--input", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.npy"),
-                     "--save", str(out)]) == 0  # fmt: skip
+        assert (
+            main(
+                [
+                    "infer",
+                    "--port",
+                    board.port,
+                    "--model",
+                    str(model),
+                    "--input",
+                    str(tmp_path / "x.npy"),
+                    "--labels",
+                    str(tmp_path / "y.npy"),
+                    "--save",
+                    str(out),
+                ]
+            )
+            == 0
+        )
     text = capsys.readouterr().out
     outputs = np.load(out)
-    cells = np.genfromtxt(f"{model}.cells.csv", delimiter=",", names=True, dtype=None,
-                          encoding="utf-8")  # fmt: skip
+    cells = np.genfromtxt(
+        f"{model}.cells.csv", delimiter=",", names=True, dtype=None, encoding="utf-8"
+    )
     assert len(cells) == 260 and "model loaded: 2 layers" in text
     assert np.mean(cells["status"] == "ok") >= 0.9
     progress = json.loads(Path(f"{model}.progress.json").read_text())
-    placed = art.plan if progress["placement"] is None else permute(
-        art.plan, [np.array(p) for p in progress["placement"]]
+    placed = (
+        art.plan
+        if progress["placement"] is None
+        else permute(art.plan, [np.array(p) for p in progress["placement"]])
     )  # where `xbar program` put the hidden units, as `xbar infer` LOADed them
     batch = predict(snapshot, placed.to_blob(), x.astype(np.uint8))
     np.testing.assert_array_equal(outputs, batch.outputs)

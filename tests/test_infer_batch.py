@@ -13,14 +13,13 @@ import warnings
 
 import numpy as np
 import pytest
-
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.infer_batch import predict
-from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime import InProcessBoard
 from xbar.host.board import Board
 from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
 from xbar.training.tasks import load_task
 
 
@@ -33,9 +32,15 @@ def _iris_plan(tmp_path, profile: str, hidden: int):  # type: ignore[no-untyped-
         warnings.simplefilter("ignore")
         clf.fit(t.x_train, t.y_train)
     path = tmp_path / "iris.xbar"
-    export_artifact(path, list(zip(clf.coefs_, clf.intercepts_, strict=True)), t.x_train,
-                    input_scale=1 / 255, device=DeviceModel.preset("pvk-best"),
-                    profile=profile, metadata={"task": "iris"})  # fmt: skip
+    export_artifact(
+        path,
+        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
+        t.x_train,
+        input_scale=1 / 255,
+        device=DeviceModel.preset("pvk-best"),
+        profile=profile,
+        metadata={"task": "iris"},
+    )
     art = load_artifact(path)
     x = np.clip(np.round(t.x_test * 255), 0, 255).astype(np.uint8)
     return art, x

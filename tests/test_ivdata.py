@@ -7,10 +7,9 @@ from pathlib import Path
 import numpy as np
 import openpyxl
 import pytest
-
-from xbar.training.dataset import find_published
-from xbar.training.ivdata import IVDataError, device_stem, read_iv, write_csv
-from xbar.training.usability import analyse
+from xbar.training.devices.ivdata import IVDataError, device_stem, read_iv, write_csv
+from xbar.training.devices.published import find_published
+from xbar.training.devices.usability import analyse
 
 BEST = find_published("pvk-30")
 
@@ -27,8 +26,9 @@ def write_xlsx(path: Path, rows: list[list[object]]) -> Path:
 
 def good_rows() -> list[list[object]]:
     rows: list[list[object]] = [["voltage", "current_cycle1", "current_cycle2"]]
-    for v, a, b in zip(BEST.curves.voltage, BEST.curves.current[:, 0], BEST.curves.current[:, 1],
-                       strict=True):  # fmt: skip
+    for v, a, b in zip(
+        BEST.curves.voltage, BEST.curves.current[:, 0], BEST.curves.current[:, 1], strict=True
+    ):
         rows.append([float(v), float(a), float(b)])
     return rows
 
@@ -58,8 +58,10 @@ def test_device_stem_keeps_dots_in_names() -> None:
     [
         (lambda rows: [["volts", "i1", "i2"], *rows[1:]], "no 'voltage' column"),
         (lambda rows: [rows[0], [0.1, "abc", 1e-6], *rows[2:]], "row 2, column 2: 'abc'"),
-        (lambda rows: [rows[0]] + [[-abs(r[0]) - 0.1, r[1], r[2]] for r in rows[1:]],
-         "no positive-voltage branch"),
+        (
+            lambda rows: [rows[0]] + [[-abs(r[0]) - 0.1, r[1], r[2]] for r in rows[1:]],
+            "no positive-voltage branch",
+        ),
         (lambda rows: [[r[0], r[1]] for r in rows], "at least two are needed"),
         (lambda rows: [rows[0]] + [[r[0], None, None] for r in rows[1:]], "every cell is blank"),
     ],

@@ -9,8 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
 from xbar.training.networks import NetworkSpec, NoisyMLP
 from xbar.training.noise import (
     MultinomialConfig,
@@ -70,9 +69,14 @@ def test_multinomial_noise_is_off_at_inference() -> None:
 
 @pytest.mark.parametrize(
     ("p1", "p2", "what"),
-    [(0.6, 0.5, "p1 + p2"), (-0.1, 0.2, "p1"), (0.2, 1.5, "p2"), (1.0, 0.0, "p1"),
-     (math.nan, 0.1, "p1")],
-)  # fmt: skip
+    [
+        (0.6, 0.5, "p1 + p2"),
+        (-0.1, 0.2, "p1"),
+        (0.2, 1.5, "p2"),
+        (1.0, 0.0, "p1"),
+        (math.nan, 0.1, "p1"),
+    ],
+)
 def test_bad_multinomial_config_names_the_field(p1: float, p2: float, what: str) -> None:
     with pytest.raises(NoiseConfigError, match=what.replace("+", r"\+")):
         MultinomialConfig(p1, p2).validate()

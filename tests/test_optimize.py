@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from xbar.training.optimize import DEFAULT_METHOD, METHODS, Search, SearchError
+from xbar.training.search import DEFAULT_METHOD, METHODS, Search, SearchError
 
 warnings.filterwarnings("ignore", module="nevergrad")
 
@@ -32,8 +31,12 @@ def mixed_space() -> ng.p.Dict:
 
 
 def loss(value: dict) -> float:
-    return ((value["x"] - 0.5) ** 2 + math.log10(value["y"]) ** 2
-            + {"a": 0.0, "b": 1.0, "c": 2.0}[value["m"]] + 0.1 * value["n"])  # fmt: skip
+    return (
+        (value["x"] - 0.5) ** 2
+        + math.log10(value["y"]) ** 2
+        + {"a": 0.0, "b": 1.0, "c": 2.0}[value["m"]]
+        + 0.1 * value["n"]
+    )
 
 
 def valid(value: dict) -> bool:

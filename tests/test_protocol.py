@@ -8,7 +8,6 @@ import struct
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from xbar.firmware import protocol as P
 
 payloads = st.binary(min_size=0, max_size=P.MAX_PAYLOAD)
@@ -45,7 +44,7 @@ def test_streaming_decoder_any_chunking(code: int, seq: int, payload: bytes, ste
     dec = P.Decoder()
     frames = []
     for i in range(0, len(wire), step):
-        frames += dec.feed(wire[i:i + step])
+        frames += dec.feed(wire[i : i + step])
     assert frames == [(code, seq, payload)] * 2
     assert dec.dropped == 0
 
@@ -98,8 +97,9 @@ def test_length_field_mismatch_dropped() -> None:
 
 @settings(max_examples=300)
 @given(st.binary(max_size=4000), codes, seqs, payloads)
-def test_garbage_then_frame_always_recovers(garbage: bytes, code: int, seq: int,
-                                            payload: bytes) -> None:  # fmt: skip
+def test_garbage_then_frame_always_recovers(
+    garbage: bytes, code: int, seq: int, payload: bytes
+) -> None:
     """Whatever precedes it, a frame after a delimiter is decoded, and garbage never
     yields a frame that was not sent except by an astronomically unlikely CRC match."""
     dec = P.Decoder()

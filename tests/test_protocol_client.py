@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from test_firmware_sim import FirmwareSim, SimTransport
-
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, FirmwareError, LinkError
 from xbar.host.protocol_client import Link
@@ -39,8 +38,11 @@ def test_error_frame_becomes_firmware_error() -> None:
 
 
 def test_stale_and_garbled_frames_skipped() -> None:
-    answer = b"\x13\x37garbage\x00" + P.encode(P.HELLO | P.RESPONSE, 99) + P.encode(
-        P.HELLO | P.RESPONSE, 1, b"ok")
+    answer = (
+        b"\x13\x37garbage\x00"
+        + P.encode(P.HELLO | P.RESPONSE, 99)
+        + P.encode(P.HELLO | P.RESPONSE, 1, b"ok")
+    )
     link = Link(Scripted(answer))
     assert link.request(P.HELLO) == b"ok"
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from xbar.host.plan import level_steps, snap_weights
+from xbar.training.plan import level_steps, snap_weights
 from xbar.training.qat import RangeObserver, fake_quant_activation, fake_quant_weight
 from xbar.training.quantize import quantize_mlp
 
@@ -21,8 +20,9 @@ def test_weights_on_the_exported_grid() -> None:
     assert np.array_equal(np.round(fq / layer.weight_scale).T, layer.weights)
     steps = level_steps([1e-8, 3e-8, 2e-7, 1.28e-6], 1e-8, 1.28e-6)
     snapped = fake_quant_weight(torch.tensor(w), steps).numpy()
-    assert np.array_equal(np.round(snapped / layer.weight_scale).T,
-                          snap_weights(layer.weights, steps))  # fmt: skip
+    assert np.array_equal(
+        np.round(snapped / layer.weight_scale).T, snap_weights(layer.weights, steps)
+    )
 
 
 def test_straight_through_gradients() -> None:

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from xbar.firmware import quant
 from xbar.training.quantize import QuantizedModel, QuantizedModelError, digits_mlp, fixed_point
 
@@ -29,9 +28,15 @@ def test_numpy_forward_equals_the_firmware_integer_reference(digits) -> None:
         y = [int(v) for v in x]
         for layer in model.layers:
             y, _ = quant.reference_layer(
-                layer.weights.astype(int).tolist(), layer.bias.astype(int).tolist(), y,
-                layer.multiplier, layer.shift, layer.out_min, layer.out_max, layer.relu,
-            )  # fmt: skip
+                layer.weights.astype(int).tolist(),
+                layer.bias.astype(int).tolist(),
+                y,
+                layer.multiplier,
+                layer.shift,
+                layer.out_min,
+                layer.out_max,
+                layer.relu,
+            )
         assert y == model.forward(x)[0].tolist()
 
 

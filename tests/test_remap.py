@@ -10,18 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from test_host_commands import _mlp
-
-from xbar.emulator.board import BoardModel
+from xbar.emulator.board_model import BoardModel
+from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import STUCK_HIGH, STUCK_LOW
-from xbar.emulator.profiles import NoiseConfig
 from xbar.emulator.runtime import InProcessBoard
 from xbar.firmware import quant
-from xbar.host.cli import main
-from xbar.host.plan import CrossbarModel
+from xbar.host.cli.main import main
 from xbar.host.program import Pairs, plan_cells
 from xbar.host.remap import best_permutations, permute
 from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices import DeviceModel
+from xbar.training.devices.model import DeviceModel
+from xbar.training.plan import CrossbarModel
 
 PROFILE = "xbar-10x10"
 DEVICE = DeviceModel.preset("pvk-best")
@@ -31,8 +30,15 @@ DEVICE = DeviceModel.preset("pvk-best")
 def iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
     t, layers = _mlp("iris", 5)
     path = tmp_path_factory.mktemp("remap") / "iris.xbar"
-    export_artifact(path, layers, t.x_train, input_scale=1 / 255, device=DEVICE,
-                    profile=PROFILE, metadata={"task": "iris", "seed": 0})  # fmt: skip
+    export_artifact(
+        path,
+        layers,
+        t.x_train,
+        input_scale=1 / 255,
+        device=DEVICE,
+        profile=PROFILE,
+        metadata={"task": "iris", "seed": 0},
+    )
     return path
 
 
@@ -42,9 +48,16 @@ def _forward(plan: CrossbarModel, x: np.ndarray) -> np.ndarray:
     for row in x:
         h = [int(v) for v in row]
         for lay in plan.layers:
-            h, _ = quant.reference_layer(lay.weights.tolist(), lay.bias.tolist(), h,
-                                         lay.multiplier, lay.shift, lay.out_min,
-                                         lay.out_max, lay.relu)  # fmt: skip
+            h, _ = quant.reference_layer(
+                lay.weights.tolist(),
+                lay.bias.tolist(),
+                h,
+                lay.multiplier,
+                lay.shift,
+                lay.out_min,
+                lay.out_max,
+                lay.relu,
+            )
         out.append(h)
     return np.array(out)
 
@@ -94,8 +107,7 @@ def test_program_places_units_around_stuck_cells_and_infer_follows(
     cells = plan_cells(plan)
     pairs = Pairs(plan, cells)
     lay = plan.layers[0]
-    big = sorted((c for c in cells if c.layer == 0 and pairs.sign[c] == 1),
-                 key=lambda c: -c.target)  # fmt: skip
+    big = sorted((c for c in cells if c.layer == 0 and pairs.sign[c] == 1), key=lambda c: -c.target)
     faulty = [big[0], next(c for c in big[1:] if c.col != big[0].col)]
     assert all(c.target > plan.g_min + 20 * lay.g_unit for c in faulty)
 
@@ -112,10 +124,14 @@ def test_program_places_units_around_stuck_cells_and_infer_follows(
         model.write_bytes(iris.read_bytes())
         with board() as emulated:
             capsys.readouterr()
-            assert main(["program", "--port", emulated.port, str(model), "--max-pulses", "60",
-                         *flag]) == 0  # fmt: skip
-            assert main(["infer", "--port", emulated.port, "--model", str(model),
-                         "--dataset", "iris"]) == 0  # fmt: skip
+            assert (
+                main(["program", "--port", emulated.port, str(model), "--max-pulses", "60", *flag])
+                == 0
+            )
+            assert (
+                main(["infer", "--port", emulated.port, "--model", str(model), "--dataset", "iris"])
+                == 0
+            )
         text = capsys.readouterr().out
         agree = float(text.split("predictions equal to the int8 reference: ")[1].split()[0])
         placement = json.loads(Path(f"{model}.progress.json").read_text())["placement"]

@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from xbar.training.quantize import QuantizedModel, QuantLayer, quantize_mlp, requantize
 from xbar.training.tflite_export import (
     TFLiteError,
@@ -33,9 +32,12 @@ def digits_layers(seed: int = 0) -> tuple[list[tuple[np.ndarray, np.ndarray]], d
 
     digits = load_digits()
     x_train, x_test, y_train, y_test = train_test_split(
-        digits.data / 16.0, digits.target, test_size=0.25, random_state=seed,
+        digits.data / 16.0,
+        digits.target,
+        test_size=0.25,
+        random_state=seed,
         stratify=digits.target,
-    )  # fmt: skip
+    )
     rng = np.random.default_rng(seed)
     layers, h = [], x_train
     for _ in range(2):
@@ -87,8 +89,18 @@ def test_rounding_differs_only_on_negative_exact_halves() -> None:
     multiplier, shift = 49152, 20  # 0.046875 = 3/64: acc multiple of 32 → halves
     n_out = 256
     bias = np.arange(-n_out // 2, n_out // 2) * 32 * 11
-    layer = QuantLayer(np.ones((n_out, 1), np.int8), bias.astype(np.int32), multiplier,
-                       shift, False, -128, 127, 1.0, 1.0, 2**shift / multiplier)  # fmt: skip
+    layer = QuantLayer(
+        np.ones((n_out, 1), np.int8),
+        bias.astype(np.int32),
+        multiplier,
+        shift,
+        False,
+        -128,
+        127,
+        1.0,
+        1.0,
+        2**shift / multiplier,
+    )
     model = QuantizedModel([layer], 1.0)
     x = np.arange(0, 256, 32).reshape(-1, 1)
     tfl, ref = run_tflite(export_tflite(model), x), model.forward(x)
@@ -135,12 +147,15 @@ def test_read_back_and_match() -> None:
         matches(data, other)
 
 
-@pytest.mark.parametrize("mangle", [
-    lambda d: b"",
-    lambda d: b"\x00" * 64,
-    lambda d: d[:200],
-    lambda d: d[:8] + bytes(len(d) - 8),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda d: b"",
+        lambda d: b"\x00" * 64,
+        lambda d: d[:200],
+        lambda d: d[:8] + bytes(len(d) - 8),
+    ],
+)
 def test_reader_refuses_garbage(mangle: object) -> None:
     data = export_tflite(random_mlp(6))
     with pytest.raises(TFLiteError, match=r"model\.tflite"):
@@ -175,8 +190,9 @@ def test_bad_inputs_and_resolver() -> None:
 def test_agreement_on_digits() -> None:
     """A 64-64-64-10 MLP on the digits test set: every prediction equal."""
     layers, data = digits_layers()
-    model = quantize_mlp([w for w, _ in layers], [b for _, b in layers], data["x_train"],
-                         input_scale=1 / 255)  # fmt: skip
+    model = quantize_mlp(
+        [w for w, _ in layers], [b for _, b in layers], data["x_train"], input_scale=1 / 255
+    )
     result = agreement(export_tflite(model), model, model.quantize_input(data["x_test"]))
     assert result["n"] == len(data["y_test"])
     assert result["predictions_equal"] == 1.0

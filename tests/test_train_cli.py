@@ -8,8 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from xbar.host.cli import main
+from xbar.host.cli.main import main
 from xbar.training.artifact import ArtifactError, load_artifact
 from xbar.training.bayesmulti import DEFAULT_STRATEGY
 from xbar.training.tasks import board_profile, firmware_problem, load_task
@@ -21,9 +20,25 @@ def test_train_writes_a_valid_artifact_plot_and_summary_and_resumes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "run"
-    argv = ["train", "--dataset", "iris", "--device", "pvk-median", "--method", "bayesmulti",
-            "--budget", "2", "--workers", "1", "--epochs", "60", "--strategy", "de",
-            "--out", str(out)]  # fmt: skip
+    argv = [
+        "train",
+        "--dataset",
+        "iris",
+        "--device",
+        "pvk-median",
+        "--method",
+        "bayesmulti",
+        "--budget",
+        "2",
+        "--workers",
+        "1",
+        "--epochs",
+        "60",
+        "--strategy",
+        "de",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     assert "bayesmulti: clean test accuracy" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
@@ -47,8 +62,20 @@ def test_train_writes_a_valid_artifact_plot_and_summary_and_resumes(
 
 def test_a_baseline_without_search(tmp_path: Path) -> None:
     out = tmp_path / "erm"
-    argv = ["train", "--dataset", "iris", "--method", "erm", "--width", "4", "--epochs", "100",
-            "--no-baselines", "--out", str(out)]  # fmt: skip
+    argv = [
+        "train",
+        "--dataset",
+        "iris",
+        "--method",
+        "erm",
+        "--width",
+        "4",
+        "--epochs",
+        "100",
+        "--no-baselines",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "erm" and summary["width"] == 4 and "search" not in summary
@@ -82,10 +109,15 @@ def test_alpha_file_with_p1_plus_p2_over_one_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     alpha = tmp_path / "alpha.json"
-    alpha.write_text(json.dumps({"multinomial": [{"p1": 0.7, "p2": 0.6}], "noise_scale": 1.0,
-                                 "clip": 1.0, "width": 5}))  # fmt: skip
-    assert main(["train", "--dataset", "iris", "--alpha", str(alpha), "--out",
-                 str(tmp_path / "o")]) == 1  # fmt: skip
+    alpha.write_text(
+        json.dumps(
+            {"multinomial": [{"p1": 0.7, "p2": 0.6}], "noise_scale": 1.0, "clip": 1.0, "width": 5}
+        )
+    )
+    assert (
+        main(["train", "--dataset", "iris", "--alpha", str(alpha), "--out", str(tmp_path / "o")])
+        == 1
+    )
     err = capsys.readouterr().err
     assert f"--alpha {alpha}" in err and "p1 + p2 = 1.3 must be <= 1" in err
     assert not (tmp_path / "o").exists()
@@ -112,8 +144,19 @@ def test_which_networks_the_firmware_runs() -> None:
 
 
 def _erm_digits(out: Path, *extra: str) -> dict:
-    argv = ["train", "--method", "erm", "--epochs", "1", "--draws", "20", "--no-baselines",
-            "--out", str(out), *extra]  # fmt: skip
+    argv = [
+        "train",
+        "--method",
+        "erm",
+        "--epochs",
+        "1",
+        "--draws",
+        "20",
+        "--no-baselines",
+        "--out",
+        str(out),
+        *extra,
+    ]
     assert main(argv) == 0
     return json.loads((out / "summary.json").read_text())
 
@@ -153,8 +196,24 @@ def test_the_strategy_help_names_the_default(capsys: pytest.CaptureFixture[str])
 
 def test_the_cnn_trains_and_evaluates_without_an_artifact(tmp_path: Path) -> None:
     out = tmp_path / "cnn"
-    argv = ["train", "--dataset", "digits", "--arch", "cnn", "--method", "erm", "--width", "16",
-            "--epochs", "1", "--draws", "20", "--no-baselines", "--out", str(out)]  # fmt: skip
+    argv = [
+        "train",
+        "--dataset",
+        "digits",
+        "--arch",
+        "cnn",
+        "--method",
+        "erm",
+        "--width",
+        "16",
+        "--epochs",
+        "1",
+        "--draws",
+        "20",
+        "--no-baselines",
+        "--out",
+        str(out),
+    ]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["arch"] == "cnn" and "artifact" not in summary

@@ -9,10 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-
-from xbar.training.dataset import load_published
-from xbar.training.ivdata import IVCurves
-from xbar.training.usability import analyse, longest_monotonic_run
+from xbar.training.devices.ivdata import IVCurves
+from xbar.training.devices.published import load_published
+from xbar.training.devices.usability import analyse, longest_monotonic_run
 
 PUBLISHED = load_published()
 
@@ -85,8 +84,13 @@ def test_monotonicity_never_negative_and_no_crash(curves: IVCurves) -> None:
     assert math.isnan(result.usability) or result.usability >= 0
 
 
-@given(arrays(np.float64, st.tuples(st.integers(0, 30), st.integers(1, 5)),
-              elements=st.floats(-1e6, 1e6, allow_nan=False)))  # fmt: skip
+@given(
+    arrays(
+        np.float64,
+        st.tuples(st.integers(0, 30), st.integers(1, 5)),
+        elements=st.floats(-1e6, 1e6, allow_nan=False),
+    )
+)
 def test_no_crash_on_any_finite_array(table: np.ndarray) -> None:
     volts = table[:, 0]
     curves = IVCurves("any", volts, table[:, 1:] if table.shape[1] > 1 else table[:, :1])

@@ -32,22 +32,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
-from xbar.host.plan import CrossbarModel, PlanError, level_steps, snap_weights
-
-from .devices import DeviceModel, DeviceModelError
+from .devices.model import DeviceModel, DeviceModelError
 from .quantize import QuantizedModel, QuantizedModelError, quantize_mlp
 from .tflite_export import TFLiteError, agreement, export_tflite, matches, run_tflite
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "ArtifactError", "ModelArtifact", "export_artifact",
-           "load_artifact"]  # fmt: skip
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ArtifactError",
+    "ModelArtifact",
+    "export_artifact",
+    "load_artifact",
+]
 
 FORMAT = "xbar-model"
 FORMAT_VERSION = 1
 SUFFIX = ".xbar"
 MEMBERS = ("model.tflite", "quantized.json", "plan.json", "device.json", "metadata.json")
 MAX_MEMBER_BYTES = 64 << 20  # a member larger than this is not an xbar model
-# Read voltages: the firmware's default and hard read limits (firmware/board.py,
+# Read voltages: the firmware's default and hard read limits (firmware/profiles.py,
 # SAFE_DEFAULT and SAFE_HARD); the default read voltage is capped at the first.
 V_READ_LIMIT = 0.3
 V_READ_HARD = 0.5
@@ -60,8 +65,17 @@ verify gives up; only part of the error can be moved to the partner cell). 0.8 l
 for a window spread of σ = 0.1 (log-normal) to 2.2 σ, so about 1 cell in 70 cannot reach
 the top weight, against 1 in 2 at 1.0."""
 PROBE_INPUTS = 64  # random inputs the interpreter runs on every load
-RESERVED = ("format", "format_version", "versions", "checksums", "geometry", "device",
-            "mapping", "tflite_check", "shape")  # fmt: skip
+RESERVED = (
+    "format",
+    "format_version",
+    "versions",
+    "checksums",
+    "geometry",
+    "device",
+    "mapping",
+    "tflite_check",
+    "shape",
+)
 _PACKAGES = ("xbar", "numpy", "torch", "ai-edge-litert", "tflite", "flatbuffers")
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same file
 
@@ -93,8 +107,9 @@ class ModelArtifact:
         except TFLiteError as exc:
             raise ArtifactError(f"{self._where()}: {exc}") from None
 
-    def check_geometry(self, arrays: int, rows: int, cols: int, board: str = "this board"
-                       ) -> CrossbarModel:  # fmt: skip
+    def check_geometry(
+        self, arrays: int, rows: int, cols: int, board: str = "this board"
+    ) -> CrossbarModel:
         """The plan, if it fits ``arrays`` arrays of ``rows`` x ``cols`` and the firmware can
         LOAD it; else ArtifactError saying what to do."""
         g = self.geometry
@@ -113,8 +128,10 @@ class ModelArtifact:
             ) from None
         problem = self.plan.firmware_problem()
         if problem:
-            raise ArtifactError(f"{self._where()}: the firmware cannot load this network "
-                                f"({problem}); train a smaller one")  # fmt: skip
+            raise ArtifactError(
+                f"{self._where()}: the firmware cannot load this network "
+                f"({problem}); train a smaller one"
+            )
         return self.plan
 
     def _where(self) -> str:
@@ -143,8 +160,9 @@ def _json_bytes(obj: Any, what: str) -> bytes:
         raise ArtifactError(f"{what} is not plain JSON ({exc})") from None
 
 
-def _check_layers(layers: Any, calibration: Any, input_scale: Any
-                  ) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:  # fmt: skip
+def _check_layers(
+    layers: Any, calibration: Any, input_scale: Any
+) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
     if not isinstance(layers, list | tuple) or not layers:
         raise ArtifactError("layers: expected a non-empty list of (weight, bias) pairs")
     weights: list[np.ndarray] = []
@@ -155,23 +173,29 @@ def _check_layers(layers: Any, calibration: Any, input_scale: Any
         except (TypeError, ValueError):
             raise ArtifactError(f"layer {i}: expected a (weight, bias) pair of arrays") from None
         if w.ndim != 2 or b.shape != (w.shape[1],):
-            raise ArtifactError(f"layer {i}: weight {w.shape} and bias {b.shape}; expected "
-                                "(in, out) and (out,)")  # fmt: skip
+            raise ArtifactError(
+                f"layer {i}: weight {w.shape} and bias {b.shape}; expected (in, out) and (out,)"
+            )
         if weights and weights[-1].shape[1] != w.shape[0]:
-            raise ArtifactError(f"layer {i}: takes {w.shape[0]} inputs, layer {i - 1} gives "
-                                f"{weights[-1].shape[1]}")  # fmt: skip
+            raise ArtifactError(
+                f"layer {i}: takes {w.shape[0]} inputs, layer {i - 1} gives {weights[-1].shape[1]}"
+            )
         if not (np.all(np.isfinite(w)) and np.all(np.isfinite(b))):
             raise ArtifactError(f"layer {i}: weights or bias not finite")
         weights.append(w)
         biases.append(b)
     cal = np.asarray(calibration, dtype=float)
     if cal.ndim != 2 or cal.shape[1] != weights[0].shape[0] or not len(cal):
-        raise ArtifactError(f"calibration: shape {cal.shape}, expected (n, "
-                            f"{weights[0].shape[0]}) with n >= 1")  # fmt: skip
+        raise ArtifactError(
+            f"calibration: shape {cal.shape}, expected (n, {weights[0].shape[0]}) with n >= 1"
+        )
     if not np.all(np.isfinite(cal)):
         raise ArtifactError("calibration: inputs not finite")
-    if isinstance(input_scale, bool) or not isinstance(input_scale, int | float) or not (
-            math.isfinite(input_scale) and input_scale > 0):  # fmt: skip
+    if (
+        isinstance(input_scale, bool)
+        or not isinstance(input_scale, int | float)
+        or not (math.isfinite(input_scale) and input_scale > 0)
+    ):
         raise ArtifactError(f"input_scale = {input_scale!r}: expected a real number > 0")
     return weights, biases, cal
 
@@ -182,15 +206,20 @@ def _check_test(test: Any, n_in: int) -> tuple[np.ndarray, np.ndarray]:
     except (TypeError, ValueError):
         raise ArtifactError("test: expected a pair (inputs, labels)") from None
     if x.ndim != 2 or x.shape[1] != n_in or y.shape != (len(x),) or x.dtype.kind not in "iuf":
-        raise ArtifactError(f"test: inputs {x.shape} and labels {y.shape}; expected (n, {n_in}) "
-                            "and (n,)")  # fmt: skip
+        raise ArtifactError(
+            f"test: inputs {x.shape} and labels {y.shape}; expected (n, {n_in}) and (n,)"
+        )
     return x.astype(float), y
 
 
 def _place(
-    model: QuantizedModel, device: DeviceModel, geometry: dict[str, Any],
-    v_read: float | None, snap: bool, window: float = WINDOW,
-) -> tuple[QuantizedModel, CrossbarModel, dict[str, Any]]:  # fmt: skip
+    model: QuantizedModel,
+    device: DeviceModel,
+    geometry: dict[str, Any],
+    v_read: float | None,
+    snap: bool,
+    window: float = WINDOW,
+) -> tuple[QuantizedModel, CrossbarModel, dict[str, Any]]:
     """Snap the int8 weights to the device's levels (if asked) and plan the crossbar on
     the lower `window` share of the device's conductance window."""
     v = min(device.read_voltage, V_READ_LIMIT) if v_read is None else float(v_read)
@@ -201,29 +230,41 @@ def _place(
     g_top = device.g_min + window * (device.g_max - device.g_min)
     steps = level_steps(device.level_conductances, device.g_min, g_top)
     if snap:
-        layers = [replace(lay, weights=snap_weights(lay.weights, steps).astype(np.int8))
-                  for lay in model.layers]  # fmt: skip
+        layers = [
+            replace(lay, weights=snap_weights(lay.weights, steps).astype(np.int8))
+            for lay in model.layers
+        ]
         model = replace(model, layers=layers, metadata=dict(model.metadata))
     try:
         plan = CrossbarModel.from_layers(
-            model.layers, arrays=geometry["arrays"], rows=geometry["rows"],
-            cols=geometry["cols"], g_min=device.g_min, g_max=g_top, v_read=v,
-        ).validate()  # fmt: skip
+            model.layers,
+            arrays=geometry["arrays"],
+            rows=geometry["rows"],
+            cols=geometry["cols"],
+            g_min=device.g_min,
+            g_max=g_top,
+            v_read=v,
+        ).validate()
     except PlanError as exc:
-        raise ArtifactError(f"{exc} (profile {geometry['profile']}): choose a larger profile "
-                            "or a smaller network") from None  # fmt: skip
+        raise ArtifactError(
+            f"{exc} (profile {geometry['profile']}): choose a larger profile or a smaller network"
+        ) from None
     mapping = {
-        "g_min": device.g_min, "g_max": g_top, "window": window, "v_read": v,
-        "g_unit": plan.layers[0].g_unit, "k": plan.layers[0].k,
+        "g_min": device.g_min,
+        "g_max": g_top,
+        "window": window,
+        "v_read": v,
+        "g_unit": plan.layers[0].g_unit,
+        "k": plan.layers[0].k,
         "levels": "snapped" if snap else "linear",
         "level_steps": [int(s) for s in steps],
         "firmware_problem": plan.firmware_problem(),
-    }  # fmt: skip
+    }
     return model, plan, mapping
 
 
 def _geometry(profile: str) -> dict[str, Any]:
-    from xbar.emulator.profiles import ProfileError, get_profile
+    from xbar.emulator.board_profile import ProfileError, get_profile
 
     try:
         p = get_profile(profile)
@@ -269,8 +310,9 @@ def export_artifact(
     geometry = _geometry(profile)
     try:
         device.validate()
-        model = quantize_mlp(weights, biases, cal, float(input_scale),
-                             name=str(user.get("name", "mlp")))  # fmt: skip
+        model = quantize_mlp(
+            weights, biases, cal, float(input_scale), name=str(user.get("name", "mlp"))
+        )
         model, plan, mapping = _place(model, device, geometry, v_read, snap_levels, window)
         tfl = export_tflite(model, description=f"xbar {model.name}")
         x_check = model.quantize_input(cal)
@@ -294,11 +336,17 @@ def export_artifact(
         "device.json": _json_bytes(device.to_dict(), "the device model"),
     }
     meta = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, **user,
-        "device": device.name, "geometry": geometry, "mapping": mapping["levels"],
-        "shape": model.shape, "versions": _versions(), "tflite_check": checks,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        **user,
+        "device": device.name,
+        "geometry": geometry,
+        "mapping": mapping["levels"],
+        "shape": model.shape,
+        "versions": _versions(),
+        "tflite_check": checks,
         "checksums": {name: _sha256(data) for name, data in members.items()},
-    }  # fmt: skip
+    }
     members["metadata.json"] = _json_bytes(meta, "metadata")
     _write_zip(Path(path), members)
     return load_artifact(path)
@@ -341,8 +389,9 @@ def _read_members(path: Path) -> dict[str, bytes]:
     except IsADirectoryError:
         raise ArtifactError(f"{where}: is a folder, not a model artifact") from None
     except zipfile.BadZipFile:
-        raise ArtifactError(f"{where}: truncated or not an xbar model artifact (not a zip "
-                            "archive); export it again") from None  # fmt: skip
+        raise ArtifactError(
+            f"{where}: truncated or not an xbar model artifact (not a zip archive); export it again"
+        ) from None
     except (zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
         if isinstance(exc, ArtifactError):
             raise
@@ -358,21 +407,29 @@ def _json(data: bytes, name: str, where: str) -> Any:
 
 def _check_metadata(meta: Any, where: str) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise ArtifactError(f"{where}: not an xbar model artifact (metadata format is not "
-                            f"{FORMAT!r})")  # fmt: skip
+        raise ArtifactError(
+            f"{where}: not an xbar model artifact (metadata format is not {FORMAT!r})"
+        )
     version = meta.get("format_version")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise ArtifactError(f"{where}: format_version {version!r} is not a version number")
     if version > FORMAT_VERSION:
-        raise ArtifactError(f"{where}: built by a newer xbar (model format {version}; this one "
-                            f"reads up to {FORMAT_VERSION}); upgrade xbar")  # fmt: skip
+        raise ArtifactError(
+            f"{where}: built by a newer xbar (model format {version}; this one "
+            f"reads up to {FORMAT_VERSION}); upgrade xbar"
+        )
     return meta
 
 
 def _check_geometry(geometry: Any, where: str) -> dict[str, Any]:
-    ok = isinstance(geometry, dict) and isinstance(geometry.get("profile"), str) and all(
-        isinstance(geometry.get(k), int) and geometry[k] >= 1 for k in ("arrays", "rows", "cols")
-    )  # fmt: skip
+    ok = (
+        isinstance(geometry, dict)
+        and isinstance(geometry.get("profile"), str)
+        and all(
+            isinstance(geometry.get(k), int) and geometry[k] >= 1
+            for k in ("arrays", "rows", "cols")
+        )
+    )
     if not ok:
         raise ArtifactError(f"{where}: metadata geometry {geometry!r} is malformed")
     return {k: geometry[k] for k in ("profile", "arrays", "rows", "cols")}
@@ -380,12 +437,17 @@ def _check_geometry(geometry: Any, where: str) -> dict[str, Any]:
 
 def _same_integers(model: QuantizedModel, plan: CrossbarModel, where: str) -> None:
     if len(model.layers) != len(plan.layers):
-        raise ArtifactError(f"{where}: the plan has {len(plan.layers)} layers, the integer "
-                            f"model {len(model.layers)}")  # fmt: skip
+        raise ArtifactError(
+            f"{where}: the plan has {len(plan.layers)} layers, the integer "
+            f"model {len(model.layers)}"
+        )
     for i, (q, p) in enumerate(zip(model.layers, plan.layers, strict=True)):
-        same = (np.array_equal(q.weights, p.weights) and np.array_equal(q.bias, p.bias)
-                and (q.multiplier, q.shift, q.relu, q.out_min, q.out_max)
-                == (p.multiplier, p.shift, p.relu, p.out_min, p.out_max))  # fmt: skip
+        same = (
+            np.array_equal(q.weights, p.weights)
+            and np.array_equal(q.bias, p.bias)
+            and (q.multiplier, q.shift, q.relu, q.out_min, q.out_max)
+            == (p.multiplier, p.shift, p.relu, p.out_min, p.out_max)
+        )
         if not same:
             raise ArtifactError(f"{where}: plan layer {i} differs from the integer model")
 
@@ -407,8 +469,7 @@ def load_artifact(path: str | Path) -> ModelArtifact:
             raise ArtifactError(f"{where}: {name} is corrupt (sha256 mismatch); export it again")
     geometry = _check_geometry(meta.get("geometry"), where)
     try:
-        model = QuantizedModel.from_dict(_json(members["quantized.json"], "quantized.json",
-                                               where))  # fmt: skip
+        model = QuantizedModel.from_dict(_json(members["quantized.json"], "quantized.json", where))
         raw_device = _json(members["device.json"], "device.json", where)
         device = None if raw_device is None else DeviceModel.from_dict(raw_device)
         raw_plan = _json(members["plan.json"], "plan.json", where)
@@ -428,7 +489,10 @@ def load_artifact(path: str | Path) -> ModelArtifact:
     except (QuantizedModelError, DeviceModelError, PlanError, TFLiteError, TypeError) as exc:
         raise ArtifactError(f"{where}: {exc}") from None
     if check["max_logit_diff"] > 1:
-        raise ArtifactError(f"{where}: the TFLite model and the integer model disagree by "
-                            f"{check['max_logit_diff']} LSB; export it again")  # fmt: skip
-    return ModelArtifact(model, plan, geometry, device, members["model.tflite"], meta,
-                         mapping, path)  # fmt: skip
+        raise ArtifactError(
+            f"{where}: the TFLite model and the integer model disagree by "
+            f"{check['max_logit_diff']} LSB; export it again"
+        )
+    return ModelArtifact(
+        model, plan, geometry, device, members["model.tflite"], meta, mapping, path
+    )

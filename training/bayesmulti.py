@@ -8,7 +8,7 @@ Monte Carlo draws with a fixed seed, so every trial is judged on the same draws.
 
 Trials run as tasks on a ``dask.distributed`` cluster: a LocalCluster of one-thread
 worker processes by default, or any running scheduler (``tcp://`` or ``tls://``) with the
-same code. The optimiser is :class:`~xbar.training.optimize.Search` (ask a batch of as
+same code. The optimiser is :class:`~xbar.training.search.Search` (ask a batch of as
 many points as there are workers, tell each loss as its trial ends). Every finished trial
 is appended to a JSON-lines log and flushed to disk before it is told, so a search
 stopped by Ctrl-C, a crash or a dead worker resumes from the log without losing a trial.
@@ -32,8 +32,8 @@ import numpy as np
 from .harness import Alpha, TrainConfig, method_spec, train_network
 from .networks import NoisyCNN, NoisyMLP
 from .noise import MultinomialConfig, WeightNoiseConfig
-from .optimize import Search
 from .robustness import accuracy_under_noise, clean_accuracy
+from .search import Search
 from .tasks import load_task
 
 LOG_FORMAT = "xbar-bayesmulti-log"

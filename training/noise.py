@@ -6,7 +6,7 @@ Two families, each a typed, validated configuration with named presets:
   every activation is multiplied by η ∈ {0, 0.5, 1} with P(0) = p1, P(0.5) = p2,
   P(1) = 1 − p1 − p2 and rescaled by 1/E[η], so E[output] = input; off at inference.
 - **Weight noise**: the device's log-normal cycle-to-cycle noise ``w·exp(ε)``,
-  ε ~ N(0, σ²) with σ from a :class:`~xbar.training.devices.DeviceModel`, and Gaussian
+  ε ~ N(0, σ²) with σ from a :class:`~xbar.training.devices.model.DeviceModel`, and Gaussian
   multiplicative ``w·(1 + σ·n)`` and additive ``w + σ·max|w|·n`` noise, for training
   (injection) and for evaluation (Monte Carlo draws).
 
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .devices import DeviceModel
+from .devices.model import DeviceModel
 
 WEIGHT_NOISE_KINDS = ("lognormal", "gaussian-mult", "gaussian-add")
 
@@ -197,8 +197,13 @@ class NoisyLinear(nn.Linear):
     gradients that follow that one draw. Evaluation always draws the weights themselves.
     """
 
-    def __init__(self, n_in: int, n_out: int, train_noise: WeightNoiseConfig | None = None,
-                 clip: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        train_noise: WeightNoiseConfig | None = None,
+        clip: float | None = None,
+    ) -> None:
         super().__init__(n_in, n_out)
         self.train_noise = train_noise.validate() if train_noise else None
         self.eval_noise: WeightNoiseConfig | None = None

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-
-from xbar.host.plan import snap_weights
+from xbar.training.plan import snap_weights
 
 from .quantize import ACT_MAX, ACT_MIN, OUT_MAX, OUT_MIN
 
@@ -41,8 +40,7 @@ def fake_quant_weight(w: torch.Tensor, steps: np.ndarray | None = None) -> torch
     return ste(w, q * scale)
 
 
-def fake_quant_activation(h: torch.Tensor, scale: float, *, logits: bool = False
-                          ) -> torch.Tensor:  # fmt: skip
+def fake_quant_activation(h: torch.Tensor, scale: float, *, logits: bool = False) -> torch.Tensor:
     """``h`` on the uint8 grid of ``scale`` (int8 for ``logits``), clamped like the
     firmware; the gradient passes inside the range and stops where the value clamps."""
     lo, hi = (OUT_MIN, OUT_MAX) if logits else (ACT_MIN, ACT_MAX)

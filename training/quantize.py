@@ -139,14 +139,26 @@ class QuantizedModel:
                     raise QuantizedModelError(
                         f"layer {i}: takes {w.shape[1]} inputs, previous layer gives {given}"
                     )
-                layers.append(QuantLayer(
-                    w.astype(np.int8), b.astype(np.int32), int(raw["multiplier"]),
-                    int(raw["shift"]), bool(raw["relu"]), int(raw["out_min"]),
-                    int(raw["out_max"]), float(raw["weight_scale"]), float(raw["in_scale"]),
-                    float(raw["out_scale"]),
-                ))  # fmt: skip
-            return cls(layers, float(data["input_scale"]), str(data.get("name", "model")),
-                       dict(data.get("metadata", {})))  # fmt: skip
+                layers.append(
+                    QuantLayer(
+                        w.astype(np.int8),
+                        b.astype(np.int32),
+                        int(raw["multiplier"]),
+                        int(raw["shift"]),
+                        bool(raw["relu"]),
+                        int(raw["out_min"]),
+                        int(raw["out_max"]),
+                        float(raw["weight_scale"]),
+                        float(raw["in_scale"]),
+                        float(raw["out_scale"]),
+                    )
+                )
+            return cls(
+                layers,
+                float(data["input_scale"]),
+                str(data.get("name", "model")),
+                dict(data.get("metadata", {})),
+            )
         except (KeyError, TypeError, ValueError) as exc:
             if isinstance(exc, QuantizedModelError):
                 raise
@@ -165,9 +177,12 @@ class QuantizedModel:
 
 
 def quantize_mlp(
-    weights: list[np.ndarray], biases: list[np.ndarray], calibration: np.ndarray,
-    input_scale: float, name: str = "mlp",
-) -> QuantizedModel:  # fmt: skip
+    weights: list[np.ndarray],
+    biases: list[np.ndarray],
+    calibration: np.ndarray,
+    input_scale: float,
+    name: str = "mlp",
+) -> QuantizedModel:
     """Post-training quantisation of a ReLU MLP (weights as (in, out), sklearn's layout).
 
     Per-layer symmetric int8 weights; hidden activation scales from the calibration set's
@@ -190,8 +205,9 @@ def quantize_mlp(
             out_scale = float(np.abs(h).max()) / OUT_MAX or 1.0
             lo, hi, relu = OUT_MIN, OUT_MAX, False
         multiplier, shift = fixed_point(w_scale * in_scale / out_scale)
-        layers.append(QuantLayer(w_q, b_q, multiplier, shift, relu, lo, hi,
-                                 w_scale, in_scale, out_scale))  # fmt: skip
+        layers.append(
+            QuantLayer(w_q, b_q, multiplier, shift, relu, lo, hi, w_scale, in_scale, out_scale)
+        )
         in_scale = out_scale
     return QuantizedModel(layers, input_scale, name)
 
@@ -218,13 +234,27 @@ def digits_mlp(hidden: tuple[int, ...] = (64, 64), seed: int = 0) -> tuple[Quant
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(x_train / 16.0, y_train)
     # Pixels are 0..16; inputs are fed as x/16 in [0, 1], quantised to uint8 with scale 1/255.
-    model = quantize_mlp(clf.coefs_, clf.intercepts_, x_train / 16.0, input_scale=1 / 255,
-                         name=f"digits-mlp-{'-'.join(map(str, (64, *hidden, 10)))}")  # fmt: skip
+    model = quantize_mlp(
+        clf.coefs_,
+        clf.intercepts_,
+        x_train / 16.0,
+        input_scale=1 / 255,
+        name=f"digits-mlp-{'-'.join(map(str, (64, *hidden, 10)))}",
+    )
     float_acc = float(clf.score(x_test / 16.0, y_test))
     int8_acc = float(np.mean(model.predict(x_test / 16.0) == y_test))
-    model.metadata.update({"dataset": "sklearn digits", "seed": seed,
-                           "float_accuracy": float_acc, "int8_accuracy": int8_acc})  # fmt: skip
+    model.metadata.update(
+        {
+            "dataset": "sklearn digits",
+            "seed": seed,
+            "float_accuracy": float_acc,
+            "int8_accuracy": int8_acc,
+        }
+    )
     return model, {
-        "x_test": x_test, "x_test_q": model.quantize_input(x_test / 16.0), "y_test": y_test,
-        "float_accuracy": float_acc, "int8_accuracy": int8_acc,
-    }  # fmt: skip
+        "x_test": x_test,
+        "x_test_q": model.quantize_input(x_test / 16.0),
+        "y_test": y_test,
+        "float_accuracy": float_acc,
+        "int8_accuracy": int8_acc,
+    }

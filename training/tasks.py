@@ -125,9 +125,8 @@ def firmware_problem(sizes: list[int], side: int) -> str | None:
     (:func:`board_profile`): ``CrossbarModel.firmware_problem()`` of that plan's shape, or
     None when ``xbar program`` can load it. Only the shape matters, so no weights needed."""
     import numpy as np
-
-    from xbar.emulator.profiles import get_profile
-    from xbar.host.plan import CrossbarModel, PlanError, TileLayer, plan_tiles
+    from xbar.emulator.board_profile import get_profile
+    from xbar.training.plan import CrossbarModel, PlanError, TileLayer, plan_tiles
 
     board = get_profile(board_profile(sizes, side))
     shapes = [(b, a) for a, b in itertools.pairwise(sizes)]

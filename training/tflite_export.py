@@ -89,8 +89,9 @@ class TFLiteLayer:
         return _f32(self.input_scale * self.weight_scale)
 
 
-def _exact_layer(s_in: float, multiplier: int, shift: int, out_scale: float, where: str
-                 ) -> TFLiteLayer:  # fmt: skip
+def _exact_layer(
+    s_in: float, multiplier: int, shift: int, out_scale: float, where: str
+) -> TFLiteLayer:
     bits = multiplier.bit_length()
     want = (multiplier << (31 - bits), bits - shift)
     real = multiplier / 2.0**shift
@@ -105,8 +106,10 @@ def _exact_layer(s_in: float, multiplier: int, shift: int, out_scale: float, whe
         for s_w in (s_w0, np.nextafter(s_w0, np.float32(0)), np.nextafter(s_w0, np.float32(1))):
             if tflite_multiplier(_tflite_real(s_in, float(s_w), float(s_out))) == want:
                 return TFLiteLayer(s_in, float(s_w), float(s_out))
-    raise TFLiteError(f"{where}: no float32 scales near {out_scale:g} give TFLite the "
-                      f"multiplier {multiplier}/2^{shift}")  # fmt: skip
+    raise TFLiteError(
+        f"{where}: no float32 scales near {out_scale:g} give TFLite the "
+        f"multiplier {multiplier}/2^{shift}"
+    )
 
 
 def exact_scales(model: QuantizedModel) -> list[TFLiteLayer]:
@@ -121,8 +124,7 @@ def exact_scales(model: QuantizedModel) -> list[TFLiteLayer]:
         where = f"layer {i}"
         if not (math.isfinite(layer.out_scale) and layer.out_scale > 0 and s_in > 0):
             raise TFLiteError(f"{where}: scales must be finite and > 0")
-        scale = _exact_layer(s_in, int(layer.multiplier), int(layer.shift),
-                             layer.out_scale, where)  # fmt: skip
+        scale = _exact_layer(s_in, int(layer.multiplier), int(layer.shift), layer.out_scale, where)
         scales.append(scale)
         s_in = scale.output_scale
     return scales
@@ -135,15 +137,21 @@ def _check_expressible(model: QuantizedModel) -> None:
     for i, layer in enumerate(model.layers):
         rng = (layer.out_min, layer.out_max)
         if i < last and rng != (ACT_MIN, ACT_MAX):
-            raise TFLiteError(f"layer {i}: hidden output range {rng}, TFLite export needs "
-                              f"uint8 activations {ACT_MIN}..{ACT_MAX}")  # fmt: skip
+            raise TFLiteError(
+                f"layer {i}: hidden output range {rng}, TFLite export needs "
+                f"uint8 activations {ACT_MIN}..{ACT_MAX}"
+            )
         if i == last and rng != (OUT_MIN, OUT_MAX):
-            raise TFLiteError(f"layer {i}: output range {rng}, TFLite export needs int8 "
-                              f"logits {OUT_MIN}..{OUT_MAX}")  # fmt: skip
+            raise TFLiteError(
+                f"layer {i}: output range {rng}, TFLite export needs int8 "
+                f"logits {OUT_MIN}..{OUT_MAX}"
+            )
         exponent = int(layer.multiplier).bit_length() - int(layer.shift)
         if layer.multiplier < 1 or not -31 <= exponent <= 30:
-            raise TFLiteError(f"layer {i}: requantisation {layer.multiplier}/2^{layer.shift} is "
-                              "outside what TFLite represents (2^-32 .. 2^30)")  # fmt: skip
+            raise TFLiteError(
+                f"layer {i}: requantisation {layer.multiplier}/2^{layer.shift} is "
+                "outside what TFLite represents (2^-32 .. 2^30)"
+            )
         w = np.asarray(layer.weights)
         if w.min(initial=0) < -127 or w.max(initial=0) > 127:
             raise TFLiteError(f"layer {i}: weights outside -127..127")
@@ -200,8 +208,14 @@ def export_tflite(model: QuantizedModel, description: str = "xbar int8 MLP") -> 
         tflite.QuantizationParametersAddZeroPoint(b, z)
         return int(tflite.QuantizationParametersEnd(b))
 
-    def tensor(name: str, shape: list[int], dtype: int, buffer: int, q: int,
-               signature: list[int] | None = None) -> int:  # fmt: skip
+    def tensor(
+        name: str,
+        shape: list[int],
+        dtype: int,
+        buffer: int,
+        q: int,
+        signature: list[int] | None = None,
+    ) -> int:
         n = b.CreateString(name)
         sh = _int_vector(b, tflite.TensorStartShapeVector, shape)
         sig = _int_vector(b, tflite.TensorStartShapeSignatureVector, signature or shape)
@@ -218,8 +232,9 @@ def export_tflite(model: QuantizedModel, description: str = "xbar int8 MLP") -> 
     tensors: list[int] = []
     ops: list[int] = []
     n_in = int(model.layers[0].weights.shape[1])
-    act = tensor("input", [1, n_in], int8, 0, quant(scales[0].input_scale, INPUT_ZERO_POINT),
-                 [-1, n_in])  # fmt: skip
+    act = tensor(
+        "input", [1, n_in], int8, 0, quant(scales[0].input_scale, INPUT_ZERO_POINT), [-1, n_in]
+    )
     tensors.append(act)
     for i, (layer, sc) in enumerate(zip(model.layers, scales, strict=True)):
         n_out, n_in = (int(d) for d in layer.weights.shape)
@@ -312,14 +327,18 @@ def read_tflite(data: bytes) -> tuple[list[ReadLayer], float]:
         need(m.OperatorCodesLength() == 1, "expected one operator code (FULLY_CONNECTED)")
         code = m.OperatorCodes(0)
         fc = tflite.BuiltinOperator.FULLY_CONNECTED
-        need(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == fc,
-             "operators other than FULLY_CONNECTED")  # fmt: skip
+        need(
+            max(code.BuiltinCode(), code.DeprecatedBuiltinCode()) == fc,
+            "operators other than FULLY_CONNECTED",
+        )
         g = m.Subgraphs(0)
 
         def scale_zp(t: Any) -> tuple[float, int]:
             q = t.Quantization()
-            need(q is not None and q.ScaleLength() == 1 and q.ZeroPointLength() == 1,
-                 f"tensor {t.Name()!r} lacks per-tensor quantisation")  # fmt: skip
+            need(
+                q is not None and q.ScaleLength() == 1 and q.ZeroPointLength() == 1,
+                f"tensor {t.Name()!r} lacks per-tensor quantisation",
+            )
             return float(q.Scale(0)), int(q.ZeroPoint(0))
 
         def buffer(t: Any, dtype: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -334,14 +353,22 @@ def read_tflite(data: bytes) -> tuple[list[ReadLayer], float]:
         need(zp == INPUT_ZERO_POINT, f"input zero point {zp}, expected {INPUT_ZERO_POINT}")
         for k in range(g.OperatorsLength()):
             op = g.Operators(k)
-            need(op.InputsLength() == 3 and op.OutputsLength() == 1,
-                 f"operator {k}: expected (input, weights, bias) → output")  # fmt: skip
+            need(
+                op.InputsLength() == 3 and op.OutputsLength() == 1,
+                f"operator {k}: expected (input, weights, bias) → output",
+            )
             need(op.Inputs(0) == x_index, f"operator {k}: not a chain")
-            wt, bt, ot = (g.Tensors(op.Inputs(1)), g.Tensors(op.Inputs(2)),
-                          g.Tensors(op.Outputs(0)))  # fmt: skip
-            need(wt.Type() == tflite.TensorType.INT8 and bt.Type() == tflite.TensorType.INT32
-                 and ot.Type() == tflite.TensorType.INT8,
-                 f"operator {k}: tensors are not int8/int32")  # fmt: skip
+            wt, bt, ot = (
+                g.Tensors(op.Inputs(1)),
+                g.Tensors(op.Inputs(2)),
+                g.Tensors(op.Outputs(0)),
+            )
+            need(
+                wt.Type() == tflite.TensorType.INT8
+                and bt.Type() == tflite.TensorType.INT32
+                and ot.Type() == tflite.TensorType.INT8,
+                f"operator {k}: tensors are not int8/int32",
+            )
             shape = tuple(int(d) for d in wt.ShapeAsNumpy())
             need(len(shape) == 2, f"operator {k}: weights of rank {len(shape)}")
             opts = tflite.FullyConnectedOptions()
@@ -349,16 +376,23 @@ def read_tflite(data: bytes) -> tuple[list[ReadLayer], float]:
             need(table is not None, f"operator {k}: no FullyConnectedOptions")
             opts.Init(table.Bytes, table.Pos)
             act = opts.FusedActivationFunction()
-            need(act in (tflite.ActivationFunctionType.NONE, tflite.ActivationFunctionType.RELU),
-                 f"operator {k}: activation {act}")  # fmt: skip
+            need(
+                act in (tflite.ActivationFunctionType.NONE, tflite.ActivationFunctionType.RELU),
+                f"operator {k}: activation {act}",
+            )
             s_in = scale_zp(g.Tensors(x_index))[0]
             s_w, w_zp = scale_zp(wt)
             s_out, out_zp = scale_zp(ot)
             need(w_zp == 0, f"operator {k}: weight zero point {w_zp}")
-            layers.append(ReadLayer(
-                buffer(wt, "i1", shape), buffer(bt, "<i4", (shape[0],)),
-                act == tflite.ActivationFunctionType.RELU, TFLiteLayer(s_in, s_w, s_out), out_zp,
-            ))  # fmt: skip
+            layers.append(
+                ReadLayer(
+                    buffer(wt, "i1", shape),
+                    buffer(bt, "<i4", (shape[0],)),
+                    act == tflite.ActivationFunctionType.RELU,
+                    TFLiteLayer(s_in, s_w, s_out),
+                    out_zp,
+                )
+            )
             x_index = op.Outputs(0)
         need(bool(layers), "no operators")
         need(g.OutputsLength() == 1 and g.Outputs(0) == x_index, "output is not the last layer")
@@ -388,14 +422,16 @@ def matches(data: bytes, model: QuantizedModel) -> None:
         expect = (int(want.multiplier) << (31 - bits), bits - int(want.shift))
         real = _tflite_real(sc.input_scale, sc.weight_scale, sc.output_scale)
         if tflite_multiplier(real) != expect:
-            raise TFLiteError(f"{where}: requantisation differs from {want.multiplier}/2^"
-                              f"{want.shift}")  # fmt: skip
+            raise TFLiteError(
+                f"{where}: requantisation differs from {want.multiplier}/2^{want.shift}"
+            )
         zp = 0 if i == last else INPUT_ZERO_POINT
         if got.output_zero_point != zp:
             raise TFLiteError(f"{where}: output zero point {got.output_zero_point}, not {zp}")
     if abs(input_scale - model.input_scale) > 1e-6 * model.input_scale:
-        raise TFLiteError(f"model.tflite input scale {input_scale:g} is not the model's "
-                          f"{model.input_scale:g}")  # fmt: skip
+        raise TFLiteError(
+            f"model.tflite input scale {input_scale:g} is not the model's {model.input_scale:g}"
+        )
 
 
 # ---- running -----------------------------------------------------------------------------
@@ -406,21 +442,24 @@ def run_tflite(data: bytes, x_q: np.ndarray, *, resolver: str = "reference") -> 
     interpreter's default, with XNNPACK)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kinds = {"builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-             "reference": OpResolverType.BUILTIN_REF, "auto": OpResolverType.AUTO}  # fmt: skip
+    kinds = {
+        "builtin": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        "reference": OpResolverType.BUILTIN_REF,
+        "auto": OpResolverType.AUTO,
+    }
     if resolver not in kinds:
         raise TFLiteError(f"resolver {resolver!r}: use one of {', '.join(kinds)}")
     x = np.atleast_2d(np.asarray(x_q))
     if x.size and (x.min() < 0 or x.max() > 255):
         raise TFLiteError("inputs must be uint8 codes 0..255")
     try:
-        interp = Interpreter(model_content=bytes(data),
-                             experimental_op_resolver_type=kinds[resolver])  # fmt: skip
+        interp = Interpreter(
+            model_content=bytes(data), experimental_op_resolver_type=kinds[resolver]
+        )
         (inp,) = interp.get_input_details()
         (out,) = interp.get_output_details()
         if x.ndim != 2 or x.shape[1] != inp["shape"][-1]:
-            raise TFLiteError(f"inputs of shape {x.shape}; the model takes (n, "
-                              f"{inp['shape'][-1]})")  # fmt: skip
+            raise TFLiteError(f"inputs of shape {x.shape}; the model takes (n, {inp['shape'][-1]})")
         interp.resize_tensor_input(inp["index"], [x.shape[0], x.shape[1]])
         interp.allocate_tensors()
         interp.set_tensor(inp["index"], (x.astype(np.int16) + INPUT_ZERO_POINT).astype(np.int8))
@@ -432,8 +471,9 @@ def run_tflite(data: bytes, x_q: np.ndarray, *, resolver: str = "reference") -> 
         raise TFLiteError(f"LiteRT could not run model.tflite: {exc}") from None
 
 
-def agreement(data: bytes, model: QuantizedModel, x_q: np.ndarray,
-              resolver: str = "reference") -> dict[str, float]:  # fmt: skip
+def agreement(
+    data: bytes, model: QuantizedModel, x_q: np.ndarray, resolver: str = "reference"
+) -> dict[str, float]:
     """How the interpreter's logits compare with the integer model's on ``x_q``:
     fraction of equal predictions, of exactly equal logit vectors, max |Δ logit|."""
     tfl = run_tflite(data, x_q, resolver=resolver)

@@ -59,8 +59,20 @@ OPS = {
 }
 
 # Ops whose caller waits for a response (the others are posted and not answered).
-SYNC = (PIN_INIT, PIN_READ, SPI_INIT, SPI, TICKS_US, TICKS_CPU, WDT_START, FREQ,
-        RESET_CAUSE, UNIQUE_ID, KBD_INTR, CALIBRATE)  # fmt: skip
+SYNC = (
+    PIN_INIT,
+    PIN_READ,
+    SPI_INIT,
+    SPI,
+    TICKS_US,
+    TICKS_CPU,
+    WDT_START,
+    FREQ,
+    RESET_CAUSE,
+    UNIQUE_ID,
+    KBD_INTR,
+    CALIBRATE,
+)
 
 OK = 0
 E_VALUE = 1  # ValueError(message)

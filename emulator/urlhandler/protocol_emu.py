@@ -24,7 +24,6 @@ from typing import Any
 
 import serial
 from serial.serialposix import Serial as PosixSerial
-
 from xbar.emulator.runtime import EmulatedBoard
 
 _FLAGS = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}
@@ -40,8 +39,10 @@ def board_from_url(url: str) -> EmulatedBoard:
     known = {"seed", "device", "noise", "micropython", "flash", "firmware", "compute", "baud"}
     unknown = sorted(set(query) - known)
     if unknown:
-        raise ValueError(f"{url!r}: unknown parameter(s) {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(known))})")  # fmt: skip
+        raise ValueError(
+            f"{url!r}: unknown parameter(s) {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))})"
+        )
 
     def flag(name: str, default: bool) -> bool:
         value = query.get(name)
@@ -67,9 +68,14 @@ def board_from_url(url: str) -> EmulatedBoard:
         compute = query.get("compute", "calls")
         if compute not in ("calls", "measured"):
             raise ValueError(f"{url!r}: compute={compute!r} is not 'calls' or 'measured'")
-        return MicroPythonBoard(profile, seed, model, flash_dir=query.get("flash") or None,
-                                firmware=flag("firmware", True),
-                                measure_compute=compute == "measured")  # fmt: skip
+        return MicroPythonBoard(
+            profile,
+            seed,
+            model,
+            flash_dir=query.get("flash") or None,
+            firmware=flag("firmware", True),
+            measure_compute=compute == "measured",
+        )
     if "flash" in query or "firmware" in query or "compute" in query:
         raise ValueError(f"{url!r}: flash/firmware/compute need micropython=1")
     from xbar.emulator.runtime import InProcessBoard
@@ -88,16 +94,17 @@ def board_model(profile: str, seed: int, device: str | None, noise: str | None) 
     the runtime's default. ValueError names an unknown preset."""
     if device is None and noise is None:
         return None
-    from xbar.emulator.board import BoardModel
-    from xbar.emulator.profiles import NoiseConfig, ProfileError
-    from xbar.training.devices import DeviceModel, DeviceModelError
+    from xbar.emulator.board_model import BoardModel
+    from xbar.emulator.board_profile import NoiseConfig, ProfileError
+    from xbar.training.devices.model import DeviceModel, DeviceModelError
 
     try:
         return BoardModel(
-            profile, seed=seed,
+            profile,
+            seed=seed,
             device=DeviceModel.preset(device) if device else None,
             noise=NoiseConfig.preset(noise) if noise else None,
-        )  # fmt: skip
+        )
     except (DeviceModelError, ProfileError) as exc:
         raise ValueError(str(exc)) from None
 

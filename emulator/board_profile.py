@@ -1,0 +1,255 @@
+"""Board profiles and noise configuration for the emulated board.
+
+A :class:`BoardProfile` is the geometry and wiring of one board: how many arrays of what
+size, which cell technology (1T1R or passive 0T1R), how many parts of each kind sit on
+which chip select, and the electrical figures of the wiring. The reference board
+``xbar-10x10`` is exactly the one in docs/architecture.md; larger profiles repeat the same
+parts and put extra chips in SPI daisy chains behind the same chip selects, so the pin map
+never changes (docs/architecture.md, "Larger profiles"):
+
+* every array owns its own lines: array ``a`` has lines ``a·(rows+cols) …``, rows first;
+* line ``L`` is DAC chip ``L // 8`` channel ``L % 8``; DAC chip ``d`` is position
+  ``d % dac_chain`` of the AD5676 daisy chain on ``CS_DAC[d // dac_chain]``;
+* global column ``a·cols + c`` is ADC chip ``// 8`` channel ``% 8``; ADC chip ``k`` is
+  position ``k % adc_chain`` of the ADS8688 daisy chain on ``CS_ADC[k // adc_chain]``;
+* one ADG714 chain of ``ceil(3·lines / 8)`` chips on ``CS_SW`` holds every switch.
+
+Position 0 of a chain is the chip whose data input is the MCU's MOSI (and, for the ADCs,
+whose SDO is the MCU's MISO). Besides the named presets, ``xbar-{n}x{rows}x{cols}`` names
+build an n-array board with chains just long enough for the three DAC and two ADC selects.
+
+:class:`NoiseConfig` switches every noise source and non-ideality separately;
+``NoiseConfig.off()`` turns all of them off, so an MVM equals the ideal product within the
+converters' quantisation (the exactness tests use it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+DAC_CHANNELS = 8
+ADC_CHANNELS = 8
+SW_PER_CHIP = 8
+SWITCHES_PER_LINE = 3
+
+
+class ProfileError(ValueError):
+    """An unknown or inconsistent board profile or noise configuration."""
+
+
+@dataclass(frozen=True)
+class BoardProfile:
+    """Geometry, pin map and wiring figures of one board (SI units)."""
+
+    name: str
+    arrays: int
+    rows: int
+    cols: int
+    cell: str = "1T1R"  # "1T1R" (access transistor per cell) or "0T1R" (passive)
+    dac_chain: int = 1  # AD5676 chips per DAC chip select
+    adc_chain: int = 1  # ADS8688 chips per ADC chip select
+    mcu_hz: int = 125_000_000  # RP2040 default system clock
+    # Pins (RP2040 GPIO numbers, docs/architecture.md pin table).
+    pin_cs_dac: tuple[int, ...] = (5, 6, 7)
+    pin_ldac: int = 8
+    pin_cs_sw: int = 9
+    pin_cs_adc: tuple[int, ...] = (13, 14)
+    pin_adc_rst: int = 15
+    pin_gain: tuple[int, int] = (16, 17)
+    pin_led: int = 25
+    bus_dac: int = 0  # SPI0 carries DACs and switches
+    bus_adc: int = 1  # SPI1 carries ADCs
+    # Wiring. Line resistance per cell pitch: ~1 µm Ag/Pb electrodes at 10 µm pitch.
+    r_wire: float = 2.0
+    # ADG714 on resistance, datasheet "Electrical characteristics", R_ON 2.5 Ω typ.
+    r_switch: float = 2.5
+    # Access transistor on resistance (1T1R only).
+    r_access: float = 1_000.0
+    # Board insulation leakage from every node to ground (keeps floating nets defined).
+    g_leak: float = 1e-12
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    # Derived geometry -------------------------------------------------------------
+    @property
+    def lines_per_array(self) -> int:
+        return self.rows + self.cols
+
+    @property
+    def lines(self) -> int:
+        return self.arrays * self.lines_per_array
+
+    @property
+    def columns(self) -> int:
+        return self.arrays * self.cols
+
+    @property
+    def dac_chips(self) -> int:
+        return -(-self.lines // DAC_CHANNELS)
+
+    @property
+    def adc_chips(self) -> int:
+        return -(-self.columns // ADC_CHANNELS)
+
+    @property
+    def sw_chips(self) -> int:
+        return -(-(SWITCHES_PER_LINE * self.lines) // SW_PER_CHIP)
+
+    @property
+    def dac_selects(self) -> int:
+        return -(-self.dac_chips // self.dac_chain)
+
+    @property
+    def adc_selects(self) -> int:
+        return -(-self.adc_chips // self.adc_chain)
+
+    def row_line(self, array: int, row: int) -> int:
+        return array * self.lines_per_array + row
+
+    def col_line(self, array: int, col: int) -> int:
+        return array * self.lines_per_array + self.rows + col
+
+    def validate(self) -> BoardProfile:
+        def need(ok: bool, what: str) -> None:
+            if not ok:
+                raise ProfileError(f"board profile {self.name!r}: {what}")
+
+        for name in ("arrays", "rows", "cols", "dac_chain", "adc_chain", "mcu_hz"):
+            value = getattr(self, name)
+            need(isinstance(value, int) and value >= 1, f"{name} = {value!r} must be an int >= 1")
+        need(self.cell in ("1T1R", "0T1R"), f"cell = {self.cell!r} must be '1T1R' or '0T1R'")
+        for name in ("r_wire", "r_switch", "r_access", "g_leak"):
+            value = getattr(self, name)
+            need(math.isfinite(value) and value >= 0, f"{name} = {value!r} must be >= 0")
+        need(self.g_leak > 0, "g_leak must be > 0 (it defines floating nets)")
+        need(
+            self.dac_selects <= len(self.pin_cs_dac),
+            f"{self.dac_chips} DAC chips in chains of {self.dac_chain} need "
+            f"{self.dac_selects} chip selects, the board has {len(self.pin_cs_dac)}",
+        )
+        need(
+            self.adc_selects <= len(self.pin_cs_adc),
+            f"{self.adc_chips} ADC chips in chains of {self.adc_chain} need "
+            f"{self.adc_selects} chip selects, the board has {len(self.pin_cs_adc)}",
+        )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _chained(name: str, arrays: int, rows: int, cols: int, cell: str) -> BoardProfile:
+    """A profile whose chains are just long enough for the reference board's selects."""
+    probe = BoardProfile(name, arrays, rows, cols, cell, dac_chain=10**6, adc_chain=10**6)
+    dac_chain = -(-probe.dac_chips // len(probe.pin_cs_dac))
+    adc_chain = -(-probe.adc_chips // len(probe.pin_cs_adc))
+    return replace(probe, dac_chain=dac_chain, adc_chain=adc_chain)
+
+
+PROFILES: dict[str, BoardProfile] = {
+    p.name: p
+    for p in (
+        BoardProfile("xbar-10x10", 1, 10, 10, "1T1R"),
+        BoardProfile("xbar-10x10-passive", 1, 10, 10, "0T1R"),
+        BoardProfile("xbar-1x32", 1, 32, 32, "0T1R", dac_chain=3, adc_chain=2),
+        BoardProfile("xbar-4x64", 4, 64, 64, "0T1R", dac_chain=22, adc_chain=16),
+        _chained("xbar-64x10x10", 64, 10, 10, "1T1R"),
+    )
+}
+
+_GENERIC = re.compile(r"^xbar-(\d+)x(\d+)x(\d+)(-passive)?$")
+
+
+def get_profile(profile: str | BoardProfile) -> BoardProfile:
+    """A named preset, ``xbar-{n}x{rows}x{cols}[-passive]``, or a profile passed through."""
+    if isinstance(profile, BoardProfile):
+        return profile.validate()
+    if profile in PROFILES:
+        return PROFILES[profile]
+    match = _GENERIC.match(profile)
+    if match:
+        n, rows, cols = (int(g) for g in match.groups()[:3])
+        return _chained(profile, n, rows, cols, "0T1R" if match.group(4) else "1T1R")
+    raise ProfileError(
+        f"unknown board profile {profile!r}: use one of {', '.join(PROFILES)} "
+        "or xbar-{arrays}x{rows}x{cols}[-passive]"
+    )
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Every noise source and non-ideality of the emulated board, each switchable.
+
+    The defaults are the realistic board; :meth:`off` is the ideal one.
+    """
+
+    c2c: bool = True  # cycle-to-cycle log-normal spread of every programming pulse
+    d2d: bool = True  # device-to-device spread of each cell's window and rates
+    read_sigma: float = 0.01  # relative σ of each cell's read current, per conversion
+    tia_noise: float = 2e-11  # A rms, TIA input-referred current noise per conversion
+    adc_noise_lsb: float = 0.5  # ADS8688 transition noise, LSB rms
+    stuck_rate: float = 0.01  # fraction of cells stuck (half at g_min, half at g_max)
+    drift_nu: float = 0.01  # power-law relaxation exponent of programmed states
+    wear: bool = True  # endurance: window shrinks with pulse count
+    half_select: bool = True  # sub-threshold (V/2) pulses disturb unselected cells
+    ir_drop: bool = True  # line, switch and access-transistor resistances
+    damage: bool = True  # breakdown / over-compliance destroys cells
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def off(cls) -> NoiseConfig:
+        """The ideal board: no noise, no variation, ideal wires (damage stays modelled)."""
+        return cls(
+            c2c=False,
+            d2d=False,
+            read_sigma=0.0,
+            tia_noise=0.0,
+            adc_noise_lsb=0.0,
+            stuck_rate=0.0,
+            drift_nu=0.0,
+            wear=False,
+            half_select=False,
+            ir_drop=False,
+        )
+
+    @classmethod
+    def preset(cls, name: str) -> NoiseConfig:
+        if name == "default":
+            return cls()
+        if name in ("off", "ideal"):
+            return cls.off()
+        raise ProfileError(f"unknown noise preset {name!r}: use 'default' or 'off'")
+
+    @property
+    def read_noise_on(self) -> bool:
+        """True if conversions carry read noise (one counter-based normal each)."""
+        return self.read_sigma > 0 or self.tia_noise > 0 or self.adc_noise_lsb > 0
+
+    def validate(self) -> NoiseConfig:
+        for name in ("read_sigma", "tia_noise", "adc_noise_lsb", "drift_nu"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
+                raise ProfileError(f"noise config: {name} = {value!r} must be a number >= 0")
+        if not (0 <= self.stuck_rate <= 1):
+            raise ProfileError(f"noise config: stuck_rate = {self.stuck_rate!r} not in [0, 1]")
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> NoiseConfig:
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ProfileError("noise config: JSON must be an object")
+        unknown = sorted(set(data) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ProfileError(f"noise config: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)

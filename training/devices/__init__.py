@@ -1,0 +1,1 @@
+"""Device modelling: I–V files, the published devices, usability, device models, plots."""

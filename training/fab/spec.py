@@ -1,0 +1,406 @@
+"""Campaign specs: the fabrication parameters, their units and bounds, what may not be
+combined, and what the campaign optimises — read from and written back to TOML.
+
+A spec is validated as a whole when it is read, so a campaign never starts on a typo;
+every value that later enters the store (suggested or reported by the lab) goes through
+:meth:`Spec.check_values`, which names the parameter and the offending value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nevergrad as ng
+import numpy as np
+
+from .errors import FabError
+
+KINDS = ("float", "int", "log", "ordinal", "categorical")
+# Metric -> sense; a device's figures from training.usability.analyse.
+METRICS = {"usability": "max", "sigma": "min", "monotonicity": "max"}
+BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)) still counts
+LAB_DIGITS = 4  # significant digits of suggested float conditions
+
+
+class SpecError(FabError):
+    """A campaign spec (or a value checked against it) that cannot be used."""
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One fabrication or measurement condition."""
+
+    name: str
+    kind: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    choices: tuple[Any, ...] = ()
+    description: str = ""
+
+    def check(self, value: Any, where: str) -> Any:
+        """The value in this parameter's type, or a SpecError naming it and ``where``."""
+        if self.kind in ("ordinal", "categorical"):
+            for choice in self.choices:  # "180C" from a CSV matches 180C; 2 matches "2"
+                if value == choice or str(value).strip() == str(choice):
+                    return choice
+            raise SpecError(f"{where}: {self.name} = {value!r} is not one of {list(self.choices)}")
+        try:
+            number = float(str(value).strip()) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}: {self.name} = {value!r} is not a number") from None
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise SpecError(f"{where}: {self.name} = {value!r} is not a finite number")
+        assert self.low is not None and self.high is not None
+        slack = BOUND_SLACK * (self.high - self.low)  # float round-off of log/linear maps
+        if self.low - slack <= number <= self.high + slack:
+            number = min(max(number, self.low), self.high)
+        if not self.low <= number <= self.high:
+            raise SpecError(
+                f"{where}: {self.name} = {value!r} is outside [{self.low:g}, {self.high:g}]"
+                f"{' ' + self.unit if self.unit else ''}"
+            )
+        if self.kind == "int":
+            if number != round(number):
+                raise SpecError(f"{where}: {self.name} = {value!r} is not an integer")
+            return round(number)
+        return number
+
+    def for_lab(self, value: Any) -> Any:
+        """A suggested value as the lab can set it: floats to 4 significant digits (a
+        furnace is not set to 1.8812355 µm), kept within the bounds."""
+        if self.kind not in ("float", "log") or not isinstance(value, float) or value == 0:
+            return value
+        assert self.low is not None and self.high is not None
+        digits = LAB_DIGITS - 1 - math.floor(math.log10(abs(value)))
+        return min(max(round(value, digits), self.low), self.high)
+
+    def parameter(self) -> ng.p.Parameter:
+        if self.kind == "categorical":
+            return ng.p.Choice(list(self.choices))
+        if self.kind == "ordinal":
+            return ng.p.TransitionChoice(list(self.choices))
+        assert self.low is not None and self.high is not None
+        if self.kind == "log":
+            return ng.p.Log(lower=self.low, upper=self.high)
+        scalar = ng.p.Scalar(lower=self.low, upper=self.high)
+        return scalar.set_integer_casting() if self.kind == "int" else scalar
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.kind}
+        if self.unit:
+            out["unit"] = self.unit
+        if self.kind in ("ordinal", "categorical"):
+            out["choices"] = list(self.choices)
+        else:
+            out["low"], out["high"] = self.low, self.high
+        if self.description:
+            out["description"] = self.description
+        return out
+
+
+@dataclass(frozen=True)
+class Infeasible:
+    """A combination known not to work: every listed parameter matches (a value, or any
+    of a list of values)."""
+
+    when: dict[str, list[Any]]
+    reason: str = ""
+
+    def matches(self, values: dict[str, Any]) -> bool:
+        return all(values.get(name) in options for name, options in self.when.items())
+
+
+@dataclass(frozen=True)
+class Objective:
+    """One metric of a measured device, maximised or minimised, with a weight."""
+
+    metric: str
+    goal: str
+    weight: float = 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"metric": self.metric, "goal": self.goal, "weight": self.weight}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole campaign: parameters, fixed values, infeasible sets, objectives, defaults."""
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    fixed: dict[str, Any] = field(default_factory=dict)
+    infeasible: tuple[Infeasible, ...] = ()
+    objectives: tuple[Objective, ...] = (Objective("usability", "max"),)
+    pareto: bool = False  # several objectives: keep the Pareto front (else weighted sum)
+    batch: int = 4
+    budget: int = 60
+    method: str | None = None  # None: the optimizer default (training.optimize)
+    seed: int = 0
+    description: str = ""
+
+    # -- reading and writing -------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "spec") -> Spec:
+        """Build and validate a spec; the error names the section and key."""
+        data = dict(data)
+        campaign = dict(_table(data.pop("campaign", {}), source, "[campaign]"))
+        params_in = _table(data.pop("parameters", None), source, "[parameters]")
+        fixed = dict(_table(data.pop("fixed", {}), source, "[fixed]"))
+        infeasible_in = data.pop("infeasible", [])
+        objectives_in = data.pop("objectives", [{"metric": "usability", "goal": "max"}])
+        if data:
+            raise SpecError(f"{source}: unknown section(s) {sorted(data)}")
+        parameters = tuple(_parameter(n, p, source) for n, p in params_in.items())
+        if not parameters:
+            raise SpecError(f"{source}: [parameters] is empty: nothing to optimise")
+        names = {p.name for p in parameters}
+        for name in fixed:
+            if name in names:
+                raise SpecError(f"{source}: [fixed] {name} is also a free parameter")
+        spec = cls(
+            name=str(campaign.pop("name", Path(source).stem)),
+            parameters=parameters,
+            fixed=fixed,
+            infeasible=tuple(
+                _infeasible(i, e, parameters, source)
+                for i, e in enumerate(_list(infeasible_in, source, "infeasible"))
+            ),
+            objectives=tuple(
+                _objective(i, o, source)
+                for i, o in enumerate(_list(objectives_in, source, "objectives"))
+            ),
+            pareto=bool(campaign.pop("pareto", False)),
+            batch=_positive_int(campaign.pop("batch", 4), source, "[campaign] batch"),
+            budget=_positive_int(campaign.pop("budget", 60), source, "[campaign] budget"),
+            method=campaign.pop("method", None),
+            seed=int(campaign.pop("seed", 0)),
+            description=str(campaign.pop("description", "")),
+        )
+        if campaign:
+            raise SpecError(f"{source}: unknown key(s) in [campaign]: {sorted(campaign)}")
+        if not spec.objectives:
+            raise SpecError(f"{source}: [[objectives]] is empty")
+        if spec.pareto and len(spec.objectives) < 2:
+            raise SpecError(f"{source}: pareto = true needs at least two [[objectives]]")
+        if spec.method is not None:
+            from xbar.training.search import METHODS
+
+            if spec.method not in METHODS:
+                raise SpecError(
+                    f"{source}: [campaign] method {spec.method!r} is not one of {list(METHODS)}"
+                )
+        return spec
+
+    def to_dict(self) -> dict[str, Any]:
+        campaign: dict[str, Any] = {"name": self.name}
+        if self.description:
+            campaign["description"] = self.description
+        campaign.update(batch=self.batch, budget=self.budget, seed=self.seed, pareto=self.pareto)
+        if self.method is not None:
+            campaign["method"] = self.method
+        out: dict[str, Any] = {
+            "campaign": campaign,
+            "parameters": {p.name: p.to_dict() for p in self.parameters},
+        }
+        if self.fixed:
+            out["fixed"] = dict(self.fixed)
+        if self.infeasible:
+            out["infeasible"] = [
+                {
+                    "when": {k: list(v) for k, v in i.when.items()},
+                    **({"reason": i.reason} if i.reason else {}),
+                }
+                for i in self.infeasible
+            ]
+        out["objectives"] = [o.to_dict() for o in self.objectives]
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def fingerprint(self) -> str:
+        """Hash of the spec's meaning (not its formatting): a changed spec is noticed."""
+        canonical = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    # -- values ---------------------------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.parameters]
+
+    def parametrization(self) -> ng.p.Dict:
+        """The Nevergrad search space, with the infeasible combinations as constraints."""
+        space = ng.p.Dict(**{p.name: p.parameter() for p in self.parameters})
+        space.register_cheap_constraint(self.is_feasible)
+        return space
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]:
+        """A random feasible point: per parameter uniform, log-uniform or uniform over the
+        choices, drawn again while the combination is infeasible."""
+        for _ in range(10_000):
+            values = self._draw(rng)
+            if self.is_feasible(values):
+                return values
+        raise SpecError(f"spec {self.name!r}: no feasible point in 10 000 random draws")
+
+    def _draw(self, rng: np.random.Generator) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for p in self.parameters:
+            if p.kind in ("ordinal", "categorical"):
+                out[p.name] = p.choices[int(rng.integers(len(p.choices)))]
+                continue
+            assert p.low is not None and p.high is not None
+            if p.kind == "log":
+                out[p.name] = float(np.exp(rng.uniform(np.log(p.low), np.log(p.high))))
+            elif p.kind == "int":
+                out[p.name] = int(rng.integers(int(p.low), int(p.high) + 1))
+            else:
+                out[p.name] = float(rng.uniform(p.low, p.high))
+        return out
+
+    def is_feasible(self, values: dict[str, Any]) -> bool:
+        return not any(rule.matches(values) for rule in self.infeasible)
+
+    def for_lab(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Suggested values rounded as the lab's sheet shows them (Parameter.for_lab)."""
+        by_name = {p.name: p for p in self.parameters}
+        return {k: by_name[k].for_lab(v) if k in by_name else v for k, v in values.items()}
+
+    def check_values(self, values: dict[str, Any], where: str) -> dict[str, Any]:
+        """All free parameters present, typed and in range, and the combination feasible."""
+        out = {}
+        for p in self.parameters:
+            if p.name not in values or values[p.name] in (None, ""):
+                raise SpecError(f"{where}: {p.name} is missing")
+            out[p.name] = p.check(values[p.name], where)
+        for rule in self.infeasible:
+            if rule.matches(out):
+                why = f" ({rule.reason})" if rule.reason else ""
+                raise SpecError(f"{where}: the combination {rule.when} is infeasible{why}")
+        return out
+
+    # -- objectives -----------------------------------------------------------------------
+    def loss(self, metrics: dict[str, float], weights: list[float] | None = None) -> float:
+        """What the optimizer minimises: minus the weighted sum of the objectives, each
+        oriented so that larger is better (``weights`` overrides the spec's)."""
+        total = 0.0
+        for objective, weight in zip(
+            self.objectives, weights or [o.weight for o in self.objectives], strict=True
+        ):
+            value = metrics[objective.metric]
+            total += weight * (value if objective.goal == "max" else -value)
+        return -total
+
+    def score(self, metrics: dict[str, float]) -> float:
+        """The campaign's single figure of merit (larger is better): the weighted sum."""
+        return -self.loss(metrics)
+
+
+def load_spec(path: str | Path) -> Spec:
+    """Read and validate a TOML campaign spec."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"{path}: no such spec file")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: not valid TOML ({exc})") from None
+    return Spec.from_dict(data, source=str(path))
+
+
+# -- validation helpers ----------------------------------------------------------------------
+def _table(value: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError(f"{source}: {where} must be a table")
+    return value
+
+
+def _list(value: Any, source: str, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise SpecError(f"{source}: [[{where}]] must be an array of tables")
+    return value
+
+
+def _positive_int(value: Any, source: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise SpecError(f"{source}: {where} = {value!r} must be a positive integer")
+    return value
+
+
+def _parameter(name: str, entry: Any, source: str) -> Parameter:
+    where = f"{source}: [parameters.{name}]"
+    entry = dict(_table(entry, source, f"[parameters.{name}]"))
+    kind = entry.pop("type", None)
+    if kind not in KINDS:
+        raise SpecError(f"{where} type = {kind!r} must be one of {list(KINDS)}")
+    unit, description = str(entry.pop("unit", "")), str(entry.pop("description", ""))
+    if kind in ("ordinal", "categorical"):
+        choices = entry.pop("choices", None)
+        if not isinstance(choices, list) or len(choices) < 2:
+            raise SpecError(f"{where} choices must list at least two values")
+        if len({str(c) for c in choices}) != len(choices):
+            raise SpecError(f"{where} choices {choices} repeat a value")
+        param = Parameter(name, kind, unit, choices=tuple(choices), description=description)
+    else:
+        low, high = entry.pop("low", None), entry.pop("high", None)
+        for key, bound in (("low", low), ("high", high)):
+            if isinstance(bound, bool) or not isinstance(bound, int | float):
+                raise SpecError(f"{where} {key} = {bound!r} must be a number")
+        assert low is not None and high is not None
+        if not low < high:
+            raise SpecError(f"{where} low = {low} must be below high = {high}")
+        if kind == "log" and low <= 0:
+            raise SpecError(f"{where} low = {low} must be > 0 for a log-scaled parameter")
+        if kind == "int" and (low != int(low) or high != int(high)):
+            raise SpecError(f"{where} bounds of an integer parameter must be integers")
+        param = Parameter(name, kind, unit, float(low), float(high), description=description)
+    if entry:
+        raise SpecError(f"{where}: unknown key(s) {sorted(entry)}")
+    return param
+
+
+def _infeasible(
+    index: int, entry: Any, parameters: tuple[Parameter, ...], source: str
+) -> Infeasible:
+    where = f"{source}: [[infeasible]] #{index + 1}"
+    entry = dict(_table(entry, source, f"[[infeasible]] #{index + 1}"))
+    when = _table(entry.pop("when", None), source, f"[[infeasible]] #{index + 1} when")
+    reason = str(entry.pop("reason", ""))
+    if entry:
+        raise SpecError(f"{where}: unknown key(s) {sorted(entry)}")
+    by_name = {p.name: p for p in parameters}
+    checked: dict[str, list[Any]] = {}
+    for name, options in when.items():
+        if name not in by_name:
+            raise SpecError(f"{where}: {name!r} is not a parameter")
+        listed = options if isinstance(options, list) else [options]
+        checked[name] = [by_name[name].check(v, where) for v in listed]
+    if not checked:
+        raise SpecError(f"{where}: `when` names no parameter")
+    return Infeasible(checked, reason)
+
+
+def _objective(index: int, entry: Any, source: str) -> Objective:
+    where = f"{source}: [[objectives]] #{index + 1}"
+    entry = dict(_table(entry, source, f"[[objectives]] #{index + 1}"))
+    metric = entry.pop("metric", None)
+    if metric not in METRICS:
+        raise SpecError(f"{where} metric = {metric!r} must be one of {list(METRICS)}")
+    goal = entry.pop("goal", METRICS[metric])
+    if goal not in ("max", "min"):
+        raise SpecError(f"{where} goal = {goal!r} must be 'max' or 'min'")
+    weight = entry.pop("weight", 1.0)
+    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+        raise SpecError(f"{where} weight = {weight!r} must be a positive number")
+    if entry:
+        raise SpecError(f"{where}: unknown key(s) {sorted(entry)}")
+    return Objective(metric, goal, float(weight))

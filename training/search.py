@@ -1,0 +1,473 @@
+"""One ask/tell search interface for every optimisation in xbar.
+
+Fabrication campaigns (``xbar fab``) and the BayesMulti noise search both need the same
+thing: propose k points of a mixed space, learn the measured losses (minimised), resume
+after a restart, and do it reproducibly. :class:`Search` wraps a Nevergrad optimizer (or
+the scikit-learn Gaussian-process strategy below, which behaves the same way) over an
+``ng.p.Parameter`` and hides what differs between them:
+
+- **Plain values.** A :class:`Candidate` carries a stable integer id and the plain-Python
+  ``value`` of the parametrization; :meth:`Search.tell` also accepts a plain value, so a
+  search resumes by replaying a stored log of ``(value, loss)`` pairs — nothing is pickled.
+- **Batches.** Methods that are sequential by nature (Gaussian-process BO) get a batch of k
+  by *constant-liar* fantasies: each point asked is told a fantasy loss (the mean of the
+  real losses so far) before the next is asked, so the model's uncertainty collapses there
+  and the next point goes elsewhere. Fantasies never reach the stored history: the engine
+  is rebuilt from the real log before every batch.
+- **Constraints and diversity.** Every suggestion satisfies the parametrization's cheap
+  constraints and differs from the others in the batch and from pending ones.
+- **Finite pools.** With ``pool=`` the suggestions are restricted to a list of values (e.g.
+  devices that exist): model-based methods score the unused pool members directly, the
+  others are mapped to the nearest unused member in the encoded space (:meth:`encode`).
+
+The methods are listed in :data:`METHODS`; :data:`DEFAULT_METHOD` is the one that found the
+best published device in the fewest experiments (median over 50 seeds) in
+``benchmarks/bench_fab_replay.py`` (BENCHMARKS.md, docs/fab.md).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import nevergrad as ng
+import numpy as np
+
+
+class SearchError(ValueError):
+    """A search that cannot go on: bad method, bad loss, unsatisfiable constraints."""
+
+
+@dataclass(frozen=True)
+class Method:
+    """One choice of optimizer: how to build it and whether it needs fantasy batching."""
+
+    doc: str
+    nevergrad: Any = None  # a registered optimizer name or a ConfiguredOptimizer; None: GP
+    sequential: bool = False  # one point at a time by design: batches use constant liar
+    gp: dict[str, Any] = field(default_factory=dict)  # options of the scikit-learn GP
+
+
+def _bo(kind: str) -> Any:
+    return ng.optimizers.ParametrizedBO(utility_kind=kind, init_budget=2)
+
+
+METHODS: dict[str, Method] = {
+    "gp": Method(
+        "scikit-learn Gaussian process, Matérn 5/2 with one length scale and fitted noise, "
+        "on the encoding rescaled to [0, 1] per dimension; lower confidence bound "
+        "mean − 2·std over the pool or random feasible samples; constant liar for batches",
+        sequential=True,
+        gp={"ard": False, "kappa": 2.0},
+    ),
+    "gp-ei": Method(
+        "as gp, with one length scale per dimension (ARD) and expected improvement",
+        sequential=True,
+        gp={"ard": True, "kappa": 0.0},
+    ),
+    "bo": Method("Nevergrad BO: bayes_opt GP with UCB (κ = 2.576)", _bo("ucb"), True),
+    "bo-ei": Method("Nevergrad ParametrizedBO with expected improvement", _bo("ei"), True),
+    "metamodel": Method(
+        "Nevergrad MetaModel: CMA-ES, plus a quadratic surrogate once there are more "
+        "points than its d(d-1)/2 + 2d + 1 coefficients (325 for the 24-dimensional "
+        "perovskite encoding: a campaign of tens of runs is CMA-ES); batch-capable",
+        "MetaModel",
+    ),
+    "rf-metamodel": Method("Nevergrad RFMetaModel: random-forest surrogate", "RFMetaModel"),
+    "de": Method("Nevergrad DE: differential evolution (population-based)", "DE"),
+    "ngopt": Method("Nevergrad NGOpt: its own choice of algorithm for the space", "NGOpt"),
+    "random": Method("Nevergrad RandomSearch: uniform samples of the space", "RandomSearch"),
+}
+DEFAULT_METHOD = "metamodel"
+_LIARS: dict[str, Callable[[np.ndarray], float]] = {
+    "min": lambda y: float(np.min(y)),
+    "mean": lambda y: float(np.mean(y)),
+    "max": lambda y: float(np.max(y)),
+}
+_MAX_TRIES = 200  # re-asks for a point that is new and satisfies the constraints
+
+
+def plain(value: Any) -> Any:
+    """A parameter value with NumPy arrays and scalars turned into lists and Python numbers."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(plain(v) for v in value)
+    return value
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One suggestion: ``id`` is unique within its search, ``value`` is plain Python."""
+
+    id: int
+    value: Any
+    param: ng.p.Parameter = field(repr=False, compare=False)
+
+
+class _GaussianProcess:
+    """Expected improvement of a scikit-learn GP over a finite set of encoded options.
+
+    Chosen over Nevergrad's ``BO`` for its kernel (one length scale per encoded dimension,
+    so irrelevant conditions stop mattering) and a fitted noise term: replicate devices
+    differ, and a noise-free GP would chase that spread.
+    """
+
+    def __init__(
+        self, rng: np.random.Generator, ard: bool = True, kappa: float = 0.0, unit: bool = True
+    ) -> None:
+        self.rng = rng
+        self.unit = unit  # rescale every encoded dimension to [0, 1] over the data seen
+        self.ard = ard  # one length scale per dimension, or one for all
+        self.kappa = kappa  # 0: expected improvement; > 0: lower confidence bound mean - κ·std
+        self.x: list[np.ndarray] = []
+        self.y: list[float] = []
+
+    def tell(self, x: np.ndarray, loss: float) -> None:
+        self.x.append(x)
+        self.y.append(loss)
+
+    def choose(self, options: np.ndarray) -> int:
+        """Index of the option with the largest expected improvement (ties: at random)."""
+        from scipy.stats import norm
+
+        if len(self.y) < 2:  # nothing to model yet
+            return int(self.rng.integers(len(options)))
+        mean, std = self._predict(options)
+        if self.kappa > 0:
+            gain = -(mean - self.kappa * std)
+        else:
+            improvement = min(self.y) - mean
+            z = improvement / std
+            gain = improvement * norm.cdf(z) + std * norm.pdf(z)
+        top = np.flatnonzero(gain >= gain.max() - 1e-12)
+        return int(self.rng.choice(top))
+
+    def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        train = np.array(self.x)
+        if self.unit:
+            both = np.vstack([train, x])
+            low, span = both.min(axis=0), np.ptp(both, axis=0)
+            span[span == 0] = 1.0
+            train, x = (train - low) / span, (x - low) / span
+        return self._fit_predict(train, x)
+
+    def _fit_predict(self, train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        from sklearn.gaussian_process import GaussianProcessRegressor
+        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
+        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+
+        scale = 1.0 if self.unit else 6.0  # the width of the encoded space
+        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
+            length_scale=np.full(train.shape[1] if self.ard else 1, 0.5 * scale),
+            length_scale_bounds=(0.05 * scale, 200.0 * scale),
+            nu=2.5,
+        ) + WhiteKernel(1e-2, (1e-6, 1.0))
+        gp = GaussianProcessRegressor(
+            kernel,
+            normalize_y=True,
+            n_restarts_optimizer=1,
+            random_state=int(self.rng.integers(2**31)),
+        )
+        # One BLAS thread: the fit is many tiny solves, which threads only slow down (3x).
+        with warnings.catch_warnings(), threadpool_limits(1):
+            warnings.simplefilter("ignore")  # length scales at their bounds on tiny data
+            gp.fit(train, np.array(self.y))
+            mean, std = gp.predict(x, return_std=True)
+        return mean, np.maximum(std, 1e-12)
+
+
+class _NevergradEngine:
+    """A Nevergrad optimizer on its own copy of the parametrization."""
+
+    def __init__(
+        self, method: Method, parametrization: ng.p.Parameter, budget: int | None, workers: int
+    ) -> None:
+        factory = method.nevergrad
+        if isinstance(factory, str):
+            factory = ng.optimizers.registry[factory]
+        with warnings.catch_warnings():
+            # ParametrizedBO warns on discrete spaces unless given a GP noise term; bayes_opt
+            # already fits with alpha = 1e-6, and the measured comparisons used exactly that.
+            warnings.simplefilter("ignore", ng.errors.InefficientSettingsWarning)
+            self.optimizer = factory(parametrization, budget=budget, num_workers=workers)
+        self.told: set[tuple[float, ...]] = set()
+
+    def skip_initial_design(self) -> None:
+        """bayes_opt queues random initial probes on first use; after a replayed history
+        they would throw the model away, so they are dropped (nothing else is queued)."""
+        queue = getattr(getattr(self.optimizer, "bo", None), "_queue", None)
+        while queue is not None and len(queue):
+            next(queue)
+
+
+class Search:
+    """Ask/tell minimisation over ``parametrization`` with the method ``method``.
+
+    ``seed`` makes the suggestions reproducible; ``budget`` is the number of evaluations
+    planned (some Nevergrad methods size themselves by it); ``batch`` the usual batch size;
+    ``pool`` restricts suggestions to these values; ``liar`` the fantasy loss of pending
+    points for sequential methods (``mean``, ``min`` or ``max`` of the losses so far);
+    ``sampler`` draws one random *feasible* value of the space from a NumPy generator, a
+    fast stand-in for Nevergrad's ``sample()`` and constraint check when the GP needs many
+    options.
+    """
+
+    SAMPLES_FIRST, SAMPLES_PER_BATCH, SAMPLES_MAX = 256, 64, 512  # GP options without a pool
+
+    def __init__(
+        self,
+        parametrization: ng.p.Parameter,
+        method: str = DEFAULT_METHOD,
+        *,
+        seed: int = 0,
+        budget: int | None = None,
+        batch: int = 1,
+        pool: Sequence[Any] | None = None,
+        liar: str = "mean",
+        sampler: Callable[[np.random.Generator], Any] | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise SearchError(f"unknown search method {method!r}; choose from {', '.join(METHODS)}")
+        if liar not in _LIARS:
+            raise SearchError(f"unknown liar {liar!r}; choose from {', '.join(_LIARS)}")
+        if pool is not None and not pool:
+            raise SearchError("the pool of values to choose from is empty")
+        self.parametrization = parametrization
+        self.method = method
+        self.seed = seed
+        self.budget = budget
+        self.batch = max(1, batch)
+        self.liar = liar
+        self._spec = METHODS[method]
+        parametrization.random_state = np.random.RandomState(seed)  # its samples, too
+        self._told: list[tuple[ng.p.Parameter, float]] = []
+        self._pending: dict[int, Candidate] = {}
+        self._next_id = 0
+        self._engine: _GaussianProcess | _NevergradEngine | None = None
+        self._live_asked: set[int] = set()  # ids the live engine asked itself
+        # Finite option sets (the pool, or the GP's random samples): values and encodings.
+        self._scratch = parametrization.spawn_child()  # re-used to encode values quickly
+        self._sampler = sampler
+        self._sample_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+        self._pool = pool is not None
+        self._options = [plain(self._child(v).value) for v in pool] if pool is not None else []
+        self._options_x = self._encode_values(self._options)
+        self._used: Counter[tuple[float, ...]] = Counter()  # keys of told values
+
+    # -- public interface ----------------------------------------------------------------
+    @property
+    def history(self) -> list[tuple[Any, float]]:
+        """Every real ``(value, loss)`` told so far, in order (the log to resume from)."""
+        return [(plain(param.value), loss) for param, loss in self._told]
+
+    @property
+    def pending(self) -> list[Candidate]:
+        """Candidates asked but not told yet."""
+        return list(self._pending.values())
+
+    def encode(self, value: Any) -> np.ndarray:
+        """The value in Nevergrad's standardized space: bounded scalars linear in ±3 (log
+        scale for Log), a choice as one weight per option, an ordinal as one position."""
+        return self._encode(self._child(value))
+
+    def ask(self, k: int = 1) -> list[Candidate]:
+        """k new, distinct suggestions that satisfy the constraints."""
+        if k < 1:
+            raise SearchError(f"batch size must be >= 1, got {k}")
+        if self._pool and len(self._free_options([])) < k:
+            left = len(self._free_options([]))
+            raise SearchError(f"the pool has {left} value(s) left to suggest; cannot suggest {k}")
+        fantasies = self._spec.sequential and (k > 1 or bool(self._pending))
+        engine = self._fresh_engine(with_pending=True) if fantasies else self._live_engine()
+        if isinstance(engine, _GaussianProcess) and not self._pool:
+            self._refresh_samples()
+        batch: list[Candidate] = []
+        for _ in range(k):
+            param = self._propose(engine, taken=[c.param for c in batch])
+            candidate = Candidate(self._next_id, plain(param.value), param)
+            self._next_id += 1
+            self._pending[candidate.id] = candidate
+            batch.append(candidate)
+            if fantasies:
+                self._engine_tell(engine, param, self._lie())
+            elif not self._pool:
+                self._live_asked.add(candidate.id)
+        if fantasies:
+            self._engine = None  # it has seen fantasies: rebuild from the real log next time
+        return batch
+
+    def tell(self, candidate: Candidate | Any, loss: float) -> None:
+        """Record a measured loss for a candidate, or for a plain value (replay, or an
+        experiment that was not suggested)."""
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise SearchError(f"loss must be a finite number, got {loss!r}")
+        asked_here = False
+        if isinstance(candidate, Candidate):
+            self._pending.pop(candidate.id, None)
+            asked_here = candidate.id in self._live_asked
+            self._live_asked.discard(candidate.id)
+            param = candidate.param
+        else:
+            param = self._child(candidate)
+        self._told.append((param, loss))
+        self._used[self._key(param)] += 1
+        if self._engine is not None:  # its own candidate as asked, or a copy of the value
+            own = param if asked_here else self._child(plain(param.value))
+            self._engine_tell(self._engine, own, loss)
+
+    def pend(self, value: Any) -> Candidate:
+        """Register a point suggested earlier (e.g. by a previous process) whose loss is
+        still awaited: new suggestions avoid it, and sequential methods fantasise its loss."""
+        param = self._child(value)
+        candidate = Candidate(self._next_id, plain(param.value), param)
+        self._next_id += 1
+        self._pending[candidate.id] = candidate
+        return candidate
+
+    def recommend(self) -> Any:
+        """The best value measured so far (a lab trusts measurements, not the model)."""
+        if not self._told:
+            raise SearchError("nothing has been told yet: no recommendation")
+        return plain(min(self._told, key=lambda item: item[1])[0].value)
+
+    # -- values ------------------------------------------------------------------------------
+    def _child(self, value: Any) -> ng.p.Parameter:
+        try:
+            return self.parametrization.spawn_child(new_value=value)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise SearchError(f"value {value!r} does not fit the search space: {exc}") from None
+
+    def _encode(self, param: ng.p.Parameter) -> np.ndarray:
+        return np.asarray(param.get_standardized_data(reference=self.parametrization), float)
+
+    def _encode_values(self, values: Sequence[Any]) -> np.ndarray:
+        """Encodings of many values through one scratch child (4x faster than spawning)."""
+        rows = []
+        for value in values:
+            self._scratch.value = value
+            rows.append(self._encode(self._scratch))
+        return np.array(rows).reshape(len(values), self.parametrization.dimension)
+
+    def _key(self, param: ng.p.Parameter) -> tuple[float, ...]:
+        """Identity of a point: equal values have equal encodings (arrays included)."""
+        return tuple(np.round(self._encode(param), 9).tolist())
+
+    # -- engines -----------------------------------------------------------------------------
+    def _new_engine(self) -> _GaussianProcess | _NevergradEngine:
+        # Same seed and same log give the same engine: a replayed search continues alike.
+        seeds = np.random.SeedSequence([self.seed, len(self._told), len(self._pending)])
+        if self._spec.nevergrad is None:
+            return _GaussianProcess(np.random.default_rng(seeds), **self._spec.gp)
+        parametrization = self.parametrization.copy()
+        parametrization.random_state = np.random.RandomState(seeds.generate_state(1)[0])
+        return _NevergradEngine(self._spec, parametrization, self.budget, self.batch)
+
+    def _engine_tell(
+        self, engine: _GaussianProcess | _NevergradEngine, param: ng.p.Parameter, loss: float
+    ) -> None:
+        if isinstance(engine, _GaussianProcess):
+            engine.tell(self._encode(param), loss)
+            return
+        key = self._key(param)
+        if key not in engine.told:  # a repeat is told once: bayes_opt refuses duplicates
+            engine.told.add(key)
+            engine.optimizer.tell(param, loss)
+
+    def _live_engine(self) -> _GaussianProcess | _NevergradEngine:
+        if self._engine is None:
+            self._engine = self._fresh_engine(with_pending=False)
+            self._live_asked.clear()
+        return self._engine
+
+    def _fresh_engine(self, with_pending: bool) -> _GaussianProcess | _NevergradEngine:
+        engine = self._new_engine()
+        for param, loss in self._told:
+            self._engine_tell(engine, self._child(plain(param.value)), loss)
+        if with_pending:
+            for candidate in self._pending.values():
+                self._engine_tell(engine, self._child(candidate.value), self._lie())
+        if self._told and isinstance(engine, _NevergradEngine):
+            engine.skip_initial_design()
+        return engine
+
+    def _lie(self) -> float:
+        if not self._told:
+            return 0.0
+        return _LIARS[self.liar](np.array([loss for _, loss in self._told]))
+
+    # -- proposals ---------------------------------------------------------------------------
+    def _refresh_samples(self) -> None:
+        """The GP's options without a pool: random feasible samples, partly renewed per batch."""
+        wanted = self.SAMPLES_PER_BATCH if self._options else self.SAMPLES_FIRST
+        fresh = []
+        for _ in range(wanted * 20):
+            if self._sampler is not None:
+                value = self._sampler(self._sample_rng)
+            else:
+                value = self.parametrization.sample().value  # correct, but ~10 ms each
+            self._scratch.value = value
+            # A sampler promises feasible values (Nevergrad's check costs ~10 ms a call);
+            # the chosen option is checked anyway before it is suggested.
+            if self._sampler is not None or self._scratch.satisfies_constraints():
+                fresh.append(plain(value))
+                if len(fresh) == wanted:
+                    break
+        self._options = (self._options + fresh)[-self.SAMPLES_MAX :]
+        self._options_x = self._encode_values(self._options)
+
+    def _free_options(self, taken: list[ng.p.Parameter]) -> list[int]:
+        """Options not yet told, pending or taken; a value listed twice (replicates in a
+        pool) stays free until it has been used twice."""
+        busy = self._used.copy()
+        busy.update(self._key(p) for p in taken + [c.param for c in self._pending.values()])
+        free = []
+        for i, x in enumerate(self._options_x):
+            key = tuple(np.round(x, 9).tolist())
+            if busy[key] > 0:
+                busy[key] -= 1
+            else:
+                free.append(i)
+        return free
+
+    def _propose(
+        self, engine: _GaussianProcess | _NevergradEngine, taken: list[ng.p.Parameter]
+    ) -> ng.p.Parameter:
+        if isinstance(engine, _GaussianProcess) or self._pool:
+            free = self._free_options(taken)
+            if not free:
+                raise SearchError("no unused option is left to suggest")
+            if isinstance(engine, _GaussianProcess):
+                while free:
+                    index = free[engine.choose(self._options_x[free])]
+                    param = self._child(self._options[index])
+                    if param.satisfies_constraints():
+                        return param
+                    free.remove(index)
+                raise SearchError("no option left that satisfies the constraints")
+            wanted = self._encode(engine.optimizer.ask())  # the nearest unused pool value
+            distances = np.linalg.norm(self._options_x[free] - wanted, axis=1)
+            return self._child(self._options[free[int(np.argmin(distances))]])
+        seen = set(self._used) | {self._key(p) for p in taken}
+        seen |= {self._key(c.param) for c in self._pending.values()}
+        for _ in range(_MAX_TRIES):
+            param = engine.optimizer.ask()
+            if param.satisfies_constraints() and self._key(param) not in seen:
+                return param
+        for _ in range(_MAX_TRIES * 10):  # the optimizer is stuck: fall back to samples
+            param = self.parametrization.sample()
+            if param.satisfies_constraints() and self._key(param) not in seen:
+                return param
+        raise SearchError(
+            f"no new point satisfies the constraints after {_MAX_TRIES * 11} tries; "
+            "the space may be exhausted or the constraints contradictory"
+        )

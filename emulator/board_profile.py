@@ -17,6 +17,8 @@ never changes (docs/architecture.md, "Larger profiles"):
 Position 0 of a chain is the chip whose data input is the MCU's MOSI (and, for the ADCs,
 whose SDO is the MCU's MISO). Besides the named presets, ``xbar-{n}x{rows}x{cols}`` names
 build an n-array board with chains just long enough for the three DAC and two ADC selects.
+Presets, name rules, pins and part counts are the firmware's own (``xbar.firmware.profiles``),
+so the emulator cannot describe a board the firmware would lay out differently.
 
 :class:`NoiseConfig` switches every noise source and non-ideality separately;
 ``NoiseConfig.off()`` turns all of them off, so an MVM equals the ideal product within the
@@ -27,14 +29,25 @@ from __future__ import annotations
 
 import json
 import math
-import re
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-DAC_CHANNELS = 8
-ADC_CHANNELS = 8
-SW_PER_CHIP = 8
-SWITCHES_PER_LINE = 3
+from xbar.firmware import profiles as fw
+from xbar.firmware.profiles import ADC_CHANNELS, DAC_CHANNELS, SW_PER_CHIP
+
+__all__ = [
+    "ADC_CHANNELS",
+    "DAC_CHANNELS",
+    "PROFILES",
+    "SWITCHES_PER_LINE",
+    "SW_PER_CHIP",
+    "BoardProfile",
+    "NoiseConfig",
+    "ProfileError",
+    "get_profile",
+]
+
+SWITCHES_PER_LINE = 3  # to DAC, to TIA, to ground (firmware/profiles.py SW_DAC ... SW_GND)
 
 
 class ProfileError(ValueError):
@@ -54,15 +67,15 @@ class BoardProfile:
     adc_chain: int = 1  # ADS8688 chips per ADC chip select
     mcu_hz: int = 125_000_000  # RP2040 default system clock
     # Pins (RP2040 GPIO numbers, docs/architecture.md pin table).
-    pin_cs_dac: tuple[int, ...] = (5, 6, 7)
-    pin_ldac: int = 8
-    pin_cs_sw: int = 9
-    pin_cs_adc: tuple[int, ...] = (13, 14)
-    pin_adc_rst: int = 15
-    pin_gain: tuple[int, int] = (16, 17)
-    pin_led: int = 25
-    bus_dac: int = 0  # SPI0 carries DACs and switches
-    bus_adc: int = 1  # SPI1 carries ADCs
+    pin_cs_dac: tuple[int, ...] = fw.PIN_CS_DAC
+    pin_ldac: int = fw.PIN_LDAC
+    pin_cs_sw: int = fw.PIN_CS_SW
+    pin_cs_adc: tuple[int, ...] = fw.PIN_CS_ADC
+    pin_adc_rst: int = fw.PIN_ADC_RST
+    pin_gain: tuple[int, int] = (fw.PIN_GAIN0, fw.PIN_GAIN1)
+    pin_led: int = fw.PIN_LED
+    bus_dac: int = fw.SPI0_ID  # SPI0 carries DACs and switches
+    bus_adc: int = fw.SPI1_ID  # SPI1 carries ADCs
     # Wiring. Line resistance per cell pitch: ~1 µm Ag/Pb electrodes at 10 µm pitch.
     r_wire: float = 2.0
     # ADG714 on resistance, datasheet "Electrical characteristics", R_ON 2.5 Ω typ.
@@ -143,42 +156,29 @@ class BoardProfile:
         return asdict(self)
 
 
-def _chained(name: str, arrays: int, rows: int, cols: int, cell: str) -> BoardProfile:
-    """A profile whose chains are just long enough for the reference board's selects."""
-    probe = BoardProfile(name, arrays, rows, cols, cell, dac_chain=10**6, adc_chain=10**6)
-    dac_chain = -(-probe.dac_chips // len(probe.pin_cs_dac))
-    adc_chain = -(-probe.adc_chips // len(probe.pin_cs_adc))
-    return replace(probe, dac_chain=dac_chain, adc_chain=adc_chain)
+def _from_firmware(name: str) -> BoardProfile:
+    """The board the firmware lays out for ``name`` (its ``Geometry``): presets and name
+    rules have one source, so a name means the same board on both sides."""
+    try:
+        g = fw.Geometry(name)
+    except ValueError as exc:  # a preset that does not fit the board, or an unknown name
+        if name in fw.PROFILES:
+            raise ProfileError(str(exc)) from None
+        raise ProfileError(
+            f"unknown board profile {name!r}: use one of {', '.join(fw.PROFILES)} "
+            "or xbar-{arrays}x{rows}x{cols}[-passive]"
+        ) from None
+    return BoardProfile(name, g.arrays, g.rows, g.cols, g.cell, g.dac_chain, g.adc_chain)
 
 
-PROFILES: dict[str, BoardProfile] = {
-    p.name: p
-    for p in (
-        BoardProfile("xbar-10x10", 1, 10, 10, "1T1R"),
-        BoardProfile("xbar-10x10-passive", 1, 10, 10, "0T1R"),
-        BoardProfile("xbar-1x32", 1, 32, 32, "0T1R", dac_chain=3, adc_chain=2),
-        BoardProfile("xbar-4x64", 4, 64, 64, "0T1R", dac_chain=22, adc_chain=16),
-        _chained("xbar-64x10x10", 64, 10, 10, "1T1R"),
-    )
-}
-
-_GENERIC = re.compile(r"^xbar-(\d+)x(\d+)x(\d+)(-passive)?$")
+PROFILES: dict[str, BoardProfile] = {name: _from_firmware(name) for name in fw.PROFILES}
 
 
 def get_profile(profile: str | BoardProfile) -> BoardProfile:
     """A named preset, ``xbar-{n}x{rows}x{cols}[-passive]``, or a profile passed through."""
     if isinstance(profile, BoardProfile):
         return profile.validate()
-    if profile in PROFILES:
-        return PROFILES[profile]
-    match = _GENERIC.match(profile)
-    if match:
-        n, rows, cols = (int(g) for g in match.groups()[:3])
-        return _chained(profile, n, rows, cols, "0T1R" if match.group(4) else "1T1R")
-    raise ProfileError(
-        f"unknown board profile {profile!r}: use one of {', '.join(PROFILES)} "
-        "or xbar-{arrays}x{rows}x{cols}[-passive]"
-    )
+    return PROFILES.get(profile) or _from_firmware(profile)
 
 
 @dataclass(frozen=True)

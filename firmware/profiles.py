@@ -2,11 +2,15 @@
 
 Pure data so the geometry is chosen by a profile name; the drivers derive every chip
 index, chip select and switch bit from these numbers (docs/architecture.md, reference
-board). No hardware access here, so the host and the emulator can read the same table.
+board). No hardware access here, so the host, training and the emulator read this same
+table: CPython imports it as `xbar.firmware.profiles`, where `const` is the identity.
 """
 # ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
 
-from micropython import const
+try:
+    from micropython import const
+except ImportError:  # CPython
+    const = lambda x: x  # noqa: E731
 
 FW_VERSION = (0, 1, 0)
 DEFAULT_PROFILE = "xbar-10x10"
@@ -69,12 +73,13 @@ ADC_UP = const(2800)  # x10 = 28000 < ADC_SAT
 # name: (arrays, rows, cols, DAC chips per chip select, ADC chips per chip select, cell).
 # Chips beyond one per chip select form a daisy chain on that select. Besides these,
 # "xbar-{n}x{rows}x{cols}[-passive]" names build chains just long enough for the three
-# DAC and two ADC selects (the emulator's profile table follows the same rules).
+# DAC and two ADC selects. The emulator's profile table is built from this one.
 PROFILES = {
     "xbar-10x10": (1, 10, 10, 1, 1, "1T1R"),
     "xbar-10x10-passive": (1, 10, 10, 1, 1, "0T1R"),
     "xbar-1x32": (1, 32, 32, 3, 2, "0T1R"),
     "xbar-4x64": (4, 64, 64, 22, 16, "0T1R"),
+    "xbar-64x10x10": (64, 10, 10, 54, 40, "1T1R"),
 }
 
 

@@ -36,8 +36,9 @@ from xbar.training.plan import Tile
 
 from .board_model import BoardModel, convert, sample_normals
 from .crossbar import DRIVEN, TIA, Operator
+from .hardware import Hardware
 from .parts import DAC_MID, line_volts
-from .runtime import FirmwareNamespace, Hardware
+from .runtime import FirmwareNamespace
 
 
 @dataclass(frozen=True)

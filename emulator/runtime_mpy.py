@@ -29,15 +29,10 @@ import threading
 import time
 from pathlib import Path
 
+from xbar.emulator.board import FIRMWARE_DIR, MPY_DIR, EmulatedBoard
+from xbar.emulator.hardware import PWRON_RESET, ModelLike
 from xbar.emulator.link import PtyClosedError
 from xbar.emulator.mpy_bridge import BridgeServer, ComputeMeter
-from xbar.emulator.runtime import (
-    FIRMWARE_DIR,
-    MPY_DIR,
-    PWRON_RESET,
-    EmulatedBoard,
-    ModelLike,
-)
 
 HEAPSIZE = "192K"
 """`-X heapsize`: the RP2040-class board's MicroPython heap."""

@@ -13,7 +13,8 @@ import serial
 import xbar.emulator  # noqa: F401 - registers emu://
 from hypothesis import given
 from hypothesis import strategies as st
-from xbar.emulator.runtime import WDT_RESET, InProcessBoard
+from xbar.emulator.hardware import WDT_RESET
+from xbar.emulator.runtime import InProcessBoard
 from xbar.firmware import protocol
 from xbar.host.board import Board
 
@@ -335,7 +336,8 @@ class TinyModel:
 
 def _shim(name: str):
     """A shim module of emulator/mpy/ loaded on a board namespace (no board running)."""
-    from xbar.emulator.runtime import FirmwareNamespace, Hardware
+    from xbar.emulator.hardware import Hardware
+    from xbar.emulator.runtime import FirmwareNamespace
 
     return FirmwareNamespace(Hardware(TinyModel()), None, None).load(name)
 
@@ -357,8 +359,8 @@ def test_the_bridge_survives_any_bytes_from_the_interpreter(data: bytes) -> None
     the server thread ends only when the pipe closes (or the garbage asks for a reset)."""
     import os
 
+    from xbar.emulator.hardware import Hardware
     from xbar.emulator.mpy_bridge import BridgeServer
-    from xbar.emulator.runtime import Hardware
 
     resets: list[int] = []
     req_r, req_w = os.pipe()

@@ -21,10 +21,11 @@ import numpy as np
 import pytest
 import serial
 import xbar.emulator  # noqa: F401 - registers emu://
+from xbar.emulator.board import FIRMWARE_DIR
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import STUCK_HIGH
-from xbar.emulator.runtime import FIRMWARE_DIR, InProcessBoard
+from xbar.emulator.runtime import InProcessBoard
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, LinkError, NotXbarError, VersionError

@@ -32,6 +32,7 @@ from types import ModuleType
 import numpy as np
 from xbar.firmware import protocol as P
 from xbar.firmware import quant
+from xbar.training import requant
 from xbar.training.plan import Tile
 
 from .board_model import BoardModel, convert, sample_normals
@@ -113,29 +114,6 @@ def parse_blob(blob: bytes, fw: ModuleType) -> list[Layer]:
             )
         )
     return layers
-
-
-def convert_codes(c: np.ndarray, mul: np.ndarray, s: np.ndarray) -> np.ndarray:
-    """`quant.convert` elementwise (int64 is exact: |c·mul| < 2^31)."""
-    c = c.astype(np.int64)
-    mul = mul.astype(np.int64)
-    s = s.astype(np.int64)
-    right = (c * mul + np.left_shift(1, np.maximum(s - 1, 0))) >> np.maximum(s, 0)
-    left = (c * mul) << np.maximum(-s, 0)
-    return np.where(s > 0, right, left)
-
-
-def requant(acc: np.ndarray, layer: Layer) -> np.ndarray:
-    """`quant.requant` elementwise (`quant.mulshift`'s split keeps int64 exact)."""
-    a, m, s = acc.astype(np.int64), layer.m, layer.shift
-    if s == 0:
-        y = a * m
-    elif s < 11:
-        y = (a * m + (1 << (s - 1))) >> s
-    else:
-        y = ((a >> 10) * m + (1 << (s - 11)) + (((a & 1023) * m) >> 10)) >> (s - 10)
-    y = np.clip(y, layer.lo, layer.hi)
-    return np.maximum(y, 0) if layer.relu else y
 
 
 class _Adcs:
@@ -274,11 +252,11 @@ def predict(board: BoardModel, blob: bytes, inputs: np.ndarray) -> Prediction:
                 # Pair j: G+ on column 2j, G− on 2j + 1; the TIA inverts.
                 plus, minus = codes[0::2], codes[1::2]
                 gp, gm = gains[0::2], gains[1::2]
-                acc[t.out_start : t.out_start + t.out_len] += convert_codes(
+                acc[t.out_start : t.out_start + t.out_len] += requant.convert(
                     minus, mul[gm], qsh[gm]
-                ) - convert_codes(plus, mul[gp], qsh[gp])
+                ) - requant.convert(plus, mul[gp], qsh[gp])
             acc += layer.biases
-            x = requant(acc, layer)
+            x = requant.requant(acc, layer.m, layer.shift, layer.lo, layer.hi, layer.relu)
         outputs[n], accs[n] = x, acc
     adcs = measure.adcs
     return Prediction(outputs, accs, adcs.counts - adcs.start)

@@ -10,7 +10,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from xbar.training.quantize import QuantizedModel, QuantLayer, quantize_mlp, requantize
+from xbar.training.quantize import QuantizedModel, QuantLayer, quantize_mlp
+from xbar.training.requant import mulshift
 from xbar.training.tflite_export import (
     TFLiteError,
     agreement,
@@ -71,7 +72,7 @@ def negative_halves(model: QuantizedModel, x_q: np.ndarray) -> np.ndarray:
     acc = last.accumulators(h)
     prod = acc * last.multiplier
     half = (prod < 0) & (prod % (1 << last.shift) == 1 << (last.shift - 1))
-    return half & (requantize(acc, last.multiplier, last.shift) > last.out_min)  # not clamped
+    return half & (mulshift(acc, last.multiplier, last.shift) > last.out_min)  # not clamped
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

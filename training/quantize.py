@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .requant import requant
+
 ACT_MIN, ACT_MAX = 0, 255  # hidden activations: uint8 after ReLU
 OUT_MIN, OUT_MAX = -128, 127  # last layer: int8 logits
 MULT_BITS = 16  # multiplier in [2^15, 2^16): fits the firmware's 16-bit mulshift
@@ -42,21 +44,12 @@ class QuantLayer:
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Exact integer forward of a batch ``x`` (n, in) → (n, out), as the firmware does."""
-        acc = x.astype(np.int64) @ self.weights.T.astype(np.int64) + self.bias.astype(np.int64)
-        y = requantize(acc, self.multiplier, self.shift)
-        y = np.clip(y, self.out_min, self.out_max)
-        return np.maximum(y, 0) if self.relu else y
+        return requant(
+            self.accumulators(x), self.multiplier, self.shift, self.out_min, self.out_max, self.relu
+        )
 
     def accumulators(self, x: np.ndarray) -> np.ndarray:
         return x.astype(np.int64) @ self.weights.T.astype(np.int64) + self.bias.astype(np.int64)
-
-
-def requantize(acc: np.ndarray, multiplier: int, shift: int) -> np.ndarray:
-    """floor((acc·M + 2^(shift−1)) / 2^shift): round half up, in exact int64 arithmetic."""
-    acc = np.asarray(acc, dtype=np.int64)
-    if shift == 0:
-        return acc * multiplier
-    return (acc * multiplier + (1 << (shift - 1))) >> shift
 
 
 def fixed_point(real: float, bits: int = MULT_BITS) -> tuple[int, int]:

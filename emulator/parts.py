@@ -11,6 +11,10 @@ Datasheet references: AD5676 (Analog Devices, Rev. B) Table 8 "Command definitio
 Figure 2 / "Serial interface" and "LDAC function"; ADG714 (Rev. C) "Serial interface" and
 "Daisy-chaining"; ADS8688 (TI SBAS582) §7.5 "Serial interface", Table 6 "Command register
 map", Table 11 "Program register map", §7.4.3 "Daisy-chain topology".
+
+Board design figures (DAC step and mid-scale, TIA gains, switch modes, SPI clocks) are the
+firmware's (``xbar.firmware.profiles``); the chips' command codes stay written from the
+datasheets here, so a wrong code in the firmware shows up as a part that does not act.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
+from xbar.firmware import profiles as fw
 
 if TYPE_CHECKING:
     from .board_profile import BoardProfile
@@ -32,7 +37,7 @@ DAC_RESET_KEY = 0x1234  # command 0x6 data that performs the software reset
 
 def line_volts(code: np.ndarray | int) -> np.ndarray:
     """Line voltage of a DAC code: ``V = 4 · (5 V · code / 65536) − 10 V`` (architecture.md)."""
-    return np.asarray(code, dtype=float) * (20.0 / 65536.0) - 10.0
+    return np.asarray(code, dtype=float) * fw.DAC_LSB - 10.0
 
 
 class AD5676Chain:
@@ -370,8 +375,8 @@ class ADS8688Chain:
 
 
 # -- TIA: column transimpedance amplifiers -------------------------------------------------
-TIA_RF = (1_000.0, 10_000.0, 100_000.0, 1_000_000.0)  # by GAIN1·2 + GAIN0
-TIA_SAT_V = 10.0
+TIA_RF: tuple[float, ...] = fw.TIA_RF  # by GAIN1·2 + GAIN0
+TIA_SAT_V: float = fw.TIA_SAT_V
 
 
 def tia_volts(current: np.ndarray, rf: float) -> np.ndarray:
@@ -380,10 +385,12 @@ def tia_volts(current: np.ndarray, rf: float) -> np.ndarray:
 
 
 # -- frame builders (the byte formats above, as the firmware sends them) ------------------
-DAC_BAUD = 30_000_000
-ADC_BAUD = 17_000_000
-DAC_MID = 32768
-SW_DAC, SW_TIA, SW_GND = 0, 1, 2
+DAC_BAUD: int = fw.SPI0_BAUD
+ADC_BAUD: int = fw.SPI1_BAUD
+DAC_MID: int = fw.DAC_MID
+SW_DAC: int = fw.SW_DAC
+SW_TIA: int = fw.SW_TIA
+SW_GND: int = fw.SW_GND
 
 
 def dac_word(cmd: int, channel: int, data: int) -> int:

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.firmware import profiles
 from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
 from .devices.model import DeviceModel, DeviceModelError
@@ -52,10 +53,10 @@ FORMAT_VERSION = 1
 SUFFIX = ".xbar"
 MEMBERS = ("model.tflite", "quantized.json", "plan.json", "device.json", "metadata.json")
 MAX_MEMBER_BYTES = 64 << 20  # a member larger than this is not an xbar model
-# Read voltages: the firmware's default and hard read limits (firmware/profiles.py,
-# SAFE_DEFAULT and SAFE_HARD); the default read voltage is capped at the first.
-V_READ_LIMIT = 0.3
-V_READ_HARD = 0.5
+# Read voltages: the firmware's default and hard read limits; the default read voltage
+# is capped at the first.
+V_READ_LIMIT: float = profiles.SAFE_DEFAULT[0]
+V_READ_HARD: float = profiles.SAFE_HARD[0]
 MIN_AGREEMENT = 0.99  # TFLite vs integer predictions, below which export refuses
 WINDOW = 0.8
 """Share of the device's conductance window the weights use (weight 127 at g_min + 0.8 ·
@@ -264,13 +265,15 @@ def _place(
 
 
 def _geometry(profile: str) -> dict[str, Any]:
-    from xbar.emulator.board_profile import ProfileError, get_profile
-
+    """The arrays of a board profile, as the firmware lays them out."""
     try:
-        p = get_profile(profile)
-    except ProfileError as exc:
-        raise ArtifactError(str(exc)) from None
-    return {"profile": p.name, "arrays": p.arrays, "rows": p.rows, "cols": p.cols}
+        g = profiles.Geometry(profile)
+    except ValueError as exc:
+        raise ArtifactError(
+            f"{exc}: use one of {', '.join(profiles.PROFILES)} "
+            "or xbar-{arrays}x{rows}x{cols}[-passive]"
+        ) from None
+    return {"profile": g.name, "arrays": g.arrays, "rows": g.rows, "cols": g.cols}
 
 
 def export_artifact(

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from xbar.firmware import profiles, quant
 from xbar.firmware import protocol as P
-from xbar.firmware import quant
 
 __all__ = [
     "DAC_LSB",
@@ -29,12 +29,11 @@ __all__ = [
     "snap_weights",
 ]
 
-DAC_LSB = 20.0 / 65536.0  # AD5676 step over the ±10 V span
-# What the firmware's LOAD accepts (firmware/profiles.py MAX_LAYERS, MAX_TILES, MAX_WIDTH;
-# that module needs MicroPython, so the figures are repeated here).
-FIRMWARE_MAX_LAYERS = 8
-FIRMWARE_MAX_TILES = 64
-FIRMWARE_MAX_WIDTH = 512
+DAC_LSB: float = profiles.DAC_LSB  # AD5676 step over the ±10 V span
+# What the firmware's LOAD accepts (firmware/inference.py checks these limits).
+FIRMWARE_MAX_LAYERS: int = profiles.MAX_LAYERS
+FIRMWARE_MAX_TILES: int = profiles.MAX_TILES
+FIRMWARE_MAX_WIDTH: int = profiles.MAX_WIDTH
 
 
 # ---- model -------------------------------------------------------------------------------

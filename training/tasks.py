@@ -106,7 +106,7 @@ def load_task(name: str, seed: int = 0) -> Task:
 
 
 def board_profile(sizes: list[int], side: int) -> str:
-    """The emulator profile whose side × side arrays hold an MLP of these layer sizes.
+    """The board profile whose side × side arrays hold an MLP of these layer sizes.
 
     Weights sit on differential pairs (two columns each); a layer is tiled over whole
     arrays, except that a network whose layers fit one array stacked by rows (each layer
@@ -125,10 +125,10 @@ def firmware_problem(sizes: list[int], side: int) -> str | None:
     (:func:`board_profile`): ``CrossbarModel.firmware_problem()`` of that plan's shape, or
     None when ``xbar program`` can load it. Only the shape matters, so no weights needed."""
     import numpy as np
-    from xbar.emulator.board_profile import get_profile
+    from xbar.firmware.profiles import Geometry
     from xbar.training.plan import CrossbarModel, PlanError, TileLayer, plan_tiles
 
-    board = get_profile(board_profile(sizes, side))
+    board = Geometry(board_profile(sizes, side))
     shapes = [(b, a) for a, b in itertools.pairwise(sizes)]
     try:
         tiles = plan_tiles(shapes, board.arrays, board.rows, board.cols)

@@ -82,8 +82,8 @@ def demo_campaign(out: Path, batch: int = 4) -> None:
 
 
 def demo_loop_on_one_array(out: Path, budget: int = 4) -> None:
+    from xbar.emulator.build import board_model
     from xbar.emulator.runtime import InProcessBoard
-    from xbar.emulator.urlhandler.protocol_emu import board_model
     from xbar.host.cli.main import main
 
     folder = out / "iris"

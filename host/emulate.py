@@ -1,123 +1,43 @@
-"""`xbar emulate`: serve an emulated board on a serial port, or run its self-test.
+"""Serve an emulated board on a pty until stopped, or run a short self-test through it:
+what `xbar emulate` does (host/cli/emulate.py parses its flags into `BoardOptions`).
 
-    xbar emulate [--profile P] [--seed S] [--micropython] [--flash DIR]
-    xbar emulate --selftest [--micropython]
-
-Serving prints the port path (a pty any serial client opens: pyserial, mpremote,
-`screen`) and runs until Ctrl-C. In-process mode runs the firmware under CPython; with
---micropython the real MicroPython interpreter runs it and the board answers the raw
-REPL, so `mpremote connect PORT fs cp …` flashes it. The same boards are reachable
-from Python as `emu://PROFILE?seed=N[&micropython=1]` URLs.
+In-process boards run the firmware under CPython; MicroPython boards run it under the
+real interpreter and answer the raw REPL, so `mpremote connect PORT fs cp …` flashes
+them. The same boards are reachable from Python as `emu://` URLs.
 """
 
 from __future__ import annotations
 
-import argparse
 import signal
 import sys
 import threading
 import types
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from xbar.emulator.build import BoardOptions, build_board
+
 if TYPE_CHECKING:
-    from xbar.emulator.runtime import EmulatedBoard
+    from xbar.emulator.board import EmulatedBoard
 
 EXIT_OK = 0
-EXIT_FAILED = 1
 
 
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    """Register `emulate` on the `xbar` command's subparsers."""
-    p = subparsers.add_parser(
-        "emulate",
-        help="serve an emulated board on a serial port (pty)",
-        description="Serve an emulated xbar board on a pty until Ctrl-C, or self-test it.",
-    )
-    configure(p)
-    p.set_defaults(func=run)
-
-
-def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--profile", default="xbar-10x10", help="board profile (default: xbar-10x10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the board's devices and noise")
-    p.add_argument("--device", help="device preset of the cells (default: pvk-median)")
-    p.add_argument("--noise", choices=["default", "off"], help="noise preset (default: default)")
-    p.add_argument(
-        "--micropython",
-        action="store_true",
-        help="run the firmware under the real MicroPython interpreter (raw REPL, flashing)",
-    )
-    p.add_argument(
-        "--flash",
-        metavar="DIR",
-        help="--micropython: the board's flash folder, kept between runs "
-        "(default: a temporary folder)",
-    )
-    p.add_argument(
-        "--blank",
-        action="store_true",
-        help="--micropython: start with the flash as it is (default: install the firmware)",
-    )
-    p.add_argument(
-        "--selftest",
-        action="store_true",
-        help="run a short MVM through the board and print timing and energy",
-    )
-    p.add_argument(
-        "--measure-compute",
-        action="store_true",
-        help="--micropython: also charge the interpreter's computation, from its host CPU "
-        "time (not reproducible; see MicroPythonBoard)",
-    )
-    p.add_argument(
-        "--program",
-        action="store_true",
-        help="--selftest: program the cells with the firmware's write-verify (slow)",
-    )
-
-
-def open_board(args: argparse.Namespace) -> EmulatedBoard:
-    """The board the arguments describe (not started)."""
-    from xbar.emulator.urlhandler.protocol_emu import board_model
-
-    model = board_model(args.profile, args.seed, args.device, args.noise)
-    if args.micropython:
-        from xbar.emulator.runtime_mpy import MicroPythonBoard
-
-        return MicroPythonBoard(
-            args.profile,
-            args.seed,
-            model,
-            flash_dir=args.flash,
-            firmware=not args.blank,
-            measure_compute=args.measure_compute,
-        )
-    if args.flash or args.blank or args.measure_compute:
-        raise ValueError(
-            "--flash, --blank and --measure-compute need --micropython (the "
-            "in-process board runs the firmware source tree)"
-        )
-    from xbar.emulator.runtime import InProcessBoard
-
-    return InProcessBoard(args.profile, args.seed, model)
-
-
-def serve(args: argparse.Namespace) -> int:
-    board = open_board(args)
+def serve(options: BoardOptions) -> int:
+    """Print the board's port and serve it until SIGINT or SIGTERM."""
+    board = build_board(options)
     stop = threading.Event()
     # Ctrl-C and SIGTERM both end the service cleanly (interpreters stopped, pty and
     # temporary flash removed), also when started where SIGINT was ignored.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     with board:
-        mode = "MicroPython" if args.micropython else "in-process"
+        mode = "MicroPython" if options.micropython else "in-process"
         print(board.port, flush=True)
         flash = getattr(board, "flash_dir", None)
         extra = f", flash {Path(flash)}" if flash is not None else ""
         print(
-            f"emulated {args.profile} (seed {args.seed}, {mode}{extra}); Ctrl-C to stop",
+            f"emulated {options.profile} (seed {options.seed}, {mode}{extra}); Ctrl-C to stop",
             file=sys.stderr,
             flush=True,
         )
@@ -127,21 +47,22 @@ def serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def board_url(args: argparse.Namespace) -> str:
-    url = f"emu://{args.profile}?seed={args.seed}"
+def board_url(options: BoardOptions) -> str:
+    """The `emu://` URL the self-test opens (the firmware installed, whatever `blank`)."""
+    url = f"emu://{options.profile}?seed={options.seed}"
     for name in ("device", "noise"):
-        if getattr(args, name):
-            url += f"&{name}={getattr(args, name)}"
-    if args.micropython:
+        if getattr(options, name):
+            url += f"&{name}={getattr(options, name)}"
+    if options.micropython:
         url += "&micropython=1"
-        if args.flash:
-            url += f"&flash={args.flash}"
-        if args.measure_compute:
+        if options.flash:
+            url += f"&flash={options.flash}"
+        if options.measure_compute:
             url += "&compute=measured"
     return url
 
 
-def selftest(args: argparse.Namespace) -> int:
+def selftest(options: BoardOptions, program: bool = False) -> int:
     """A short MVM through the emulated board, the way a host would run it: LOAD a
     one-layer model through the firmware and INFER, next to the integer reference;
     then the board time, real-time factor and energy it took.
@@ -156,7 +77,7 @@ def selftest(args: argparse.Namespace) -> int:
     import xbar.emulator  # noqa: F401 - registers emu://
     from xbar.host.board import Board, CrossbarModel
 
-    url = board_url(args)
+    url = board_url(options)
     port = serial.serial_for_url(url, timeout=60)
     emulated: EmulatedBoard = port.board  # type: ignore[attr-defined]
     model: Any = emulated.model  # the BoardModel: ledger, device, conductances
@@ -166,9 +87,9 @@ def selftest(args: argparse.Namespace) -> int:
             print(
                 f"{url}: firmware {'.'.join(map(str, hello.firmware))}, "
                 f"{info.arrays}x {info.rows}x{info.cols}, "
-                f"{'MicroPython' if args.micropython else 'in-process'}"
+                f"{'MicroPython' if options.micropython else 'in-process'}"
             )
-            rng = np.random.default_rng(args.seed)
+            rng = np.random.default_rng(options.seed)
             n_out, n_in = info.cols // 2, info.rows
             layer = types.SimpleNamespace(
                 weights=rng.integers(-127, 128, size=(n_out, n_in)),
@@ -189,10 +110,10 @@ def selftest(args: argparse.Namespace) -> int:
                 g_max=0.8 * device.g_max,
                 v_read=0.2,
             )
-            if not args.program:
+            if not program:
                 model.place(crossbar.targets())
             start = emulated.mark()
-            loaded = client.load(crossbar, program=args.program)
+            loaded = client.load(crossbar, program=program)
             if loaded.program is not None:
                 print(
                     f"programmed {len(loaded.program.cells)} cells, "
@@ -230,19 +151,3 @@ def selftest(args: argparse.Namespace) -> int:
     finally:
         port.close()
     return EXIT_OK
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.selftest:
-        return selftest(args)
-    return serve(args)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="xbar emulate", description=__doc__.split("\n")[0])
-    configure(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

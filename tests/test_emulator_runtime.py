@@ -78,7 +78,7 @@ def test_hello_over_emu_url_runs_the_real_firmware(profile: str) -> None:
         ("emu://xbar-10x10?sed=1", "unknown parameter(s) sed"),
         ("emu://xbar-10x10?seed=x", "seed='x' is not an integer"),
         ("emu://xbar-10x10?micropython=maybe", "micropython='maybe' is not 0 or 1"),
-        ("emu://xbar-10x10?flash=/tmp", "need micropython=1"),
+        ("emu://xbar-10x10?flash=/tmp", "need the MicroPython runtime"),
         ("emu://xbar-10x10?micropython=1&compute=fast", "compute='fast' is not"),
         ("emu://xbar-10x10?device=pvk-nope", "no device preset 'pvk-nope'"),
         ("emu://xbar-10x10?noise=loud", "unknown noise preset 'loud'"),
@@ -89,6 +89,40 @@ def test_bad_emu_urls_say_what_is_wrong(url: str, message: str) -> None:
         serial.SerialException, match=message.replace("(", r"\(").replace(")", r"\)")
     ):
         serial.serial_for_url(url)
+
+
+@pytest.mark.parametrize(
+    ("flags", "query"),
+    [
+        (["--flash", "/tmp"], "flash=/tmp"),
+        (["--blank"], "firmware=0"),
+        (["--measure-compute"], "compute=measured"),
+        (["--device", "pvk-nope"], "device=pvk-nope"),
+        (["--noise", "off", "--seed", "4", "--micropython"], "noise=off&seed=4&micropython=1"),
+    ],
+)
+def test_xbar_emulate_and_emu_urls_build_boards_alike(flags: list[str], query: str) -> None:
+    """Both parse into the same `BoardOptions`, defaults included, and `build_board`
+    rejects a bad one with the same words."""
+    import argparse
+
+    from xbar.emulator.build import build_board
+    from xbar.emulator.urlhandler.protocol_emu import board_from_url, options_from_url
+    from xbar.host.cli.emulate import board_options, configure
+
+    parser = argparse.ArgumentParser()
+    configure(parser)
+    url = f"emu://?{query}"
+    options = board_options(parser.parse_args(flags))
+    assert options == options_from_url(url)
+    assert board_options(parser.parse_args([])) == options_from_url("emu://xbar-10x10")
+    if options.micropython:
+        return  # a good combination: nothing to reject
+    with pytest.raises(ValueError) as from_flags:
+        build_board(options)
+    with pytest.raises(ValueError) as from_url:
+        board_from_url(url)
+    assert str(from_url.value) == f"{url!r}: {from_flags.value}"
 
 
 def test_url_picks_device_and_noise() -> None:

@@ -277,7 +277,7 @@ def _children(pid: int) -> list[int]:
 def test_xbar_emulate_serves_a_port_until_interrupted() -> None:
     import signal
 
-    cmd = [sys.executable, "-m", "xbar.host.emulate", "--micropython", "--blank"]
+    cmd = [sys.executable, "-m", "xbar.host.cli.emulate", "--micropython", "--blank"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None

@@ -9,7 +9,8 @@ default the board's), `noise` (`default` or `off`), `micropython` (0/1), and wit
 default 1: copy `firmware/*.py` into the flash before booting, as if flashed) and
 `compute` (`calls`, default, or `measured`: see `MicroPythonBoard`); in-process only,
 `baud` (host bytes reach the firmware at this UART rate in board time, 10 bits per byte;
-default 0: no line timing). The
+default 0: no line timing). These are `BoardOptions` (firmware=0 is `blank`,
+compute=measured `measure_compute`), built as `xbar emulate` builds them. The
 board lives as long as the port is open: `close()` stops it. The open port's `board`
 attribute is the emulated board (its model, clock, energy ledger, real-time factor).
 
@@ -24,24 +25,24 @@ from typing import Any
 
 import serial
 from serial.serialposix import Serial as PosixSerial
-from xbar.emulator.runtime import EmulatedBoard
+from xbar.emulator.board import EmulatedBoard
+from xbar.emulator.build import DEFAULT_PROFILE, BoardOptions, build_board
 
 _FLAGS = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}
 
+_PARAMETERS = ("seed", "device", "noise", "micropython", "flash", "firmware", "compute", "baud")
 
-def board_from_url(url: str) -> EmulatedBoard:
-    """The (not yet started) board an `emu://` URL names; ValueError naming what is wrong."""
+
+def options_from_url(url: str) -> BoardOptions:
+    """The board options an `emu://` URL spells; ValueError names what is wrong."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() != "emu":
-        raise ValueError(f"{url!r}: not an emu:// URL")
-    profile = parts.netloc or parts.path.strip("/") or "xbar-10x10"
+        raise ValueError("not an emu:// URL")
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
-    known = {"seed", "device", "noise", "micropython", "flash", "firmware", "compute", "baud"}
-    unknown = sorted(set(query) - known)
+    unknown = sorted(set(query) - set(_PARAMETERS))
     if unknown:
         raise ValueError(
-            f"{url!r}: unknown parameter(s) {', '.join(unknown)} "
-            f"(known: {', '.join(sorted(known))})"
+            f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(_PARAMETERS))})"
         )
 
     def flag(name: str, default: bool) -> bool:
@@ -49,64 +50,37 @@ def board_from_url(url: str) -> EmulatedBoard:
         if value is None:
             return default
         if value.lower() not in _FLAGS:
-            raise ValueError(f"{url!r}: {name}={value!r} is not 0 or 1")
+            raise ValueError(f"{name}={value!r} is not 0 or 1")
         return _FLAGS[value.lower()]
 
+    def integer(name: str) -> int:
+        try:
+            return int(query.get(name, "0"))
+        except ValueError:
+            raise ValueError(f"{name}={query[name]!r} is not an integer") from None
+
+    compute = query.get("compute", "calls")
+    if compute not in ("calls", "measured"):
+        raise ValueError(f"compute={compute!r} is not 'calls' or 'measured'")
+    return BoardOptions(
+        profile=parts.netloc or parts.path.strip("/") or DEFAULT_PROFILE,
+        seed=integer("seed"),
+        device=query.get("device"),
+        noise=query.get("noise"),
+        micropython=flag("micropython", False),
+        flash=query.get("flash") or None,
+        blank=not flag("firmware", True),
+        measure_compute=compute == "measured",
+        baud=integer("baud"),
+    )
+
+
+def board_from_url(url: str) -> EmulatedBoard:
+    """The (not yet started) board an `emu://` URL names; ValueError naming what is wrong."""
     try:
-        seed = int(query.get("seed", "0"))
-    except ValueError:
-        raise ValueError(f"{url!r}: seed={query['seed']!r} is not an integer") from None
-    try:
-        model = board_model(profile, seed, query.get("device"), query.get("noise"))
+        return build_board(options_from_url(url))
     except ValueError as exc:
         raise ValueError(f"{url!r}: {exc}") from None
-    if flag("micropython", False):
-        if "baud" in query:
-            raise ValueError(f"{url!r}: baud (line timing) needs the in-process runtime")
-        from xbar.emulator.runtime_mpy import MicroPythonBoard
-
-        compute = query.get("compute", "calls")
-        if compute not in ("calls", "measured"):
-            raise ValueError(f"{url!r}: compute={compute!r} is not 'calls' or 'measured'")
-        return MicroPythonBoard(
-            profile,
-            seed,
-            model,
-            flash_dir=query.get("flash") or None,
-            firmware=flag("firmware", True),
-            measure_compute=compute == "measured",
-        )
-    if "flash" in query or "firmware" in query or "compute" in query:
-        raise ValueError(f"{url!r}: flash/firmware/compute need micropython=1")
-    from xbar.emulator.runtime import InProcessBoard
-
-    try:
-        baud = int(query.get("baud", "0"))
-    except ValueError:
-        baud = -1
-    if baud < 0:
-        raise ValueError(f"{url!r}: baud={query['baud']!r} is not a positive integer")
-    return InProcessBoard(profile, seed, model, baud=baud)
-
-
-def board_model(profile: str, seed: int, device: str | None, noise: str | None) -> Any:
-    """The board model for a device preset and a noise preset; None if both are left to
-    the runtime's default. ValueError names an unknown preset."""
-    if device is None and noise is None:
-        return None
-    from xbar.emulator.board_model import BoardModel
-    from xbar.emulator.board_profile import NoiseConfig, ProfileError
-    from xbar.training.devices.model import DeviceModel, DeviceModelError
-
-    try:
-        return BoardModel(
-            profile,
-            seed=seed,
-            device=DeviceModel.preset(device) if device else None,
-            noise=NoiseConfig.preset(noise) if noise else None,
-        )
-    except (DeviceModelError, ProfileError) as exc:
-        raise ValueError(str(exc)) from None
 
 
 class Serial(PosixSerial):

@@ -211,7 +211,7 @@ def _optional_commands() -> list[Callable[[argparse._SubParsersAction], None]]:
     import importlib
 
     for module in (
-        "xbar.host.emulate",
+        "xbar.host.cli.emulate",
         "xbar.host.commands",
         "xbar.host.cli.train",
         "xbar.host.cli.fab",

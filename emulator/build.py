@@ -1,0 +1,89 @@
+"""One emulated board from options: what `xbar emulate` and `emu://` URLs both build.
+
+Each caller parses its own syntax (command-line flags, a URL's query) into `BoardOptions`
+and calls `build_board`, so both paths have the same defaults and reject the same
+combinations with the same words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xbar.emulator.board import EmulatedBoard
+
+DEFAULT_PROFILE = "xbar-10x10"
+"""The reference board, emulated when no profile is named."""
+
+
+@dataclass(frozen=True)
+class BoardOptions:
+    """An emulated board as a user describes it."""
+
+    profile: str = DEFAULT_PROFILE
+    seed: int = 0
+    """Seed of the board's devices and noise."""
+    device: str | None = None
+    """Device preset of the cells (None: the board model's default)."""
+    noise: str | None = None
+    """Noise preset, `default` or `off` (None: the board model's default)."""
+    micropython: bool = False
+    """Run the firmware under the real MicroPython interpreter, not in-process."""
+    flash: str | None = None
+    """MicroPython: the board's flash folder (None: a temporary one)."""
+    blank: bool = False
+    """MicroPython: boot the flash as it is instead of installing the firmware."""
+    measure_compute: bool = False
+    """MicroPython: also charge the interpreter's host CPU time (not reproducible)."""
+    baud: int = 0
+    """In-process: host bytes reach the firmware at this UART rate (0: no line timing)."""
+
+
+def build_board(options: BoardOptions) -> EmulatedBoard:
+    """The board the options describe, not yet started; ValueError says what is wrong."""
+    o = options
+    if o.micropython and o.baud:
+        raise ValueError("line timing (baud) needs the in-process runtime")
+    if not o.micropython and (o.flash or o.blank or o.measure_compute):
+        raise ValueError(
+            "flash, blank and measure_compute need the MicroPython runtime (the "
+            "in-process board runs the firmware source tree)"
+        )
+    if o.baud < 0:
+        raise ValueError(f"baud {o.baud} is negative (0: no line timing)")
+    model = board_model(o.profile, o.seed, o.device, o.noise)
+    if o.micropython:
+        from xbar.emulator.runtime_mpy import MicroPythonBoard
+
+        return MicroPythonBoard(
+            o.profile,
+            o.seed,
+            model,
+            flash_dir=o.flash,
+            firmware=not o.blank,
+            measure_compute=o.measure_compute,
+        )
+    from xbar.emulator.runtime import InProcessBoard
+
+    return InProcessBoard(o.profile, o.seed, model, baud=o.baud)
+
+
+def board_model(profile: str, seed: int, device: str | None, noise: str | None) -> Any:
+    """The board model for a device preset and a noise preset; None if both are left to
+    the runtime's default. ValueError names an unknown preset."""
+    if device is None and noise is None:
+        return None
+    from xbar.emulator.board_model import BoardModel
+    from xbar.emulator.board_profile import NoiseConfig, ProfileError
+    from xbar.training.devices.model import DeviceModel, DeviceModelError
+
+    try:
+        return BoardModel(
+            profile,
+            seed=seed,
+            device=DeviceModel.preset(device) if device else None,
+            noise=NoiseConfig.preset(noise) if noise else None,
+        )
+    except (DeviceModelError, ProfileError) as exc:
+        raise ValueError(str(exc)) from None

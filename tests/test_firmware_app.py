@@ -279,7 +279,7 @@ class _PhysicsRig:
         self.t = 0.0
         self.app = FirmwareSim("xbar-4x10x10").app
         self.app.read_cell = self.read_cell
-        self.app._pulse = self.pulse
+        self.app.pulse_cell = self.pulse
 
     def read_cell(self, arr: int, row: int, col: int, code: int) -> float:
         volts = (code - 32768) * 20.0 / 65536.0

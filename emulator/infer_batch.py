@@ -27,9 +27,9 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from types import ModuleType
 
 import numpy as np
+from xbar.firmware import profiles as fw
 from xbar.firmware import protocol as P
 from xbar.firmware import quant
 from xbar.training import requant
@@ -37,9 +37,7 @@ from xbar.training.plan import Tile
 
 from .board_model import BoardModel, convert, sample_normals
 from .crossbar import DRIVEN, TIA, Operator
-from .hardware import Hardware
 from .parts import DAC_MID, line_volts
-from .runtime import FirmwareNamespace
 
 
 @dataclass(frozen=True)
@@ -69,13 +67,7 @@ class Prediction:
     samples: np.ndarray  # (adc_chips,) ADC samples per chip the N inferences take
 
 
-def firmware_tables(board: BoardModel) -> ModuleType:
-    """The firmware's own board table (`firmware/profiles.py`), loaded as the in-process
-    runtime loads it: gain ranging thresholds, TIA gains and LSBs come from one source."""
-    return FirmwareNamespace(Hardware(board), None, None).load("profiles")  # type: ignore[return-value]
-
-
-def parse_blob(blob: bytes, fw: ModuleType) -> list[Layer]:
+def parse_blob(blob: bytes) -> list[Layer]:
     """The layers of a model blob (the wire format LOAD carries; the board validated it)."""
     _, n_layers, _, _ = struct.unpack_from(P.MODEL_HEADER, blob, 0)
     off = struct.calcsize(P.MODEL_HEADER)
@@ -120,7 +112,7 @@ class _Adcs:
     """The ADC chains' pipeline (channel pending per chip select) and sample counters,
     stepped frame by frame as `drivers.Adc.convert` sends them."""
 
-    def __init__(self, board: BoardModel, fw: ModuleType) -> None:
+    def __init__(self, board: BoardModel) -> None:
         p = board.profile
         self.chain = p.adc_chain
         self.chips = p.adc_chips
@@ -167,11 +159,10 @@ class _Measurement:
     """`hal.measure` of one tile on the board model: line voltages in, gain-ranged codes
     out, with the ADC frames and read noise the firmware's conversions take."""
 
-    def __init__(self, board: BoardModel, fw: ModuleType) -> None:
+    def __init__(self, board: BoardModel) -> None:
         self.board = board
-        self.fw = fw
         self.p = board.profile
-        self.adcs = _Adcs(board, fw)
+        self.adcs = _Adcs(board)
         self.epoch = board.cells.drift_epoch(board.clock.seconds)
         self.operators: dict[tuple[int, int, int], Operator] = {}
         p = self.p
@@ -194,7 +185,7 @@ class _Measurement:
 
     def tile(self, t: Tile, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """(codes − ADC_MID, gain index) of the tile's 2·out_len columns for input x."""
-        b, p, fw = self.board, self.p, self.fw
+        b, p = self.board, self.p
         v = np.zeros(p.lines_per_array)
         xs = x[t.in_start : t.in_start + t.in_len]
         # Rows at mid-code (input 0) are grounded, not driven: 0 V either way.
@@ -231,14 +222,13 @@ class _Measurement:
 def predict(board: BoardModel, blob: bytes, inputs: np.ndarray) -> Prediction:
     """What the board's firmware answers to INFER for each row of `inputs` (uint8 codes,
     (N, n_in)), starting from the board's present state (module docstring)."""
-    fw = firmware_tables(board)
-    layers = parse_blob(bytes(blob), fw)
+    layers = parse_blob(bytes(blob))
     x_all = np.asarray(inputs)
     if x_all.ndim != 2 or x_all.shape[1] != layers[0].n_in:
         raise ValueError(f"inputs of shape {x_all.shape}; the model takes (N, {layers[0].n_in})")
     if x_all.size and (x_all.min() < 0 or x_all.max() > 255):
         raise ValueError("inputs must be uint8 codes 0..255")
-    measure = _Measurement(board, fw)
+    measure = _Measurement(board)
     last = layers[-1]
     outputs = np.zeros((len(x_all), last.n_out), dtype=np.int64)
     accs = np.zeros_like(outputs)

@@ -34,6 +34,7 @@ from typing import Any
 
 from xbar.firmware import profiles as fw
 from xbar.firmware.profiles import ADC_CHANNELS, DAC_CHANNELS, SW_PER_CHIP
+from xbar.training.errors import XbarError
 
 __all__ = [
     "ADC_CHANNELS",
@@ -50,7 +51,7 @@ __all__ = [
 SWITCHES_PER_LINE = 3  # to DAC, to TIA, to ground (firmware/profiles.py SW_DAC ... SW_GND)
 
 
-class ProfileError(ValueError):
+class ProfileError(XbarError, ValueError):
     """An unknown or inconsistent board profile or noise configuration."""
 
 

@@ -21,6 +21,7 @@ import time
 from typing import Any, Protocol
 
 from xbar.firmware import protocol as P
+from xbar.training.errors import XbarError
 
 
 class SerialLike(Protocol):
@@ -32,7 +33,7 @@ class SerialLike(Protocol):
     def read(self, size: int = 1, /) -> bytes: ...
 
 
-class BoardError(Exception):
+class BoardError(XbarError):
     """Base of every error the board client raises."""
 
 

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from xbar.firmware import profiles
+from xbar.training.errors import XbarError
 from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
 from .devices.model import DeviceModel, DeviceModelError
@@ -81,7 +82,7 @@ _PACKAGES = ("xbar", "numpy", "torch", "ai-edge-litert", "tflite", "flatbuffers"
 _ZIP_DATE = (2020, 1, 1, 0, 0, 0)  # fixed member dates: the same model gives the same file
 
 
-class ArtifactError(ValueError):
+class ArtifactError(XbarError, ValueError):
     """A model artifact that cannot be written or read; says what and what to do."""
 
 

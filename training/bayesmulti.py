@@ -28,6 +28,7 @@ from typing import Any
 
 import nevergrad as ng
 import numpy as np
+from xbar.training.errors import XbarError
 
 from .harness import Alpha, TrainConfig, method_spec, train_network
 from .networks import NoisyCNN, NoisyMLP
@@ -50,11 +51,11 @@ CLIP = (0.5, 4.0)  # weight bound, in units of the He-init scale √(2/fan_in)
 MAX_ATTEMPTS = 3  # a trial lost with its worker is resubmitted this many times
 
 
-class SearchLogError(ValueError):
+class SearchLogError(XbarError, ValueError):
     """A search log that is corrupt, foreign, or from a different search."""
 
 
-class TrialError(RuntimeError):
+class TrialError(XbarError, RuntimeError):
     """A trial that failed on every attempt."""
 
 

@@ -23,13 +23,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from xbar.training.errors import XbarError
 
 from .devices.model import DeviceModel
 
 WEIGHT_NOISE_KINDS = ("lognormal", "gaussian-mult", "gaussian-add")
 
 
-class NoiseConfigError(ValueError):
+class NoiseConfigError(XbarError, ValueError):
     """A noise configuration out of range; the message names the field and the value."""
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from xbar.firmware import profiles, quant
 from xbar.firmware import protocol as P
+from xbar.training.errors import XbarError
 
 __all__ = [
     "DAC_LSB",
@@ -37,7 +38,7 @@ FIRMWARE_MAX_WIDTH: int = profiles.MAX_WIDTH
 
 
 # ---- model -------------------------------------------------------------------------------
-class PlanError(ValueError):
+class PlanError(XbarError, ValueError):
     """A model does not fit the board (names the layer and what ran out)."""
 
 

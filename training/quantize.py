@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.training.errors import XbarError
 
 from .requant import requant
 
@@ -23,7 +24,7 @@ OUT_MIN, OUT_MAX = -128, 127  # last layer: int8 logits
 MULT_BITS = 16  # multiplier in [2^15, 2^16): fits the firmware's 16-bit mulshift
 
 
-class QuantizedModelError(ValueError):
+class QuantizedModelError(XbarError, ValueError):
     """An inconsistent or unreadable quantised model; the message says which layer/field."""
 
 

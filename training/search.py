@@ -36,9 +36,10 @@ from typing import Any
 
 import nevergrad as ng
 import numpy as np
+from xbar.training.errors import XbarError
 
 
-class SearchError(ValueError):
+class SearchError(XbarError, ValueError):
     """A search that cannot go on: bad method, bad loss, unsatisfiable constraints."""
 
 

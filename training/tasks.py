@@ -16,11 +16,12 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
+from xbar.training.errors import XbarError
 
 TASKS = ("digits", "iris")
 
 
-class TaskError(ValueError):
+class TaskError(XbarError, ValueError):
     """An unknown task or an unusable split."""
 
 

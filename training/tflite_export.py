@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from xbar.training.errors import XbarError
 
 from .quantize import ACT_MAX, ACT_MIN, OUT_MAX, OUT_MIN, QuantizedModel
 
@@ -54,7 +55,7 @@ SCALE_SEARCH = 20_000  # float32 neighbours of a scale tried before giving up
 _ALIGN = 16
 
 
-class TFLiteError(ValueError):
+class TFLiteError(XbarError, ValueError):
     """A model TFLite cannot express, or a flatbuffer that is not such a model."""
 
 

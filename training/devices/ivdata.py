@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from xbar.training.errors import XbarError
 
 # Text that spreadsheets use for an empty measurement.
 _BLANK_TEXT = {"", "nan", "na", "n/a", "none", "null", "-"}
 
 
-class IVDataError(ValueError):
+class IVDataError(XbarError, ValueError):
     """A sweep file that cannot be used, with the file and the problem in the message."""
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.training.errors import XbarError
 
 from .ivdata import IVCurves
 from .published import PublishedDevice, find_published, load_published
@@ -32,7 +33,7 @@ BEST_DEVICE = (
 )
 
 
-class DeviceModelError(ValueError):
+class DeviceModelError(XbarError, ValueError):
     """A device model that is inconsistent; the message names the field."""
 
 

@@ -1,5 +1,7 @@
 """The one error type of fabrication campaigns, so the CLI reports each in one line."""
 
+from xbar.training.errors import XbarError
 
-class FabError(ValueError):
+
+class FabError(XbarError, ValueError):
     """A campaign input or step that cannot be used; the message says what and where."""

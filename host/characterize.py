@@ -19,7 +19,6 @@ one I–V file per cell (DIR/iv_a{array}_r{row}_c{col}.csv).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from collections.abc import Callable
@@ -33,6 +32,8 @@ from xbar.host.stream import InputError
 from xbar.training.devices.ivdata import IVCurves
 from xbar.training.devices.model import DeviceModel, fit
 from xbar.training.devices.usability import UsabilityResult, analyse
+
+DEFAULT_CELLS = "0:0:0,0:0:1,0:1:0,0:1:1"  # four cells of array 0
 
 
 class CellSpecError(InputError):
@@ -212,47 +213,33 @@ def _num(x: float) -> str:
     return "" if not math.isfinite(x) else f"{x:.6g}"
 
 
-# ---- CLI ---------------------------------------------------------------------------------
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "characterize",
-        help="I–V sweeps and pulse trains on cells → device model + CSV",
-        description="Sweep chosen cells (SET pulses of rising then falling amplitude, read "
-        "after each), run pulse trains, and fit a device model with the same code as the "
-        "published devices.",
-    )
-    p.add_argument("--port", required=True, help="device, pty or emu:// URL")
-    p.add_argument(
-        "--cells",
-        default="0:0:0,0:0:1,0:1:0,0:1:1",
-        help="ARRAY:ROW:COL (or ROW:COL) list (default: four cells of array 0)",
-    )
-    p.add_argument("--cycles", type=int, default=3, help="sweep cycles per cell (default 3)")
-    p.add_argument("--v-max", type=float, default=2.5, help="largest SET amplitude, V")
-    p.add_argument("--steps", type=int, default=10, help="amplitudes per half sweep")
-    p.add_argument("--width-us", type=int, default=1000, help="pulse width, µs")
-    p.add_argument("--name", default="characterized", help="device model name")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
+# ---- the job of `xbar characterize` ------------------------------------------------------
+def characterize_board(
+    port: str,
+    out: str,
+    cells: str = DEFAULT_CELLS,
+    cycles: int = 3,
+    v_max: float = 2.5,
+    steps: int = 10,
+    width_us: int = 1000,
+    name: str = "characterized",
+    timeout: float = 10.0,
+) -> None:
+    """Sweep `cells` of the board at `port`, fit a device model, write it and the CSVs to
+    `out`, print the table."""
     from tqdm import tqdm
 
-    if args.cycles < 1 or args.steps < 2 or not 0 < args.v_max <= 10 or args.width_us < 1:
+    if cycles < 1 or steps < 2 or not 0 < v_max <= 10 or width_us < 1:
         raise CellSpecError("--cycles ≥ 1, --steps ≥ 2, 0 < --v-max ≤ 10 V, --width-us ≥ 1")
-    settings = SweepSettings(
-        v_max=args.v_max, steps=args.steps, width_us=args.width_us, v_reset=args.v_max
-    )
-    with Board.open(args.port, timeout=args.timeout) as board:
+    settings = SweepSettings(v_max=v_max, steps=steps, width_us=width_us, v_reset=v_max)
+    with Board.open(port, timeout=timeout) as board:
         info = board.info()
-        cells = parse_cells(args.cells, info.arrays, info.rows, info.cols)
-        with tqdm(total=len(cells), unit="cell", desc="characterize", leave=False) as bar:
+        chosen = parse_cells(cells, info.arrays, info.rows, info.cols)
+        with tqdm(total=len(chosen), unit="cell", desc="characterize", leave=False) as bar:
             results, model = characterize(
-                board, cells, args.cycles, settings, args.name, on_cell=lambda: bar.update(1)
+                board, chosen, cycles, settings, name, on_cell=lambda: bar.update(1)
             )
-    written = write_outputs(Path(args.out), results, model)
+    written = write_outputs(Path(out), results, model)
     print(f"{'cell':<12} {'sigma':>7} {'monot.':>6} {'usability':>9}")
     for r in results:
         u = r.usability
@@ -265,7 +252,5 @@ def run(args: argparse.Namespace) -> int:
         f"{model.g_max:.3e} S, usability {model.usability:.4f}"
     )
     print(
-        f"wrote {written[0]}, {written[1]}, {written[2]} and {len(written) - 3} I–V files "
-        f"in {args.out}"
+        f"wrote {written[0]}, {written[1]}, {written[2]} and {len(written) - 3} I–V files in {out}"
     )
-    return 0

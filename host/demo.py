@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from xbar.host.cli.main import device_rows, model_summary, print_device_table
+from xbar.host.devices import device_rows, model_summary, print_device_table
 from xbar.training.devices.model import DeviceModel
 from xbar.training.devices.published import find_published
 from xbar.training.devices.usability import analyse
@@ -58,7 +58,7 @@ def demo_devices(out: Path) -> None:
 
 
 def demo_campaign(out: Path, batch: int = 4) -> None:
-    from xbar.host.cli.main import main
+    from xbar.host import fab
     from xbar.training.fab.perovskite import SPEC_PATH, write_past_sheet
     from xbar.training.fab.spec import load_spec
 
@@ -71,20 +71,19 @@ def demo_campaign(out: Path, batch: int = 4) -> None:
         f"\n== fabrication campaign: the published devices as past experiments, then the "
         f"next {batch} runs =="
     )
-    for argv in (
-        ["init", str(SPEC_PATH), "--store", str(store)],
-        ["ingest", str(past), "--store", str(store)],
-        ["suggest", "--store", str(store), "--batch", str(batch), "--out", str(folder)],
-        ["status", "--store", str(store)],
-    ):
-        if main(["fab", *argv]) != 0:
-            raise RuntimeError(f"xbar fab {argv[0]} failed (message above)")
+    # What `xbar fab init|ingest|suggest|status` do, with the store in the demo's folder.
+    fab.init(SPEC_PATH, store)
+    fab.ingest(store, [str(past)])
+    fab.suggest(store, batch, out=str(folder))
+    fab.status(store)
 
 
 def demo_loop_on_one_array(out: Path, budget: int = 4) -> None:
     from xbar.emulator.build import board_model
     from xbar.emulator.runtime import InProcessBoard
-    from xbar.host.cli.main import main
+    from xbar.host.program import program_model
+    from xbar.host.stream import infer
+    from xbar.host.train import TrainOptions, train
 
     folder = out / "iris"
     model = folder / "model.xbar"
@@ -93,31 +92,23 @@ def demo_loop_on_one_array(out: Path, budget: int = 4) -> None:
         "infer on the emulated board =="
     )
     (folder / "search.jsonl").unlink(missing_ok=True)  # a fresh search, not a resumed one
-    train = [
-        "train",
-        "--dataset",
-        "iris",
-        "--device",
-        DEMO_DEVICE,
-        "--method",
-        "bayesmulti",
-        "--budget",
-        str(budget),
-        "--out",
-        str(folder),
-    ]
-    if main(train) != 0:
-        raise RuntimeError("xbar train failed (message above)")
+    train(
+        TrainOptions(
+            dataset="iris",
+            device=DEMO_DEVICE,
+            method="bayesmulti",
+            budget=budget,
+            out=str(folder),
+        )
+    )
     emulated = board_model("xbar-10x10", 0, DEMO_DEVICE, None)
     with InProcessBoard("xbar-10x10", 0, emulated) as board:
         print(f"board served on {board.port}")
-        for argv in (
-            ["program", "--port", board.port, str(model), "--fresh"],
-            ["infer", "--port", board.port, "--model", str(model), "--dataset", "iris"],
-        ):
-            print(f"$ xbar {' '.join(argv)}")
-            if main(argv) != 0:
-                raise RuntimeError(f"xbar {argv[0]} failed (message above)")
+        # The commands a user would type, and the jobs they run.
+        print(f"$ xbar program --port {board.port} {model} --fresh")
+        program_model(board.port, str(model), fresh=True)
+        print(f"$ xbar infer --port {board.port} --model {model} --dataset iris")
+        infer(board.port, str(model), dataset="iris")
 
 
 def _energy_lines(breakdown: dict[str, float], per: int = 1) -> str:

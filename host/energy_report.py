@@ -19,7 +19,6 @@ crossbar: **a cycle-count estimate** (`digital_baseline`), never a measurement.
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -173,52 +172,34 @@ def plot(r: EnergyReport, path: Path) -> None:
     plt.close(fig)
 
 
-# ---- CLI ---------------------------------------------------------------------------------
-def add_parser(bench: argparse._SubParsersAction) -> None:
-    p = bench.add_parser(
-        "energy",
-        help="energy per inference by part, beside a digital int8 estimate",
-        description="Stream test inputs and report energy per inference by part (measured "
-        "by the emulator's ledger on emu:// boards, estimated from STATS elsewhere).",
-    )
-    p.add_argument("--port", required=True, help="device, pty or emu:// URL")
-    p.add_argument("--model", required=True, help="model artifact (.xbar)")
-    p.add_argument(
-        "--state",
-        help="`xbar program`'s progress file, for where it placed the "
-        "hidden units (default: MODEL.progress.json)",
-    )
-    p.add_argument(
-        "--dataset",
-        default="digits",
-        choices=["digits", "iris"],
-        help="inputs from this bundled test split (default: digits)",
-    )
-    p.add_argument("--n", type=int, default=20, help="inferences (default 20)")
-    p.add_argument("--png", default="energy.png", help="plot (default: energy.png)")
-    p.add_argument("--timeout", type=float, default=30.0, help="link timeout, s (default 30)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
+# ---- the job of `xbar bench energy` ------------------------------------------------------
+def bench_energy(
+    port: str,
+    model: str,
+    state: str | None = None,
+    dataset: str = "digits",
+    n: int = 20,
+    png: str = "energy.png",
+    timeout: float = 30.0,
+) -> None:
+    """Energy per inference of `model` on the board at `port`: print the table, plot to `png`."""
     from xbar.host.program import checked_plan
     from xbar.host.stream import InputError, dataset_inputs
     from xbar.training.artifact import load_artifact
 
-    if args.n < 1:
-        raise InputError(f"--n {args.n}: must be at least 1")
-    png = Path(args.png)
-    if not png.parent.exists():
-        raise InputError(f"--png {png}: folder {png.parent} does not exist")
-    art = load_artifact(args.model)
-    x, _ = dataset_inputs(art, args.dataset)
-    with Board.open(args.port, timeout=args.timeout) as board:
-        _art, plan = checked_plan(board, args.model, args.state)
+    if n < 1:
+        raise InputError(f"--n {n}: must be at least 1")
+    png_path = Path(png)
+    if not png_path.parent.exists():
+        raise InputError(f"--png {png}: folder {png_path.parent} does not exist")
+    art = load_artifact(model)
+    x, _ = dataset_inputs(art, dataset)
+    with Board.open(port, timeout=timeout) as board:
+        _art, plan = checked_plan(board, model, state)
         emulated = getattr(board.link.port, "board", None)
         power = getattr(getattr(emulated, "model", None), "power", None) or PowerFigures()
-        report = measure(board, plan, x[: args.n], power)
+        report = measure(board, plan, x[:n], power)
     for line in table(report):
         print(line)
-    plot(report, png)
+    plot(report, png_path)
     print(f"wrote {png}")
-    return 0

@@ -13,7 +13,6 @@ copy, then soft-reset: the board boots `main.py` into the firmware and answers H
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import tempfile
 from collections.abc import Callable
@@ -187,25 +186,10 @@ def flash(
     return FlashReport(files, compiled, board_mpy, hello)
 
 
-# ---- CLI ---------------------------------------------------------------------------------
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "flash",
-        help="copy the firmware to a MicroPython board (raw REPL) and verify it",
-        description="Write this xbar's firmware to a MicroPython board through its raw REPL "
-        "(.mpy when the board's bytecode version matches mpy-cross), verify every file by "
-        "SHA-256 and soft-reset into the firmware.",
-    )
-    p.add_argument("--port", required=True, help="serial device or pty (e.g. /dev/ttyACM0)")
-    p.add_argument(
-        "--profile",
-        help="board profile written as xbar_profile.py (default: leave the board's own)",
-    )
-    p.add_argument("--source", action="store_true", help="copy .py sources, never .mpy")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
+# ---- the job of `xbar flash` -------------------------------------------------------------
+def flash_board(port: str, profile: str | None = None, source: bool = False) -> None:
+    """Copy this xbar's firmware to the board at `port` with a progress bar, verify it, and
+    print the files and the firmware that answers."""
     from tqdm import tqdm
 
     bars: list[Any] = []  # made on the first write, so an early error prints alone
@@ -222,13 +206,13 @@ def run(args: argparse.Namespace) -> int:
         written[0] = done
 
     try:
-        report = flash(args.port, profile=args.profile, source=args.source, progress=progress)
+        report = flash(port, profile=profile, source=source, progress=progress)
     finally:
         for bar in bars:
             bar.close()
     kind = ".mpy (mpy-cross)" if report.compiled else ".py sources"
     print(
-        f"flashed {len(report.files)} files as {kind} to {args.port}, every SHA-256 "
+        f"flashed {len(report.files)} files as {kind} to {port}, every SHA-256 "
         f"verified on the board:"
     )
     for f in report.files:
@@ -238,4 +222,3 @@ def run(args: argparse.Namespace) -> int:
         f"firmware {'.'.join(map(str, h.firmware))} running (protocol {h.protocol}, "
         f"profile {h.profile})"
     )
-    return 0

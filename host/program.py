@@ -23,7 +23,6 @@ units are then placed again where those cells spoil the least (`host/remap.py`,
 
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -478,43 +477,6 @@ def summary(report: ProgramReport, tolerance: float) -> list[str]:
     return lines
 
 
-# ---- CLI ---------------------------------------------------------------------------------
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "program",
-        help="write-verify a model's crossbar plan onto a board and LOAD it",
-        description="Write-verify every cell of MODEL's crossbar plan (resuming an "
-        "interrupted run), then LOAD the model's tile map.",
-    )
-    p.add_argument("--port", required=True, help="device, pty or emu:// URL")
-    p.add_argument("model", metavar="MODEL", help="model artifact (.xbar) from `xbar train`")
-    p.add_argument("--report", help="per-cell CSV (default: MODEL.cells.csv)")
-    p.add_argument("--state", help="progress file for resuming (default: MODEL.progress.json)")
-    p.add_argument("--fresh", action="store_true", help="ignore saved progress, program all")
-    p.add_argument("--tolerance", type=float, help="S (default: half a weight step)")
-    p.add_argument("--max-pulses", type=int, default=100, help="per cell (default: 100)")
-    p.add_argument(
-        "--passes",
-        type=int,
-        default=2,
-        help="write-verify passes; later ones retry unconverged cells (default 2)",
-    )
-    p.add_argument(
-        "--no-compensate",
-        dest="compensate",
-        action="store_false",
-        help="write every cell to its own plan target (no pair compensation)",
-    )
-    p.add_argument(
-        "--no-remap",
-        dest="remap",
-        action="store_false",
-        help="keep the hidden units where the plan put them, whatever cells failed",
-    )
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
-    p.set_defaults(func=run)
-
-
 def checked_plan(
     board: Board, model: str, state: str | None = None, placed: bool = True
 ) -> tuple[Any, CrossbarModel]:
@@ -540,30 +502,45 @@ def checked_plan(
     return art, plan
 
 
-def run(args: argparse.Namespace) -> int:
+# ---- the job of `xbar program` -----------------------------------------------------------
+def program_model(
+    port: str,
+    model: str,
+    report: str | None = None,
+    state: str | None = None,
+    fresh: bool = False,
+    tolerance: float | None = None,
+    max_pulses: int = 100,
+    passes: int = 2,
+    compensate: bool = True,
+    remap: bool = True,
+    timeout: float = 10.0,
+) -> None:
+    """Write-verify the plan of `model` onto the board at `port` (resuming what an earlier
+    run left), LOAD its tile map and print the summary: `xbar program` and `xbar demo`."""
     from tqdm import tqdm
     from xbar.training.artifact import load_artifact
 
-    load_artifact(args.model)  # a bad model file fails before the port is touched
-    report_path = Path(args.report or f"{args.model}.cells.csv")
-    state_path = Path(args.state or f"{args.model}.progress.json")
-    with Board.open(args.port, timeout=args.timeout) as board:
-        art, plan = checked_plan(board, args.model, placed=False)  # program_plan places it
+    load_artifact(model)  # a bad model file fails before the port is touched
+    report_path = Path(report or f"{model}.cells.csv")
+    state_path = Path(state or f"{model}.progress.json")
+    with Board.open(port, timeout=timeout) as board:
+        art, plan = checked_plan(board, model, placed=False)  # program_plan places it
         total = len(plan_cells(plan))
         with tqdm(total=total, unit="cell", desc="write-verify") as bar:
             try:
-                tol = args.tolerance
-                report = program_plan(
+                tol = tolerance
+                result = program_plan(
                     board,
                     plan,
                     state_path,
                     tolerance=tol,
-                    fresh=args.fresh,
+                    fresh=fresh,
                     on_frame=bar.update,
-                    max_pulses=args.max_pulses,
-                    passes=args.passes,
-                    compensate=args.compensate,
-                    remap=args.remap,
+                    max_pulses=max_pulses,
+                    passes=passes,
+                    compensate=compensate,
+                    remap=remap,
                     g_limit=art.device.g_max if art.device else None,
                 )
             except (BoardError, KeyboardInterrupt) as exc:
@@ -575,12 +552,11 @@ def run(args: argparse.Namespace) -> int:
                     f"({why}); progress kept in {state_path}: run the same "
                     "command again to resume"
                 ) from None
-    write_report(report, report_path)
-    tol = args.tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
-    for line in summary(report, tol):
+    write_report(result, report_path)
+    tol = tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
+    for line in summary(result, tol):
         print(line)
     print(
         f"model loaded: {len(plan.layers)} layers, "
         f"{sum(len(layer.tiles) for layer in plan.layers)} tiles; per-cell report {report_path}"
     )
-    return 0

@@ -13,18 +13,18 @@ per frame, and link efficiency: input payload bytes per second ÷ the line's byt
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from xbar.host.board import Board, StreamResult
+from xbar.training.errors import XbarError
 
 DEFAULT_BAUD = 921_600
 
 
-class InputError(ValueError):
+class InputError(XbarError, ValueError):
     """Inputs or labels that cannot be streamed; says which file and why."""
 
 
@@ -157,65 +157,46 @@ def report_lines(r: InferReport) -> list[str]:
     return lines
 
 
-# ---- CLI ---------------------------------------------------------------------------------
-def add_parser(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser(
-        "infer",
-        help="stream inputs through a programmed board: accuracy, speed, link",
-        description="Stream a dataset or an .npy file through the board (several frames in "
-        "flight) and compare with the digital int8 reference.",
-    )
-    p.add_argument("--port", required=True, help="device, pty or emu:// URL")
-    p.add_argument("--model", required=True, help="model artifact (.xbar) from `xbar train`")
-    p.add_argument(
-        "--state",
-        help="`xbar program`'s progress file, for where it placed the "
-        "hidden units (default: MODEL.progress.json)",
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--dataset", choices=["digits", "iris"], help="a bundled test split")
-    src.add_argument("--input", help=".npy inputs: (n, n_in) uint8 codes or float values")
-    p.add_argument("--labels", help="--input: .npy labels (n,) for the accuracy")
-    p.add_argument("--limit", type=int, help="stream only the first N inputs")
-    p.add_argument("--window", type=int, help="frames in flight (default: the board's)")
-    p.add_argument(
-        "--baud",
-        type=int,
-        default=DEFAULT_BAUD,
-        help=f"line rate for the link efficiency (default {DEFAULT_BAUD})",
-    )
-    p.add_argument("--save", help="write the board's outputs (n, n_out) to this .npy")
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
-    p.set_defaults(func=run)
-
-
-def run(args: argparse.Namespace) -> int:
+# ---- the job of `xbar infer` -------------------------------------------------------------
+def infer(
+    port: str,
+    model: str,
+    state: str | None = None,
+    dataset: str | None = None,
+    inputs: str | None = None,
+    labels: str | None = None,
+    limit: int | None = None,
+    window: int | None = None,
+    baud: int = DEFAULT_BAUD,
+    save: str | None = None,
+    timeout: float = 10.0,
+) -> None:
+    """Stream a bundled test split (`dataset`) or an .npy file (`inputs`) through `model` on
+    the board at `port` and print the report: `xbar infer` and `xbar demo`."""
     from tqdm import tqdm
     from xbar.host.program import checked_plan
     from xbar.training.artifact import load_artifact
 
-    art = load_artifact(args.model)
+    art = load_artifact(model)
     y: np.ndarray | None
-    if args.dataset:
-        x, y = dataset_inputs(art, args.dataset)
+    if dataset:
+        x, y = dataset_inputs(art, dataset)
+    elif inputs:
+        x, y = file_inputs(art, inputs, labels)
     else:
-        x, labels = file_inputs(art, args.input, args.labels)
-        y = labels
-    if args.limit is not None:
-        if args.limit < 1:
-            raise InputError(f"--limit {args.limit}: must be at least 1")
-        x, y = x[: args.limit], (None if y is None else y[: args.limit])
-    if args.save and not Path(args.save).parent.exists():
-        raise InputError(f"--save {args.save}: folder {Path(args.save).parent} does not exist")
-    with Board.open(args.port, timeout=args.timeout) as board:
-        _art, plan = checked_plan(board, args.model, args.state)
+        raise InputError("no inputs: give a dataset or an .npy file")
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit {limit}: must be at least 1")
+        x, y = x[:limit], (None if y is None else y[:limit])
+    if save and not Path(save).parent.exists():
+        raise InputError(f"--save {save}: folder {Path(save).parent} does not exist")
+    with Board.open(port, timeout=timeout) as board:
+        _art, plan = checked_plan(board, model, state)
         with tqdm(total=len(x), unit="input", desc="infer", leave=False) as bar:
-            report = stream_model(
-                board, art, plan, x, y, window=args.window, baud=args.baud, progress=bar
-            )
+            report = stream_model(board, art, plan, x, y, window=window, baud=baud, progress=bar)
     for line in report_lines(report):
         print(line)
-    if args.save:
-        np.save(args.save, report.stream.outputs)
-        print(f"wrote {args.save}")
-    return 0
+    if save:
+        np.save(save, report.stream.outputs)
+        print(f"wrote {save}")

@@ -1,23 +1,11 @@
-"""``xbar model show|check ARTIFACT``: what a model artifact holds, and proof that its TFLite
-reference runs in the LiteRT interpreter and agrees with its integer model."""
+"""The `xbar model` command: parser and run; the logic is xbar.host.model."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
-from typing import Any
 
-import numpy as np
-from xbar.training.artifact import (
-    MIN_AGREEMENT,
-    RESERVED,
-    ArtifactError,
-    ModelArtifact,
-    load_artifact,
-)
-from xbar.training.tflite_export import TFLiteError, agreement
+from xbar.host import model
+from xbar.training.artifact import MIN_AGREEMENT
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -32,7 +20,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     s = sub.add_parser("show", help="device, plan, accuracies, certificate, versions")
     s.add_argument("artifact", help="a .xbar file")
     s.add_argument("--json", action="store_true", help="print the metadata and plan mapping")
-    s.set_defaults(func=cmd_show)
+    s.set_defaults(func=run_show)
     c = sub.add_parser(
         "check",
         help="run the TFLite file in LiteRT and compare it with the integer model",
@@ -53,132 +41,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="task split seed (default: the artifact's split_seed or seed, else 0)",
     )
-    c.set_defaults(func=cmd_check)
+    c.set_defaults(func=run_check)
 
 
-# ---- show --------------------------------------------------------------------------------
-def _si(value: float, unit: str) -> str:
-    for factor, prefix in ((1e-9, "n"), (1e-6, "µ"), (1e-3, "m")):
-        if abs(value) < factor * 1000:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
-
-
-def describe(art: ModelArtifact) -> list[str]:
-    """The lines of ``xbar model show``."""
-    meta, q = art.metadata, art.quantized
-    lines = [
-        f"model     {q.name} ({'-'.join(map(str, q.shape))}), format "
-        f"{meta['format_version']}, xbar {meta['versions'].get('xbar', '?')}"
-    ]
-    if art.device is not None:
-        d = art.device
-        lines.append(
-            f"device    {d.name}: window {_si(d.g_min, 'S')} – {_si(d.g_max, 'S')}, "
-            f"{len(d.level_conductances)} levels, σ {d.sigma_c2c:.3f}"
-        )
-    g = art.geometry
-    if art.plan is None:
-        lines.append(f"plan      none (for {g['profile']}): runs as TFLite only")
-    else:
-        m, plan = art.mapping, art.plan
-        cells = sum(len(c) for c in plan.targets().values())
-        tiles = sum(len(layer.tiles) for layer in plan.layers)
-        lines.append(
-            f"plan      {g['profile']} ({g['arrays']} x {g['rows']}x{g['cols']}): "
-            f"{len(plan.layers)} layers, {tiles} tiles, {cells} cells"
-        )
-        lines.append(
-            f"mapping   G± = g_min + max(±w, 0)·g_unit, g_unit "
-            f"{_si(plan.layers[0].g_unit, 'S')}; inputs up to "
-            f"{_si(255 * plan.layers[0].k * 20 / 65536, 'V')} (k = "
-            f"{plan.layers[0].k}); weights {m.get('levels', '?')}"
-            + (f" to {len(m['level_steps'])} level steps" if m.get("levels") == "snapped" else "")
-        )
-        problem = m.get("firmware_problem")
-        lines.append(f"firmware  {'cannot load it: ' + problem if problem else 'loadable'}")
-    checks = meta.get("tflite_check", {})
-    for name, c in checks.items():
-        acc = f", int8 accuracy {c['int8_accuracy']:.3f}" if "int8_accuracy" in c else ""
-        lines.append(
-            f"tflite    {name}: {c['predictions_equal']:.1%} of {c['n']} predictions "
-            f"equal, {c['logits_equal']:.1%} logits equal, max Δ {c['max_logit_diff']}"
-            f"{acc}"
-        )
-    lines.append(f"tflite    {len(art.tflite)} B, LiteRT reference kernels")
-    for key, value in meta.items():
-        if key not in RESERVED:
-            lines.append(f"{key:<9} {json.dumps(value)}")
-    lines.append("versions  " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
-    return lines
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    art = load_artifact(args.artifact)
-    if args.json:
-        print(json.dumps({"metadata": art.metadata, "mapping": art.mapping}, indent=2))
-    else:
-        print("\n".join(describe(art)))
+def run_show(args: argparse.Namespace) -> int:
+    model.show(args.artifact, args.json)
     return 0
 
 
-# ---- check -------------------------------------------------------------------------------
-def _read_array(path: str, what: str) -> np.ndarray:
-    p = Path(path)
-    try:
-        if p.suffix == ".npy":
-            return np.asarray(np.load(p, allow_pickle=False))
-        return np.loadtxt(p, delimiter=",", ndmin=1)
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: cannot read {what} ({exc})") from None
-
-
-def _task_inputs(art: ModelArtifact, seed: int | None) -> tuple[np.ndarray, np.ndarray, str]:
-    from xbar.training.tasks import TASKS, load_task
-
-    name = art.metadata.get("task", "digits")
-    if seed is None:
-        seed = int(art.metadata.get("split_seed", art.metadata.get("seed", 0)))
-    if name not in TASKS:
-        raise ArtifactError(f"task {name!r} is not bundled: pass --inputs")
-    task = load_task(name, seed)
-    if task.n_features != art.quantized.shape[0]:
-        raise ArtifactError(
-            f"the {name} task has {task.n_features} features, the model takes "
-            f"{art.quantized.shape[0]}: pass --inputs"
-        )
-    return task.x_test, task.y_test, f"{name} test set, seed {seed}"
-
-
-def cmd_check(args: argparse.Namespace) -> int:
-    art = load_artifact(args.artifact)
-    if args.inputs:
-        x, source = _read_array(args.inputs, "inputs"), args.inputs
-        y = _read_array(args.labels, "labels") if args.labels else None
-    else:
-        x, y, source = _task_inputs(art, args.seed)
-    x = np.atleast_2d(x)
-    if y is not None and len(y) != len(x):
-        raise ArtifactError(f"{len(y)} labels for {len(x)} inputs")
-    if args.codes and not (np.all(x == np.round(x)) and x.min() >= 0 and x.max() <= 255):
-        raise ArtifactError(f"{args.inputs}: --codes inputs must be integers 0..255")
-    codes = x.astype(np.int64) if args.codes else art.quantized.quantize_input(x)
-    try:
-        result: dict[str, Any] = agreement(art.tflite, art.quantized, codes)
-    except TFLiteError as exc:
-        raise ArtifactError(f"{args.artifact}: {exc}") from None
-    print(f"{args.artifact}: model.tflite ran in LiteRT on {result['n']} inputs ({source})")
-    print(
-        f"predictions equal {result['predictions_equal']:.2%}, logits equal "
-        f"{result['logits_equal']:.2%}, max |Δ logit| {result['max_logit_diff']} LSB"
-    )
-    if y is not None:
-        tfl = art.run_tflite(codes).argmax(1)
-        ref = art.quantized.forward(codes).argmax(1)
-        print(f"accuracy: TFLite {np.mean(tfl == y):.4f}, integer model {np.mean(ref == y):.4f}")
-    if result["predictions_equal"] < MIN_AGREEMENT:
-        print(
-            f"xbar: error: fewer than {MIN_AGREEMENT:.0%} of the predictions agree", file=sys.stderr
-        )
-        return 1
+def run_check(args: argparse.Namespace) -> int:
+    model.check(args.artifact, args.inputs, args.codes, args.labels, args.seed)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +32,34 @@ def default_store_path(spec_path: str | Path) -> Path:
     return Path(spec_path).with_suffix(".sqlite")
 
 
+def bundled_spec(name: str) -> Path | None:
+    """The spec shipped with xbar under ``name`` (``perovskite``), None if there is none:
+    a wheel has no ``data/`` folder, so ``xbar fab init perovskite`` finds it here."""
+    if not name or Path(name).name != name or Path(name).suffix:
+        return None
+    spec = resources.files(__package__) / "campaigns" / f"{name}.toml"
+    return Path(str(spec)) if spec.is_file() else None
+
+
+def spec_and_store(spec: str | Path, store_path: str | Path | None = None) -> tuple[Path, Path]:
+    """The spec file ``spec`` names (a path, else a bundled spec's name) and the store: as
+    given, else beside a spec file, or ``NAME.sqlite`` here for a bundled spec (the
+    installed package may be read-only)."""
+    path = Path(spec)
+    bundled = None if path.exists() else bundled_spec(str(spec))
+    if bundled is not None:
+        return bundled, Path(store_path) if store_path else Path(f"{spec}.sqlite")
+    return path, Path(store_path) if store_path else default_store_path(path)
+
+
 def init_campaign(
     spec_path: str | Path, store_path: str | Path | None = None
 ) -> tuple[CampaignStore, bool]:
-    """Open the campaign of ``spec_path``, creating its store if needed; True if created.
-    An existing store built from a different spec is an error."""
-    spec_path = Path(spec_path)
+    """Open the campaign of ``spec_path`` (a file or a bundled spec's name), creating its
+    store if needed; True if created. An existing store built from a different spec is an
+    error."""
+    spec_path, store_path = spec_and_store(spec_path, store_path)
     spec = load_spec(spec_path)
-    store_path = Path(store_path) if store_path else default_store_path(spec_path)
     if store_path.exists():
         store = CampaignStore.open(store_path)
         stored = store.meta("spec_fingerprint")

@@ -1,0 +1,60 @@
+"""Where the CLI lives: one module per command in host/cli, logic modules free of argparse
+and of the CLI, one error base; and `xbar fab init` with a bundled spec's name."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import xbar.host
+from xbar.host.cli.main import COMMANDS, main
+from xbar.training.errors import UsageError, XbarError
+from xbar.training.fab.perovskite import SPEC_PATH
+
+HOST = Path(xbar.host.__file__).parent
+
+
+def _imports(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("path", sorted(HOST.glob("*.py")), ids=lambda p: p.name)
+def test_logic_modules_have_no_command_line(path: Path) -> None:
+    imported = _imports(path)
+    assert "argparse" not in imported
+    assert not any(name.startswith("xbar.host.cli") for name in imported)
+
+
+def test_every_command_module_is_registered() -> None:
+    modules = {p.stem for p in (HOST / "cli").glob("*.py")} - {"__init__", "main"}
+    assert {m.rsplit(".", 1)[-1] for m in COMMANDS} == modules
+
+
+def test_error_base_carries_the_exit_code() -> None:
+    assert XbarError.exit_code == 1 and UsageError.exit_code == 2
+
+
+def test_fab_init_takes_a_bundled_spec_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["fab", "init", "perovskite"]) == 0
+    assert "started" in capsys.readouterr().out
+    assert (tmp_path / "perovskite.sqlite").is_file()  # here, not in the installed package
+    assert main(["fab", "init", "perovskite"]) == 0
+    assert "reopened" in capsys.readouterr().out
+    # A path keeps its rule: the store beside the spec.
+    spec = tmp_path / "specs" / "mine.toml"
+    spec.parent.mkdir()
+    spec.write_text(SPEC_PATH.read_text())
+    assert main(["fab", "init", str(spec)]) == 0
+    assert (tmp_path / "specs" / "mine.sqlite").is_file()
+    assert main(["fab", "init", "no-such-campaign"]) == 1
+    assert "no-such-campaign: no such spec file" in capsys.readouterr().err

@@ -33,7 +33,7 @@ from xbar.host.flash import flash
 from xbar.host.program import program_plan
 from xbar.host.stream import stream_model
 from xbar.training.artifact import ModelArtifact, export_artifact
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.tasks import load_task
 
 from benchmarks.run_all import run_meta, write_results

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-from xbar.emulator.board import FIRMWARE_DIR
+from xbar.emulator.emulated_board import FIRMWARE_DIR
 from xbar.emulator.runtime_mpy import HEAPSIZE, install_firmware, micropython_binary
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel

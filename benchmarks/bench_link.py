@@ -34,7 +34,7 @@ import serial
 import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.host.board import Board
 from xbar.training.artifact import ModelArtifact, export_artifact
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.tasks import load_task
 
 from benchmarks.run_all import run_meta, write_results

@@ -10,8 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from xbar.training.errors import XbarError
+
 if TYPE_CHECKING:
-    from xbar.emulator.board import EmulatedBoard
+    from xbar.emulator.emulated_board import EmulatedBoard
+
+
+class BoardOptionsError(XbarError, ValueError):
+    """Options that describe no emulated board: says which and why."""
+
 
 DEFAULT_PROFILE = "xbar-10x10"
 """The reference board, emulated when no profile is named."""
@@ -41,17 +48,17 @@ class BoardOptions:
 
 
 def build_board(options: BoardOptions) -> EmulatedBoard:
-    """The board the options describe, not yet started; ValueError says what is wrong."""
+    """The board the options describe, not yet started; BoardOptionsError says what is wrong."""
     o = options
     if o.micropython and o.baud:
-        raise ValueError("line timing (baud) needs the in-process runtime")
+        raise BoardOptionsError("line timing (baud) needs the in-process runtime")
     if not o.micropython and (o.flash or o.blank or o.measure_compute):
-        raise ValueError(
+        raise BoardOptionsError(
             "flash, blank and measure_compute need the MicroPython runtime (the "
             "in-process board runs the firmware source tree)"
         )
     if o.baud < 0:
-        raise ValueError(f"baud {o.baud} is negative (0: no line timing)")
+        raise BoardOptionsError(f"baud {o.baud} is negative (0: no line timing)")
     model = board_model(o.profile, o.seed, o.device, o.noise)
     if o.micropython:
         from xbar.emulator.runtime_mpy import MicroPythonBoard
@@ -71,12 +78,12 @@ def build_board(options: BoardOptions) -> EmulatedBoard:
 
 def board_model(profile: str, seed: int, device: str | None, noise: str | None) -> Any:
     """The board model for a device preset and a noise preset; None if both are left to
-    the runtime's default. ValueError names an unknown preset."""
+    the runtime's default. BoardOptionsError names an unknown preset."""
     if device is None and noise is None:
         return None
     from xbar.emulator.board_model import BoardModel
     from xbar.emulator.board_profile import NoiseConfig, ProfileError
-    from xbar.training.devices.model import DeviceModel, DeviceModelError
+    from xbar.training.devices.device_model import DeviceModel, DeviceModelError
 
     try:
         return BoardModel(
@@ -86,4 +93,4 @@ def board_model(profile: str, seed: int, device: str | None, noise: str | None) 
             noise=NoiseConfig.preset(noise) if noise else None,
         )
     except (DeviceModelError, ProfileError) as exc:
-        raise ValueError(str(exc)) from None
+        raise BoardOptionsError(str(exc)) from None

@@ -1,9 +1,10 @@
 """Memristor physics of every cell on the board, vectorised over ``(arrays, rows, cols)``.
 
 The cells are numpy arrays, never per-cell objects, so a 4 × 64 × 64 board updates in one
-array operation. The model is parametrised by a :class:`~xbar.training.devices.model.DeviceModel`
-(measured window, SET levels, cycle-to-cycle σ, replicate spread, voltages, compliance) and
-by :class:`CellPhysics` (rates and lifetimes the published sweeps do not determine).
+array operation. The model is parametrised by a
+:class:`~xbar.training.devices.device_model.DeviceModel` (measured window, SET levels,
+cycle-to-cycle σ, replicate spread, voltages, compliance) and by :class:`CellPhysics`
+(rates and lifetimes the published sweeps do not determine).
 
 State and response
     Each cell holds a conductance ``g``. A pulse of amplitude ``V`` across the memristor,
@@ -65,7 +66,7 @@ class DeviceLike(Protocol):
 def resolve_device(device: DeviceLike | str | None) -> DeviceLike:
     """A DeviceModel from a preset name, or the median published device by default."""
     if device is None or isinstance(device, str):
-        from xbar.training.devices.model import DeviceModel
+        from xbar.training.devices.device_model import DeviceModel
 
         return DeviceModel.preset(device or "pvk-median")
     return device

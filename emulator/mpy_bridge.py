@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from xbar.emulator.board import WIRE
+from xbar.emulator.emulated_board import WIRE
 from xbar.emulator.hardware import BoardHalted, BoardReset, Hardware
 
 _HEADER = struct.Struct(WIRE.HEADER)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from xbar.emulator.board import FIRMWARE_DIR, MPY_DIR, WIRE, EmulatedBoard
+from xbar.emulator.emulated_board import FIRMWARE_DIR, MPY_DIR, WIRE, EmulatedBoard
 from xbar.emulator.hardware import PWRON_RESET, BoardHalted, BoardReset, Hardware, ModelLike
 from xbar.emulator.link import LinkStream, PtyClosedError
 

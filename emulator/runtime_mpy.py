@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from xbar.emulator.board import FIRMWARE_DIR, MPY_DIR, EmulatedBoard
+from xbar.emulator.emulated_board import FIRMWARE_DIR, MPY_DIR, EmulatedBoard
 from xbar.emulator.hardware import PWRON_RESET, ModelLike
 from xbar.emulator.link import PtyClosedError
 from xbar.emulator.mpy_bridge import BridgeServer, ComputeMeter

@@ -29,8 +29,8 @@ import numpy as np
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, FirmwareError
 from xbar.host.stream import InputError
+from xbar.training.devices.device_model import DeviceModel, fit
 from xbar.training.devices.ivdata import IVCurves
-from xbar.training.devices.model import DeviceModel, fit
 from xbar.training.devices.usability import UsabilityResult, analyse
 
 DEFAULT_CELLS = "0:0:0,0:0:1,0:1:0,0:1:1"  # four cells of array 0

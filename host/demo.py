@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 from xbar.host.devices import device_rows, model_summary, print_device_table
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.devices.published import find_published
 from xbar.training.devices.usability import analyse
 

@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from xbar.training.devices.device_model import DeviceModel, fit
 from xbar.training.devices.ivdata import IVCurves, read_iv
-from xbar.training.devices.model import DeviceModel, fit
 from xbar.training.devices.published import find_published, load_published
 from xbar.training.devices.usability import analyse
 

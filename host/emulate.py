@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from xbar.emulator.build import BoardOptions, build_board
 
 if TYPE_CHECKING:
-    from xbar.emulator.board import EmulatedBoard
+    from xbar.emulator.emulated_board import EmulatedBoard
 
 EXIT_OK = 0
 

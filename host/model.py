@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.firmware.profiles import DAC_LSB
 from xbar.training.artifact import (
     MIN_AGREEMENT,
     RESERVED,
@@ -53,7 +54,7 @@ def describe(art: ModelArtifact) -> list[str]:
         lines.append(
             f"mapping   G± = g_min + max(±w, 0)·g_unit, g_unit "
             f"{_si(plan.layers[0].g_unit, 'S')}; inputs up to "
-            f"{_si(255 * plan.layers[0].k * 20 / 65536, 'V')} (k = "
+            f"{_si(255 * plan.layers[0].k * DAC_LSB, 'V')} (k = "
             f"{plan.layers[0].k}); weights {m.get('levels', '?')}"
             + (f" to {len(m['level_steps'])} level steps" if m.get("levels") == "snapped" else "")
         )

@@ -59,7 +59,7 @@ class TrainOptions:
 
 def _checked(opts: TrainOptions) -> dict[str, Any]:
     """Every cheap check before any work: a bad option changes nothing."""
-    from xbar.training.devices.model import DeviceModel, DeviceModelError
+    from xbar.training.devices.device_model import DeviceModel, DeviceModelError
     from xbar.training.harness import Alpha
     from xbar.training.noise import NoiseConfigError
     from xbar.training.tasks import TaskError, load_task

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 from test_tflite_export import digits_layers
+from xbar.firmware.profiles import DAC_LSB
 from xbar.training.artifact import (
     FORMAT_VERSION,
     MEMBERS,
@@ -22,7 +23,7 @@ from xbar.training.artifact import (
     export_artifact,
     load_artifact,
 )
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
 PROFILE = "xbar-5x64x64"
@@ -99,7 +100,7 @@ def test_targets_sit_on_the_device_levels(artifact: ModelArtifact, device: Devic
     assert g_unit == pytest.approx((top - device.g_min) / 127)
     assert targets.max() <= top * (1 + 1e-9) and WINDOW < 1
     # the read voltage is the device's own, so 255 input steps stay below it
-    assert 255 * plan.layers[0].k * 20 / 65536 <= device.read_voltage
+    assert 255 * plan.layers[0].k * DAC_LSB <= device.read_voltage
 
 
 def test_linear_mapping_keeps_the_quantised_weights(tmp_path: Path, device: DeviceModel) -> None:

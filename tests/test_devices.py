@@ -6,7 +6,7 @@ import json
 import math
 
 import pytest
-from xbar.training.devices.model import DeviceModel, DeviceModelError, median_sigma_device
+from xbar.training.devices.device_model import DeviceModel, DeviceModelError, median_sigma_device
 from xbar.training.devices.published import load_published
 from xbar.training.devices.usability import analyse
 

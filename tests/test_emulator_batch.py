@@ -21,7 +21,7 @@ from xbar.emulator.cells import CellPhysics
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices.model import DeviceModel
+    from xbar.training.devices.device_model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 

@@ -25,7 +25,7 @@ ADC_LSB = 20.48 / 65536
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices.model import DeviceModel
+    from xbar.training.devices.device_model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 

@@ -28,7 +28,7 @@ CS_ADC0, CS_ADC1, ADC_RST, GAIN0, GAIN1 = 13, 14, 15, 16, 17
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices.model import DeviceModel
+    from xbar.training.devices.device_model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 

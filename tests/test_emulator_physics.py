@@ -18,7 +18,7 @@ QUIET = NoiseConfig.off()
 
 @pytest.fixture(scope="module")
 def device():
-    from xbar.training.devices.model import DeviceModel
+    from xbar.training.devices.device_model import DeviceModel
 
     return DeviceModel.preset("pvk-median")
 

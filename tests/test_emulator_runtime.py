@@ -126,7 +126,7 @@ def test_xbar_emulate_and_emu_urls_build_boards_alike(flags: list[str], query: s
 
 
 def test_url_picks_device_and_noise() -> None:
-    from xbar.training.devices.model import DeviceModel
+    from xbar.training.devices.device_model import DeviceModel
 
     best = DeviceModel.preset("pvk-best")
     with Board("emu://xbar-10x10?seed=2&device=pvk-best&noise=off") as board:

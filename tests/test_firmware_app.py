@@ -267,7 +267,7 @@ class _PhysicsRig:
 
     def __init__(self, noise: Any, seed: int = 0) -> None:
         from xbar.emulator.cells import CellArray, CellPhysics
-        from xbar.training.devices.model import DeviceModel
+        from xbar.training.devices.device_model import DeviceModel
 
         self.device = DeviceModel.preset("pvk-best")
         self.noise = noise

@@ -146,7 +146,7 @@ def test_program_model_pattern_converges_on_ideal_pvk_best() -> None:
     program` sends it: every cell converges, in a few pulses. The old step control left
     some cells at max pulses (a SET overshoot of ~50 tolerances undone at ~0.5 tol per
     RESET pulse)."""
-    from xbar.training.devices.model import DeviceModel
+    from xbar.training.devices.device_model import DeviceModel
 
     dev = DeviceModel.preset("pvk-best")
     g_unit = (dev.g_max - dev.g_min) / 127

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 import serial
 import xbar.emulator  # noqa: F401 - registers emu://
-from xbar.emulator.board import FIRMWARE_DIR
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import STUCK_HIGH
+from xbar.emulator.emulated_board import FIRMWARE_DIR
 from xbar.emulator.runtime import InProcessBoard
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.firmware import protocol as P
@@ -39,8 +39,8 @@ from xbar.host.program import (
     write_report,
 )
 from xbar.training.artifact import export_artifact, load_artifact
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.devices.ivdata import read_iv
-from xbar.training.devices.model import DeviceModel
 from xbar.training.devices.usability import analyse
 from xbar.training.tasks import load_task
 

@@ -41,7 +41,7 @@ from xbar.emulator.infer_batch import predict
 from xbar.emulator.runtime_mpy import MicroPythonBoard
 from xbar.host.cli.main import main
 from xbar.host.remap import permute
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 
 from benchmarks.bench_e2e import DEVICE, PROFILE, pooled_digits_model
 

@@ -19,7 +19,7 @@ from xbar.emulator.infer_batch import predict
 from xbar.emulator.runtime import InProcessBoard
 from xbar.host.board import Board
 from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.tasks import load_task
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.networks import NetworkSpec, NoisyMLP
 from xbar.training.noise import (
     MultinomialConfig,

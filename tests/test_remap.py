@@ -19,7 +19,7 @@ from xbar.host.cli.main import main
 from xbar.host.program import Pairs, plan_cells
 from xbar.host.remap import best_permutations, permute
 from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices.model import DeviceModel
+from xbar.training.devices.device_model import DeviceModel
 from xbar.training.plan import CrossbarModel
 
 PROFILE = "xbar-10x10"

@@ -36,7 +36,7 @@ from xbar.firmware import profiles
 from xbar.training.errors import XbarError
 from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
-from .devices.model import DeviceModel, DeviceModelError
+from .devices.device_model import DeviceModel, DeviceModelError
 from .quantize import QuantizedModel, QuantizedModelError, quantize_mlp
 from .tflite_export import TFLiteError, agreement, export_tflite, matches, run_tflite
 

@@ -6,7 +6,7 @@ Two families, each a typed, validated configuration with named presets:
   every activation is multiplied by η ∈ {0, 0.5, 1} with P(0) = p1, P(0.5) = p2,
   P(1) = 1 − p1 − p2 and rescaled by 1/E[η], so E[output] = input; off at inference.
 - **Weight noise**: the device's log-normal cycle-to-cycle noise ``w·exp(ε)``,
-  ε ~ N(0, σ²) with σ from a :class:`~xbar.training.devices.model.DeviceModel`, and Gaussian
+  ε ~ N(0, σ²) with σ from a :class:`~xbar.training.devices.device_model.DeviceModel`, and Gaussian
   multiplicative ``w·(1 + σ·n)`` and additive ``w + σ·max|w|·n`` noise, for training
   (injection) and for evaluation (Monte Carlo draws).
 
@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from xbar.training.errors import XbarError
 
-from .devices.model import DeviceModel
+from .devices.device_model import DeviceModel
 
 WEIGHT_NOISE_KINDS = ("lognormal", "gaussian-mult", "gaussian-add")
 

@@ -25,8 +25,8 @@ from typing import Any
 
 import serial
 from serial.serialposix import Serial as PosixSerial
-from xbar.emulator.board import EmulatedBoard
-from xbar.emulator.build import DEFAULT_PROFILE, BoardOptions, build_board
+from xbar.emulator.build import DEFAULT_PROFILE, BoardOptions, BoardOptionsError, build_board
+from xbar.emulator.emulated_board import EmulatedBoard
 
 _FLAGS = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}
 
@@ -34,14 +34,14 @@ _PARAMETERS = ("seed", "device", "noise", "micropython", "flash", "firmware", "c
 
 
 def options_from_url(url: str) -> BoardOptions:
-    """The board options an `emu://` URL spells; ValueError names what is wrong."""
+    """The board options an `emu://` URL spells; BoardOptionsError names what is wrong."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() != "emu":
-        raise ValueError("not an emu:// URL")
+        raise BoardOptionsError("not an emu:// URL")
     query = dict(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     unknown = sorted(set(query) - set(_PARAMETERS))
     if unknown:
-        raise ValueError(
+        raise BoardOptionsError(
             f"unknown parameter(s) {', '.join(unknown)} (known: {', '.join(sorted(_PARAMETERS))})"
         )
 
@@ -50,18 +50,18 @@ def options_from_url(url: str) -> BoardOptions:
         if value is None:
             return default
         if value.lower() not in _FLAGS:
-            raise ValueError(f"{name}={value!r} is not 0 or 1")
+            raise BoardOptionsError(f"{name}={value!r} is not 0 or 1")
         return _FLAGS[value.lower()]
 
     def integer(name: str) -> int:
         try:
             return int(query.get(name, "0"))
         except ValueError:
-            raise ValueError(f"{name}={query[name]!r} is not an integer") from None
+            raise BoardOptionsError(f"{name}={query[name]!r} is not an integer") from None
 
     compute = query.get("compute", "calls")
     if compute not in ("calls", "measured"):
-        raise ValueError(f"compute={compute!r} is not 'calls' or 'measured'")
+        raise BoardOptionsError(f"compute={compute!r} is not 'calls' or 'measured'")
     return BoardOptions(
         profile=parts.netloc or parts.path.strip("/") or DEFAULT_PROFILE,
         seed=integer("seed"),
@@ -76,11 +76,11 @@ def options_from_url(url: str) -> BoardOptions:
 
 
 def board_from_url(url: str) -> EmulatedBoard:
-    """The (not yet started) board an `emu://` URL names; ValueError naming what is wrong."""
+    """The (not yet started) board an `emu://` URL names; BoardOptionsError says what is wrong."""
     try:
         return build_board(options_from_url(url))
-    except ValueError as exc:
-        raise ValueError(f"{url!r}: {exc}") from None
+    except BoardOptionsError as exc:
+        raise BoardOptionsError(f"{url!r}: {exc}") from None
 
 
 class Serial(PosixSerial):

@@ -11,8 +11,8 @@ matplotlib.use("Agg")  # files only; never needs a display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from .device_model import DeviceModel
 from .ivdata import IVCurves
-from .model import DeviceModel
 from .usability import UsabilityResult
 
 

@@ -3,7 +3,7 @@
 What a user does, timed: an emulated board running the real MicroPython interpreter
 behind a pty, without firmware; `host.flash.flash` (raw REPL, .mpy, SHA-256 checks, soft
 reset), `host.program.program_plan` (write-verify of every cell, 2 passes), then
-`host.infer.stream_model` on the whole held-out split. The model is the one the CI
+`host.stream.stream_model` on the whole held-out split. The model is the one the CI
 end-to-end test uses (small enough to write-verify through the interpreter): digits
 pooled 2×2 to 16 inputs, MLP 16-5-10, exported for pvk-best on `xbar-4x10x10` (260 cells).
 Run once per noise setting of the board (default: every source on; default without drift,

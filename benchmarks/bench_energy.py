@@ -1,12 +1,12 @@
 """Energy per inference of the demo model, by part, beside a digital int8 estimate.
 
-`xbar bench energy`'s measurement (`host.energy.measure`) on the in-process emulated
+`xbar bench energy`'s measurement (`host.energy_report.measure`) on the in-process emulated
 board: the demo network (digits MLP 64-64-64-10 exported for pvk-best on
 `xbar-5x64x64`, cells placed at their targets), N held-out digits streamed, the
 emulator's energy ledger read between marks around the stream (after one warm-up
 inference): array, array wiring, DACs, ADCs, TIAs, switches, MCU and link, in board time.
 The digital int8 baseline is the same network computed in software on the same MCU — a
-cycle-count **estimate** (`host.energy.digital_baseline`), not a measurement.
+cycle-count **estimate** (`host.energy_report.digital_baseline`), not a measurement.
 
 Run: ``python -m benchmarks.bench_energy`` (options: --n, --noise, --out). Writes
 ``bench_energy.json``, ``bench_energy.md`` and ``bench_energy.png``.

@@ -1,11 +1,11 @@
 """Fabrication campaign replayed on real data: how many experiments until the best device?
 
 The 43 published devices are the pool. Their conditions, in the units of
-``data/campaigns/perovskite.toml``, are the only experiments the "lab" can run: every
+the bundled spec ``perovskite``, are the only experiments the "lab" can run: every
 optimizer's suggestions are constrained to the devices not measured yet
 (``Search(pool=…)``; model-based methods score the pool, the others are mapped to the
 nearest unmeasured device in the encoded space), and the lab answers with that device's
-usability, computed from its I–V file by ``training.usability.analyse``. Every method
+usability, computed from its I–V file by ``training.devices.usability.analyse``. Every method
 starts from the same 3 random devices per seed, then asks one experiment at a time (or
 ``--batch`` at a time). Metric: experiments, the 3 included, until the best device
 (pvk-30, usability 0.349) has been measured; median and quartiles over the seeds.

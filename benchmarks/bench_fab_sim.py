@@ -1,7 +1,7 @@
 """Fabrication campaign on a simulated fab: best-so-far against the number of experiments.
 
 The fab is a synthetic response surface over the mixed space of
-``data/campaigns/perovskite.toml`` (its constraints included), shaped like usability
+the bundled spec ``perovskite`` (its constraints included), shaped like usability
 (0 … ≈ 0.45, larger is better):
 
 - smooth effects: a log-normal bump in pore diameter (best at 50 nm), a bump in AAO

@@ -12,7 +12,7 @@ model is evaluated with and without the mean-gain calibration of its biases
 devices without it.
 
 Parts, in order: (1) the search-strategy comparison that chose BayesMulti's default
-(several training.optimize methods, same budget and batch, on a cheaper proxy of the
+(several training.search methods, same budget and batch, on a cheaper proxy of the
 search: narrower widths and fewer epochs); (2) the BayesMulti searches on a 2-worker Dask
 LocalCluster, objective the mean validation accuracy at σ ∈ --targets; (3) baselines and
 evaluation; (4) last, on a quieter machine, the same fixed set of trials on 1 and on 2 Dask

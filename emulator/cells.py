@@ -48,7 +48,7 @@ STUCK_NONE, STUCK_LOW, STUCK_HIGH, SHORTED = 0, 1, 2, 3
 
 
 class DeviceLike(Protocol):
-    """The DeviceModel fields the cells use (training.devices.DeviceModel has them all)."""
+    """The DeviceModel fields the cells use (`device_model.DeviceModel` has them all)."""
 
     name: str
     g_min: float

@@ -8,8 +8,8 @@ never applies a read above its 0.5 V hard limit, so the current at sweep voltage
 taken as G·V with G read right after the pulse at V (the cell's state at V); the sweep
 is written in the I–V file layout (`voltage`, one current column per cycle) that
 `xbar devices fit` reads. σ, monotonicity and usability come from the same
-`training.usability.analyse` as the published devices, and the device model from the
-same `training.devices.fit` (all cells' cycles pooled). A pulse train (n SET, then n
+`training.devices.usability.analyse` as the published devices, and the device model from the
+same `training.devices.device_model.fit` (all cells' cycles pooled). A pulse train (n SET, then n
 RESET pulses at fixed amplitude, G read after each) shows the programmable levels.
 
 Writes DIR/device.json (DeviceModel), DIR/cells.csv (one row per cell: σ, monotonicity,

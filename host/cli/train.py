@@ -46,7 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     # The default named here is bayesmulti.DEFAULT_STRATEGY (a test keeps them equal; that
     # module is not imported to build the parser).
-    p.add_argument("--strategy", help="search strategy (a training.optimize method; default bo)")
+    p.add_argument("--strategy", help="search strategy (a training.search method; default bo)")
     p.add_argument("--scheduler", help="run trials on this Dask scheduler (tcp:// or tls://)")
     p.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default: 2)")
     p.add_argument("--tls-ca-file", help="tls://: CA certificate (else Dask's TLS config)")

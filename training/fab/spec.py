@@ -22,7 +22,7 @@ import numpy as np
 from .errors import FabError
 
 KINDS = ("float", "int", "log", "ordinal", "categorical")
-# Metric -> sense; a device's figures from training.usability.analyse.
+# Metric -> sense; a device's figures from training.devices.usability.analyse.
 METRICS = {"usability": "max", "sigma": "min", "monotonicity": "max"}
 BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)) still counts
 LAB_DIGITS = 4  # significant digits of suggested float conditions
@@ -141,7 +141,7 @@ class Spec:
     pareto: bool = False  # several objectives: keep the Pareto front (else weighted sum)
     batch: int = 4
     budget: int = 60
-    method: str | None = None  # None: the optimizer default (training.optimize)
+    method: str | None = None  # None: the optimizer default (training.search)
     seed: int = 0
     description: str = ""
 

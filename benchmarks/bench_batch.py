@@ -28,16 +28,11 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
-from xbar.emulator.batch import (  # noqa: E402
-    BatchSession,
-    ChargeStep,
-    MvmDriver,
-    MvmStep,
-    Step,
-    run_bytes,
-)
+from xbar.emulator.batch import BatchSession  # noqa: E402
 from xbar.emulator.board_model import BoardModel  # noqa: E402
 from xbar.emulator.board_profile import NoiseConfig, get_profile  # noqa: E402
+from xbar.emulator.mvm_driver import MvmDriver  # noqa: E402
+from xbar.emulator.mvm_schedule import ChargeStep, MvmStep, Step, run_bytes  # noqa: E402
 from xbar.emulator.parts import DAC_MID, TIA_RF  # noqa: E402
 
 from benchmarks.run_all import run_meta, write_results  # noqa: E402

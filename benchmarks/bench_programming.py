@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from xbar.emulator.batch import MvmDriver
 from xbar.emulator.board_model import BoardModel
+from xbar.emulator.mvm_driver import MvmDriver
 from xbar.emulator.parts import DAC_MID, SW_DAC, SW_GND, mvm_switches
 from xbar.emulator.runtime import InProcessBoard
 from xbar.host.board import Board

@@ -212,7 +212,7 @@ class BoardModel:
         self.ledger = EnergyLedger(self.clock)
         self.diagnostics: dict[str, int] = Diagnostics.fromkeys(DIAGNOSTIC_KEYS, 0)
         self.trace: list[tuple[Any, ...]] | None = None  # event log for the batch probe
-        self.batch_cache: dict[Any, Any] = {}  # batch-path plans (emulator.batch)
+        self.batch_cache: dict[Any, Any] = {}  # batch-path plans (emulator.mvm_schedule)
         self.sample_values = True  # False: conversions return 0 (batch probes time only)
         streams = np.random.SeedSequence(self.seed).spawn(3)
         rng_variation, rng_pulse = (np.random.default_rng(s) for s in streams[:2])

@@ -6,17 +6,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from xbar.emulator.batch import (
-    BatchSession,
-    ChargeStep,
-    MvmDriver,
-    MvmStep,
-    batch_mvm,
-    run_bytes,
-)
+from xbar.emulator.batch import BatchSession, batch_mvm
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.cells import CellPhysics
+from xbar.emulator.mvm_driver import MvmDriver
+from xbar.emulator.mvm_schedule import ChargeStep, MvmStep, run_bytes
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from xbar.emulator.batch import MvmDriver
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import (
     PROFILES,
@@ -18,6 +17,7 @@ from xbar.emulator.board_profile import (
     get_profile,
 )
 from xbar.emulator.clock import CYCLE_COSTS, Clock, load_cycle_costs
+from xbar.emulator.mvm_driver import MvmDriver
 from xbar.emulator.parts import TIA_RF, adc_codes, line_volts
 
 ADC_LSB = 20.48 / 65536

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from xbar.emulator.batch import MvmDriver, MvmStep, batch_mvm, run_bytes
+from xbar.emulator.batch import batch_mvm
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.crossbar import DRIVEN, FLOAT, TIA, ArrayNetwork, FullState, SparseState
+from xbar.emulator.mvm_driver import MvmDriver
+from xbar.emulator.mvm_schedule import MvmStep, run_bytes
 
 N = 32  # 2·32·32 ladder nodes: solved by sparse LU (above DENSE_LIMIT)
 

@@ -1,5 +1,6 @@
 """The published devices and device models as the user sees them: the table, the summary,
-and the jobs of `xbar devices` (list, show, fit, plot), shared with `xbar demo`."""
+and the jobs of `xbar devices` (list, show, fit, plot), shared with `xbar demo`. The
+models themselves, and the data, are `xbar.training.devices`."""
 
 from __future__ import annotations
 

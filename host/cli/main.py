@@ -1,5 +1,6 @@
 """The ``xbar`` command line: the entry point and the top-level parser; each command's
-parser and run live in its own module here.
+parser and run live in its own module here. (The board's own entry point is
+``firmware/main.py``: the same idea on the other side of the link.)
 
 Exit codes: 0 success, 1 the job failed (bad data, a board error), 2 bad usage.
 """

@@ -41,3 +41,20 @@ def test_fab_init_takes_a_bundled_spec_name(
     assert (tmp_path / "specs" / "mine.sqlite").is_file()
     assert main(["fab", "init", "no-such-campaign"]) == 1
     assert "no-such-campaign: no such spec file" in capsys.readouterr().err
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    import xbar.host.cli.main as cli
+
+    def interrupted(args: argparse.Namespace) -> int:
+        raise KeyboardInterrupt
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=interrupted)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 130
+    assert capsys.readouterr().err == "xbar: interrupted\n"

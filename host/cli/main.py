@@ -2,7 +2,8 @@
 parser and run live in its own module here. (The board's own entry point is
 ``firmware/main.py``: the same idea on the other side of the link.)
 
-Exit codes: 0 success, 1 the job failed (bad data, a board error), 2 bad usage.
+Exit codes: 0 success, 1 the job failed (bad data, a board error), 2 bad usage, 130
+interrupted (Ctrl-C), each failure with one `xbar: error:` line and no traceback.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from importlib.metadata import version
 
 from xbar.training.errors import XbarError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130  # 130: 128 + SIGINT
 
 # One module per command, in the order `xbar --help` lists them.
 COMMANDS = (
@@ -48,9 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        args = build_parser().parse_args(argv)
         return int(args.func(args))
     except BrokenPipeError:  # output piped into `head` and closed: not an error
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
@@ -62,8 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"xbar: error: {message}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        return EXIT_FAILED
+    except KeyboardInterrupt:  # the shell's convention for Ctrl-C; the job said what it kept
+        print("xbar: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

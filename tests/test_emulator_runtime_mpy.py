@@ -114,6 +114,16 @@ def test_pty_opens_with_pyserial_and_shows_the_friendly_repl(board, term) -> Non
     term.read_until(b"6*7\r\n42\r\n>>> ")  # echo, result (cooked line end), prompt
 
 
+def test_bytes_that_are_not_utf8_get_an_error_not_a_reboot(board, term) -> None:
+    term.write(b"\x02")
+    term.read_until(b'Type "help()" for more information.\r\n>>> ')
+    term.write(b"\xff\xfe\r")
+    assert b"UnicodeError" in term.read_until(b">>> ")
+    term.write(b"6*7\r")
+    term.read_until(b"42\r\n>>> ")
+    assert board.boots == 1
+
+
 def test_raw_repl_exec_round_trip_and_traceback(board, term) -> None:
     term.enter_raw()
     out, err = term.raw_exec(b"import sys\nprint(sys.implementation.name, 2**10)")

@@ -163,7 +163,7 @@ def _read_line(prompt):
             return c
         if c in (0x0D, 0x0A):
             _w(b"\r\n")
-            return line.decode()
+            return _text(line)
         if c in (0x08, 0x7F):
             if line:
                 line.pop()
@@ -189,7 +189,17 @@ def _paste_mode():
             break
         buf.append(c)
         _w(b"\r\n=== " if c == 0x0D else bytes([c]) if c != 0x0A else b"")
-    _run_friendly(bytes(buf).decode(), "exec")
+    _run_friendly(_text(buf), "exec")
+
+
+def _text(data):
+    """Typed bytes as source; bytes that are not UTF-8 get the error a port prints, and an
+    empty line, instead of ending the REPL (and rebooting the board)."""
+    try:
+        return bytes(data).decode()
+    except UnicodeError as exc:
+        sys.print_exception(exc, sys.stdout)
+        return ""
 
 
 def _run_friendly(text, mode):

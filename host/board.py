@@ -46,6 +46,7 @@ __all__ = [
     "LoadResult",
     "NotXbarError",
     "PlanError",
+    "PortBusyError",
     "PortError",
     "ProgramResult",
     "PulseResult",
@@ -152,6 +153,10 @@ class PortError(BoardError):
     """The port cannot be opened: missing, no permission, busy, or a bad URL."""
 
 
+class PortBusyError(PortError):
+    """Another process holds the port (ports are opened exclusively: one owner each)."""
+
+
 # ---- the client ------------------------------------------------------------------------
 def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
     if not isinstance(port, str):
@@ -165,9 +170,19 @@ def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
         # here only, so talking to real boards never loads it.
         importlib.import_module("xbar.emulator")
     try:
-        dev: SerialLike = serial.serial_for_url(port, baudrate=baudrate, timeout=0.05)
+        # exclusive: on POSIX pyserial takes a non-blocking flock on the device (a pty
+        # and the emu:// handler's pty included), so a second process, xbar or any tool
+        # that locks (mpremote does), is refused instead of stealing the answers.
+        dev: SerialLike = serial.serial_for_url(
+            port, baudrate=baudrate, timeout=0.05, exclusive=True
+        )
     except (serial.SerialException, ValueError, OSError) as exc:
         code = getattr(exc, "errno", None)
+        if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY):
+            raise PortBusyError(
+                f"{port} is busy: another program (another xbar command, mpremote?) "
+                "has it open; close it first, one program per port"
+            ) from None
         if code == errno.ENOENT:
             raise PortError(
                 f"no such port {port}: check the cable and the name "
@@ -179,8 +194,6 @@ def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
                 "group (e.g. `sudo usermod -aG dialout $USER`, then log in "
                 "again)"
             ) from None
-        if code == errno.EBUSY:
-            raise PortError(f"{port} is busy: close the other program using it") from None
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise PortError(f"cannot open {port}: {reason}") from None
     return dev

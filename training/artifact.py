@@ -26,6 +26,7 @@ import math
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from importlib import metadata as pkg_metadata
 from pathlib import Path
@@ -54,10 +55,16 @@ FORMAT_VERSION = 1
 SUFFIX = ".xbar"
 MEMBERS = ("model.tflite", "quantized.json", "plan.json", "device.json", "metadata.json")
 MAX_MEMBER_BYTES = 64 << 20  # a member larger than this is not an xbar model
+MAX_JSON_DEPTH = 32  # nesting of arrays/objects in a JSON member (the plan needs 4)
+MIN_WINDOW = 0.01
+"""Smallest share of the device's conductance window a plan may use: below it one weight
+step is far below the device's level spacing and every weight programs to about g_min."""
 # Read voltages: the firmware's default and hard read limits; the default read voltage
 # is capped at the first.
 V_READ_LIMIT: float = profiles.SAFE_DEFAULT[0]
 V_READ_HARD: float = profiles.SAFE_HARD[0]
+I_COMPLIANCE_HARD: float = profiles.SAFE_HARD[3]  # A, the firmware's hard compliance
+G_UNIT_HARD = 1.0  # S, the largest g_unit the firmware's LOAD takes (firmware/inference.py)
 MIN_AGREEMENT = 0.99  # TFLite vs integer predictions, below which export refuses
 WINDOW = 0.8
 """Share of the device's conductance window the weights use (weight 127 at g_min + 0.8 ·
@@ -227,8 +234,10 @@ def _place(
     v = min(device.read_voltage, V_READ_LIMIT) if v_read is None else float(v_read)
     if not 0 < v <= V_READ_HARD:
         raise ArtifactError(f"v_read = {v} V: the firmware reads at 0 < V <= {V_READ_HARD} V")
-    if not 0 < window <= 1:
-        raise ArtifactError(f"window = {window}: the share of the device window must be in (0, 1]")
+    if not MIN_WINDOW <= window <= 1:
+        raise ArtifactError(
+            f"window = {window}: the share of the device window must be in [{MIN_WINDOW}, 1]"
+        )
     g_top = device.g_min + window * (device.g_max - device.g_min)
     steps = level_steps(device.level_conductances, device.g_min, g_top)
     if snap:
@@ -396,17 +405,63 @@ def _read_members(path: Path) -> dict[str, bytes]:
         raise ArtifactError(
             f"{where}: truncated or not an xbar model artifact (not a zip archive); export it again"
         ) from None
-    except (zipfile.LargeZipFile, EOFError, OSError, ValueError) as exc:
+    except (
+        zipfile.LargeZipFile,
+        zlib.error,  # a flipped bit in a deflated member
+        NotImplementedError,  # ... in a member's compression method
+        RuntimeError,  # ... in its flags (encrypted)
+        EOFError,
+        OSError,
+        ValueError,
+        UnicodeDecodeError,
+    ) as exc:
         if isinstance(exc, ArtifactError):
             raise
-        raise ArtifactError(f"{where}: unreadable ({exc}); export it again") from None
+        raise ArtifactError(
+            f"{where}: corrupt or not an xbar model artifact ({exc}); export it again"
+        ) from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a finite number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is not a finite number")
+    return value
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in a parsed JSON value (iteratively)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_JSON_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, level + 1) for child in children)
+    return deepest
 
 
 def _json(data: bytes, name: str, where: str) -> Any:
+    """A member as strict JSON: finite numbers only (no NaN, Infinity, 1e999), nested at
+    most MAX_JSON_DEPTH deep."""
     try:
-        return json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        value = json.loads(data.decode(), parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise ArtifactError(
+            f"{where}: {name} is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+        ) from None
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ArtifactError(f"{where}: {name} is not JSON ({exc})") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise ArtifactError(
+            f"{where}: {name} is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+        )
+    return value
 
 
 def _check_metadata(meta: Any, where: str) -> dict[str, Any]:
@@ -422,7 +477,23 @@ def _check_metadata(meta: Any, where: str) -> dict[str, Any]:
             f"{where}: built by a newer xbar (model format {version}; this one "
             f"reads up to {FORMAT_VERSION}); upgrade xbar"
         )
+    versions = meta.get("versions")
+    if not isinstance(versions, dict) or not all(isinstance(v, str) for v in versions.values()):
+        raise ArtifactError(f"{where}: metadata versions is not an object of version strings")
+    checks = meta.get("tflite_check", {})
+    numbers = ("n", "predictions_equal", "logits_equal", "max_logit_diff")
+    if not isinstance(checks, dict) or not all(
+        isinstance(c, dict)
+        and all(_is_number(c.get(k)) for k in numbers)
+        and _is_number(c.get("int8_accuracy", 0))
+        for c in checks.values()
+    ):
+        raise ArtifactError(f"{where}: metadata tflite_check is malformed")
     return meta
+
+
+def _is_number(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float)
 
 
 def _check_geometry(geometry: Any, where: str) -> dict[str, Any]:
@@ -456,10 +527,64 @@ def _same_integers(model: QuantizedModel, plan: CrossbarModel, where: str) -> No
             raise ArtifactError(f"{where}: plan layer {i} differs from the integer model")
 
 
+def _check_window(plan: CrossbarModel, device: DeviceModel | None, where: str) -> None:
+    """The plan's conductances lie in the device's window (using at least MIN_WINDOW of it)
+    and within the firmware's limits: 0 < g_unit <= 1 S, and the top cell read at the
+    hardest read voltage draws at most the firmware's hard compliance current."""
+    g_min = plan.g_min
+    for li, layer in enumerate(plan.layers):
+        field_ = f"{where}: plan.json layer {li} g_unit = {layer.g_unit:g} S"
+        if not 0 < layer.g_unit <= G_UNIT_HARD:
+            raise ArtifactError(f"{field_}: the firmware takes 0 < g_unit <= {G_UNIT_HARD} S")
+        top = g_min + 127 * layer.g_unit
+        current = top * V_READ_HARD
+        if current > I_COMPLIANCE_HARD:
+            raise ArtifactError(
+                f"{field_}: weight 127 ({top:.3g} S) would draw {current:.3g} A at "
+                f"{V_READ_HARD} V, above the firmware's hard compliance of "
+                f"{I_COMPLIANCE_HARD:g} A; export it again"
+            )
+        if device is None:
+            continue
+        window = device.g_max - device.g_min
+        slack = 1e-6 * device.g_max
+        span = f"the device window {device.g_min:.4g}..{device.g_max:.4g} S of {device.name!r}"
+        if g_min < device.g_min - slack or top > device.g_max + slack:
+            raise ArtifactError(
+                f"{field_}: weights 0..127 span {g_min:.4g}..{top:.4g} S, outside {span}; "
+                "export it again"
+            )
+        if 127 * layer.g_unit < MIN_WINDOW * window:
+            raise ArtifactError(
+                f"{field_}: weights 0..127 use less than {MIN_WINDOW:.0%} of {span} "
+                "(no weight step would be programmable); export it again"
+            )
+
+
 def load_artifact(path: str | Path) -> ModelArtifact:
     """Read and validate an artifact; raises :class:`ArtifactError` (one line)."""
     path = Path(path)
     where = str(path)
+    try:
+        return _load(path, where)
+    except XbarError:
+        raise
+    except (
+        KeyError,
+        IndexError,
+        AttributeError,
+        TypeError,
+        ValueError,
+        OverflowError,
+        RecursionError,
+        MemoryError,
+    ) as exc:
+        raise ArtifactError(
+            f"{where}: malformed model artifact ({exc!r}); export it again"
+        ) from None
+
+
+def _load(path: Path, where: str) -> ModelArtifact:
     members = _read_members(path)
     meta = _check_metadata(_json(members["metadata.json"], "metadata.json", where), where)
     missing = [m for m in MEMBERS if m not in members]
@@ -473,8 +598,13 @@ def load_artifact(path: str | Path) -> ModelArtifact:
             raise ArtifactError(f"{where}: {name} is corrupt (sha256 mismatch); export it again")
     geometry = _check_geometry(meta.get("geometry"), where)
     try:
-        model = QuantizedModel.from_dict(_json(members["quantized.json"], "quantized.json", where))
+        raw_model = _json(members["quantized.json"], "quantized.json", where)
+        if not isinstance(raw_model, dict):
+            raise ArtifactError(f"{where}: quantized.json is not an object")
+        model = QuantizedModel.from_dict(raw_model)
         raw_device = _json(members["device.json"], "device.json", where)
+        if raw_device is not None and not isinstance(raw_device, dict):
+            raise ArtifactError(f"{where}: device.json is not an object")
         device = None if raw_device is None else DeviceModel.from_dict(raw_device)
         raw_plan = _json(members["plan.json"], "plan.json", where)
         if not isinstance(raw_plan, dict) or not {"crossbar", "mapping"} <= set(raw_plan):
@@ -487,6 +617,7 @@ def load_artifact(path: str | Path) -> ModelArtifact:
             plan = CrossbarModel.from_dict(raw_plan["crossbar"])
             plan.check_geometry(geometry["arrays"], geometry["rows"], geometry["cols"])
             _same_integers(model, plan, where)
+            _check_window(plan, device, where)
         matches(members["model.tflite"], model)
         probe = np.random.default_rng(0).integers(0, 256, (PROBE_INPUTS, model.shape[0]))
         check = agreement(members["model.tflite"], model, probe)

@@ -22,6 +22,8 @@ from .requant import requant
 ACT_MIN, ACT_MAX = 0, 255  # hidden activations: uint8 after ReLU
 OUT_MIN, OUT_MAX = -128, 127  # last layer: int8 logits
 MULT_BITS = 16  # multiplier in [2^15, 2^16): fits the firmware's 16-bit mulshift
+SHIFT_LIMIT = 48  # shifts 0..47: the firmware's requantisation (firmware/quant.py)
+INT32_MAX = 2**31 - 1  # biases are int32
 
 
 class QuantizedModelError(XbarError, ValueError):
@@ -58,6 +60,12 @@ def fixed_point(real: float, bits: int = MULT_BITS) -> tuple[int, int]:
     if not real > 0 or not math.isfinite(real):
         raise QuantizedModelError(f"requantisation scale {real!r} must be a finite number > 0")
     shift = bits - 1 - math.floor(math.log2(real))
+    if shift >= SHIFT_LIMIT:
+        raise QuantizedModelError(
+            f"requantisation scale {real!r} is too small (shift {shift}; the firmware "
+            f"shifts by at most {SHIFT_LIMIT - 1}): the weights or activations span too "
+            "many orders of magnitude"
+        )
     multiplier = round(real * 2.0**shift)
     if multiplier >= 1 << bits:  # rounding reached the next power of two
         multiplier, shift = multiplier >> 1, shift - 1
@@ -121,13 +129,28 @@ class QuantizedModel:
     def from_dict(cls, data: dict[str, Any]) -> QuantizedModel:
         try:
             layers: list[QuantLayer] = []
+            if not data["layers"]:
+                raise QuantizedModelError("quantised model: no layers")
             for i, raw in enumerate(data["layers"]):
                 w = np.asarray(raw["weights"], dtype=np.int64)
                 b = np.asarray(raw["bias"], dtype=np.int64)
-                if w.ndim != 2 or b.shape != (w.shape[0],):
+                if w.ndim != 2 or b.shape != (w.shape[0],) or w.size == 0:
                     raise QuantizedModelError(f"layer {i}: weights {w.shape} and bias {b.shape}")
                 if w.min(initial=0) < -128 or w.max(initial=0) > 127:
                     raise QuantizedModelError(f"layer {i}: weights outside int8")
+                if b.min(initial=0) < -INT32_MAX - 1 or b.max(initial=0) > INT32_MAX:
+                    raise QuantizedModelError(f"layer {i}: bias outside int32")
+                for key in ("weight_scale", "in_scale", "out_scale"):
+                    _positive(raw[key], f"layer {i}: {key}")
+                if not 1 <= int(raw["multiplier"]) < 1 << MULT_BITS:
+                    raise QuantizedModelError(
+                        f"layer {i}: multiplier = {raw['multiplier']!r} outside "
+                        f"1..{(1 << MULT_BITS) - 1}"
+                    )
+                if not 0 <= int(raw["shift"]) < SHIFT_LIMIT:
+                    raise QuantizedModelError(
+                        f"layer {i}: shift = {raw['shift']!r} outside 0..{SHIFT_LIMIT - 1}"
+                    )
                 if layers and layers[-1].weights.shape[0] != w.shape[1]:
                     given = layers[-1].weights.shape[0]
                     raise QuantizedModelError(
@@ -149,11 +172,11 @@ class QuantizedModel:
                 )
             return cls(
                 layers,
-                float(data["input_scale"]),
+                _positive(data["input_scale"], "input_scale"),
                 str(data.get("name", "model")),
                 dict(data.get("metadata", {})),
             )
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
             if isinstance(exc, QuantizedModelError):
                 raise
             raise QuantizedModelError(f"quantised model: missing or bad field ({exc})") from None
@@ -170,6 +193,22 @@ class QuantizedModel:
         return cls.from_dict(data)
 
 
+def _positive(value: Any, what: str) -> float:
+    """A scale from a file: a finite number > 0 (not NaN, inf, 0, a string, true)."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise QuantizedModelError(f"quantised model: {what} = {value!r} is not a finite number > 0")
+    return float(value)
+
+
+def _finite(values: np.ndarray, what: str) -> None:
+    if not np.all(np.isfinite(values)):
+        raise QuantizedModelError(f"{what}: not finite (inf or NaN)")
+
+
 def quantize_mlp(
     weights: list[np.ndarray],
     biases: list[np.ndarray],
@@ -183,14 +222,32 @@ def quantize_mlp(
     largest activation, so uint8 covers it; the output layer keeps int8 logits.
     """
     layers: list[QuantLayer] = []
+    if not (math.isfinite(input_scale) and input_scale > 0):
+        raise QuantizedModelError(f"input_scale = {input_scale!r}: expected a finite number > 0")
     in_scale = input_scale
     h = np.asarray(calibration, dtype=float)
+    _finite(h, "calibration inputs")
     last = len(weights) - 1
     for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+        w, b = np.asarray(w, dtype=float), np.asarray(b, dtype=float)
+        _finite(w, f"layer {i} weights")
+        _finite(b, f"layer {i} bias")
         w_scale = float(np.abs(w).max()) / 127 or 1.0
         w_q = np.clip(np.round(w.T / w_scale), -127, 127).astype(np.int8)
-        b_q = np.round(b / (w_scale * in_scale)).astype(np.int32)
-        h = h @ w + b
+        with np.errstate(over="ignore", invalid="ignore"):
+            b_real = np.round(b / (w_scale * in_scale))
+            h = h @ w + b
+        if not np.all(np.abs(b_real) <= INT32_MAX):
+            raise QuantizedModelError(
+                f"layer {i} bias: {float(np.abs(b).max()):.3g} is beyond int32 at the weight "
+                f"and input scales ({w_scale:.3g}, {in_scale:.3g}); scale the network down"
+            )
+        if not np.all(np.isfinite(h)):
+            raise QuantizedModelError(
+                f"layer {i}: the calibration activations overflow (weights up to "
+                f"{float(np.abs(w).max()):.3g}); scale the network down"
+            )
+        b_q = b_real.astype(np.int32)
         if i < last:
             h = np.maximum(h, 0)
             out_scale = float(h.max()) / ACT_MAX or 1.0

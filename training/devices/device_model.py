@@ -24,6 +24,7 @@ from .published import PublishedDevice, find_published, load_published
 from .usability import UsabilityResult, analyse
 
 SCHEMA_VERSION = 1
+MAX_CONDUCTANCE_S = 1.0  # above it a "device" is a short circuit (memristors: nS to mS)
 BEST_PRESET = "pvk-best"
 MEDIAN_PRESET = "pvk-median"
 # The published best device: 1.8 µm AAO, 50 nm pores, MAPbI3 (usability 0.349).
@@ -82,6 +83,12 @@ class DeviceModel:
             need(finite, name, f"= {value!r} is not a finite number")
         need(self.g_min > 0, "g_min", f"= {self.g_min} must be > 0 S")
         need(self.g_max >= self.g_min, "g_max", f"= {self.g_max} must be >= g_min ({self.g_min})")
+        need(
+            self.g_max <= MAX_CONDUCTANCE_S,
+            "g_max",
+            f"= {self.g_max:g} S is above {MAX_CONDUCTANCE_S:g} S: a short circuit, not a "
+            "memristor (are the currents in amperes and the voltages in volts?)",
+        )
         need(self.sigma_c2c >= 0, "sigma_c2c", "must be >= 0")
         need(self.read_voltage > 0, "read_voltage", "must be > 0 V")
         need(self.v_set > 0, "v_set", "must be > 0 V")
@@ -99,9 +106,9 @@ class DeviceModel:
             "must be finite and > 0 V",
         )
         need(
-            all(math.isfinite(g) and g > 0 for g in self.level_conductances),
+            all(math.isfinite(g) and 0 < g <= MAX_CONDUCTANCE_S for g in self.level_conductances),
             "level_conductances",
-            "must be finite and > 0 S",
+            f"must be finite and in (0, {MAX_CONDUCTANCE_S:g}] S",
         )
         need(
             self.d2d_sigma is None or (math.isfinite(self.d2d_sigma) and self.d2d_sigma >= 0),

@@ -20,6 +20,16 @@ from xbar.training.errors import XbarError
 
 # Text that spreadsheets use for an empty measurement.
 _BLANK_TEXT = {"", "nan", "na", "n/a", "none", "null", "-"}
+MAX_CURRENT_A = 1.0
+"""Largest |current| a sweep may hold: memristor compliance currents are µA to 100 mA and
+source-measure units range to about 1 A; beyond it the column is not amperes (mA or µA
+numbers, a scaling error, corrupt data)."""
+MAX_VOLTAGE_V = 1000.0
+"""Largest |voltage|: beyond the range of any source-measure unit (memristors sweep a few
+volts)."""
+MAX_XLSX_BYTES = 64 << 20
+"""Largest decompressed size of an .xlsx (all zip members together): the bundled sweeps
+are below 1 MB; a few-hundred-KB file that inflates to hundreds of MB is a zip bomb."""
 
 
 class IVDataError(XbarError, ValueError):
@@ -81,6 +91,18 @@ def curves_from_rows(name: str, rows: Sequence[Sequence[object]], source: str = 
     for i, row in enumerate(rows[1:]):
         for j, value in enumerate(row):
             data[i, j] = _cell_value(value, f"{label}: row {i + 2}, column {j + 1}")
+    _check_range(
+        label, data[:, :1], "voltage", MAX_VOLTAGE_V, "V", 1, "beyond any source-measure unit"
+    )
+    _check_range(
+        label,
+        data[:, 1:],
+        "current",
+        MAX_CURRENT_A,
+        "A",
+        2,
+        "far above any compliance current (µA to 100 mA); is the column in amperes?",
+    )
     # Rows with no value at all are spreadsheet padding, not measurements.
     data = data[~np.isnan(data).all(axis=1)]
     if data.size == 0 or np.isnan(data[:, 1:]).all():
@@ -99,15 +121,56 @@ def curves_from_rows(name: str, rows: Sequence[Sequence[object]], source: str = 
     return IVCurves(name=name, voltage=voltage, current=current, source=source)
 
 
+def _check_range(
+    label: str, values: np.ndarray, what: str, bound: float, unit: str, first: int, why: str
+) -> None:
+    """Every finite |value| <= bound (blanks aside), else an error naming the first cell beyond
+    it; ``values`` is (rows, columns) of data, ``first`` its first column's number."""
+    with np.errstate(invalid="ignore"):
+        over = np.argwhere(np.isfinite(values) & (np.abs(values) > bound))
+    if over.size:
+        row, col = (int(x) for x in over[0])
+        raise IVDataError(
+            f"{label}: row {row + 2}, column {first + col}: {what} {values[row, col]:g} {unit} "
+            f"exceeds {bound:g} {unit}: {why}"
+        )
+
+
+def _check_xlsx_size(path: Path) -> None:
+    """Refuse a workbook whose members inflate beyond MAX_XLSX_BYTES, before parsing it."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise IVDataError(f"{path}: not a readable .xlsx workbook ({exc})") from None
+    if total > MAX_XLSX_BYTES:
+        raise IVDataError(
+            f"{path}: the workbook inflates to {total / 1e6:.0f} MB, more than the "
+            f"{MAX_XLSX_BYTES >> 20} MiB an I–V sweep can need (a zip bomb?); save the "
+            "sweep as .csv"
+        )
+
+
 def _read_xlsx_rows(path: Path) -> list[tuple[object, ...]]:
     import openpyxl
 
+    _check_xlsx_size(path)
     try:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises several unrelated types for bad files
-        raise IVDataError(f"{path}: not a readable .xlsx workbook ({exc})") from exc
+        raise IVDataError(f"{path}: not a readable .xlsx workbook ({exc})") from None
     try:
+        if not book.worksheets:
+            raise IVDataError(f"{path}: the workbook has no worksheet")
         return [tuple(r) for r in book.worksheets[0].iter_rows(values_only=True)]
+    except IVDataError:
+        raise
+    except Exception as exc:  # the sheet is parsed lazily: XML errors, bad zip data, …
+        raise IVDataError(
+            f"{path}: corrupt .xlsx worksheet ({type(exc).__name__}: {exc})"
+        ) from None
     finally:
         book.close()
 
@@ -117,7 +180,9 @@ def _read_csv_rows(path: Path) -> list[list[str]]:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             return [row for row in csv.reader(handle) if row]
     except UnicodeDecodeError as exc:
-        raise IVDataError(f"{path}: not a UTF-8 text CSV ({exc})") from exc
+        raise IVDataError(f"{path}: not a UTF-8 text CSV ({exc})") from None
+    except csv.Error as exc:
+        raise IVDataError(f"{path}: not a readable CSV ({exc})") from None
 
 
 def read_iv(path: str | Path) -> IVCurves:

@@ -18,7 +18,7 @@ import numpy as np
 from xbar.training.search import DEFAULT_METHOD, Search
 
 from .errors import FabError
-from .spec import Spec, load_spec
+from .spec import NAME_PATTERN, Spec, load_spec
 from .store import CampaignStore, Experiment, StoreError
 
 METRIC_COLUMNS = ("usability", "sigma", "monotonicity")
@@ -189,6 +189,8 @@ def write_sheets(
     spec = store.spec
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if not NAME_PATTERN.fullmatch(spec.name) or ".." in spec.name:  # it names files
+        raise CampaignError(f"{store.path}: campaign name {spec.name!r} is not a file-name stem")
     stem = f"{spec.name}-batch{suggestion.batch:03d}"
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
     names = spec.names

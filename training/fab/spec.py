@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,12 @@ KINDS = ("float", "int", "log", "ordinal", "categorical")
 METRICS = {"usability": "max", "sigma": "min", "monotonicity": "max"}
 BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)) still counts
 LAB_DIGITS = 4  # significant digits of suggested float conditions
+MAX_DEPTH = 16  # nesting of tables and arrays in a spec (a spec needs 4)
+MAX_SEED = 2**32 - 1  # numpy's seeds
+MAX_INT_BOUND = 2**53  # integer parameters: exact as floats, drawable by numpy
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+"""A campaign name: it names the sheet and report files, so one safe file-name stem (no
+path separators, no "..", at most 64 characters)."""
 
 
 class SpecError(FabError):
@@ -165,7 +173,9 @@ class Spec:
             if name in names:
                 raise SpecError(f"{source}: [fixed] {name} is also a free parameter")
         spec = cls(
-            name=str(campaign.pop("name", Path(source).stem)),
+            name=_campaign_name(
+                campaign.pop("name", re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).stem)), source
+            ),
             parameters=parameters,
             fixed=fixed,
             infeasible=tuple(
@@ -180,7 +190,7 @@ class Spec:
             batch=_positive_int(campaign.pop("batch", 4), source, "[campaign] batch"),
             budget=_positive_int(campaign.pop("budget", 60), source, "[campaign] budget"),
             method=campaign.pop("method", None),
-            seed=int(campaign.pop("seed", 0)),
+            seed=_seed(campaign.pop("seed", 0), source),
             description=str(campaign.pop("description", "")),
         )
         if campaign:
@@ -312,9 +322,45 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: no such spec file")
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise SpecError(f"{path}: not valid TOML ({exc})") from None
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if _depth(data) > MAX_DEPTH:
+        raise SpecError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
     return Spec.from_dict(data, source=str(path))
+
+
+def _depth(value: Any) -> int:
+    """How deeply tables and arrays nest (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, level)
+            if level <= MAX_DEPTH:
+                children = item.values() if isinstance(item, dict) else item
+                stack.extend((child, level + 1) for child in children)
+    return deepest
+
+
+def _campaign_name(value: Any, source: str) -> str:
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value) or ".." in value:
+        raise SpecError(
+            f"{source}: [campaign] name = {value!r} must be a file-name stem (letters, digits, "
+            "'.', '_', '-', at most 64, no '..'): it names the sheet and report files"
+        )
+    return value
+
+
+def _seed(value: Any, source: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SEED:
+        raise SpecError(
+            f"{source}: [campaign] seed = {value!r} must be an integer in 0..{MAX_SEED}"
+        )
+    return value
 
 
 # -- validation helpers ----------------------------------------------------------------------
@@ -347,6 +393,10 @@ def _parameter(name: str, entry: Any, source: str) -> Parameter:
         choices = entry.pop("choices", None)
         if not isinstance(choices, list) or len(choices) < 2:
             raise SpecError(f"{where} choices must list at least two values")
+        if not all(
+            isinstance(c, str) or (isinstance(c, int | float) and math.isfinite(c)) for c in choices
+        ):
+            raise SpecError(f"{where} choices must be strings or finite numbers")
         if len({str(c) for c in choices}) != len(choices):
             raise SpecError(f"{where} choices {choices} repeat a value")
         param = Parameter(name, kind, unit, choices=tuple(choices), description=description)
@@ -355,6 +405,10 @@ def _parameter(name: str, entry: Any, source: str) -> Parameter:
         for key, bound in (("low", low), ("high", high)):
             if isinstance(bound, bool) or not isinstance(bound, int | float):
                 raise SpecError(f"{where} {key} = {bound!r} must be a number")
+            if not math.isfinite(bound) or abs(bound) > sys.float_info.max / 2:
+                raise SpecError(f"{where} {key} = {bound!r} must be a finite number")
+            if kind == "int" and abs(bound) > MAX_INT_BOUND:
+                raise SpecError(f"{where} {key} = {bound!r} must lie within ±2^53")
         assert low is not None and high is not None
         if not low < high:
             raise SpecError(f"{where} low = {low} must be below high = {high}")
@@ -399,7 +453,11 @@ def _objective(index: int, entry: Any, source: str) -> Objective:
     if goal not in ("max", "min"):
         raise SpecError(f"{where} goal = {goal!r} must be 'max' or 'min'")
     weight = entry.pop("weight", 1.0)
-    if isinstance(weight, bool) or not isinstance(weight, int | float) or weight <= 0:
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, int | float)
+        or not (math.isfinite(weight) and weight > 0)
+    ):
         raise SpecError(f"{where} weight = {weight!r} must be a positive number")
     if entry:
         raise SpecError(f"{where}: unknown key(s) {sorted(entry)}")

@@ -132,8 +132,13 @@ class QuantizedModel:
             if not data["layers"]:
                 raise QuantizedModelError("quantised model: no layers")
             for i, raw in enumerate(data["layers"]):
-                w = np.asarray(raw["weights"], dtype=np.int64)
-                b = np.asarray(raw["bias"], dtype=np.int64)
+                try:
+                    w = np.asarray(raw["weights"], dtype=np.int64)
+                    b = np.asarray(raw["bias"], dtype=np.int64)
+                except (TypeError, ValueError, OverflowError):
+                    raise QuantizedModelError(
+                        f"layer {i}: weights and bias must be arrays of integers"
+                    ) from None
                 if w.ndim != 2 or b.shape != (w.shape[0],) or w.size == 0:
                     raise QuantizedModelError(f"layer {i}: weights {w.shape} and bias {b.shape}")
                 if w.min(initial=0) < -128 or w.max(initial=0) > 127:
@@ -255,7 +260,10 @@ def quantize_mlp(
         else:
             out_scale = float(np.abs(h).max()) / OUT_MAX or 1.0
             lo, hi, relu = OUT_MIN, OUT_MAX, False
-        multiplier, shift = fixed_point(w_scale * in_scale / out_scale)
+        try:
+            multiplier, shift = fixed_point(w_scale * in_scale / out_scale)
+        except QuantizedModelError as exc:
+            raise QuantizedModelError(f"layer {i}: {exc}") from None
         layers.append(
             QuantLayer(w_q, b_q, multiplier, shift, relu, lo, hi, w_scale, in_scale, out_scale)
         )

@@ -147,7 +147,7 @@ def _check_xlsx_size(path: Path) -> None:
         raise IVDataError(f"{path}: not a readable .xlsx workbook ({exc})") from None
     if total > MAX_XLSX_BYTES:
         raise IVDataError(
-            f"{path}: the workbook inflates to {total / 1e6:.0f} MB, more than the "
+            f"{path}: the workbook inflates to {total / 2**20:.0f} MiB, more than the "
             f"{MAX_XLSX_BYTES >> 20} MiB an I–V sweep can need (a zip bomb?); save the "
             "sweep as .csv"
         )

@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import re
-import sys
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)
 LAB_DIGITS = 4  # significant digits of suggested float conditions
 MAX_DEPTH = 16  # nesting of tables and arrays in a spec (a spec needs 4)
 MAX_SEED = 2**32 - 1  # numpy's seeds
+MAX_BOUND = 1e300  # bounds: their difference and the optimizer's scaling stay finite
 MAX_INT_BOUND = 2**53  # integer parameters: exact as floats, drawable by numpy
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 """A campaign name: it names the sheet and report files, so one safe file-name stem (no
@@ -405,8 +405,8 @@ def _parameter(name: str, entry: Any, source: str) -> Parameter:
         for key, bound in (("low", low), ("high", high)):
             if isinstance(bound, bool) or not isinstance(bound, int | float):
                 raise SpecError(f"{where} {key} = {bound!r} must be a number")
-            if not math.isfinite(bound) or abs(bound) > sys.float_info.max / 2:
-                raise SpecError(f"{where} {key} = {bound!r} must be a finite number")
+            if not math.isfinite(bound) or abs(bound) > MAX_BOUND:
+                raise SpecError(f"{where} {key} = {bound!r} must be a finite number, |x| <= 1e300")
             if kind == "int" and abs(bound) > MAX_INT_BOUND:
                 raise SpecError(f"{where} {key} = {bound!r} must lie within ±2^53")
         assert low is not None and high is not None

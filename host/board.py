@@ -14,8 +14,11 @@ is re-exported here.
 from __future__ import annotations
 
 import importlib
+import os
 import struct
 import time
+import uuid
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -57,6 +60,15 @@ __all__ = [
     "VersionError",
     "plan_tiles",
 ]
+
+# USB vendor ids under which the board's MCU itself is the USB device (MicroPython on the
+# RP2040: Raspberry Pi's 0x2E8A; MicroPython's own 0xF055): its USB serial number is then
+# the chip's unique id. Behind a USB-serial bridge (FTDI, CP210x, CH340) the serial number
+# is the cable's, which says nothing about the board on its far end.
+MCU_USB_VIDS = frozenset({0x2E8A, 0xF055})
+# An emulated board's cells live as long as its port is open: each one gets an id of its
+# own on top of the unique id its firmware sees (kept here, weakly, per board object).
+_EMULATED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 CELL_BYTES = struct.calcsize(P.PROGRAM_CELL)
 MAX_PROGRAM_CELLS = (P.MAX_PAYLOAD - struct.calcsize(P.PROGRAM_REQ)) // CELL_BYTES
@@ -261,6 +273,37 @@ class Board:
         n = struct.calcsize(P.HELLO_RESP)
         ver, a, b, c, maxp = struct.unpack_from(P.HELLO_RESP, p, 0)
         return Hello(ver, (a, b, c), maxp, bytes(p[n:]).decode())
+
+    def identity(self) -> str | None:
+        """What tells this board from another across runs, or None where nothing here
+        can prove it (a pty, a USB-serial bridge, a URL port): `usb:VID:PID:SERIAL` for
+        an MCU that is its own USB device (the serial number is its unique id), and
+        `emu:UID:INSTANCE` for an `emu://` board (its firmware's `machine.unique_id()`
+        and the board object, whose cells last only while its port is open). No request
+        is sent: the protocol carries no board id."""
+        emulated = getattr(self.link.port, "board", None)
+        hw = getattr(emulated, "hw", None)
+        if hw is not None and hasattr(hw, "unique_id"):
+            instance = _EMULATED.setdefault(emulated, uuid.uuid4().hex[:12])
+            return f"emu:{bytes(hw.unique_id()).hex()}:{instance}"
+        name = self.port_name
+        if "://" in name or not os.path.exists(name):
+            return None
+        try:
+            from serial.tools import list_ports
+
+            ports = list_ports.comports()
+        except (ImportError, OSError):
+            return None
+        device = os.path.realpath(name)
+        for info in ports:
+            if (
+                os.path.realpath(info.device) == device
+                and info.vid in MCU_USB_VIDS
+                and info.serial_number
+            ):
+                return f"usb:{info.vid:04x}:{info.pid:04x}:{info.serial_number}"
+        return None
 
     def info(self) -> Info:
         p = self.request(P.INFO)

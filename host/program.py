@@ -7,9 +7,10 @@ The model artifact's plan must fit the board's geometry (INFO); then every cell 
 plan is write-verified to its target conductance, one PROGRAM frame (≤ 125 cells) at a
 time, with a progress bar. After every frame the results are saved to a progress file,
 so an interrupted run (Ctrl-C, a lost board) resumes where it stopped: the cells already
-done are not programmed again. Only when every cell has been programmed is the model's
-tile map LOADed and the run reported as done; the per-cell report (target vs achieved,
-pulses, status) goes to a CSV.
+done are not programmed again (on a board not proved the one they were written on, they
+are read again first, and those out of tolerance written again). Only when every cell
+has been programmed is the model's tile map LOADed and the run reported as done; the
+per-cell report (target vs achieved, pulses, status) goes to a CSV.
 
 A weight is the difference of a pair of cells (G+ − G−), and that difference is all
 inference reads. So each pair's *base* cell (the smaller target) is written first and its
@@ -71,6 +72,9 @@ class ProgramReport:
     pair_error: np.ndarray  # per cell, its pair's (G+ − G−) error against the plan, S
     remap: tuple[float, float] | None = None  # failed cells' weight error (steps) before/after
     plan: CrossbarModel | None = None  # the plan as placed on the board (and LOADed)
+    # Resumed on a board not proved the one the progress was saved on: (cells marked done
+    # and read again, of those out of tolerance and written again).
+    reverified: tuple[int, int] | None = None
 
     @property
     def converged(self) -> int:
@@ -140,13 +144,20 @@ def plan_digest(plan: CrossbarModel) -> str:
 
 
 class Progress:
-    """The progress file: which cells are done, for which plan and board profile. Every
-    save writes a temporary file and renames it, so a crash never leaves half a file."""
+    """The progress file: which cells are done, for which plan, board profile and board
+    (`Board.identity()`, None where unknown; `saved_board` is the one the file names).
+    Every save writes a temporary file, syncs it to disk and renames it over the old one
+    (then syncs the folder), so a crash or power cut leaves the old file or the new,
+    never half of one."""
 
-    def __init__(self, path: Path, digest: str, profile: str, fresh: bool) -> None:
+    def __init__(
+        self, path: Path, digest: str, profile: str, fresh: bool, board: str | None = None
+    ) -> None:
         self.path = path
         self.digest = digest
         self.profile = profile
+        self.board = board
+        self.saved_board: str | None = None
         self.done: dict[str, list[float]] = {}
         self.complete = False
         # Where the hidden units went (host/remap.py): per hidden layer, slot -> unit.
@@ -172,6 +183,9 @@ class Progress:
                     else [np.asarray(p, dtype=np.int64) for p in placement]
                 )
                 complete = bool(data.get("complete", False))
+                saved_board = data.get("board")
+                if saved_board is not None and not isinstance(saved_board, str):
+                    raise TypeError("board")
             except (ValueError, KeyError, TypeError, IndexError):
                 raise ProgramError(
                     f"{path}: progress file unreadable; delete it or pass --fresh to start over"
@@ -184,6 +198,12 @@ class Progress:
             self.done = done
             self.placement = perms
             self.complete = complete
+            self.saved_board = saved_board
+
+    @property
+    def same_board(self) -> bool:
+        """Whether the board now is proved the one the cells marked done were written on."""
+        return self.saved_board is not None and self.saved_board == self.board
 
     @staticmethod
     def key(cell: Cell) -> str:
@@ -194,13 +214,66 @@ class Progress:
         data = {
             "plan": self.digest,
             "profile": self.profile,
+            "board": self.board,
             "complete": complete,
             "placement": placement,
             "cells": self.done,
         }
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, self.path)
+        write_durably(self.path, json.dumps(data))
+        self.saved_board = self.board
+
+
+def write_durably(path: Path, text: str) -> None:
+    """Replace `path` by `text` atomically and durably: a temporary file beside it,
+    flushed and fsynced, renamed over it, then the folder fsynced (the rename itself)."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return  # a folder cannot be opened (Windows): the rename is as durable as it gets
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder
+    finally:
+        os.close(fd)
+
+
+def reverify(
+    board: Board,
+    state: Progress,
+    plan: CrossbarModel,
+    tol: float,
+    v_read: float,
+    pairs: Pairs | None,
+) -> tuple[int, int]:
+    """Read again every cell `state` marks done (one READ per array, or per row where an
+    array does not fit a frame): a cell within `tol` of what it was written to keeps its
+    record (with the conductance read now), one out of it is dropped to be written again,
+    with its pair partner where `pairs` (compensation: the partner's target depends on
+    the base's error). (cells read, cells dropped); the state is saved."""
+    cells = [c for c in plan_cells(plan) if Progress.key(c) in state.done]
+    reads = {a: board.read(array=a, v_read=v_read) for a in sorted({c.array for c in cells})}
+    drop: set[Cell] = set()
+    for c in cells:
+        entry = state.done[Progress.key(c)]
+        goal = entry[4] if len(entry) > 4 else c.target
+        g = float(reads[c.array][c.row, c.col])
+        if abs(g - goal) <= tol:
+            entry[0], entry[2] = g, P.ST_OK
+        else:
+            drop.add(c)
+    if pairs is not None:
+        drop |= {pairs.partner[c] for c in drop if Progress.key(pairs.partner[c]) in state.done}
+    for c in drop:
+        del state.done[Progress.key(c)]
+    state.save()
+    return len(cells), len(drop)
 
 
 def program_plan(
@@ -216,6 +289,7 @@ def program_plan(
     compensate: bool = True,
     g_limit: float | None = None,
     remap: bool = True,
+    on_note: Callable[[str], object] | None = None,
     **program_args: Any,
 ) -> ProgramReport:
     """Write-verify every cell of `plan` not yet done (per the progress file), then LOAD.
@@ -235,13 +309,35 @@ def program_plan(
     `remap` (with `compensate`): if cells failed, the hidden units are placed again so the
     failed cells spoil the least weight (`host/remap.py`), by at least one weight step in
     all, and the cells are written again for that placement (the failed ones are not
-    tried again). The placement is kept in the progress file; `xbar infer` reads it."""
+    tried again). The placement is kept in the progress file; `xbar infer` reads it.
+
+    The progress file names the board (`Board.identity()`). Resumed on a board not proved
+    that one (another id, or none to compare), the cells marked done are read again and
+    those out of tolerance written again (`reverify`); `on_note` gets one line saying so."""
     info = board.info()
-    state = Progress(progress_path, plan_digest(plan), info.profile, fresh)
+    state = Progress(progress_path, plan_digest(plan), info.profile, fresh, board.identity())
     tol = tolerance if tolerance is not None else 0.5 * min(layer.g_unit for layer in plan.layers)
     args: dict[str, Any] = {"v_read": V_VERIFY, "v_set": 2.5, "v_reset": 2.5, "max_pulses": 100}
     args.update(program_args)
     placed = plan if state.placement is None else permute(plan, state.placement)
+    checked = None
+    if state.done and not state.same_board:
+        saved = state.saved_board
+        pairs = Pairs(placed, plan_cells(placed), g_limit) if compensate else None
+        checked = reverify(board, state, placed, tol, float(args["v_read"]), pairs)
+        if on_note is not None:
+            if saved is not None and state.board is not None:
+                why = f"was saved on another board ({saved}; this one is {state.board})"
+            else:
+                why = (
+                    "cannot prove this board the one it was saved on (no board id "
+                    f"{'on this port' if state.board is None else 'in the file'})"
+                )
+            on_note(
+                f"{progress_path} {why}: read again the {checked[0]} cells it marks done: "
+                f"{checked[0] - checked[1]} within ±{tol:.3e} S kept, {checked[1]} to write "
+                "again"
+            )
     resumed = sum(Progress.key(c) in state.done for c in plan_cells(placed))
     if on_frame is not None and resumed:
         on_frame(resumed)
@@ -271,6 +367,7 @@ def program_plan(
     board.load(placed, program=False)
     state.save(complete=True)
     report.plan = placed
+    report.reverified = checked
     return report
 
 
@@ -542,6 +639,7 @@ def program_model(
                     compensate=compensate,
                     remap=remap,
                     g_limit=art.device.g_max if art.device else None,
+                    on_note=bar.write,
                 )
             except (BoardError, KeyboardInterrupt) as exc:
                 bar.close()

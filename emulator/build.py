@@ -14,6 +14,7 @@ from xbar.training.errors import XbarError
 
 if TYPE_CHECKING:
     from xbar.emulator.emulated_board import EmulatedBoard
+    from xbar.emulator.link import FaultSpec
 
 
 class BoardOptionsError(XbarError, ValueError):
@@ -45,6 +46,27 @@ class BoardOptions:
     """MicroPython: also charge the interpreter's host CPU time (not reproducible)."""
     baud: int = 0
     """In-process: host bytes reach the firmware at this UART rate (0: no line timing)."""
+    ber: float = 0.0
+    """Line fault: each bit crossing the link flips with this probability."""
+    drop: float = 0.0
+    """Line fault: each byte crossing the link is lost with this probability."""
+    stall: float = 0.0
+    """Line fault: before each byte the link stalls `stall_ms` with this probability."""
+    stall_ms: float = 100.0
+    """Length of one stall, ms."""
+    fault_seed: int = 0
+    """Seed of the line faults (each direction draws from its own generator)."""
+    fault_dir: str = "both"
+    """Which way the faults hit: `both`, `to_board` (host -> board) or `to_host`."""
+
+    @property
+    def faults(self) -> FaultSpec:
+        """The line faults these options ask for (`FaultSpec.active` False: none)."""
+        from xbar.emulator.link import FaultSpec
+
+        return FaultSpec(
+            self.ber, self.drop, self.stall, self.stall_ms, self.fault_seed, self.fault_dir
+        )
 
 
 def build_board(options: BoardOptions) -> EmulatedBoard:
@@ -59,6 +81,18 @@ def build_board(options: BoardOptions) -> EmulatedBoard:
         )
     if o.baud < 0:
         raise BoardOptionsError(f"baud {o.baud} is negative (0: no line timing)")
+    problems = o.faults.problems()
+    if problems:
+        raise BoardOptionsError("; ".join(problems))
+    board = _runtime(o)
+    if o.faults.active:
+        from xbar.emulator.link import LinkFaults
+
+        board.pty.faults = LinkFaults(o.faults)
+    return board
+
+
+def _runtime(o: BoardOptions) -> EmulatedBoard:
     model = board_model(o.profile, o.seed, o.device, o.noise)
     if o.micropython:
         from xbar.emulator.runtime_mpy import MicroPythonBoard

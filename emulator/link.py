@@ -11,15 +11,24 @@ Linux the master reads EIO once the last slave handle closes).
 
 `LinkStream` is the in-process board's end of it: the firmware's stdin/stdout, fed by a
 pump thread so that Ctrl-C reaches firmware that is busy computing.
+
+Line faults (`LinkFaults`, off unless asked for): every byte between host and board
+crosses `Pty.read` (host -> board) or `Pty.write` (board -> host), for both runtimes,
+and there bits flip at a bit error rate, bytes are dropped and the line stalls, each
+direction from its own seeded generator, so a run with the same bytes is reproducible.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
+import random
 import select
 import threading
+import time
 import tty
+from dataclasses import dataclass
 from typing import Any
 
 from xbar.emulator.hardware import BoardHalted, Hardware
@@ -29,8 +38,125 @@ class PtyClosedError(OSError):
     """The link was closed by the emulator (board stopped)."""
 
 
+FAULT_DIRECTIONS = ("both", "to_board", "to_host")
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """What goes wrong on the line: `ber` each bit flips with this probability, `drop`
+    each byte is lost with this probability, `stall` each byte holds the line for
+    `stall_ms` first with this probability; `direction` `both`, `to_board` (host ->
+    board only) or `to_host`; `seed` makes the faults reproducible."""
+
+    ber: float = 0.0
+    drop: float = 0.0
+    stall: float = 0.0
+    stall_ms: float = 100.0
+    seed: int = 0
+    direction: str = "both"
+
+    @property
+    def active(self) -> bool:
+        return self.ber > 0 or self.drop > 0 or (self.stall > 0 and self.stall_ms > 0)
+
+    def problems(self) -> list[str]:
+        """What is wrong with these numbers, in words (empty: nothing)."""
+        out = []
+        for name in ("ber", "drop", "stall"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0 or math.isnan(value):
+                out.append(f"{name} {value} is not a probability in [0, 1)")
+        if not 0.0 <= self.stall_ms <= 60_000 or math.isnan(self.stall_ms):
+            out.append(f"stall_ms {self.stall_ms} is not 0..60000")
+        if self.direction not in FAULT_DIRECTIONS:
+            out.append(
+                f"fault direction {self.direction!r} is not one of {', '.join(FAULT_DIRECTIONS)}"
+            )
+        return out
+
+
+class FaultChannel:
+    """The faults of one direction. Events are placed by position in the byte stream
+    (geometric gaps), so where they fall does not depend on how the bytes are chunked."""
+
+    def __init__(self, spec: FaultSpec, name: str) -> None:
+        self.spec = spec
+        # One generator per kind of fault, so each falls where it would on its own.
+        self._rng = {
+            kind: random.Random(f"xbar-link:{spec.seed}:{name}:{kind}")
+            for kind in ("flip", "drop", "stall")
+        }
+        self.bytes = 0  # bytes seen
+        self.flipped = 0  # bits flipped
+        self.dropped = 0  # bytes dropped
+        self.stalls = 0  # stalls
+        self._next_flip = self._gap(spec.ber, "flip")  # bit position
+        self._next_drop = self._gap(spec.drop, "drop")  # byte positions
+        self._next_stall = self._gap(spec.stall if spec.stall_ms > 0 else 0.0, "stall")
+
+    def _gap(self, p: float, kind: str) -> float:
+        if p <= 0:
+            return math.inf
+        u = self._rng[kind].random()
+        return math.floor(math.log1p(-u) / math.log1p(-p))
+
+    def apply(self, data: bytes) -> tuple[bytes, float]:
+        """The bytes as they arrive and the seconds the line stalls before they do."""
+        start, end = self.bytes, self.bytes + len(data)
+        self.bytes = end
+        out = bytearray(data)
+        while self._next_flip < end * 8:
+            bit = int(self._next_flip)
+            out[bit // 8 - start] ^= 1 << (bit % 8)
+            self.flipped += 1
+            self._next_flip += 1 + self._gap(self.spec.ber, "flip")
+        stall = 0.0
+        while self._next_stall < end:
+            stall += self.spec.stall_ms / 1000
+            self.stalls += 1
+            self._next_stall += 1 + self._gap(self.spec.stall, "stall")
+        keep = bytearray()
+        pos = start
+        while self._next_drop < end:
+            cut = int(self._next_drop)
+            keep += out[pos - start : cut - start]
+            pos = cut + 1
+            self.dropped += 1
+            self._next_drop += 1 + self._gap(self.spec.drop, "drop")
+        if pos > start:
+            keep += out[pos - start :]
+            out = keep
+        return bytes(out), stall
+
+
+class LinkFaults:
+    """Both directions of a faulty line: `to_board` (host -> board), `to_host`."""
+
+    def __init__(self, spec: FaultSpec) -> None:
+        self.spec = spec
+        self.to_board = FaultChannel(spec, "to_board") if spec.direction != "to_host" else None
+        self.to_host = FaultChannel(spec, "to_host") if spec.direction != "to_board" else None
+
+    def counts(self) -> dict[str, int]:
+        """Faults injected so far, per direction: bits flipped, bytes dropped, stalls."""
+        out: dict[str, int] = {}
+        for name in ("to_board", "to_host"):
+            ch = getattr(self, name)
+            if ch is not None:
+                out |= {
+                    f"{name}_bytes": ch.bytes,
+                    f"{name}_flipped": ch.flipped,
+                    f"{name}_dropped": ch.dropped,
+                    f"{name}_stalls": ch.stalls,
+                }
+        return out
+
+
 class Pty:
-    """One pty pair: `path` for the host, `read`/`write` for the board side."""
+    """One pty pair: `path` for the host, `read`/`write` for the board side; `faults`
+    (a `LinkFaults`, set before the board starts) corrupts what crosses it."""
+
+    faults: LinkFaults | None = None
 
     def __init__(self) -> None:
         self.master, self._slave = os.openpty()
@@ -55,17 +181,38 @@ class Pty:
         if not ready:
             return b""
         try:
-            return os.read(self.master, max_bytes)
+            data = os.read(self.master, max_bytes)
         except OSError as exc:  # EIO: transient on some kernels between client opens
             if self.closed:
                 raise PtyClosedError("link closed") from exc
             return b""
+        channel = self.faults.to_board if self.faults is not None else None
+        if channel is not None and data:
+            data, stall = channel.apply(data)
+            self._stall(stall)
+        return data
+
+    def _stall(self, seconds: float) -> None:
+        """The line is quiet for `seconds` (cut short by `close()`)."""
+        if seconds <= 0:
+            return
+        end = time.monotonic() + seconds
+        while not self.closed and (left := end - time.monotonic()) > 0:
+            with contextlib.suppress(OSError, ValueError):
+                select.select([self._stop_r], [], [], left)
+        if self.closed:
+            raise PtyClosedError("link closed")
 
     def write(self, data: bytes) -> None:
         """Send to the host; blocks while the host's input buffer is full, as USB-CDC
         does when the host stops reading."""
-        view = memoryview(bytes(data))
+        data = bytes(data)
         with self._write_lock:
+            channel = self.faults.to_host if self.faults is not None else None
+            if channel is not None and data:
+                data, stall = channel.apply(data)
+                self._stall(stall)
+            view = memoryview(data)
             while view:
                 if self.closed:
                     raise PtyClosedError("link closed")

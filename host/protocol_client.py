@@ -9,7 +9,12 @@ asked for). Every response is matched by sequence number and code; error frames 
 Reliability: a request the board answered with E_CRC (its copy was corrupted, so it did
 nothing) is sent again at once; one whose answer never came (lost or corrupted on the
 way back) is sent again only if repeating it is harmless (`REPEATABLE`); both after a
-short exponential backoff, at most `retries` times. `sync` negotiates: a board that
+short exponential backoff, at most `retries` times. With `adaptive` on (a faulty line),
+quick commands (`QUICK`) wait for their answer only a retransmission timeout learned from
+the answers so far (`rto`, doubled after each timeout, never past `timeout`) and are
+tried at least `ADAPTIVE_RETRIES` times; `poll` takes whichever outstanding request is
+answered next, for streams that detect losses themselves. Only frames that pass their
+CRC and answer an outstanding sequence number are ever returned. `sync` negotiates: a board that
 answers in another protocol version, with a MicroPython REPL, or not at all gets an
 error that says which and what to do.
 """
@@ -85,6 +90,18 @@ restarts the load). PULSE, LOAD_CHUNK, STATS (it may clear) and EXIT are not."""
 BACKOFF_S = 0.02
 """First retry delay; doubled for each further retry."""
 
+QUICK = frozenset(
+    {P.HELLO, P.INFO, P.LOAD_BEGIN, P.LOAD_CHUNK, P.LOAD_END, P.STATS, P.SAFETY, P.RESET}
+)
+"""Commands the board answers without long work: on a faulty line (`Link.adaptive`)
+their lost answers are given up on after `Link.rto`, not the whole timeout."""
+
+RTO_MIN_S = 0.25
+"""Shortest retransmission timeout."""
+
+ADAPTIVE_RETRIES = 10
+"""Tries of a request, at least, with `Link.adaptive` on."""
+
 
 class Link:
     """Frames out, frames in, sequence numbers, timeouts and retries on a port."""
@@ -103,6 +120,31 @@ class Link:
         self._outstanding: set[int] = set()
         self._kept: dict[int, tuple[int, bytes]] = {}
         self._sniff: bytearray | None = None  # raw bytes, kept while sync() diagnoses
+        self.adaptive = False  # faulty line: quick commands time out after `rto`
+        self.lost = 0  # answers given up on (never came or came corrupted)
+        self.crc_errors = 0  # requests the board answered with E_CRC
+        self._srtt: float | None = None  # smoothed round trip, s
+        self._rttvar = 0.0
+        self._backoff = 1
+
+    def observe(self, rtt: float) -> None:
+        """One answered request's round trip (request written -> answer decoded)."""
+        if self._srtt is None:
+            self._srtt, self._rttvar = rtt, rtt / 2
+        else:
+            self._rttvar = 0.75 * self._rttvar + 0.25 * abs(self._srtt - rtt)
+            self._srtt = 0.875 * self._srtt + 0.125 * rtt
+        self._backoff = 1
+
+    def timed_out(self) -> None:
+        """An answer did not come within `rto`: wait longer next time (up to `timeout`)."""
+        self._backoff = min(self._backoff * 2, 64)
+
+    @property
+    def rto(self) -> float:
+        """How long to wait for a quick answer before sending again (RFC 6298's rule)."""
+        base = 1.0 if self._srtt is None else self._srtt + 4 * self._rttvar
+        return min(self.timeout, max(RTO_MIN_S, base) * self._backoff)
 
     def next_seq(self) -> int:
         self.seq = (self.seq + 1) & 0xFFFF
@@ -176,23 +218,54 @@ class Link:
                 raise LinkError(f"response code 0x{rcode:02x} to request 0x{code:02x}")
             return payload
 
+    def poll(self, timeout: float) -> tuple[int, int, bytes] | None:
+        """The next answer to any outstanding request, (seq, code, payload), or None if
+        none came within `timeout`. Frames answering nothing outstanding are dropped."""
+        if self._kept:
+            seq = next(iter(self._kept))
+            code, payload = self._kept.pop(seq)
+            self._outstanding.discard(seq)
+            return seq, code, payload
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            try:
+                self._frames(deadline, timeout)
+            except LostError:
+                return None
+            code, seq, payload = self._ready.pop(0)
+            if seq in self._outstanding:
+                self._outstanding.discard(seq)
+                return seq, code, payload
+
     def request(self, code: int, payload: bytes = b"", timeout: float | None = None) -> bytes:
         """Send and wait for the answer, retrying as the module docstring says."""
         attempt = 0
+        quick = self.adaptive and code in QUICK and timeout is None
+        retries = max(self.retries, ADAPTIVE_RETRIES) if self.adaptive else self.retries
         while True:
             seq = self.send(code, payload)
+            t0 = time.monotonic()
             try:
-                return self.receive(code, seq, timeout)
+                answer = self.receive(code, seq, self.rto if quick else timeout)
+                if quick:
+                    self.observe(time.monotonic() - t0)
+                return answer
             except FirmwareError as exc:
-                if exc.code != P.E_CRC or attempt >= self.retries:
+                if exc.code != P.E_CRC:
+                    raise
+                self.crc_errors += 1
+                if attempt >= retries:
                     raise
             except LostError:
                 self.forget(seq)
-                if code not in REPEATABLE or attempt >= self.retries:
+                self.lost += 1
+                if quick:
+                    self.timed_out()
+                if code not in REPEATABLE or attempt >= retries:
                     raise
             attempt += 1
             self.retried += 1
-            time.sleep(BACKOFF_S * (1 << (attempt - 1)))
+            time.sleep(min(BACKOFF_S * (1 << (attempt - 1)), 0.32))
 
     def sync(self, timeout: float) -> bytes:
         """Wait until the board answers HELLO; returns its payload.

@@ -9,16 +9,31 @@ accuracy of the digital int8 reference (the integer model the firmware computes,
 same uint8 inputs) and the agreement between the two, throughput, latency percentiles
 per frame, and link efficiency: input payload bytes per second ÷ the line's byte rate
 (baud / 10: 8 data bits, start and stop bit).
+
+On a faulty line (`stream_adaptive`) frames lost or refused with E_CRC are sent again,
+the frame shrinks (fewer inputs per INFER_STREAM frame) after a loss and grows back
+while answers come clean, and the resends allowed scale with the inputs (`retries` per
+input, and `retries` + 8 failures in a row with no answer at all end the stream). A
+loss is seen as soon as a later request is answered (the board answers in order) or
+after a retransmission timeout learned from the answers. An answer is taken only if it
+passes its CRC, answers an outstanding sequence number with INFER_STREAM's code and
+echoes the frame's batch, first input and count with the right length; so outputs are
+those of a clean line. The summary adds goodput (input payload bytes / s) and resends.
 """
 
 from __future__ import annotations
 
+import struct
+import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.firmware import protocol as P
 from xbar.host.board import Board, StreamResult
+from xbar.host.protocol_client import FirmwareError, LinkError, LostError
 from xbar.training.errors import XbarError
 
 DEFAULT_BAUD = 921_600
@@ -60,6 +75,210 @@ class InferReport:
     @property
     def link_efficiency(self) -> float:
         return self.goodput / (self.baud / 10)
+
+
+@dataclass
+class AdaptiveStreamResult(StreamResult):
+    """A stream on a possibly faulty line: what it cost to get clean answers."""
+
+    lost: int = 0  # frames whose answer never came (or came corrupted)
+    crc_errors: int = 0  # frames the board answered with E_CRC
+    frames_sent: int = 0  # INFER_STREAM frames written, resends included
+
+
+START_FRAME = 8
+"""Inputs in the first frame; it doubles while answers come clean (then grows by 1/8)."""
+
+RTO_MIN_S = 0.25
+"""Shortest wait for a frame's answer."""
+
+
+def load_reliably(board: Board, plan: Any, retries: int = 3) -> tuple[int, int]:
+    """LOAD the plan's blob on a possibly faulty line: (n_in, n_out).
+
+    A LOAD_CHUNK whose answer is lost may or may not have been taken, so the load starts
+    again from LOAD_BEGIN with chunks half as long; E_CRC answers are resent at once by
+    the link. The board checks the blob's CRC-32 at LOAD_END."""
+    blob = plan.to_blob()
+    step = P.MAX_PAYLOAD - struct.calcsize(P.LOAD_CHUNK_REQ)
+    failures: list[str] = []
+    for _ in range(4 * retries + 4):
+        try:
+            board.request(P.LOAD_BEGIN, struct.pack(P.LOAD_BEGIN_REQ, len(blob), P.crc32(blob)))
+            for off in range(0, len(blob), step):
+                chunk = struct.pack(P.LOAD_CHUNK_REQ, off) + blob[off : off + step]
+                board.request(P.LOAD_CHUNK, chunk)
+            p = board.request(P.LOAD_END)
+        except LostError as exc:
+            failures.append(str(exc))
+            step = max(16, step // 2)
+            continue
+        except FirmwareError as exc:
+            if exc.code not in (P.E_CRC, P.E_MODEL):  # E_MODEL: a chunk taken twice
+                raise
+            failures.append(str(exc))
+            step = max(16, step // 2)
+            continue
+        _layers, _tiles, n_in, n_out = struct.unpack_from(P.LOAD_END_RESP, p, 0)
+        board._shape = (n_in, n_out)
+        return n_in, n_out
+    raise LinkError(f"LOAD failed {len(failures)} times (last: {failures[-1]})")
+
+
+@dataclass
+class _Frame:
+    first: int
+    count: int
+    sent: float
+    order: int  # how many frames were sent before it
+
+
+def stream_adaptive(
+    board: Board,
+    x: np.ndarray,
+    n_out: int,
+    *,
+    window: int | None = None,
+    retries: int | None = None,
+    progress: Any = None,
+) -> AdaptiveStreamResult:
+    """Stream x (n, n_in) uint8 codes with INFER_STREAM, adapting the frame to the line
+    (module docstring); the outputs (n, n_out) in input order."""
+    link = board.link
+    rows = np.ascontiguousarray(np.asarray(x, dtype=np.uint8))
+    if rows.ndim != 2 or len(rows) == 0:
+        raise ValueError("nothing to stream: no inputs")
+    n, n_in = rows.shape
+    win = max(1, window if window is not None else board.geometry.stream_window)
+    retries = link.retries if retries is None else retries
+    hdr, rs = struct.calcsize(P.STREAM_REQ), struct.calcsize(P.STREAM_RESP)
+    fit = max(1, min(255, (P.MAX_PAYLOAD - hdr) // n_in, (P.MAX_PAYLOAD - rs) // (2 * n_out)))
+    size = float(min(fit, START_FRAME))
+    slow_start = True  # doubling while clean, until the first failure
+    budget = retries * n  # resends allowed: scale with the work
+    streak_limit = retries + 8  # failures in a row with no answer at all
+    batch = link.next_seq()
+    outputs = np.zeros((n, n_out), dtype=np.int64)
+    todo: deque[tuple[int, int]] = deque()  # ranges to send again, first
+    next_first = 0
+    done = 0
+    flight: OrderedDict[int, _Frame] = OrderedDict()
+    latencies: list[float] = []
+    sizes: list[int] = []
+    recent: deque[tuple[float, int]] = deque(maxlen=16)  # (latency, inputs) of the last answers
+    resent = lost = crc = sent = streak = 0
+    last_cut = -1  # frames sent before the last shrink (one shrink per window of frames)
+    backoff = 1
+    out0, in0 = link.bytes_out, link.bytes_in
+    t0 = time.perf_counter()
+
+    def rto(count: int) -> float:
+        """How long the answer to a frame of `count` inputs may take: 3x the slowest
+        recent answer, scaled to this frame's inputs; doubled per timeout in a row."""
+        if not recent:
+            return link.timeout
+        slowest = max(max(t for t, _ in recent), max(t / c for t, c in recent) * count)
+        return min(link.timeout, max(RTO_MIN_S, 3 * slowest) * backoff)
+
+    def failed(seq: int, frame: _Frame, why: str) -> None:
+        nonlocal resent, streak, size, last_cut, slow_start
+        link.forget(seq)
+        todo.appendleft((frame.first, frame.count))
+        resent += 1
+        streak += 1
+        slow_start = False
+        if frame.order >= last_cut:  # sent after the last shrink: the line is still bad
+            if size > 1:
+                streak = 0  # a smaller frame gets its own tries
+            size = max(1.0, size / 2)
+            last_cut = sent
+        if resent > budget or streak > streak_limit:
+            raise LinkError(
+                f"stream stopped at inputs {frame.first}..{frame.first + frame.count - 1} "
+                f"({done} of {n} answered, {resent} frames resent): {why}"
+            )
+
+    while done < n:
+        while len(flight) < win and (todo or next_first < n):
+            count = max(1, int(size))
+            if todo:
+                first, want = todo.popleft()
+                if want > count:
+                    todo.appendleft((first + count, want - count))
+                else:
+                    count = want
+            else:
+                first, count = next_first, min(count, n - next_first)
+                next_first += count
+            body = (
+                struct.pack(P.STREAM_REQ, batch, first, count)
+                + rows[first : first + count].tobytes()
+            )
+            seq = link.send(P.INFER_STREAM, body)
+            flight[seq] = _Frame(first, count, time.perf_counter(), sent)
+            sent += 1
+        front_seq, front = next(iter(flight.items()))
+        wait = rto(front.count)
+        got = link.poll(max(0.0, front.sent + wait - time.perf_counter()))
+        if got is None:  # the oldest request's answer never came
+            flight.pop(front_seq)
+            lost += 1
+            backoff = min(backoff * 2, 64)
+            failed(front_seq, front, f"no answer within {wait:.2f} s")
+            continue
+        seq, code, payload = got
+        if seq not in flight:
+            continue
+        while (s := next(iter(flight))) != seq:  # answered in order: earlier ones are lost
+            lost += 1
+            failed(s, flight.pop(s), "answer lost")
+        frame = flight.pop(seq)
+        if code == P.ERROR:
+            err, cmd, reason = P.parse_error(payload)
+            if err != P.E_CRC:
+                raise LinkError(
+                    f"stream stopped at inputs {frame.first}..{frame.first + frame.count - 1}: "
+                    f"{FirmwareError(err, cmd, reason)}"
+                )
+            crc += 1
+            failed(seq, frame, f"{FirmwareError(err, cmd, reason)}")
+            continue
+        want = rs + 2 * frame.count * n_out
+        if code != (P.INFER_STREAM | P.RESPONSE) or len(payload) != want:
+            raise LinkError(f"response code 0x{code:02x} of {len(payload)} B to INFER_STREAM")
+        b, f, c, _credit = struct.unpack_from(P.STREAM_RESP, payload, 0)
+        if (b, f, c) != (batch, frame.first, frame.count):
+            raise LinkError(
+                f"stream response for batch {b} samples {f}+{c}, expected "
+                f"{batch} {frame.first}+{frame.count}"
+            )
+        y = np.frombuffer(bytes(payload[rs:]), dtype="<i2").astype(np.int64)
+        outputs[frame.first : frame.first + frame.count] = y.reshape(frame.count, n_out)
+        latency = time.perf_counter() - frame.sent
+        latencies.append(latency)
+        recent.append((latency, frame.count))
+        sizes.append(frame.count)
+        done += frame.count
+        streak = 0
+        backoff = 1
+        if frame.count >= int(size):  # a clean answer at the current size: grow
+            size = min(float(fit), size * 2 if slow_start else size + max(1, size / 8))
+        if progress is not None:
+            progress.update(frame.count)
+    wall = time.perf_counter() - t0
+    return AdaptiveStreamResult(
+        outputs,
+        np.array(latencies),
+        np.array(sizes),
+        n * n_in,
+        link.bytes_out - out0,
+        link.bytes_in - in0,
+        wall,
+        resent,
+        lost=lost,
+        crc_errors=crc,
+        frames_sent=sent,
+    )
 
 
 def dataset_inputs(art: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -126,9 +345,11 @@ def stream_model(
     baud: int = DEFAULT_BAUD,
     progress: Any = None,
 ) -> InferReport:
-    """LOAD the plan's tile map, stream x, compare with the int8 reference."""
-    board.load(plan, program=False)
-    result = board.stream(x, window=window, progress=progress)
+    """LOAD the plan's tile map, stream x, compare with the int8 reference; both
+    cope with a faulty line (`load_reliably`, `stream_adaptive`)."""
+    board.link.adaptive = True
+    _n_in, n_out = load_reliably(board, plan, board.link.retries)
+    result = stream_adaptive(board, x, n_out, window=window, progress=progress)
     predictions = result.outputs.argmax(axis=1)
     reference = art.quantized.forward(x).argmax(axis=1)
     return InferReport(result, predictions, reference, labels, baud)
@@ -154,6 +375,12 @@ def report_lines(r: InferReport) -> list[str]:
         f"rate {r.baud / 10:.0f} B/s ({r.baud} baud, 10 bits per byte); payload is "
         f"{s.payload_bytes / max(1, s.wire_bytes_out):.1%} of the bytes sent",
     ]
+    if isinstance(s, AdaptiveStreamResult):
+        lines.append(
+            f"goodput {r.goodput:.0f} B/s of input payload; {s.retried} frames resent of "
+            f"{s.frames_sent} sent ({s.lost} answers lost, {s.crc_errors} refused with "
+            f"E_CRC); frames of {int(s.frame_sizes.min())}..{int(s.frame_sizes.max())} inputs"
+        )
     return lines
 
 

@@ -9,7 +9,11 @@ default the board's), `noise` (`default` or `off`), `micropython` (0/1), and wit
 default 1: copy `firmware/*.py` into the flash before booting, as if flashed) and
 `compute` (`calls`, default, or `measured`: see `MicroPythonBoard`); in-process only,
 `baud` (host bytes reach the firmware at this UART rate in board time, 10 bits per byte;
-default 0: no line timing). These are `BoardOptions` (firmware=0 is `blank`,
+default 0: no line timing). Line faults, either runtime (see `xbar.emulator.link`):
+`ber` (bit error rate), `drop` (probability a byte is lost), `stall` (probability a
+byte first stalls the line) and `stall_ms` (default 100), `fault_seed` (int, default
+0) and `fault_dir` (`both`, default, `to_board` or `to_host`), e.g.
+`emu://xbar-10x10?ber=1e-4&drop=1e-5&fault_seed=3`. These are `BoardOptions` (firmware=0 is `blank`,
 compute=measured `measure_compute`), built as `xbar emulate` builds them. The
 board lives as long as the port is open: `close()` stops it. The open port's `board`
 attribute is the emulated board (its model, clock, energy ledger, real-time factor).
@@ -30,7 +34,22 @@ from xbar.emulator.emulated_board import EmulatedBoard
 
 _FLAGS = {"0": False, "1": True, "false": False, "true": True, "no": False, "yes": True}
 
-_PARAMETERS = ("seed", "device", "noise", "micropython", "flash", "firmware", "compute", "baud")
+_PARAMETERS = (
+    "seed",
+    "device",
+    "noise",
+    "micropython",
+    "flash",
+    "firmware",
+    "compute",
+    "baud",
+    "ber",
+    "drop",
+    "stall",
+    "stall_ms",
+    "fault_seed",
+    "fault_dir",
+)
 
 
 def options_from_url(url: str) -> BoardOptions:
@@ -59,6 +78,12 @@ def options_from_url(url: str) -> BoardOptions:
         except ValueError:
             raise BoardOptionsError(f"{name}={query[name]!r} is not an integer") from None
 
+    def real(name: str, default: float) -> float:
+        try:
+            return float(query.get(name, default))
+        except ValueError:
+            raise BoardOptionsError(f"{name}={query[name]!r} is not a number") from None
+
     compute = query.get("compute", "calls")
     if compute not in ("calls", "measured"):
         raise BoardOptionsError(f"compute={compute!r} is not 'calls' or 'measured'")
@@ -72,6 +97,12 @@ def options_from_url(url: str) -> BoardOptions:
         blank=not flag("firmware", True),
         measure_compute=compute == "measured",
         baud=integer("baud"),
+        ber=real("ber", 0.0),
+        drop=real("drop", 0.0),
+        stall=real("stall", 0.0),
+        stall_ms=real("stall_ms", 100.0),
+        fault_seed=integer("fault_seed"),
+        fault_dir=query.get("fault_dir", "both"),
     )
 
 

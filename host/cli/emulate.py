@@ -1,13 +1,16 @@
 """`xbar emulate`: serve an emulated board on a serial port, or run its self-test.
 
     xbar emulate [--profile P] [--seed S] [--micropython] [--flash DIR]
+                 [--ber B] [--drop P] [--stall P [--stall-ms MS]] [--fault-seed S]
     xbar emulate --selftest [--micropython]
 
 Serving prints the port path (a pty any serial client opens: pyserial, mpremote,
 `screen`) and runs until Ctrl-C. In-process mode runs the firmware under CPython; with
 --micropython the real MicroPython interpreter runs it and the board answers the raw
 REPL, so `mpremote connect PORT fs cp …` flashes it. The same boards are reachable
-from Python as `emu://PROFILE?seed=N[&micropython=1]` URLs.
+from Python as `emu://PROFILE?seed=N[&micropython=1]` URLs. --ber, --drop and --stall
+make the line faulty (bit flips, lost bytes, stalls; seeded, both directions unless
+--fault-dir says one): URL options ber, drop, stall, stall_ms, fault_seed, fault_dir.
 """
 
 from __future__ import annotations
@@ -64,6 +67,24 @@ def configure(p: argparse.ArgumentParser) -> None:
         help="--micropython: also charge the interpreter's computation, from its host CPU "
         "time (not reproducible; see MicroPythonBoard)",
     )
+    p.add_argument("--ber", type=float, default=0.0, help="line fault: bit error rate")
+    p.add_argument("--drop", type=float, default=0.0, help="line fault: probability a byte is lost")
+    p.add_argument(
+        "--stall",
+        type=float,
+        default=0.0,
+        help="line fault: probability, per byte, that the line first stalls --stall-ms",
+    )
+    p.add_argument(
+        "--stall-ms", type=float, default=100.0, help="length of one stall, ms (default 100)"
+    )
+    p.add_argument("--fault-seed", type=int, default=0, help="seed of the line faults (default 0)")
+    p.add_argument(
+        "--fault-dir",
+        choices=["both", "to_board", "to_host"],
+        default="both",
+        help="which way the line faults hit (default: both)",
+    )
     p.add_argument(
         "--program",
         action="store_true",
@@ -82,6 +103,12 @@ def board_options(args: argparse.Namespace) -> BoardOptions:
         flash=args.flash,
         blank=args.blank,
         measure_compute=args.measure_compute,
+        ber=args.ber,
+        drop=args.drop,
+        stall=args.stall,
+        stall_ms=args.stall_ms,
+        fault_seed=args.fault_seed,
+        fault_dir=args.fault_dir,
     )
 
 

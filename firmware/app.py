@@ -306,6 +306,26 @@ class App:
         v = min(0.1, self.hal.limits[0])
         return _MID + int(v / profiles.DAC_LSB)
 
+    def _check_pulse(self, amp, w_min, w_max):
+        """Refuse pulse amplitudes (V across the cell) and widths the board cannot make
+        (E_RANGE) or that break a limit in force (E_SAFETY), before anything is driven."""
+        h = self.hal
+        if amp > 2 * h.limits[1] or w_max > h.limits[2]:
+            h.safety_trips += 1
+            raise Fail(
+                protocol.E_SAFETY,
+                "pulse of %.3f V, %d us beyond 2 x the %.3f V line limit / %d us"
+                % (amp, w_max, h.limits[1], h.limits[2]),
+            )
+        if h.applied(amp) <= 0:
+            raise Fail(protocol.E_RANGE, "amplitude %.3g V rounds to 0 V" % amp)
+        if w_min < h.min_width:
+            raise Fail(
+                protocol.E_RANGE,
+                "pulse width %d us below the shortest this board makes (%d us)"
+                % (w_min, h.min_width),
+            )
+
     def pulse(self, p):
         arr, pol, row, col, amp, width = _need(p, protocol.PULSE_REQ)
         self._check_cell(arr, row, col)
@@ -313,6 +333,7 @@ class App:
             raise Fail(protocol.E_RANGE, "polarity %d (0 SET, 1 RESET)" % pol)
         if not 0 < amp < 40.0:  # also NaN; the line limit refuses far less
             raise Fail(protocol.E_RANGE, "amplitude %r V must be > 0" % amp)
+        self._check_pulse(amp, width, width)
         volts = amp if pol == protocol.SET else -amp
         g_pre = self.read_cell(arr, row, col, self._compliance_code())
         w = self.pulse_cell(arr, row, col, volts, width, g_pre)
@@ -337,9 +358,9 @@ class App:
         if not (tol > 0 and 0 < v_set < 40 and 0 < v_reset < 40 and 0 <= v_step < 40 and w0 >= 1):
             raise Fail(protocol.E_RANGE, "tolerance, amplitudes and start width must be > 0")
         code = self._read_code(v_read)
-        v_max = 2 * self.hal.limits[1]
-        if v_set > v_max or v_reset > v_max or w0 > self.hal.limits[2]:
-            raise Fail(protocol.E_SAFETY, "start pulse beyond the line or width limit")
+        v_max = 2 * self.hal.limits[1]  # V/2 on each of two lines
+        self._check_pulse(v_set, w0, w0)
+        self._check_pulse(v_reset, w0, w0)
         w_max = min(max(w_max, w0), self.hal.limits[2])
         cells = []
         for i in range(n):

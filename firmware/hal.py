@@ -61,20 +61,39 @@ class Hal:
         self.busy_us = 0
         self.safety_trips = 0
         self.limits = list(profiles.SAFE_DEFAULT)
+        self.end_us = 0
+        self.min_width = profiles.PULSE_MIN_US
         self._apply_limits()
         self.boot()
 
     # ---- limits --------------------------------------------------------------------
     def set_limits(self, v_read, v_line, width_us, i_comp):
-        """Set the limits, each clamped into (0, hard maximum]; returns the ones in force."""
+        """Set the limits, each clamped to its hard maximum (0 or NaN: the default);
+        returns the ones in force. Refuses (ValueError, nothing changed) a voltage limit
+        below one DAC step or a width limit below the shortest pulse this board makes."""
         hard = profiles.SAFE_HARD
         vals = (v_read, v_line, width_us, i_comp)
+        new = [0.0, 0.0, 0, 0.0]
         for i in range(4):
             v = vals[i]
             if not v > 0:  # also rejects NaN
                 v = profiles.SAFE_DEFAULT[i]
-            self.limits[i] = min(v, hard[i])
-        self.limits[2] = int(self.limits[2])
+            new[i] = min(v, hard[i])
+        new[2] = int(new[2])
+        lsb = profiles.DAC_LSB
+        for i in range(2):
+            if int(new[i] / lsb) < 1:
+                raise ValueError(
+                    "%s limit %.3g V below one DAC step (%.3g V)"
+                    % ("read" if i == 0 else "line", new[i], lsb)
+                )
+        if new[2] < self.min_width:
+            raise ValueError(
+                "width limit %d us below the shortest pulse this board makes (%d us)"
+                % (new[2], self.min_width)
+            )
+        for i in range(4):
+            self.limits[i] = new[i]
         self._apply_limits()
         return self.limits
 
@@ -99,6 +118,17 @@ class Hal:
         t = time.ticks_us()
         self.sw.send()
         self.end_us = time.ticks_diff(time.ticks_us(), t)
+        # The shortest pulse: pulse()'s tail after the LDAC edge, replayed inert (LDAC
+        # already high, all-ground frame), timed the way pulse() times a width.
+        ldac = self.dac.ldac
+        t0 = time.ticks_us()
+        ldac.on()
+        rest = -self.end_us - time.ticks_diff(time.ticks_us(), t0)
+        if rest > 0:
+            time.sleep_us(rest)
+        self.sw.send()
+        tail = time.ticks_diff(time.ticks_us(), t0)
+        self.min_width = max(profiles.PULSE_MIN_US, tail + 1)
 
     def safe(self):
         """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
@@ -205,18 +235,11 @@ class Hal:
         g = self.geom
         if arr < 0 or arr >= g.arrays or row < 0 or row >= g.rows or col < 0 or col >= g.cols:
             raise ValueError("cell (%d, %d) of array %d out of range" % (row, col, arr))
-        half = int(volts / (2 * profiles.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
-        if half > self.line_codes or -half > self.line_codes:
+        half = self._half(volts)
+        if width_us < self.min_width or width_us > self.limits[2]:
             self.safety_trips += 1
             raise drivers.SafetyError(
-                "pulse of %.3f V needs +-%.3f V lines, limit %.3f V"
-                % (volts, volts / 2, self.limits[1])
-            )
-        if width_us < profiles.PULSE_MIN_US or width_us > self.limits[2]:
-            self.safety_trips += 1
-            raise drivers.SafetyError(
-                "pulse width %d us outside %d..%d us"
-                % (width_us, profiles.PULSE_MIN_US, self.limits[2])
+                "pulse width %d us outside %d..%d us" % (width_us, self.min_width, self.limits[2])
             )
         rl = g.row_line(arr, row)
         cl = g.col_line(arr, col)
@@ -263,10 +286,27 @@ class Hal:
             self.safe()
             self.busy_us += time.ticks_diff(time.ticks_us(), t_start)
 
+    def _half(self, volts):
+        """DAC codes each line moves (+-) for a pulse of `volts` across the cell: V/2 on
+        each of two lines, so |volts| <= 2 x the line limit (else SafetyError); at the
+        limit the last half step rounds down, never beyond it."""
+        if not -40.0 < volts < 40.0:  # also NaN
+            raise ValueError("pulse of %r V" % volts)
+        a = volts if volts >= 0 else -volts
+        if a > 2 * self.limits[1]:
+            self.safety_trips += 1
+            raise drivers.SafetyError(
+                "pulse of %.3f V needs +-%.3f V lines, limit %.3f V" % (a, a / 2, self.limits[1])
+            )
+        half = int(a / (2 * profiles.DAC_LSB) + 0.5)
+        cap = self.line_codes
+        if half > cap:
+            half = cap
+        return half if volts >= 0 else -half
+
     def applied(self, volts):
         """The cell voltage pulse() really applies for `volts` (DAC quantisation)."""
-        half = int(volts / (2 * profiles.DAC_LSB) + (0.5 if volts >= 0 else -0.5))
-        return 2 * half * profiles.DAC_LSB
+        return 2 * self._half(volts) * profiles.DAC_LSB
 
 
 def watchdog(ms):

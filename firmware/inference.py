@@ -134,6 +134,15 @@ class Model:
                 raise ModelError(where + "input step k=%d: 255*k codes beyond the read limit" % k)
             if not g_unit > 0 or g_unit > 1.0:
                 raise ModelError(where + "g_unit %r S must be in (0, 1]" % g_unit)
+            # One ADC code at the starting (largest) Rf must be < Q_START_MAX units;
+            # compared without dividing by g_unit (no underflow to 0 in f32).
+            rf_top = profiles.TIA_RF[profiles.N_GAINS - 1]
+            scale = profiles.DAC_LSB * rf_top * quant.Q_START_MAX / profiles.ADC_LSB
+            if not g_unit * k * scale > 1.0:
+                raise ModelError(
+                    where + "g_unit %.3g S with k=%d: one ADC code would be >= %g accumulator units"
+                    " (needs k*g_unit > %.3g S)" % (g_unit, k, quant.Q_START_MAX, 1.0 / scale)
+                )
             if m < 1 or m >= quant.MULT_LIMIT or sh >= quant.SHIFT_LIMIT:
                 raise ModelError(where + "multiplier %d / shift %d out of range" % (m, sh))
             if lo > hi:
@@ -156,6 +165,11 @@ class Model:
                     g_unit, k, profiles.DAC_LSB, profiles.ADC_LSB, profiles.TIA_RF[gi]
                 )
                 mul, qs = quant.fixed(q)
+                if qs > quant.SHIFT_MAX:
+                    raise ModelError(
+                        where + "g_unit %.3g S with k=%d: %.3g units per ADC code at gain %d rounds"
+                        " every reading to 0" % (g_unit, k, q, gi)
+                    )
                 L[b + _L_MUL + gi] = mul
                 L[b + _L_QSH + gi] = qs
             area = 0
@@ -241,6 +255,7 @@ class Model:
         gains = hal.gains
         acc = self.acc
         cols = hal.geom.cols
+        guard = quant.ACC_GUARD
         last = self.n_layers - 1
         for li in range(self.n_layers):
             b = li * _LF
@@ -264,8 +279,17 @@ class Model:
                 for j in range(o0, o0 + no):
                     gp = gains[cp]
                     gm = gains[cp + 1]
-                    acc[j] += quant.convert(codes[cp + 1], L[b + _L_MUL + gm], L[b + _L_QSH + gm])
-                    acc[j] -= quant.convert(codes[cp], L[b + _L_MUL + gp], L[b + _L_QSH + gp])
+                    a = (
+                        acc[j]
+                        + quant.convert(codes[cp + 1], L[b + _L_MUL + gm], L[b + _L_QSH + gm])
+                        - quant.convert(codes[cp], L[b + _L_MUL + gp], L[b + _L_QSH + gp])
+                    )
+                    if a >= guard or a <= -guard:
+                        raise ValueError(
+                            "layer %d output %d: accumulator beyond +-2^30 (readings far"
+                            " from the model's conductances)" % (li, j)
+                        )
+                    acc[j] = a
                     cp += 2
             b0 = L[b + _L_B0]
             m = L[b + _L_M]

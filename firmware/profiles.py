@@ -118,9 +118,17 @@ def _generic(name):
 # Defaults in force at boot and hard maxima that SAFETY can never exceed:
 # read voltage (V, any line during READ/INFER), line voltage (V, any DAC line that is
 # switched in), pulse width (us), compliance current (A, predicted cell current).
+# A pulse puts +-V/2 on two lines, so the cell sees up to 2 x the line limit: the hard
+# 4 V keeps every pulse <= 8 V, below the hard breakdown of the reference devices
+# (pvk-best, pvk-median: 1.6 x 6.0 V = 9.6 V, emulator/cells.py breakdown_factor).
 SAFE_DEFAULT = (0.3, 4.0, 100_000, 100e-6)
-SAFE_HARD = (0.5, 5.0, 1_000_000, 1e-3)
-PULSE_MIN_US = const(1)
+SAFE_HARD = (0.5, 4.0, 1_000_000, 1e-3)
+# Shortest pulse the board makes (us). A pulse is timed from the LDAC edge to the
+# switch frame that grounds the lines (hal.Hal.pulse): that tail (LDAC rising, ticks_us,
+# one ADG714 frame on CS_SW) is the floor. Measured on the emulated RP2040 under
+# MicroPython for xbar-10x10: 12 us; rounded up. Hal.boot times the tail on the board at
+# hand (longer switch chains, slower interpreters) and uses the larger (Hal.min_width).
+PULSE_MIN_US = const(16)
 WDT_MS = const(8000)
 
 MAX_LAYERS = const(8)

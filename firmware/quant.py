@@ -14,6 +14,17 @@ ACC_LIMIT = 1 << 24
 MULT_LIMIT = 1 << 16
 SHIFT_LIMIT = 48
 BIAS_LIMIT = 1 << 29
+# Conversion factors q (accumulator units per ADC code) the board's arithmetic takes.
+# fixed(q) gives mul in [2^14, 2^15), so code * mul < 2^30 (a MicroPython small int) for
+# any 16-bit code, and convert() shifts that right by s. At the gain every conversion
+# starts at (the largest Rf) s must not be negative, i.e. q < 2^15: a left shift there
+# would take a single in-range reading past 2^30. At every gain s <= SHIFT_MAX, i.e.
+# q >= 2^(14 - SHIFT_MAX): the rounding term 2^(s-1) stays a small int, and a smaller q
+# rounds every reading to 0. Accumulators stay within ACC_GUARD (checked while
+# accumulating, see inference.Model.run), so adding a bias keeps them int32.
+Q_START_MAX = 32768.0
+SHIFT_MAX = 30
+ACC_GUARD = 1 << 30
 
 
 def mulshift(a, m, s):
@@ -69,8 +80,8 @@ def codes_per_unit(g_unit, k, dac_lsb, adc_lsb, rf):
 def fixed(q):
     """(mul, shift) with mul in [2^14, 2^15) and mul / 2^shift ~= q (q > 0), so that
     code * mul stays below 2^30 for any 16-bit ADC code."""
-    if not q > 0:
-        raise ValueError("conversion factor %r must be > 0" % q)
+    if not 0 < q < 1e30:  # also NaN and inf, where the loops below would not end
+        raise ValueError("conversion factor %r outside (0, 1e30)" % q)
     s = 0
     v = q
     while v >= 32768.0:

@@ -15,7 +15,7 @@ from test_firmware_sim import FirmwareSim, SimTransport
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel, FirmwareError, TileLayer, plan_tiles
 
-HARD_V_LINE = 5.0
+HARD_V_LINE = 4.0
 HARD_V_READ = 0.5
 ADC_LSB = 20.48 / 65536.0
 

@@ -319,3 +319,18 @@ def test_refusals_under_micropython() -> None:
             assert b.hello().profile == "xbar-10x10"
     finally:
         port.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    exponent=st.floats(min_value=-14.0, max_value=0.5, allow_nan=False),
+    k=st.integers(min_value=1, max_value=3),
+)
+def test_host_plan_check_agrees_with_load_on_the_conversion(exponent: float, k: int) -> None:
+    """The host refuses a plan before writing any cell exactly when LOAD would."""
+    from xbar.training.plan import conversion_problem
+
+    g_unit = 10.0**exponent
+    rcode, body = load(FirmwareSim("xbar-10x10"), blob(g_unit=g_unit, k=k))
+    firmware_refuses = error_of(rcode, body) == P.E_MODEL
+    assert (conversion_problem(g_unit, k) is not None) == firmware_refuses, (g_unit, k, body)

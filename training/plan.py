@@ -25,6 +25,7 @@ __all__ = [
     "PlanError",
     "Tile",
     "TileLayer",
+    "conversion_problem",
     "level_steps",
     "plan_tiles",
     "snap_weights",
@@ -35,6 +36,30 @@ DAC_LSB: float = profiles.DAC_LSB  # AD5676 step over the ±10 V span
 FIRMWARE_MAX_LAYERS: int = profiles.MAX_LAYERS
 FIRMWARE_MAX_TILES: int = profiles.MAX_TILES
 FIRMWARE_MAX_WIDTH: int = profiles.MAX_WIDTH
+
+
+def conversion_problem(g_unit: float, k: int) -> str | None:
+    """Why LOAD would refuse a layer's ADC-code conversion (firmware/inference.py), or None.
+
+    The firmware holds, per TIA gain, the accumulator units one ADC code is worth as a
+    fixed-point multiplier and shift (`quant.fixed`); it refuses a g_unit·k so small that one
+    code is worth 2^15 units or more, or so large that a code rounds to 0 at some gain. The
+    same functions and constants decide here, on g_unit as the blob carries it (float32).
+    """
+    g = float(np.float32(g_unit))
+    if not 0 < g <= 1.0:
+        return f"g_unit {g_unit:.3g} S outside (0, 1] S"
+    top = profiles.TIA_RF[profiles.N_GAINS - 1]
+    if not g * k * profiles.DAC_LSB * top * quant.Q_START_MAX / profiles.ADC_LSB > 1.0:
+        return (
+            f"g_unit {g_unit:.3g} S with k={k}: one ADC code would be worth "
+            f"{quant.Q_START_MAX:g} accumulator units or more"
+        )
+    for gain, rf in enumerate(profiles.TIA_RF):
+        q = quant.codes_per_unit(g, k, profiles.DAC_LSB, profiles.ADC_LSB, rf)
+        if quant.fixed(q)[1] > quant.SHIFT_MAX:
+            return f"g_unit {g_unit:.3g} S with k={k}: every reading at gain {gain} rounds to 0"
+    return None
 
 
 # ---- model -------------------------------------------------------------------------------
@@ -242,7 +267,8 @@ class CrossbarModel:
         return self
 
     def firmware_problem(self) -> str | None:
-        """Why the firmware's LOAD would refuse this plan (layers, width, tiles), or None."""
+        """Why the firmware's LOAD would refuse this plan (layers, width, tiles, conversion
+        factors), or None."""
         if len(self.layers) > FIRMWARE_MAX_LAYERS:
             return f"{len(self.layers)} layers; the firmware takes at most {FIRMWARE_MAX_LAYERS}"
         for li, layer in enumerate(self.layers):
@@ -254,6 +280,10 @@ class CrossbarModel:
         tiles = sum(len(layer.tiles) for layer in self.layers)
         if tiles > FIRMWARE_MAX_TILES:
             return f"{tiles} tiles; the firmware takes at most {FIRMWARE_MAX_TILES}"
+        for li, layer in enumerate(self.layers):
+            problem = conversion_problem(layer.g_unit, layer.k)
+            if problem:
+                return f"layer {li}: {problem}"
         return None
 
     # -- JSON ---------------------------------------------------------------------------

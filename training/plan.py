@@ -266,9 +266,9 @@ class CrossbarModel:
                 )
         return self
 
-    def firmware_problem(self) -> str | None:
-        """Why the firmware's LOAD would refuse this plan (layers, width, tiles, conversion
-        factors), or None."""
+    def firmware_problem(self, conversion: bool = True) -> str | None:
+        """Why the firmware's LOAD would refuse this plan (layers, width, tiles and, unless
+        only the shape is asked about, each layer's conversion factors), or None."""
         if len(self.layers) > FIRMWARE_MAX_LAYERS:
             return f"{len(self.layers)} layers; the firmware takes at most {FIRMWARE_MAX_LAYERS}"
         for li, layer in enumerate(self.layers):
@@ -280,7 +280,7 @@ class CrossbarModel:
         tiles = sum(len(layer.tiles) for layer in self.layers)
         if tiles > FIRMWARE_MAX_TILES:
             return f"{tiles} tiles; the firmware takes at most {FIRMWARE_MAX_TILES}"
-        for li, layer in enumerate(self.layers):
+        for li, layer in enumerate(self.layers if conversion else ()):
             problem = conversion_problem(layer.g_unit, layer.k)
             if problem:
                 return f"layer {li}: {problem}"

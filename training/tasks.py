@@ -139,4 +139,4 @@ def firmware_problem(sizes: list[int], side: int) -> str | None:
     for (n_out, n_in), t in zip(shapes, tiles, strict=True):
         weights, bias = np.zeros((n_out, n_in), np.int64), np.zeros(n_out, np.int64)
         layers.append(TileLayer(weights, bias, 1, 0, True, 0, 255, g_unit=1.0, k=1, tiles=t))
-    return CrossbarModel(layers, g_min=1e-6).firmware_problem()
+    return CrossbarModel(layers, g_min=1e-6).firmware_problem(conversion=False)

@@ -49,6 +49,7 @@ from .cells import CellArray, CellPhysics, DeviceLike, resolve_device
 from .clock import CYCLE_COSTS, Clock
 from .crossbar import DRIVEN, FLOAT, TIA, ArrayNetwork, NetworkState, Operator
 from .energy import EnergyLedger, PowerFigures
+from .events import EventRecord
 from .parts import (
     ADC_MAX_SCLK,
     DAC_MAX_SCLK,
@@ -200,6 +201,7 @@ class BoardModel:
         physics: CellPhysics | None = None,
         power: PowerFigures | None = None,
         cycle_costs: dict[str, int] | None = None,
+        record_events: bool | int = False,
     ) -> None:
         self.profile = p = get_profile(profile)
         self.seed = int(seed)
@@ -212,6 +214,12 @@ class BoardModel:
         self.ledger = EnergyLedger(self.clock)
         self.diagnostics: dict[str, int] = Diagnostics.fromkeys(DIAGNOSTIC_KEYS, 0)
         self.trace: list[tuple[Any, ...]] | None = None  # event log for the batch probe
+        # What the lines and cells saw, per array event (emulator.events); True: every
+        # event, an int: a ring buffer of that many. Off (None) by default.
+        self.events: EventRecord | None = None
+        if record_events is not False:
+            self.events = EventRecord(None if record_events is True else int(record_events))
+        self._event_cause = "set"
         self.batch_cache: dict[Any, Any] = {}  # batch-path plans (emulator.mvm_schedule)
         self.sample_values = True  # False: conversions return 0 (batch probes time only)
         streams = np.random.SeedSequence(self.seed).spawn(3)
@@ -431,6 +439,7 @@ class BoardModel:
         """DAC registers loaded (global channel numbers): line voltages, energy, events."""
         if lines.size == 0:
             return
+        self._event_cause = "dac"
         p = self.profile
         self.ledger.add("dac", lines.size * self.power.dac_update_j)
         lines = lines[lines < p.lines]
@@ -478,6 +487,7 @@ class BoardModel:
         self._modes = modes.reshape(p.arrays, p.lines_per_array)
         changed = (self._modes != old_modes).any(axis=1)
         changed |= (self._via_dac != old_dac).reshape(p.arrays, -1).any(axis=1)
+        self._event_cause = "switch"
         for a in np.flatnonzero(changed):
             self._array_event(int(a))
 
@@ -550,6 +560,8 @@ class BoardModel:
         v = self.line_voltages(a)
         vcell, p_cells, p_source = self._cell_voltages(a, v)
         damaged = self.cells.check_damage(a, vcell, passive=p.cell == "0T1R")
+        if self.events is not None:
+            self._record(a, now, v, vcell, damaged)
         if damaged:
             self.diagnostics["damage_events"] += damaged
             vcell, p_cells, p_source = self._cell_voltages(a, v)
@@ -557,6 +569,32 @@ class BoardModel:
         self._vcell[a] = vcell
         self._pulsing[a] = bool(np.abs(vcell).max() >= self.cells.v_floor)
         self._t_start[a] = now
+
+    def _record(self, a: int, now: int, v: np.ndarray, vcell: np.ndarray, damaged: int) -> None:
+        """Add the array's new interval to ``self.events`` (what the cells saw before any
+        breakdown this event caused)."""
+        assert self.events is not None
+        p = self.profile
+        sl = slice(a * p.lines_per_array, (a + 1) * p.lines_per_array)
+        self.events.add(
+            array=a,
+            cause=self._event_cause,
+            now=now,
+            hz=self.clock.mcu_hz,
+            rows=p.rows,
+            volts=v,
+            modes=self._modes[a],
+            via_dac=self._via_dac[sl],
+            vmem=vcell,
+            g=self.cells.conductance(a, self.cells.drift_epoch(self.clock.seconds)),
+            damaged=damaged,
+        )
+
+    def lines_grounded(self) -> bool:
+        """The safe state: every line on its ground switch alone, every DAC output at 0 V."""
+        per_line = self._sw.reshape(-1, 3)
+        only_gnd = per_line[:, SW_GND] & ~per_line[:, SW_DAC] & ~per_line[:, SW_TIA]
+        return bool(only_gnd.all() and not self._dac_v.any())
 
     def _set_array_power(self, a: int, p_cells: float, p_source: float) -> None:
         self._p_cells[a] = p_cells
@@ -571,6 +609,7 @@ class BoardModel:
     def set_conductances(self, array: int, g: np.ndarray) -> None:
         """Place conductances directly (no pulses): test set-up and fast programming."""
         self.cells.set_conductance(array, g, self.clock.seconds)
+        self._event_cause = "set"
         self._array_event(array)
 
     def place(self, targets: dict[int, dict[tuple[int, int], float]]) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from xbar.firmware import profiles
 from xbar.training.errors import XbarError
+from xbar.training.nesting import nesting_depth
 from xbar.training.plan import CrossbarModel, PlanError, level_steps, snap_weights
 
 from .devices.device_model import DeviceModel, DeviceModelError
@@ -433,19 +434,6 @@ def _finite_float(text: str) -> float:
     return value
 
 
-def _depth(value: Any) -> int:
-    """How deeply arrays and objects nest in a parsed JSON value (iteratively)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level <= MAX_JSON_DEPTH:
-                children = item.values() if isinstance(item, dict) else item
-                stack.extend((child, level + 1) for child in children)
-    return deepest
-
-
 def _json(data: bytes, name: str, where: str) -> Any:
     """A member as strict JSON: finite numbers only (no NaN, Infinity, 1e999), nested at
     most MAX_JSON_DEPTH deep."""
@@ -457,7 +445,7 @@ def _json(data: bytes, name: str, where: str) -> Any:
         ) from None
     except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
         raise ArtifactError(f"{where}: {name} is not JSON ({exc})") from None
-    if _depth(value) > MAX_JSON_DEPTH:
+    if nesting_depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise ArtifactError(
             f"{where}: {name} is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
         )

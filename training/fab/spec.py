@@ -19,6 +19,7 @@ from typing import Any
 
 import nevergrad as ng
 import numpy as np
+from xbar.training.nesting import nesting_depth
 
 from .errors import FabError
 
@@ -328,22 +329,9 @@ def load_spec(path: str | Path) -> Spec:
         raise SpecError(f"{path}: not valid TOML ({exc})") from None
     except OSError as exc:
         raise SpecError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if _depth(data) > MAX_DEPTH:
+    if nesting_depth(data, MAX_DEPTH) > MAX_DEPTH:
         raise SpecError(f"{path}: nested too deeply (more than {MAX_DEPTH} levels)")
     return Spec.from_dict(data, source=str(path))
-
-
-def _depth(value: Any) -> int:
-    """How deeply tables and arrays nest (iteratively: no recursion limit to hit)."""
-    deepest, stack = 0, [(value, 1)]
-    while stack:
-        item, level = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, level)
-            if level <= MAX_DEPTH:
-                children = item.values() if isinstance(item, dict) else item
-                stack.extend((child, level + 1) for child in children)
-    return deepest
 
 
 def _campaign_name(value: Any, source: str) -> str:

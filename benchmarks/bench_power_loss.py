@@ -32,13 +32,13 @@ import sys
 import tempfile
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from benchmarks.models import iris_artifact
 from benchmarks.run_all import run_meta, write_results
 
 OUT = Path(__file__).parent / "results"
@@ -49,30 +49,6 @@ FRAME_TIMEOUT_S = 2.0  # a PROGRAM frame's answer (default 30 s + 0.05 s/cell/pu
 
 
 # ---- the model ------------------------------------------------------------------------
-def make_model(folder: Path) -> Path:
-    """An iris 4-5-3 MLP planned on one 10x10 array for the pvk-best device (70 cells)."""
-    from sklearn.neural_network import MLPClassifier
-    from xbar.training.artifact import export_artifact
-    from xbar.training.devices.device_model import DeviceModel
-    from xbar.training.tasks import load_task
-
-    t = load_task("iris", 0)
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=800, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(t.x_train, t.y_train)
-    path = folder / "iris.xbar"
-    export_artifact(
-        path,
-        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
-        t.x_train,
-        input_scale=1 / 255,
-        device=DeviceModel.preset("pvk-best"),
-        profile="xbar-10x10",
-    )
-    return path
-
-
 def _within(achieved: dict[str, float], progress: dict, plan: Any, tol: float) -> int:
     """Cells whose conductance now (`achieved`, by key) is within `tol` of what the
     progress file says it was written to."""
@@ -666,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        model = make_model(Path(tmp))
+        model = iris_artifact(Path(tmp))
         if args.resets_inproc or args.resets_mpy:
             results["resets"] = part_resets(model, args.resets_inproc, args.resets_mpy, rng)
         if args.host_kills:

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.models import iris_artifact
 from benchmarks.run_all import run_meta, write_results
 
 TESTS = Path(__file__).resolve().parent.parent / "tests"
@@ -71,32 +72,6 @@ def part_fuzz(frames: int, seed: int = 0, parallel: bool = True) -> list[dict[st
 
 
 # ---- (b) streams on a faulty line ------------------------------------------------------------
-def iris_artifact(folder: Path) -> Path:
-    import warnings
-
-    from sklearn.neural_network import MLPClassifier
-    from xbar.training.artifact import export_artifact
-    from xbar.training.devices.device_model import DeviceModel
-    from xbar.training.tasks import load_task
-
-    t = load_task("iris", 0)
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=800, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(t.x_train, t.y_train)
-    path = folder / "iris.xbar"
-    export_artifact(
-        path,
-        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
-        t.x_train,
-        input_scale=1 / 255,
-        device=DeviceModel.preset("pvk-best"),
-        profile="xbar-10x10",
-        metadata={"task": "iris", "seed": 0},
-    )
-    return path
-
-
 def stream_once(artifact: Path, x: np.ndarray, query: str) -> dict[str, Any]:
     """One load + adaptive stream on an emulated board; what it cost and what came back."""
     import serial

@@ -5,13 +5,7 @@ result accepted; no traceback, exit code other than 1 or file written."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
-
 from xbar.firmware import protocol as P
 
 from benchmarks import bench_reliability as bench

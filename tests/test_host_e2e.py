@@ -28,13 +28,10 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import NoiseConfig
 from xbar.emulator.infer_batch import predict

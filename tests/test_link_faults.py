@@ -4,7 +4,6 @@ of a clean line or fail with one error; a corrupted answer is never taken."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,34 +16,16 @@ from xbar.emulator.urlhandler.protocol_emu import board_from_url, options_from_u
 from xbar.host.board import Board
 from xbar.host.cli.main import main
 from xbar.host.stream import AdaptiveStreamResult, load_reliably, stream_adaptive
-from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices.device_model import DeviceModel
-from xbar.training.tasks import load_task
+from xbar.training.artifact import load_artifact
+
+from benchmarks.models import iris_artifact
 
 N = 200  # inputs per stream
 
 
 @pytest.fixture(scope="module")
 def iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An iris 4-5-3 MLP planned on one 10x10 array (as in test_host_commands)."""
-    from sklearn.neural_network import MLPClassifier
-
-    t = load_task("iris", 0)
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=800, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(t.x_train, t.y_train)
-    path = tmp_path_factory.mktemp("models") / "iris.xbar"
-    export_artifact(
-        path,
-        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
-        t.x_train,
-        input_scale=1 / 255,
-        device=DeviceModel.preset("pvk-best"),
-        profile="xbar-10x10",
-        metadata={"task": "iris", "seed": 0},
-    )
-    return path
+    return iris_artifact(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

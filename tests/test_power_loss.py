@@ -5,13 +5,10 @@ program` against a board served by `xbar emulate`, kill -9 of `xbar fab ingest` 
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the benchmarks package
 from xbar.training.artifact import load_artifact
 
 from benchmarks import bench_power_loss as B
@@ -19,7 +16,7 @@ from benchmarks import bench_power_loss as B
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return B.make_model(tmp_path_factory.mktemp("models"))
+    return B.iris_artifact(tmp_path_factory.mktemp("models"))
 
 
 def test_board_resets_during_program_leave_lines_safe_and_resume(

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,33 +16,16 @@ from xbar.firmware import protocol as P
 from xbar.host.board import Board
 from xbar.host.cli.main import main
 from xbar.host.program import Pairs, Progress, plan_cells, program_plan
-from xbar.training.artifact import export_artifact, load_artifact
-from xbar.training.devices.device_model import DeviceModel
-from xbar.training.tasks import load_task
+from xbar.training.artifact import load_artifact
+
+from benchmarks.models import iris_artifact
 
 URL = "emu://xbar-10x10?seed=0&device=pvk-best&noise=off"
 
 
 @pytest.fixture(scope="module")
 def iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An iris 4-5-3 MLP planned on one 10x10 array for the pvk-best device."""
-    from sklearn.neural_network import MLPClassifier
-
-    t = load_task("iris", 0)
-    clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=800, random_state=0)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        clf.fit(t.x_train, t.y_train)
-    path = tmp_path_factory.mktemp("models") / "iris.xbar"
-    export_artifact(
-        path,
-        list(zip(clf.coefs_, clf.intercepts_, strict=True)),
-        t.x_train,
-        input_scale=1 / 255,
-        device=DeviceModel.preset("pvk-best"),
-        profile="xbar-10x10",
-    )
-    return path
+    return iris_artifact(tmp_path_factory.mktemp("models"))
 
 
 def _interrupted(plan, state: Path, port: serial.Serial) -> None:

@@ -409,6 +409,11 @@ def fab_setup(folder: Path, rows: int) -> tuple[Path, Path]:
     return store, big
 
 
+def _state_after_kill(whole: bool, rolled_back: bool) -> str:
+    """What a kill left in the store: the whole step, none of it, or (never wanted) part."""
+    return "committed" if whole else "rolled back" if rolled_back else "partial"
+
+
 def _killed(command: list[str], at: float) -> bool:
     """Run `command`, SIGKILL it after `at` s; whether it was still running."""
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
@@ -465,11 +470,7 @@ def part_fab(kills: int, rows: int, rng: np.random.Generator) -> dict:
                     "kill_at_s": round(at, 3),
                     "killed_while_running": alive,
                     "integrity_after_kill": after["integrity"],
-                    "state_after_kill": "committed"
-                    if whole
-                    else "rolled back"
-                    if rolled_back
-                    else "partial",
+                    "state_after_kill": _state_after_kill(whole, rolled_back),
                     "recovered": bool(
                         after["integrity"] == "ok"
                         and (rolled_back or whole)
@@ -508,11 +509,7 @@ def part_fab(kills: int, rows: int, rng: np.random.Generator) -> dict:
                     "kill_at_s": round(at, 3),
                     "killed_while_running": alive,
                     "integrity_after_kill": after["integrity"],
-                    "state_after_kill": "committed"
-                    if whole
-                    else "rolled back"
-                    if rolled_back
-                    else "partial",
+                    "state_after_kill": _state_after_kill(whole, rolled_back),
                     "recovered": bool(consistent and same and rerun_ok),
                 }
             )

@@ -359,6 +359,9 @@ class App:
             raise Fail(protocol.E_RANGE, "tolerance, amplitudes and start width must be > 0")
         code = self._read_code(v_read)
         v_max = 2 * self.hal.limits[1]  # V/2 on each of two lines
+        # w0 is where write-verify starts: a board whose shortest pulse is longer (long
+        # switch chains) starts there; the width limit in force still bounds it below.
+        w0 = max(w0, self.hal.min_width)
         self._check_pulse(v_set, w0, w0)
         self._check_pulse(v_reset, w0, w0)
         w_max = min(max(w_max, w0), self.hal.limits[2])

@@ -199,7 +199,6 @@ def _program(w0: int = 100, w_max: int = 400, v_set: float = 2.0, v_reset: float
         (P.PULSE, struct.pack(P.PULSE_REQ, 0, 0, 1, 1, 2.0, 0), P.E_RANGE, "shortest"),
         (P.PULSE, struct.pack(P.PULSE_REQ, 0, 0, 1, 1, 1e-5, 200), P.E_RANGE, "rounds to 0"),
         (P.PULSE, struct.pack(P.PULSE_REQ, 0, 0, 1, 1, 2.0, 100_001), P.E_SAFETY, "limit"),
-        (P.PROGRAM, _program(w0=1), P.E_RANGE, "shortest"),
         (P.PROGRAM, _program(v_set=1e-5), P.E_RANGE, "rounds to 0"),
         (P.PROGRAM, _program(v_reset=8.5), P.E_SAFETY, "line limit"),
         (P.PROGRAM, _program(w0=200_000), P.E_SAFETY, "limit"),
@@ -212,6 +211,16 @@ def test_pulse_and_program_refuse_what_the_board_cannot_make(
     reason = expect_error(sim, code, payload, err)
     assert words in reason, reason
     assert sim.app.hal.pulses == 0
+    alive(sim)
+
+
+def test_program_starts_at_the_shortest_pulse_the_board_makes() -> None:
+    """A start width below the board's shortest pulse (a long switch chain) is raised to
+    it: write-verify runs, and no pulse is shorter than the board makes."""
+    sim = FirmwareSim()
+    rcode, _ = ask(sim, P.PROGRAM, _program(w0=1))
+    assert rcode == P.PROGRAM | P.RESPONSE
+    assert sim.app.hal.pulses > 0
     alive(sim)
 
 

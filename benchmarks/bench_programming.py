@@ -39,6 +39,9 @@ from benchmarks.run_all import run_meta, write_results
 
 DEVICE = "pvk-best"
 V_PULSE = 4.0  # V, a SET pulse that moves pvk-best cells
+# µs: above the shortest pulse every profile makes (the firmware times it at boot; 103 µs
+# on xbar-5x64x64 in-process, whose switch chain is the longest here).
+WIDTH_US = 200
 LSB_V = 20.0 / 65536  # line volts per DAC code
 PROFILES = ("xbar-5x64x64", "xbar-4x64", "xbar-10x10", "xbar-4x10x10")
 
@@ -73,7 +76,7 @@ def run_firmware(
             t_pulse, t_read, reads = [], [], []
             for a, r, c in cells:
                 t0 = time.perf_counter()
-                board.pulse(r, c, V_PULSE, 100, array=a)  # compliance read + one pulse
+                board.pulse(r, c, V_PULSE, WIDTH_US, array=a)  # compliance read + one pulse
                 t1 = time.perf_counter()
                 reads.append(float(board.read(r, c, array=a, v_read=0.1)))  # verify read
                 t2 = time.perf_counter()
@@ -210,7 +213,7 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "is solved while every line is at 0 V; small networks keep the full operator.  ",
         "Firmware: the real firmware in the in-process runtime (bytecodes charged) driven "
         f"by the host's `Board`: {meta['n_pulses']} cells, each a PULSE command "
-        f"(compliance read, then a {V_PULSE:g} V 100 µs SET pulse) and a single-cell READ "
+        f"(compliance read, then a {V_PULSE:g} V {WIDTH_US} µs SET pulse) and a single-cell READ "
         "right after it (a new conductance state each time), wall seconds per command "
         f"(median); then PROGRAM (write-verify) of {meta['n_program']} cells of array 0, "
         "wall seconds per pulse used; factorisations: the board's `operator_solves` over "

@@ -88,7 +88,8 @@ class App:
 
     # ---- loop ------------------------------------------------------------------------
     def loop(self, reader):
-        """Read, decode and dispatch until EXIT or end of stream.
+        """Read, decode and dispatch until EXIT, a terminal's Ctrl-C between frames
+        (protocol.DROP_INTERRUPT: the board returns to its REPL) or end of stream.
 
         A reader with `any()` (bytes ready) is read in chunks of what is ready via
         `readinto(buf, n)`; otherwise one byte per call, since the board's stdin blocks
@@ -112,10 +113,16 @@ class App:
                 r = dec.push(buf[i])
                 if r == protocol.FRAME:
                     self.dispatch(dec.code, dec.seq, dec.payload)
+                    self.hal.power_down()  # idle: analog parts off (hal.py, power states)
                     if self.exit:
                         break
-                elif r == protocol.DROPPED and dec.last_drop == protocol.DROP_CRC:
-                    self.send_error(dec.seq, dec.code, protocol.E_CRC, "frame CRC mismatch")
+                elif r == protocol.DROPPED:
+                    if dec.last_drop == protocol.DROP_CRC:
+                        self.send_error(dec.seq, dec.code, protocol.E_CRC, "frame CRC mismatch")
+                    elif dec.last_drop == protocol.DROP_INTERRUPT:  # mpremote, a terminal
+                        self.hal.safe()
+                        self.exit = True
+                        break
 
     def dispatch(self, code, seq, payload):
         """Run one command; every failure becomes an error frame and leaves lines safe."""

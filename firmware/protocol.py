@@ -285,6 +285,10 @@ DROP_SHORT = 3
 DROP_VERSION = 4
 DROP_LENGTH = 5
 DROP_CRC = 6
+# Not a frame: a terminal tool's Ctrl-C at a frame boundary (mpremote sends CR, Ctrl-C
+# before entering the raw REPL). No frame can start with these bytes: a frame's second
+# wire byte is its version. The board leaves binary mode for the REPL.
+DROP_INTERRUPT = 7
 
 
 class Decoder:
@@ -317,15 +321,36 @@ class Decoder:
         self.block = 0xFF  # code of the current block (0xFF: no implicit zero pending)
         self.started = False
         self.bad = 0
+        self.lead = 0  # a first byte 0x03 or 0x0D, held until the second tells its meaning
 
     def push(self, b):
-        """Feed one byte; returns NOTHING, FRAME or DROPPED."""
+        """Feed one byte; returns NOTHING, FRAME or DROPPED (DROP_INTERRUPT: Ctrl-C)."""
         if b == 0:
             return self._end()
         if self.bad:
             return NOTHING
         if self.remain == 0:
-            if self.started and self.block != 0xFF and not self._store(0):
+            if self.started:
+                if self.block != 0xFF and not self._store(0):
+                    return NOTHING
+            elif self.lead:
+                # Second byte of a frame: CR, Ctrl-C or Ctrl-C, Ctrl-C (no version
+                # byte) is a terminal's interrupt; otherwise the held byte was the
+                # frame's first COBS code and this its first data byte.
+                lead = self.lead
+                if b != VERSION and (lead == 3 or b == 3):
+                    self._reset()
+                    self.dropped += 1
+                    self.last_drop = DROP_INTERRUPT
+                    return DROPPED
+                self.lead = 0
+                self.started = True
+                self.block = lead
+                self.remain = lead - 2
+                self._store(b)
+                return NOTHING
+            elif b == 3 or b == 13:
+                self.lead = b
                 return NOTHING
             self.started = True
             self.block = b
@@ -344,7 +369,7 @@ class Decoder:
         return True
 
     def _end(self):
-        if not self.started and not self.bad:
+        if not self.started and not self.bad and not self.lead:
             self._reset()  # empty frame: a bare delimiter, used to flush the line
             return NOTHING
         bad = self.bad

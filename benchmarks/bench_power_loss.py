@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from benchmarks.run_all import run_meta, write_results
 
 OUT = Path(__file__).parent / "results"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "200"}
-PROGRAM_ARGS = {"max_pulses": 20, "passes": 1}
+PROGRAM_ARGS = {"max_pulses": 100, "passes": 2}  # `xbar program`'s defaults
 SERVED = ["--seed", "0", "--device", "pvk-best", "--noise", "off"]
 FRAME_TIMEOUT_S = 2.0  # a PROGRAM frame's answer (default 30 s + 0.05 s/cell/pulse)
 
@@ -51,9 +51,14 @@ FRAME_TIMEOUT_S = 2.0  # a PROGRAM frame's answer (default 30 s + 0.05 s/cell/pu
 # ---- the model ------------------------------------------------------------------------
 def _within(achieved: dict[str, float], progress: dict, plan: Any, tol: float) -> int:
     """Cells whose conductance now (`achieved`, by key) is within `tol` of what the
-    progress file says it was written to."""
+    progress file says it was written to: the plan as placed on the board (`xbar
+    program` may place hidden units again around failed cells and saves where)."""
     from xbar.host.program import Progress, plan_cells
+    from xbar.host.remap import permute
 
+    placement = progress.get("placement")
+    if placement is not None:
+        plan = permute(plan, [np.asarray(p, dtype=np.int64) for p in placement])
     n = 0
     for c in plan_cells(plan):
         entry = progress["cells"].get(Progress.key(c))
@@ -82,12 +87,21 @@ def lines_safe(model: Any) -> bool:
     return grounded and bool(np.all(np.asarray(model._dac_v) == 0.0))
 
 
-def _model_within(model: Any, state: Path, plan: Any, tol: float) -> int:
-    from xbar.host.program import Progress, plan_cells
+def _by_key(progress: dict, array_g: Callable[[int], np.ndarray]) -> dict[str, float]:
+    """The conductance now of every cell the progress file names (`array:row:col`)."""
+    arrays: dict[int, np.ndarray] = {}
+    achieved = {}
+    for key in progress["cells"]:
+        array, row, col = (int(x) for x in key.split(":"))
+        if array not in arrays:
+            arrays[array] = array_g(array)
+        achieved[key] = float(arrays[array][row, col])
+    return achieved
 
-    g = model.conductances(0)
-    achieved = {Progress.key(c): float(g[c.row, c.col]) for c in plan_cells(plan)}
-    return _within(achieved, json.loads(state.read_text()), plan, tol)
+
+def _model_within(model: Any, state: Path, plan: Any, tol: float) -> int:
+    progress = json.loads(state.read_text())
+    return _within(_by_key(progress, model.conductances), progress, plan, tol)
 
 
 def clean_program(plan: Any, micropython: bool, folder: Path) -> dict:
@@ -253,15 +267,15 @@ def _parseable(state: Path) -> bool | None:
 
 def _port_within(port: str, model: Path, state: Path) -> int:
     from xbar.host.board import Board
-    from xbar.host.program import Progress, plan_cells
     from xbar.training.artifact import load_artifact
 
     plan = load_artifact(model).plan
     tol = 0.5 * min(layer.g_unit for layer in plan.layers)
+    progress = json.loads(state.read_text())
     with Board(port, timeout=10) as board:
-        g = board.read(array=0, v_read=0.3)
-    achieved = {Progress.key(c): float(g[c.row, c.col]) for c in plan_cells(plan)}
-    return _within(achieved, json.loads(state.read_text()), plan, tol)
+        return _within(
+            _by_key(progress, lambda a: board.read(array=a, v_read=0.3)), progress, plan, tol
+        )
 
 
 def host_episode(model: Path, kills: int, rng: np.random.Generator, span: float, folder: Path):

@@ -5,6 +5,7 @@ convergence rules stand on their own. `converge` reaches the hardware only throu
 it is given: `read_cell`, and `pulse_cell`, which checks compliance first; tests put cell
 physics behind those two methods."""
 
+import profiles
 import protocol
 from micropython import const
 
@@ -13,7 +14,7 @@ _MAX_STEPS = const(4)
 
 
 def converge(app, arr, row, col, target, tol, max_p, code, start, v_step, w0, w_max, v_max):
-    """Pulse toward target until |G - target| <= tol.
+    """Pulse toward target until |G - target| <= tol less the guard for read error.
 
     SET pulses when below, RESET when above, each direction with its own amplitude
     and width. Each pulse's step is compared with the error it had to close, one
@@ -48,13 +49,14 @@ def converge(app, arr, row, col, target, tol, max_p, code, start, v_step, w0, w_
     g_prev = g
     err_prev = 0.0
     best = abs(g - target)  # closest approach so far
+    band = tol * (1.0 - profiles.VERIFY_GUARD)  # the reading's goal: see VERIFY_GUARD
     a = 0.0
     last = -1
     futile = 0
     used = 0
     while True:
         err = g - target
-        if -tol <= err <= tol:
+        if -band <= err <= band:
             return g, used, protocol.ST_OK
         if used >= max_p:
             return g, used, protocol.ST_MAX_PULSES

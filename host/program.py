@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from xbar.firmware import protocol as P
+from xbar.firmware.profiles import VERIFY_GUARD
 from xbar.host.board import MAX_PROGRAM_CELLS, Board, BoardError, CrossbarModel
 from xbar.host.remap import best_permutations, permute
 
@@ -253,7 +254,8 @@ def reverify(
     pairs: Pairs | None,
 ) -> tuple[int, int]:
     """Read again every cell `state` marks done (one READ per array, or per row where an
-    array does not fit a frame): a cell within `tol` of what it was written to keeps its
+    array does not fit a frame): a cell read within `tol` of what it was written to (less
+    the firmware's guard for read error, VERIFY_GUARD) keeps its
     record (with the conductance read now), one out of it is dropped to be written again,
     with its pair partner where `pairs` (compensation: the partner's target depends on
     the base's error). (cells read, cells dropped); the state is saved."""
@@ -264,7 +266,7 @@ def reverify(
         entry = state.done[Progress.key(c)]
         goal = entry[4] if len(entry) > 4 else c.target
         g = float(reads[c.array][c.row, c.col])
-        if abs(g - goal) <= tol:
+        if abs(g - goal) <= tol * (1.0 - VERIFY_GUARD):  # the firmware's own band
             entry[0], entry[2] = g, P.ST_OK
         else:
             drop.add(c)

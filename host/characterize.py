@@ -28,16 +28,28 @@ from pathlib import Path
 import numpy as np
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, FirmwareError
-from xbar.host.stream import InputError
+from xbar.host.console import progress
+from xbar.host.program import forget_programmed, programmed_model
 from xbar.training.devices.device_model import DeviceModel, fit
 from xbar.training.devices.ivdata import IVCurves
 from xbar.training.devices.usability import UsabilityResult, analyse
+from xbar.training.errors import UsageError
 
 DEFAULT_CELLS = "0:0:0,0:0:1,0:1:0,0:1:1"  # four cells of array 0
 
 
-class CellSpecError(InputError):
-    """A --cells entry that does not name a cell of the board."""
+WIDTH_US = 1000
+"""Default pulse width: the emulated cells settle within it at their SET voltage
+(emulator/cells.py: tau_set 10 µs there, e-folding every 0.5 V below)."""
+STEPS_UNKNOWN = 20
+"""Amplitudes per half sweep when the device is unknown."""
+MIN_WINDOW_RATIO = 2.0
+"""A sweep whose conductances span less than this ratio never reached switching."""
+
+
+class CellSpecError(UsageError, ValueError):
+    """A --cells entry that does not name a cell of the board, or sweep settings the board
+    cannot make (exit 2: the command line is at fault)."""
 
 
 @dataclass(frozen=True)
@@ -213,40 +225,201 @@ def _num(x: float) -> str:
     return "" if not math.isfinite(x) else f"{x:.6g}"
 
 
+# ---- defaults from the device ---------------------------------------------------------
+def board_device(board: Board, device: str | None) -> tuple[DeviceModel | None, str]:
+    """The device model the cells are made of, and where it came from: `device` (a preset
+    or a device JSON), else the device of the model programmed on this board, else the
+    emulated board's own (an emu:// URL's `device=`); (None, why) when unknown."""
+    if device:
+        path = Path(device)
+        if path.suffix == ".json" or path.exists():
+            return DeviceModel.load(path), f"--device {device}"
+        return DeviceModel.preset(device), f"--device {device}"
+    record = programmed_model(board)
+    if record is not None:
+        from xbar.training.artifact import ArtifactError, load_artifact
+
+        try:
+            art = load_artifact(record[0])
+        except (ArtifactError, OSError):
+            art = None
+        if art is not None and art.device is not None:
+            return art.device, f"the programmed model {record[0]}"
+    emulated = getattr(
+        getattr(getattr(board.link.port, "board", None), "model", None), "device", None
+    )
+    if isinstance(emulated, DeviceModel):
+        return emulated, "the emulated board"
+    return None, "unknown (no --device, no programmed model)"
+
+
+def sweep_defaults(
+    dev: DeviceModel | None, pulse_limit: float, read_limit: float
+) -> tuple[float, int, float, float]:
+    """(v_max, steps, v_reset, v_read): the device's programmable range, or the board's
+    pulse limit when the device is unknown."""
+    if dev is None:
+        return pulse_limit, STEPS_UNKNOWN, pulse_limit, min(0.2, read_limit)
+    top = max([dev.v_set, *dev.level_voltages])
+    steps = max(10, min(40, len(dev.level_voltages) // 2))
+    return (
+        min(top, pulse_limit),
+        steps,
+        min(abs(dev.v_reset), pulse_limit),
+        min(dev.read_voltage, read_limit),
+    )
+
+
+def sweep_warnings(
+    dev: DeviceModel | None, source: str, v_max: float, model: DeviceModel
+) -> list[str]:
+    """Why the model may say less than the cells can: the sweep stopped below the device's
+    SET voltage, or the conductances hardly moved (switching never reached)."""
+    notes = []
+    if dev is not None and v_max < 0.95 * dev.v_set:
+        notes.append(
+            f"the sweep stops at {v_max:g} V, below the SET voltage {dev.v_set:g} V of "
+            f"{dev.name} (levels {min(dev.level_voltages):g}-{max(dev.level_voltages):g} V, "
+            f"from {source}): window and usability come out low; leave --v-max out to "
+            "sweep the device's range"
+        )
+    ratio = model.g_max / model.g_min if model.g_min > 0 else math.inf
+    if ratio < MIN_WINDOW_RATIO:
+        notes.append(
+            f"the fitted window spans only a ratio of {ratio:.2f}: the sweep (up to "
+            f"{v_max:g} V) never reached the switching region; raise --v-max or --width-us"
+        )
+    return notes
+
+
+def _cells_text(cells: list[tuple[int, int, int]]) -> str:
+    shown = ", ".join(f"{a}:{r}:{c}" for a, r, c in cells[:6])
+    return shown + (f" and {len(cells) - 6} more" if len(cells) > 6 else "")
+
+
 # ---- the job of `xbar characterize` ------------------------------------------------------
 def characterize_board(
     port: str,
     out: str,
     cells: str = DEFAULT_CELLS,
     cycles: int = 3,
-    v_max: float = 2.5,
-    steps: int = 10,
-    width_us: int = 1000,
+    v_max: float | None = None,
+    steps: int | None = None,
+    width_us: int = WIDTH_US,
     name: str = "characterized",
     timeout: float = 10.0,
+    device: str | None = None,
+    force: bool = False,
+    as_json: bool = False,
 ) -> None:
     """Sweep `cells` of the board at `port`, fit a device model, write it and the CSVs to
-    `out`, print the table."""
-    from tqdm import tqdm
+    `out`, print the table (or JSON). Sweep range and steps default to the board's device
+    model (`board_device`); cells of a model programmed on the board are refused unless
+    `force`."""
+    import json
+    import sys
 
-    if cycles < 1 or steps < 2 or not 0 < v_max <= 10 or width_us < 1:
-        raise CellSpecError("--cycles ≥ 1, --steps ≥ 2, 0 < --v-max ≤ 10 V, --width-us ≥ 1")
-    settings = SweepSettings(v_max=v_max, steps=steps, width_us=width_us, v_reset=v_max)
+    if cycles < 1:
+        raise CellSpecError(f"--cycles {cycles}: at least 1")
+    if steps is not None and steps < 2:
+        raise CellSpecError(f"--steps {steps}: at least 2")
+    if width_us < 1:
+        raise CellSpecError(f"--width-us {width_us}: at least 1 µs")
+    if v_max is not None and not v_max > 0:
+        raise CellSpecError(f"--v-max {v_max:g}: must be > 0 V")
     with Board.open(port, timeout=timeout) as board:
         info = board.info()
+        limits = board.safety()
+        pulse_limit = 2 * limits.v_line_max  # both lines driven, opposite signs
+        if v_max is not None and v_max > pulse_limit:
+            raise CellSpecError(
+                f"--v-max {v_max:g} V: above the board's pulse limit {pulse_limit:g} V "
+                f"(2 x its {limits.v_line_max:g} V line limit)"
+            )
         chosen = parse_cells(cells, info.arrays, info.rows, info.cols)
-        with tqdm(total=len(chosen), unit="cell", desc="characterize", leave=False) as bar:
+        record = programmed_model(board)
+        touched = sorted(set(chosen) & record[1]) if record else []
+        if touched and record and not force:
+            raise UsageError(
+                f"cells {_cells_text(touched)} hold the model {record[0]}, programmed on "
+                f"this board: characterizing rewrites them; choose other --cells, or pass "
+                "--force (then program the model again)"
+            )
+        dev, source = board_device(board, device)
+        d_vmax, d_steps, v_reset, v_read = sweep_defaults(dev, pulse_limit, limits.v_read_max)
+        settings = SweepSettings(
+            v_max=v_max if v_max is not None else d_vmax,
+            steps=steps if steps is not None else d_steps,
+            width_us=width_us,
+            v_reset=v_reset if v_max is None or dev is not None else v_max,
+            v_read=v_read,
+        )
+        print(
+            f"device: {dev.name if dev else 'unknown'} ({source}); sweep to "
+            f"{settings.v_max:g} V in {settings.steps} steps, {settings.width_us} µs pulses, "
+            f"RESET {settings.v_reset:g} V, read {settings.v_read:g} V",
+            file=sys.stderr,
+        )
+        with progress(len(chosen), "characterize", "cell", leave=False) as bar:
             results, model = characterize(
                 board, chosen, cycles, settings, name, on_cell=lambda: bar.update(1)
             )
+        if touched:
+            forget_programmed(board)
     written = write_outputs(Path(out), results, model)
-    print(f"{'cell':<12} {'sigma':>7} {'monot.':>6} {'usability':>9}")
-    for r in results:
-        u = r.usability
-        if u is None:
-            print(f"{r.curves.name:<12} {'no usable sweep':>24}")
-        else:
-            print(f"{r.curves.name:<12} {u.sigma:>7.4f} {u.monotonicity:>6.2f} {u.usability:>9.4f}")
+    notes = sweep_warnings(dev, source, settings.v_max, model)
+    if touched and record:
+        notes.append(f"cells of {record[0]} were rewritten: program it again before inferring")
+    for note in notes:
+        print(f"xbar: warning: {note}", file=sys.stderr)
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "cells": [
+                        {
+                            "cell": r.curves.name,
+                            "sigma": r.usability.sigma if r.usability else None,
+                            "monotonicity": r.usability.monotonicity if r.usability else None,
+                            "usability": r.usability.usability if r.usability else None,
+                            "refused_pulses": r.refused,
+                        }
+                        for r in results
+                    ],
+                    "device_model": model.to_dict(),
+                    "sweep": {
+                        "v_max": settings.v_max,
+                        "steps": settings.steps,
+                        "width_us": settings.width_us,
+                        "v_reset": settings.v_reset,
+                        "v_read": settings.v_read,
+                        "device": dev.name if dev else None,
+                        "device_source": source,
+                    },
+                    "warnings": notes,
+                    "written": [str(p) for p in written],
+                },
+                indent=2,
+            )
+        )
+        return
+    from xbar.host.console import print_table
+
+    print_table(
+        ["cell", "sigma", "monot.", "usability"],
+        [
+            [r.curves.name, "no usable sweep", "", ""]
+            if r.usability is None
+            else [
+                r.curves.name,
+                f"{r.usability.sigma:.4f}",
+                f"{r.usability.monotonicity:.2f}",
+                f"{r.usability.usability:.4f}",
+            ]
+            for r in results
+        ],
+        numeric=(1, 2, 3),
+    )
     print(
         f"device model {model.name}: σ {model.sigma_c2c:.4f}, window {model.g_min:.3e} .. "
         f"{model.g_max:.3e} S, usability {model.usability:.4f}"

@@ -28,6 +28,7 @@ import csv
 import hashlib
 import json
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -601,6 +602,69 @@ def checked_plan(
     return art, plan
 
 
+# ---- which model is on which board -------------------------------------------------------
+def _registry_path() -> Path:
+    """Where `xbar program` notes the model it wrote on each board (so `xbar characterize`
+    does not overwrite it unasked): $XBAR_STATE_DIR or $XDG_STATE_HOME/xbar."""
+    base = os.environ.get("XBAR_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "xbar"
+    )
+    return Path(base) / "programmed.json"
+
+
+def board_key(board: Board) -> str:
+    """The board's identity where it can be proved, else its port (a pty, a bridge)."""
+    ident = board.identity()
+    if ident is not None:
+        return ident
+    name = board.port_name
+    return f"port:{os.path.realpath(name) if os.path.exists(name) else name}"
+
+
+def _read_registry() -> dict[str, Any]:
+    try:
+        data = json.loads(_registry_path().read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_registry(data: dict[str, Any]) -> None:
+    path = _registry_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
+        os.replace(tmp, path)
+    except OSError:  # a read-only home: the guard is lost, programming is not
+        pass
+
+
+def note_programmed(board: Board, model: str, cells: list[tuple[int, int, int]]) -> None:
+    """Record that `model`'s cells are (being) written on this board."""
+    data = _read_registry()
+    data[board_key(board)] = {
+        "model": os.path.abspath(model),
+        "cells": [list(c) for c in cells],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_registry(data)
+
+
+def programmed_model(board: Board) -> tuple[str, set[tuple[int, int, int]]] | None:
+    """(model path, its cells) last programmed on this board, or None."""
+    entry = _read_registry().get(board_key(board))
+    if not isinstance(entry, dict) or "model" not in entry:
+        return None
+    return str(entry["model"]), {(int(a), int(r), int(c)) for a, r, c in entry.get("cells", [])}
+
+
+def forget_programmed(board: Board) -> None:
+    data = _read_registry()
+    if data.pop(board_key(board), None) is not None:
+        _write_registry(data)
+
+
 # ---- the job of `xbar program` -----------------------------------------------------------
 def program_model(
     port: str,
@@ -625,7 +689,9 @@ def program_model(
     state_path = Path(state or f"{model}.progress.json")
     with Board.open(port, timeout=timeout) as board:
         art, plan = checked_plan(board, model, placed=False)  # program_plan places it
-        total = len(plan_cells(plan))
+        cells = plan_cells(plan)
+        total = len(cells)
+        note_programmed(board, model, [(c.array, c.row, c.col) for c in cells])
         with tqdm(total=total, unit="cell", desc="write-verify") as bar:
             try:
                 tol = tolerance

@@ -9,8 +9,7 @@ from pathlib import Path
 from xbar.training.fab import campaign
 from xbar.training.fab.campaign import CampaignError
 from xbar.training.fab.ingest import ingest_file
-from xbar.training.fab.store import CampaignStore
-from xbar.training.search import SearchError
+from xbar.training.fab.store import CampaignStore, is_url, whoami
 
 
 def init(spec: str | Path, store_path: str | Path | None = None) -> None:
@@ -26,10 +25,7 @@ def suggest(
     store_path: str | Path, batch: int | None = None, method: str | None = None, out: str = "."
 ) -> None:
     with CampaignStore.open(store_path) as store:
-        try:
-            suggestion = campaign.suggest(store, batch, method)
-        except SearchError as exc:
-            raise CampaignError(f"{store.path}: {exc}") from None
+        suggestion = campaign.suggest(store, batch, method)
         csv_path, md_path = campaign.write_sheets(store, suggestion, out)
     print(
         f"batch {suggestion.batch} ({suggestion.method}): "
@@ -38,15 +34,28 @@ def suggest(
     print(f"wrote {csv_path} and {md_path}")
 
 
-def ingest(store_path: str | Path, files: list[str]) -> None:
+def ingest(store_path: str | Path, files: list[str], who: str | None = None) -> None:
     with CampaignStore.open(store_path) as store:
         store.check_spec_file()
         for name in files:
-            report = ingest_file(store, name)
+            report = ingest_file(store, name, who)
             if report.skipped:
                 print(f"{name}: already ingested, nothing to do")
-            else:
-                print(f"{name}: {report.rows} row(s): {', '.join(report.experiments)}")
+                continue
+            parts = [
+                f"{label} {', '.join(ids)}"
+                for label, ids in (
+                    ("measured", report.experiments),
+                    ("failed", report.failed),
+                    ("abandoned", report.abandoned),
+                    ("corrected", report.amended),
+                    ("unchanged", report.unchanged),
+                )
+                if ids
+            ]
+            print(f"{name}: {report.rows} row(s): {'; '.join(parts) or 'nothing'}")
+            for line in report.deviations:
+                print(f"  done differently from the suggestion: {line}")
 
 
 def status(store_path: str | Path, as_json: bool = False) -> None:
@@ -58,15 +67,18 @@ def status(store_path: str | Path, as_json: bool = False) -> None:
     print(f"campaign   {state['campaign']}  ({state['store']})")
     print(
         f"measured   {state['measured']} of {state['experiments']} experiments "
-        f"({state['external']} external), budget {state['budget']}, "
-        f"{state['batches']} batch(es)"
+        f"({state['external']} external), budget {state['budget_used']} of "
+        f"{state['budget']} used, {state['batches']} batch(es)"
     )
-    if state["pending"]:
-        print(f"pending    {', '.join(state['pending'])}")
+    for key in ("pending", "failed", "abandoned"):
+        if state[key]:
+            print(f"{key:<10} {', '.join(state[key])}")
+    if state["corrections"]:
+        print(f"corrected  {state['corrections']} time(s) (xbar fab history)")
     best = state["best"]
     if best:
         given = ", ".join(f"{k}={v}" for k, v in best["params"].items())
-        print(f"best       {best['experiment']}  score {best['score']:.4f}  ({given})")
+        print(f"best       {best['experiment']}  {state['score']} = {best['score']:.4g}  ({given})")
     if "pareto_front" in state:
         print(f"pareto     {', '.join(state['pareto_front'])}")
 
@@ -79,7 +91,41 @@ def report(store_path: str | Path, out: str = ".") -> None:
             print(f"wrote {path}")
 
 
+def correct(
+    store_path: str | Path,
+    action: str,
+    experiment: str,
+    why: str,
+    changes: list[str] | None = None,
+    who: str | None = None,
+) -> None:
+    """amend / retract / abandon one experiment; the old record goes to the audit."""
+    parsed = {}
+    for item in changes or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise CampaignError(f"--set {item!r}: expected NAME=VALUE")
+        parsed[name.strip()] = value.strip()
+    with CampaignStore.open(store_path) as store:
+        after = campaign.correct(store, experiment, action, why, who or whoami(), parsed)
+    shown = ", ".join(f"{k}={v}" for k, v in (after.metrics or {}).items())
+    print(f"{experiment}: {after.state}" + (f" ({shown})" if shown else ""))
+
+
+def history(store_path: str | Path, experiment: str | None = None) -> None:
+    with CampaignStore.open(store_path) as store:
+        rows = store.history(experiment)
+    if not rows:
+        print("no corrections")
+    for r in rows:
+        old = r.old.get("metrics") or r.old.get("reason") or r.old.get("state")
+        new = r.new.get("metrics") or r.new.get("reason") or r.new.get("state")
+        print(f"{r.at}  {r.experiment}  {r.action:<8} by {r.who}: {old} -> {new}  ({r.why})")
+
+
 def export(store_path: str | Path, out: str | None = None) -> None:
+    if out is None and is_url(store_path):
+        raise CampaignError("a PostgreSQL store needs -o OUT.csv for its export")
     csv_path = Path(out) if out else Path(store_path).with_suffix(".csv")
     with CampaignStore.open(store_path) as store:
         rows = campaign.export_csv(store, csv_path)

@@ -14,6 +14,7 @@ from xbar.training.devices.usability import analyse
 from xbar.training.fab.perovskite import SPEC_PATH, published_experiments, write_past_sheet
 from xbar.training.fab.spec import load_spec
 from xbar.training.fab.store import CampaignStore
+from xbar.training.fab.units import split_header
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -58,16 +59,19 @@ def test_full_loop(campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     sheet = tmp_path / "perovskite-batch001.csv"
     assert (tmp_path / "perovskite-batch001.md").read_text().count("| E000") == 3
     rows = list(csv.reader(sheet.open()))
-    header, body = rows[0], rows[1:]
+    header, body = [split_header(h)[0] for h in rows[0]], rows[1:]
+    assert rows[0][1:3] == ["aao_length (um)", "aao_diameter (nm)"]  # units in the header
     assert [r[0] for r in body] == ["E0007", "E0008", "E0009"]
     spec = load_spec(SPEC_PATH)
     for r in body:  # every suggestion is a feasible point of the spec
         spec.check_values(dict(zip(header, r, strict=True)), "sheet")
-    floats = [p.name for p in spec.parameters if p.kind in ("float", "log")]
-    for r in body:  # as a lab sets them: at most 4 significant digits
-        for name in floats:
-            digits = f"{float(r[header.index(name)]):e}".split("e")[0].replace(".", "")
-            assert len(digits.rstrip("0")) <= 4, (name, r[header.index(name)])
+    floats = [p for p in spec.parameters if p.kind in ("float", "log")]
+    for r in body:  # as a lab sets them: on the parameter's resolution, at most 3 digits
+        for p in floats:
+            value = float(r[header.index(p.name)])
+            assert p.for_lab(value) == value, (p.name, value)
+            digits = f"{value:e}".split("e")[0].replace(".", "").rstrip("0")
+            assert len(digits) <= 3, (p.name, value)
 
     # The lab fills in one usability, one I–V file in the sheet, and one I–V file alone.
     devices = load_published()
@@ -104,10 +108,11 @@ def test_full_loop(campaign: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert exported[7]["origin"] == "suggested" and exported[0]["origin"] == "external"
     assert exported[0]["top_electrode"] == "Ag"
 
-    # Budget 12: three more, then the campaign is finished.
-    assert fab("suggest", "--store", campaign, "--batch", 4, "--out", tmp_path) == 1
-    assert "only 3 experiment(s) left" in capsys.readouterr().err
-    assert fab("suggest", "--store", campaign, "--batch", 3, "--out", tmp_path) == 0
+    # Budget 12 counts the suggested experiments only (the 6 past ones are free): 9 more,
+    # then the campaign is finished.
+    assert fab("suggest", "--store", campaign, "--batch", 10, "--out", tmp_path) == 1
+    assert "only 9 experiment(s) left" in capsys.readouterr().err
+    assert fab("suggest", "--store", campaign, "--batch", 9, "--out", tmp_path) == 0
     assert fab("suggest", "--store", campaign, "--out", tmp_path) == 1
     assert "the campaign is finished" in capsys.readouterr().err
 

@@ -15,7 +15,10 @@ the scikit-learn Gaussian-process strategy below, which behaves the same way) ov
   and the next point goes elsewhere. Fantasies never reach the stored history: the engine
   is rebuilt from the real log before every batch.
 - **Constraints and diversity.** Every suggestion satisfies the parametrization's cheap
-  constraints and differs from the others in the batch and from pending ones.
+  constraints and differs from every told, pending and same-batch point. Points are
+  compared by their plain value (after ``canonical``, e.g. the lab's rounding), never by
+  the optimizer's internal encoding: a category Nevergrad asked for and the same category
+  told back as a value have different internal weights but are one point.
 - **Finite pools.** With ``pool=`` the suggestions are restricted to a list of values (e.g.
   devices that exist): model-based methods score the unused pool members directly, the
   others are mapped to the nearest unused member in the encoded space (:meth:`encode`).
@@ -27,6 +30,7 @@ best published device in the fewest experiments (median over 50 seeds) in
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from collections import Counter
@@ -105,6 +109,22 @@ def plain(value: Any) -> Any:
     return value
 
 
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return float(f"{value:.12g}")
+    if isinstance(value, dict):
+        return {str(k): _rounded(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def value_key(value: Any) -> str:
+    """Identity of a point in its own value space: equal plain values (to 12 significant
+    digits) have equal keys, whatever the optimizer's internal encoding of them."""
+    return json.dumps(_rounded(plain(value)), sort_keys=True, default=repr)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One suggestion: ``id`` is unique within its search, ``value`` is plain Python."""
@@ -131,6 +151,8 @@ class _GaussianProcess:
         self.kappa = kappa  # 0: expected improvement; > 0: lower confidence bound mean - κ·std
         self.x: list[np.ndarray] = []
         self.y: list[float] = []
+        self._kernel: Any = None  # the last fit's hyperparameters
+        self.keep_kernel = False  # True for a batch's fantasy engine: fit once, then reuse
 
     def tell(self, x: np.ndarray, loss: float) -> None:
         self.x.append(x)
@@ -153,36 +175,67 @@ class _GaussianProcess:
         return int(self.rng.choice(top))
 
     def _predict(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        train = np.array(self.x)
+        train, y = self._training_set()
         if self.unit:
             both = np.vstack([train, x])
             low, span = both.min(axis=0), np.ptp(both, axis=0)
             span[span == 0] = 1.0
             train, x = (train - low) / span, (x - low) / span
-        return self._fit_predict(train, x)
+        return self._fit_predict(train, y, x)
 
-    def _fit_predict(self, train: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _training_set(self) -> tuple[np.ndarray, np.ndarray]:
+        """At most MAX_TRAIN points: all of a small campaign; of a large one the best half
+        and a seeded random half of the rest. A GP fit costs O(n³); 1000 measured rows
+        would take seconds per batch, and far-from-best rows add little to where the next
+        best point is."""
+        x, y = np.array(self.x), np.array(self.y)
+        if len(y) <= self.MAX_TRAIN:
+            return x, y
+        order = np.argsort(y, kind="stable")
+        best = order[: self.MAX_TRAIN // 2]
+        rest = np.random.default_rng(len(y)).choice(
+            order[self.MAX_TRAIN // 2 :], self.MAX_TRAIN - len(best), replace=False
+        )
+        keep = np.concatenate([best, rest])
+        return x[keep], y[keep]
+
+    MAX_TRAIN = 300
+
+    def _fit_predict(
+        self, train: np.ndarray, y: np.ndarray, x: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
         from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
         scale = 1.0 if self.unit else 6.0  # the width of the encoded space
-        kernel = ConstantKernel(1.0, (1e-2, 1e2)) * Matern(
-            length_scale=np.full(train.shape[1] if self.ard else 1, 0.5 * scale),
-            length_scale_bounds=(0.05 * scale, 200.0 * scale),
-            nu=2.5,
-        ) + WhiteKernel(1e-2, (1e-6, 1.0))
+        reuse = self.keep_kernel and self._kernel is not None
+        kernel = (
+            self._kernel
+            if reuse
+            else ConstantKernel(1.0, (1e-2, 1e2))
+            * Matern(
+                length_scale=np.full(train.shape[1] if self.ard else 1, 0.5 * scale),
+                length_scale_bounds=(0.05 * scale, 200.0 * scale),
+                nu=2.5,
+            )
+            + WhiteKernel(1e-2, (1e-6, 1.0))
+        )
         gp = GaussianProcessRegressor(
             kernel,
             normalize_y=True,
+            # The batch's later points (after constant-liar fantasies) reuse the first
+            # fit's hyperparameters: one Cholesky each instead of a full fit.
+            optimizer=None if reuse else "fmin_l_bfgs_b",
             n_restarts_optimizer=1,
             random_state=int(self.rng.integers(2**31)),
         )
         # One BLAS thread: the fit is many tiny solves, which threads only slow down (3x).
         with warnings.catch_warnings(), threadpool_limits(1):
             warnings.simplefilter("ignore")  # length scales at their bounds on tiny data
-            gp.fit(train, np.array(self.y))
+            gp.fit(train, y)
             mean, std = gp.predict(x, return_std=True)
+        self._kernel = gp.kernel_
         return mean, np.maximum(std, 1e-12)
 
 
@@ -200,7 +253,7 @@ class _NevergradEngine:
             # already fits with alpha = 1e-6, and the measured comparisons used exactly that.
             warnings.simplefilter("ignore", ng.errors.InefficientSettingsWarning)
             self.optimizer = factory(parametrization, budget=budget, num_workers=workers)
-        self.told: set[tuple[float, ...]] = set()
+        self.told: set[str] = set()
 
     def skip_initial_design(self) -> None:
         """bayes_opt queues random initial probes on first use; after a replayed history
@@ -219,7 +272,9 @@ class Search:
     points for sequential methods (``mean``, ``min`` or ``max`` of the losses so far);
     ``sampler`` draws one random *feasible* value of the space from a NumPy generator, a
     fast stand-in for Nevergrad's ``sample()`` and constraint check when the GP needs many
-    options.
+    options; ``canonical`` maps a plain value to the form it is used in (a lab rounds
+    suggested conditions to its instruments' resolution): suggestions are returned in that
+    form and compared with every other point in it, so rounding never makes a repeat.
     """
 
     SAMPLES_FIRST, SAMPLES_PER_BATCH, SAMPLES_MAX = 256, 64, 512  # GP options without a pool
@@ -235,6 +290,7 @@ class Search:
         pool: Sequence[Any] | None = None,
         liar: str = "mean",
         sampler: Callable[[np.random.Generator], Any] | None = None,
+        canonical: Callable[[Any], Any] | None = None,
     ) -> None:
         if method not in METHODS:
             raise SearchError(f"unknown search method {method!r}; choose from {', '.join(METHODS)}")
@@ -258,11 +314,13 @@ class Search:
         # Finite option sets (the pool, or the GP's random samples): values and encodings.
         self._scratch = parametrization.spawn_child()  # re-used to encode values quickly
         self._sampler = sampler
+        self._canonical = canonical
         self._sample_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
         self._pool = pool is not None
         self._options = [plain(self._child(v).value) for v in pool] if pool is not None else []
         self._options_x = self._encode_values(self._options)
-        self._used: Counter[tuple[float, ...]] = Counter()  # keys of told values
+        self._options_keys = [value_key(v) for v in self._options]
+        self._used: Counter[str] = Counter()  # keys of told values
 
     # -- public interface ----------------------------------------------------------------
     @property
@@ -289,12 +347,17 @@ class Search:
             raise SearchError(f"the pool has {left} value(s) left to suggest; cannot suggest {k}")
         fantasies = self._spec.sequential and (k > 1 or bool(self._pending))
         engine = self._fresh_engine(with_pending=True) if fantasies else self._live_engine()
+        if fantasies and isinstance(engine, _GaussianProcess):
+            engine.keep_kernel = True
         if isinstance(engine, _GaussianProcess) and not self._pool:
             self._refresh_samples()
         batch: list[Candidate] = []
         for _ in range(k):
             param = self._propose(engine, taken=[c.param for c in batch])
-            candidate = Candidate(self._next_id, plain(param.value), param)
+            value = plain(param.value)  # a Log's value comes back as exp(log(x)): canonical again
+            if self._canonical is not None:
+                value = self._canonical(value)
+            candidate = Candidate(self._next_id, value, param)
             self._next_id += 1
             self._pending[candidate.id] = candidate
             batch.append(candidate)
@@ -359,9 +422,19 @@ class Search:
             rows.append(self._encode(self._scratch))
         return np.array(rows).reshape(len(values), self.parametrization.dimension)
 
-    def _key(self, param: ng.p.Parameter) -> tuple[float, ...]:
-        """Identity of a point: equal values have equal encodings (arrays included)."""
-        return tuple(np.round(self._encode(param), 9).tolist())
+    def _key(self, param: ng.p.Parameter) -> str:
+        """Identity of a point: its plain value in canonical form (:func:`value_key`), not
+        its encoding."""
+        value = plain(param.value)
+        return value_key(value if self._canonical is None else self._canonical(value))
+
+    def _canonical_param(self, param: ng.p.Parameter) -> ng.p.Parameter:
+        """The point in the form it is used (``canonical``), as a parameter."""
+        if self._canonical is None:
+            return param
+        value = plain(param.value)
+        used = self._canonical(value)
+        return param if value_key(used) == value_key(value) else self._child(used)
 
     # -- engines -----------------------------------------------------------------------------
     def _new_engine(self) -> _GaussianProcess | _NevergradEngine:
@@ -410,7 +483,8 @@ class Search:
     def _refresh_samples(self) -> None:
         """The GP's options without a pool: random feasible samples, partly renewed per batch."""
         wanted = self.SAMPLES_PER_BATCH if self._options else self.SAMPLES_FIRST
-        fresh = []
+        fresh: list[Any] = []
+        known = set(self._options_keys)
         for _ in range(wanted * 20):
             if self._sampler is not None:
                 value = self._sampler(self._sample_rng)
@@ -420,11 +494,18 @@ class Search:
             # A sampler promises feasible values (Nevergrad's check costs ~10 ms a call);
             # the chosen option is checked anyway before it is suggested.
             if self._sampler is not None or self._scratch.satisfies_constraints():
-                fresh.append(plain(value))
+                value = plain(value)
+                if self._canonical is not None:
+                    value = self._canonical(value)
+                key = value_key(value)
+                if key not in known:  # a finite space's samples repeat: each option once
+                    known.add(key)
+                    fresh.append(value)
                 if len(fresh) == wanted:
                     break
         self._options = (self._options + fresh)[-self.SAMPLES_MAX :]
         self._options_x = self._encode_values(self._options)
+        self._options_keys = [value_key(v) for v in self._options]
 
     def _free_options(self, taken: list[ng.p.Parameter]) -> list[int]:
         """Options not yet told, pending or taken; a value listed twice (replicates in a
@@ -432,8 +513,7 @@ class Search:
         busy = self._used.copy()
         busy.update(self._key(p) for p in taken + [c.param for c in self._pending.values()])
         free = []
-        for i, x in enumerate(self._options_x):
-            key = tuple(np.round(x, 9).tolist())
+        for i, key in enumerate(self._options_keys):
             if busy[key] > 0:
                 busy[key] -= 1
             else:
@@ -446,7 +526,11 @@ class Search:
         if isinstance(engine, _GaussianProcess) or self._pool:
             free = self._free_options(taken)
             if not free:
-                raise SearchError("no unused option is left to suggest")
+                raise SearchError(
+                    "the space is exhausted: every option is measured, pending or in this batch"
+                    if self._pool
+                    else "no unused option is left to suggest (the space may be exhausted)"
+                )
             if isinstance(engine, _GaussianProcess):
                 while free:
                     index = free[engine.choose(self._options_x[free])]
@@ -461,11 +545,11 @@ class Search:
         seen = set(self._used) | {self._key(p) for p in taken}
         seen |= {self._key(c.param) for c in self._pending.values()}
         for _ in range(_MAX_TRIES):
-            param = engine.optimizer.ask()
+            param = self._canonical_param(engine.optimizer.ask())
             if param.satisfies_constraints() and self._key(param) not in seen:
                 return param
         for _ in range(_MAX_TRIES * 10):  # the optimizer is stuck: fall back to samples
-            param = self.parametrization.sample()
+            param = self._canonical_param(self.parametrization.sample())
             if param.satisfies_constraints() and self._key(param) not in seen:
                 return param
         raise SearchError(

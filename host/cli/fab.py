@@ -4,6 +4,10 @@ xbar fab init SPEC [--store PATH]          # start (or reopen) a campaign: a spe
                                            # the name of a bundled one (perovskite)
 xbar fab suggest --store PATH [--batch K]  # the next K experiments: CSV + Markdown sheet
 xbar fab ingest FILE... --store PATH       # results sheets and/or I–V files (E0007.csv)
+xbar fab amend E0007 --set usability=0.12 --why TEXT --store PATH   # correct a measurement
+xbar fab retract E0007 --why TEXT --store PATH   # withdraw it (pending again)
+xbar fab abandon E0009 --why TEXT --store PATH   # give an experiment up
+xbar fab history [E0007] --store PATH      # every correction: who, when, why
 xbar fab status --store PATH [--json]
 xbar fab report --store PATH [--out DIR]   # PNG plots
 xbar fab export --store PATH [-o OUT.csv]
@@ -22,7 +26,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "fab",
         help="fabrication campaigns: Bayesian optimisation with the lab in the loop",
         description="Suggest fabrication runs, ingest their measurements, report progress. "
-        "One SQLite file per campaign keeps everything.",
+        "One store per campaign keeps everything: a SQLite file, or a postgresql:// URL "
+        "shared by several people and instruments.",
     )
     actions = p.add_subparsers(dest="fab_command", metavar="ACTION", required=True)
 
@@ -32,8 +37,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     a.add_argument(
         "--store",
-        help="campaign file (default: SPEC with suffix .sqlite; NAME.sqlite here for a "
-        "bundled spec)",
+        help="campaign store: a SQLite file (default: SPEC with suffix .sqlite; NAME.sqlite "
+        "here for a bundled spec) or a postgresql:// URL",
     )
     a.set_defaults(func=run_init)
 
@@ -47,7 +52,31 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     a = actions.add_parser("ingest", help="store measured results (CSV sheets, I–V files)")
     a.add_argument("files", nargs="+", help="results CSV, or an I–V file named E0007.csv/.xlsx")
     _store(a)
+    _who(a)
     a.set_defaults(func=run_ingest)
+
+    a = actions.add_parser("amend", help="correct a measurement (the old value is kept)")
+    a.add_argument("experiment", help="experiment id, e.g. E0007")
+    a.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="NAME=VALUE",
+        help="an outcome, a condition as done, status=failed|measured, reason or notes "
+        "(repeatable)",
+    )
+    _correction(a)
+    a = actions.add_parser("retract", help="withdraw a measurement: the experiment is pending")
+    a.add_argument("experiment", help="experiment id, e.g. E0007")
+    _correction(a)
+    a = actions.add_parser("abandon", help="give an experiment up (not run, or unusable)")
+    a.add_argument("experiment", help="experiment id, e.g. E0009")
+    _correction(a)
+
+    a = actions.add_parser("history", help="every correction: who, when, old and new, why")
+    a.add_argument("experiment", nargs="?", help="one experiment (default: all)")
+    _store(a)
+    a.set_defaults(func=run_history)
 
     a = actions.add_parser("status", help="experiments, budget and the best device so far")
     _store(a)
@@ -66,7 +95,22 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def _store(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--store", required=True, help="the campaign file from `xbar fab init`")
+    p.add_argument(
+        "--store",
+        required=True,
+        help="the campaign store from `xbar fab init`: a SQLite file or a postgresql:// URL",
+    )
+
+
+def _who(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--by", help="who makes the change, for the audit (default: the login name)")
+
+
+def _correction(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--why", required=True, help="the reason, kept in the audit table")
+    _store(p)
+    _who(p)
+    p.set_defaults(func=run_correction)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -80,7 +124,18 @@ def run_suggest(args: argparse.Namespace) -> int:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    fab.ingest(args.store, args.files)
+    fab.ingest(args.store, args.files, args.by)
+    return 0
+
+
+def run_correction(args: argparse.Namespace) -> int:
+    changes = getattr(args, "set", None)
+    fab.correct(args.store, args.fab_command, args.experiment, args.why, changes, args.by)
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    fab.history(args.store, args.experiment)
     return 0
 
 

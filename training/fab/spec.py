@@ -15,19 +15,34 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nevergrad as ng
 import numpy as np
 from xbar.training.nesting import nesting_depth
 
 from .errors import FabError
+from .units import UnitError, convert
+
+if TYPE_CHECKING:  # nevergrad takes most of a second to import: only suggest needs it
+    import nevergrad as ng
 
 KINDS = ("float", "int", "log", "ordinal", "categorical")
-# Metric -> sense; a device's figures from training.devices.usability.analyse.
-METRICS = {"usability": "max", "sigma": "min", "monotonicity": "max"}
+# Built-in metrics, derived from a device's I–V file by training.devices.usability.analyse:
+# name -> (sense, lowest, highest). Usability = monotonicity·exp(−σ) lies in [0, 1].
+DERIVED: dict[str, tuple[str, float | None, float | None]] = {
+    "usability": ("max", 0.0, 1.0),
+    "sigma": ("min", 0.0, None),
+    "monotonicity": ("max", 0.0, None),
+}
+METRICS = {name: sense for name, (sense, _, _) in DERIVED.items()}
+GOALS = {"max": "max", "maximise": "max", "maximize": "max",
+         "min": "min", "minimise": "min", "minimize": "min"}  # fmt: skip
+# Columns of a results sheet that are neither parameters nor objectives.
+RESERVED = ("experiment", "iv_file", "notes", "status", "reason")
+METRIC_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
 BOUND_SLACK = 1e-12  # relative to the range: a bound reached through exp(log(x)) still counts
-LAB_DIGITS = 4  # significant digits of suggested float conditions
+LOG_DIGITS = 2  # significant digits of a suggested log-scaled condition without a step
+LINEAR_STEPS = 100  # a float condition without a step: about 1/100 of its range, rounded
 MAX_DEPTH = 16  # nesting of tables and arrays in a spec (a spec needs 4)
 MAX_SEED = 2**32 - 1  # numpy's seeds
 MAX_BOUND = 1e300  # bounds: their difference and the optimizer's scaling stay finite
@@ -52,16 +67,19 @@ class Parameter:
     high: float | None = None
     choices: tuple[Any, ...] = ()
     description: str = ""
+    step: float | None = None  # suggestions are low + a multiple of step
+    decimals: int | None = None  # or rounded to this many decimals
 
-    def check(self, value: Any, where: str) -> Any:
-        """The value in this parameter's type, or a SpecError naming it and ``where``."""
+    def check(self, value: Any, where: str, unit: str = "") -> Any:
+        """The value in this parameter's type and unit, or a SpecError naming it and
+        ``where``. ``unit``: the unit of a bare number (a header such as ``Voltage (V)``);
+        text may carry its own (``2.1 um``)."""
         if self.kind in ("ordinal", "categorical"):
-            for choice in self.choices:  # "180C" from a CSV matches 180C; 2 matches "2"
-                if value == choice or str(value).strip() == str(choice):
-                    return choice
-            raise SpecError(f"{where}: {self.name} = {value!r} is not one of {list(self.choices)}")
+            return self._choice(value, where)
         try:
-            number = float(str(value).strip()) if isinstance(value, str) else float(value)
+            number = convert(value, unit, self.unit, f"{where}: {self.name}")
+        except UnitError as exc:
+            raise SpecError(str(exc)) from None
         except (TypeError, ValueError):
             raise SpecError(f"{where}: {self.name} = {value!r} is not a number") from None
         if isinstance(value, bool) or not math.isfinite(number):
@@ -81,16 +99,58 @@ class Parameter:
             return round(number)
         return number
 
+    def _choice(self, value: Any, where: str) -> Any:
+        """The choice ``value`` names: by equality, by text ("180C" from a CSV matches
+        180C), or by numeric value (6.0 matches 6)."""
+        text = str(value).strip()
+        for choice in self.choices:
+            if value == choice or text == str(choice):
+                return choice
+        try:
+            number = float(text.replace(",", ".", 1)) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        for choice in self.choices:
+            if (
+                not isinstance(choice, bool)
+                and isinstance(choice, int | float)
+                and number == choice
+            ):
+                return choice
+        raise SpecError(f"{where}: {self.name} = {value!r} is not one of {list(self.choices)}")
+
+    def resolution(self, value: float) -> float:
+        """The step a suggestion near ``value`` is rounded to."""
+        assert self.low is not None and self.high is not None
+        if self.step is not None:
+            return self.step
+        if self.decimals is not None:
+            return 10.0**-self.decimals
+        if self.kind == "log":
+            return 10.0 ** (math.floor(math.log10(abs(value))) - LOG_DIGITS + 1)
+        return 10.0 ** math.floor(math.log10((self.high - self.low) / LINEAR_STEPS))
+
     def for_lab(self, value: Any) -> Any:
-        """A suggested value as the lab can set it: floats to 4 significant digits (a
-        furnace is not set to 1.8812355 µm), kept within the bounds."""
+        """A suggested value as the lab can set it: rounded to the parameter's ``step`` or
+        ``decimals``, else to about 1/100 of its range (2 significant digits on a log
+        scale) — a furnace is not set to 1.8812355 µm — and kept within the bounds."""
         if self.kind not in ("float", "log") or not isinstance(value, float) or value == 0:
             return value
         assert self.low is not None and self.high is not None
-        digits = LAB_DIGITS - 1 - math.floor(math.log10(abs(value)))
-        return min(max(round(value, digits), self.low), self.high)
+        step = self.resolution(value)
+        origin = self.low if self.step is not None else 0.0
+        rounded = origin + round((value - origin) / step) * step
+        places = max(0, 1 - math.floor(math.log10(step)))  # no 0.30000000000000004
+        rounded = round(rounded, places)
+        while rounded > self.high:
+            rounded = round(rounded - step, places)
+        while rounded < self.low:
+            rounded = round(rounded + step, places)
+        return float(min(max(rounded, self.low), self.high))
 
     def parameter(self) -> ng.p.Parameter:
+        import nevergrad as ng
+
         if self.kind == "categorical":
             return ng.p.Choice(list(self.choices))
         if self.kind == "ordinal":
@@ -109,6 +169,10 @@ class Parameter:
             out["choices"] = list(self.choices)
         else:
             out["low"], out["high"] = self.low, self.high
+        if self.step is not None:
+            out["step"] = self.step
+        if self.decimals is not None:
+            out["decimals"] = self.decimals
         if self.description:
             out["description"] = self.description
         return out
@@ -128,14 +192,79 @@ class Infeasible:
 
 @dataclass(frozen=True)
 class Objective:
-    """One metric of a measured device, maximised or minimised, with a weight."""
+    """One measured outcome, maximised or minimised, with a weight: a number (optionally
+    with a unit and bounds; values outside are refused), or an ordinal outcome whose
+    ``levels`` run from worst to best (its number is the level's position)."""
 
     metric: str
     goal: str
     weight: float = 1.0
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    levels: tuple[str, ...] = ()
+
+    @property
+    def derived(self) -> bool:
+        """A built-in metric computed from an I–V file (usability, sigma, monotonicity)."""
+        return self.metric in DERIVED
+
+    @property
+    def label(self) -> str:
+        """How plots and status name it: ``hse_gap (eV, minimised)``."""
+        unit = f"{self.unit}, " if self.unit else ""
+        return f"{self.metric} ({unit}{'maximised' if self.goal == 'max' else 'minimised'})"
+
+    def parse(self, value: Any, where: str, unit: str = "") -> float | str:
+        """A reported outcome: a level name for an ordinal, else a number in the stated
+        unit and bounds; a SpecError names ``where`` otherwise."""
+        if self.levels:
+            text = str(value).strip()
+            for level in self.levels:
+                if text.casefold() == level.casefold():
+                    return level
+            raise SpecError(f"{where}: {value!r} is not one of the levels {list(self.levels)}")
+        try:
+            number = convert(value, unit, self.unit, where)
+        except UnitError as exc:
+            raise SpecError(str(exc)) from None
+        except (TypeError, ValueError):
+            raise SpecError(f"{where}: {value!r} is not a number") from None
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise SpecError(f"{where}: {value!r} is not a finite number")
+        low, high = self.bounds
+        if (low is not None and number < low) or (high is not None and number > high):
+            shown = ("-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}")
+            span = f"[{shown[0]}, {shown[1]}]"
+            raise SpecError(f"{where}: {value!r} is outside {span} of {self.metric}")
+        return number
+
+    @property
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The stated bounds; a built-in metric's own where none is stated (usability
+        lies in [0, 1], σ and monotonicity are >= 0)."""
+        _, low, high = DERIVED.get(self.metric, ("", None, None))
+        return (
+            self.low if self.low is not None else low,
+            self.high if self.high is not None else high,
+        )
+
+    def number(self, value: float | str) -> float:
+        """The stored outcome as a number (an ordinal level: its position)."""
+        if self.levels:
+            return float(self.levels.index(str(value)))
+        return float(value)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metric": self.metric, "goal": self.goal, "weight": self.weight}
+        out: dict[str, Any] = {"metric": self.metric, "goal": self.goal, "weight": self.weight}
+        if self.unit:
+            out["unit"] = self.unit
+        if self.levels:
+            out["levels"] = list(self.levels)
+        for key in ("low", "high"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        return out
 
 
 @dataclass(frozen=True)
@@ -198,6 +327,15 @@ class Spec:
             raise SpecError(f"{source}: unknown key(s) in [campaign]: {sorted(campaign)}")
         if not spec.objectives:
             raise SpecError(f"{source}: [[objectives]] is empty")
+        metrics = [o.metric for o in spec.objectives]
+        if len(set(metrics)) != len(metrics):
+            raise SpecError(f"{source}: [[objectives]] name a metric twice")
+        for metric in metrics:
+            if metric in names:
+                raise SpecError(f"{source}: objective {metric!r} is also a parameter")
+        for name in names:
+            if name in RESERVED:
+                raise SpecError(f"{source}: [parameters.{name}]: {name!r} is a reserved column")
         if spec.pareto and len(spec.objectives) < 2:
             raise SpecError(f"{source}: pareto = true needs at least two [[objectives]]")
         if spec.method is not None:
@@ -250,6 +388,8 @@ class Spec:
 
     def parametrization(self) -> ng.p.Dict:
         """The Nevergrad search space, with the infeasible combinations as constraints."""
+        import nevergrad as ng
+
         space = ng.p.Dict(**{p.name: p.parameter() for p in self.parameters})
         space.register_cheap_constraint(self.is_feasible)
         return space
@@ -299,21 +439,60 @@ class Spec:
                 raise SpecError(f"{where}: the combination {rule.when} is infeasible{why}")
         return out
 
+    def finite_points(self, limit: int = 20_000) -> list[dict[str, Any]] | None:
+        """Every feasible point of a space of choices and integers, in a fixed order; None
+        for a space with a continuous parameter or more than ``limit`` points."""
+        import itertools
+
+        axes = []
+        size = 1
+        for p in self.parameters:
+            if p.kind in ("float", "log"):
+                return None
+            if p.kind == "int":
+                assert p.low is not None and p.high is not None
+                axis: list[Any] = list(range(int(p.low), int(p.high) + 1))
+            else:
+                axis = list(p.choices)
+            size *= len(axis)
+            if size > limit:
+                return None
+            axes.append(axis)
+        points = (dict(zip(self.names, combo, strict=True)) for combo in itertools.product(*axes))
+        return [v for v in points if self.is_feasible(v)]
+
     # -- objectives -----------------------------------------------------------------------
-    def loss(self, metrics: dict[str, float], weights: list[float] | None = None) -> float:
+    def loss(self, metrics: dict[str, Any], weights: list[float] | None = None) -> float:
         """What the optimizer minimises: minus the weighted sum of the objectives, each
         oriented so that larger is better (``weights`` overrides the spec's)."""
         total = 0.0
         for objective, weight in zip(
             self.objectives, weights or [o.weight for o in self.objectives], strict=True
         ):
-            value = metrics[objective.metric]
+            value = objective.number(metrics[objective.metric])
             total += weight * (value if objective.goal == "max" else -value)
         return -total
 
-    def score(self, metrics: dict[str, float]) -> float:
-        """The campaign's single figure of merit (larger is better): the weighted sum."""
+    def score(self, metrics: dict[str, Any]) -> float:
+        """The campaign's single figure of merit: the objective itself when there is one
+        (in its own sense: the best hse_gap of a minimised one is the lowest), else the
+        weighted sum with every objective oriented so that larger is better."""
+        if len(self.objectives) == 1:
+            return self.objectives[0].number(metrics[self.objectives[0].metric])
         return -self.loss(metrics)
+
+    def better(self, a: float, b: float) -> bool:
+        """Score ``a`` beats ``b`` (a single minimised objective: lower is better)."""
+        minimised = len(self.objectives) == 1 and self.objectives[0].goal == "min"
+        return a < b if minimised else a > b
+
+    @property
+    def score_label(self) -> str:
+        if len(self.objectives) == 1:
+            return self.objectives[0].label
+        return "weighted score: " + " + ".join(
+            f"{o.weight:g}·{'' if o.goal == 'max' else '−'}{o.metric}" for o in self.objectives
+        )
 
 
 def load_spec(path: str | Path) -> Spec:
@@ -404,7 +583,38 @@ def _parameter(name: str, entry: Any, source: str) -> Parameter:
             raise SpecError(f"{where} low = {low} must be > 0 for a log-scaled parameter")
         if kind == "int" and (low != int(low) or high != int(high)):
             raise SpecError(f"{where} bounds of an integer parameter must be integers")
-        param = Parameter(name, kind, unit, float(low), float(high), description=description)
+        step, decimals = entry.pop("step", None), entry.pop("decimals", None)
+        if step is not None:
+            if kind not in ("float", "log"):
+                raise SpecError(f"{where} step applies to float and log parameters only")
+            if (
+                isinstance(step, bool)
+                or not isinstance(step, int | float)
+                or not 0 < step <= high - low
+            ):
+                raise SpecError(f"{where} step = {step!r} must be a number in (0, high - low]")
+            step = float(step)
+        if decimals is not None:
+            if kind not in ("float", "log") or step is not None:
+                raise SpecError(
+                    f"{where} decimals applies to float and log parameters without step"
+                )
+            if (
+                isinstance(decimals, bool)
+                or not isinstance(decimals, int)
+                or not 0 <= decimals <= 12
+            ):
+                raise SpecError(f"{where} decimals = {decimals!r} must be an integer in 0..12")
+        param = Parameter(
+            name,
+            kind,
+            unit,
+            float(low),
+            float(high),
+            description=description,
+            step=step,
+            decimals=decimals,
+        )
     if entry:
         raise SpecError(f"{where}: unknown key(s) {sorted(entry)}")
     return param
@@ -435,11 +645,54 @@ def _objective(index: int, entry: Any, source: str) -> Objective:
     where = f"{source}: [[objectives]] #{index + 1}"
     entry = dict(_table(entry, source, f"[[objectives]] #{index + 1}"))
     metric = entry.pop("metric", None)
-    if metric not in METRICS:
-        raise SpecError(f"{where} metric = {metric!r} must be one of {list(METRICS)}")
-    goal = entry.pop("goal", METRICS[metric])
-    if goal not in ("max", "min"):
-        raise SpecError(f"{where} goal = {goal!r} must be 'max' or 'min'")
+    if not isinstance(metric, str) or not METRIC_PATTERN.fullmatch(metric):
+        raise SpecError(
+            f"{where} metric = {metric!r} must name a column (letters, digits, '_', '.', '-'; "
+            f"built in, from I–V files: {', '.join(DERIVED)})"
+        )
+    if metric in RESERVED:
+        raise SpecError(f"{where} metric = {metric!r} is a reserved column name")
+    sense = METRICS.get(metric)
+    low = high = None
+    goal = entry.pop("goal", sense)
+    if goal not in GOALS:
+        raise SpecError(
+            f"{where} goal = {goal!r} must be 'max' or 'min' (or maximise/minimise)"
+            + ("" if sense else f": {metric} is not built in, so say which")
+        )
+    goal = GOALS[goal]
+    unit = entry.pop("unit", "")
+    if not isinstance(unit, str):
+        raise SpecError(f"{where} unit = {unit!r} must be a string")
+    levels = entry.pop("levels", None)
+    if levels is not None:
+        if metric in DERIVED:
+            raise SpecError(f"{where} {metric} is a number, not an ordinal outcome")
+        if (
+            not isinstance(levels, list)
+            or len(levels) < 2
+            or not all(isinstance(v, str) and v.strip() for v in levels)
+            or len({v.strip().casefold() for v in levels}) != len(levels)
+        ):
+            raise SpecError(f"{where} levels must list at least two distinct names, worst first")
+    for key in ("low", "high"):
+        bound = entry.pop(key, None)
+        if bound is None:
+            continue
+        if (
+            isinstance(bound, bool)
+            or not isinstance(bound, int | float)
+            or not math.isfinite(bound)
+        ):
+            raise SpecError(f"{where} {key} = {bound!r} must be a finite number")
+        if levels is not None:
+            raise SpecError(f"{where} {key}: an ordinal outcome has levels, not bounds")
+        if key == "low":
+            low = float(bound)
+        else:
+            high = float(bound)
+    if low is not None and high is not None and not low < high:
+        raise SpecError(f"{where} low = {low:g} must be below high = {high:g}")
     weight = entry.pop("weight", 1.0)
     if (
         isinstance(weight, bool)
@@ -449,4 +702,6 @@ def _objective(index: int, entry: Any, source: str) -> Objective:
         raise SpecError(f"{where} weight = {weight!r} must be a positive number")
     if entry:
         raise SpecError(f"{where}: unknown key(s) {sorted(entry)}")
-    return Objective(metric, goal, float(weight))
+    return Objective(
+        metric, goal, float(weight), unit, low, high, tuple(v.strip() for v in levels or ())
+    )

@@ -91,6 +91,8 @@ class Hardware:
         self.calls = 0
         self.bytecodes = 0  # firmware bytecodes charged so far (in-process runtime)
         self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
+        self.pending_viper = 0  # opcodes of @micropython.viper code, idem
+        self.pending_native = 0  # opcodes of @micropython.native code, idem
         self.charge_link_work = False  # see link_bytes
         self._link_work = 0  # bytes and frame delimiters not yet charged (link_bytes)
         self._link_frames = 0
@@ -131,11 +133,18 @@ class Hardware:
             raise BoardReset(cause)
 
     def flush_compute(self) -> None:
-        """Charge the bytecodes the firmware ran since the last call."""
+        """Charge the bytecodes the firmware ran since the last call (interpreted, and in
+        viper and native functions at their own costs: emulator/clock.py)."""
         n, self.pending_bytecodes = self.pending_bytecodes, 0
         if n:
             self.bytecodes += n
             self.model.charge("bytecode", n)
+        v, self.pending_viper = self.pending_viper, 0
+        if v:
+            self.model.charge("viper_op", v)
+        w, self.pending_native = self.pending_native, 0
+        if w:
+            self.model.charge("native_op", w)
 
     def link_bytes(self, data: bytes) -> None:
         """Host-link traffic (either direction): its energy, and, where the firmware's
@@ -202,7 +211,7 @@ class Hardware:
             self._reset_request = None
             self.ready.clear()
             self.kbd_char = -1  # the port's own boot is not interruptible; main.py is
-            self.pending_bytecodes = 0
+            self.pending_bytecodes = self.pending_viper = self.pending_native = 0
             self._pins.clear()
 
     # -- the calls ---------------------------------------------------------------------

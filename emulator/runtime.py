@@ -51,6 +51,11 @@ def _identity(x: Any) -> Any:
     return x
 
 
+VIPER_BUILTINS = {"ptr8": _identity, "ptr16": _identity, "ptr32": _identity, "uint": int}
+"""Viper's pointer casts and type names under CPython: the firmware's viper functions
+index the typed buffers (`array`, `bytearray`) they are given, so a cast is the buffer."""
+
+
 def print_exception_mpy(exc: BaseException, file: Any) -> None:
     """A traceback as MicroPython prints it (file, line, function; no source lines)."""
     lines = ["Traceback (most recent call last):"]
@@ -85,7 +90,11 @@ class FirmwareNamespace:
         self.firmware_dir = Path(firmware_dir)
         self.modules: dict[str, types.ModuleType] = {}
         self._builtins = dict(builtins.__dict__)
+        self._builtins.update(VIPER_BUILTINS)
         self._builtins["__import__"] = self._import
+        # Code objects of the firmware's @micropython.viper / @micropython.native
+        # functions -> the cost-table op their opcodes are charged as (emulator/clock.py).
+        self.emitted: dict[types.CodeType, str] = {}
         self._builtins["print"] = self._print
         self._stdout = stdout
         self._lock = threading.RLock()
@@ -128,8 +137,8 @@ class FirmwareNamespace:
         mod = types.ModuleType("micropython")
         mod.__dict__.update(
             const=_identity,
-            native=_identity,
-            viper=_identity,
+            native=lambda f: self._emit(f, "native_op"),
+            viper=lambda f: self._emit(f, "viper_op"),
             kbd_intr=self.hw.kbd_intr,
             mem_info=lambda *a: None,
             qstr_info=lambda *a: None,
@@ -140,6 +149,11 @@ class FirmwareNamespace:
             schedule=lambda f, arg: f(arg),
         )
         return mod
+
+    def _emit(self, func: Any, op: str) -> Any:
+        """`@micropython.viper` / `native`: run as Python, charged at the op's cost."""
+        self.emitted[func.__code__] = op
+        return func
 
     def _sys_module(self, stdin: Any, stdout: Any) -> types.ModuleType:
         mod = types.ModuleType("sys")
@@ -275,12 +289,29 @@ class InProcessBoard(EmulatedBoard):
     # The firmware's own computation is charged per bytecode it executes (the cost
     # table's "bytecode"), counted with CPython's opcode tracing in firmware frames only:
     # deterministic, and close to MicroPython's bytecode count for the same source.
+    # Opcodes of viper and native functions are counted apart and charged at their cost.
     def _trace_call(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if frame.f_code.co_filename in self._traced:
             frame.f_trace_opcodes = True
             frame.f_trace_lines = False
+            ns = self.namespace
+            op = ns.emitted.get(frame.f_code) if ns is not None else None
+            if op == "viper_op":
+                return self._trace_viper
+            if op == "native_op":
+                return self._trace_native
             return self._trace_opcode
         return None
+
+    def _trace_viper(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            self.hw.pending_viper += 1
+        return self._trace_viper
+
+    def _trace_native(self, frame: types.FrameType, event: str, arg: Any) -> Any:
+        if event == "opcode":
+            self.hw.pending_native += 1
+        return self._trace_native
 
     def _trace_opcode(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if event == "opcode":

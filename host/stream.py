@@ -39,6 +39,43 @@ from xbar.training.errors import XbarError
 DEFAULT_BAUD = 921_600
 
 
+@dataclass(frozen=True)
+class LinkProfile:
+    """A host link's payload byte rate; `duplex`: each direction has its own wire (a UART),
+    else both share one bus (USB)."""
+
+    name: str
+    bytes_per_s: float
+    duplex: bool
+
+
+LINKS = {
+    # 8N1 framing: start bit, 8 data bits, stop bit.
+    "uart-921600": LinkProfile("UART 921600 baud", DEFAULT_BAUD / 10, True),
+    # USB 2.0 spec §5.8.4, Table 5-9: full speed (12 Mb/s) carries at most 19 bulk
+    # transactions of 64 bytes per 1 ms frame; an RP2040's USB-CDC ignores the baud setting.
+    "usb-cdc": LinkProfile("USB-CDC full speed", 19 * 64 * 1000, False),
+}
+
+
+def link_limit(board_s: float, up_bytes: float, down_bytes: float, link: LinkProfile) -> dict:
+    """A stream's rate when each inference takes `board_s` of board time and carries
+    `up_bytes` to the board and `down_bytes` back, with the board and the line working in
+    parallel (frames in flight): inferences/s, which one limits, and how busy each is."""
+    line_s = (
+        max(up_bytes, down_bytes) / link.bytes_per_s
+        if link.duplex
+        else (up_bytes + down_bytes) / link.bytes_per_s
+    )
+    period = max(board_s, line_s)
+    return {
+        "per_s": 1.0 / period,
+        "limit": "board" if board_s >= line_s else "line",
+        "board_busy": board_s / period,
+        "line_busy": line_s / period,
+    }
+
+
 class InputError(XbarError, ValueError):
     """Inputs or labels that cannot be streamed; says which file and why."""
 
@@ -290,7 +327,8 @@ def dataset_inputs(art: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
     if task.n_features != art.quantized.shape[0]:
         raise InputError(
             f"the {name} dataset has {task.n_features} features, the model "
-            f"takes {art.quantized.shape[0]}: pass --input"
+            f"takes {art.quantized.shape[0]}: it was trained on "
+            f"{art.metadata.get('task', 'another task')}"
         )
     return art.quantized.quantize_input(task.x_test), task.y_test
 

@@ -119,7 +119,7 @@ def test_mcu_idle_and_active_power(device):
     board.sleep_us(1000)
     idle = board.ledger.since(m)["mcu"]
     m = board.ledger.mark()
-    board.charge("bytecode", 125_000 // 60)
+    board.charge("bytecode", 125_000 // CYCLE_COSTS["bytecode"])
     active = board.ledger.since(m)["mcu"]
     assert idle == pytest.approx(board.power.mcu_idle_w * 1e-3)
     assert active == pytest.approx(board.power.mcu_active_w * 1e-3, rel=1e-3)

@@ -9,6 +9,7 @@ Ctrl-C seen while the firmware computes).
 import os
 import struct
 
+import micropython
 from _emu_wire import (
     CALIBRATE,
     E_INTERRUPT,
@@ -29,7 +30,9 @@ from _emu_wire import (
     UNIQUE_ID,
     WDT_FEED,
     WDT_START,
+    WORK,
 )
+from _emu_work import W as _work
 
 _fds = os.getenv("XBAR_BRIDGE").split(",")
 _r = open("/dev/fd/" + _fds[0], "rb")  # noqa: SIM115 - open for the interpreter's life
@@ -48,8 +51,33 @@ def _exact(n):
     return data
 
 
-def _call(op, payload):
+def _unlock():
+    """A machine call stands in for C code, which allocates nothing: the bridge's own
+    allocations must not meet the firmware's micropython.heap_lock(). Returns the lock
+    depth to restore (_relock)."""
+    micropython.heap_lock()
+    depth = 0
+    while micropython.heap_unlock():
+        depth += 1
+    return depth
+
+
+def _relock(depth):
+    for _ in range(depth):
+        micropython.heap_lock()
+
+
+def _send(op, payload):
+    """Write one request, preceded by the counted firmware's work since the last one."""
+    w = _work
+    if w[0] or w[1] or w[2]:
+        _w.write(_pack("<BHIII", WORK, 12, w[0], w[1], w[2]))
+        w[0] = w[1] = w[2] = 0
     _w.write(_pack("<BH", op, len(payload)) + payload)
+
+
+def _call(op, payload):
+    _send(op, payload)
     head = _exact(3)
     n = head[1] | (head[2] << 8)
     data = _exact(n) if n else b""
@@ -65,51 +93,95 @@ def _call(op, payload):
 
 
 def _post(op, payload):
-    _w.write(_pack("<BH", op, len(payload)) + payload)
+    _send(op, payload)
 
 
 def pin_init(pin):
-    _call(PIN_INIT, _pack("<B", pin & 0xFF) if 0 <= pin < 256 else b"\xff")
+    d = _unlock()
+    try:
+        _call(PIN_INIT, _pack("<B", pin & 0xFF) if 0 <= pin < 256 else b"\xff")
+    finally:
+        _relock(d)
 
 
 def pin_write(pin, value):
-    _post(PIN_WRITE, _pack("<BB", pin, value))
+    d = _unlock()
+    try:
+        _post(PIN_WRITE, _pack("<BB", pin, value))
+    finally:
+        _relock(d)
 
 
 def pin_read(pin):
-    return _call(PIN_READ, _pack("<B", pin))[0]
+    d = _unlock()
+    try:
+        return _call(PIN_READ, _pack("<B", pin))[0]
+    finally:
+        _relock(d)
 
 
 def spi_init(bus, baudrate, polarity, phase, sck, mosi, miso):
-    _call(SPI_INIT, _pack("<BIBBbbb", bus, baudrate, polarity, phase, sck, mosi, miso))
+    d = _unlock()
+    try:
+        _call(SPI_INIT, _pack("<BIBBbbb", bus, baudrate, polarity, phase, sck, mosi, miso))
+    finally:
+        _relock(d)
 
 
 def spi(bus, baudrate, tx):
-    return _call(SPI, _pack("<BI", bus, baudrate) + bytes(tx))
+    d = _unlock()
+    try:
+        return _call(SPI, _pack("<BI", bus, baudrate) + bytes(tx))
+    finally:
+        _relock(d)
 
 
 def sleep_us(us):
-    _post(SLEEP_US, _pack("<I", us))
+    d = _unlock()
+    try:
+        _post(SLEEP_US, _pack("<I", us))
+    finally:
+        _relock(d)
 
 
 def ticks_us():
-    return _unpack("<Q", _call(TICKS_US, b""))[0]
+    d = _unlock()
+    try:
+        return _unpack("<Q", _call(TICKS_US, b""))[0]
+    finally:
+        _relock(d)
 
 
 def ticks_cpu():
-    return _unpack("<Q", _call(TICKS_CPU, b""))[0]
+    d = _unlock()
+    try:
+        return _unpack("<Q", _call(TICKS_CPU, b""))[0]
+    finally:
+        _relock(d)
 
 
 def wdt_start(timeout_ms):
-    _call(WDT_START, _pack("<I", timeout_ms))
+    d = _unlock()
+    try:
+        _call(WDT_START, _pack("<I", timeout_ms))
+    finally:
+        _relock(d)
 
 
 def wdt_feed():
-    _post(WDT_FEED, b"")
+    d = _unlock()
+    try:
+        _post(WDT_FEED, b"")
+    finally:
+        _relock(d)
 
 
 def freq():
-    return _unpack("<I", _call(FREQ, b""))[0]
+    d = _unlock()
+    try:
+        return _unpack("<I", _call(FREQ, b""))[0]
+    finally:
+        _relock(d)
 
 
 def reset():
@@ -119,15 +191,27 @@ def reset():
 
 
 def reset_cause():
-    return _call(RESET_CAUSE, b"")[0]
+    d = _unlock()
+    try:
+        return _call(RESET_CAUSE, b"")[0]
+    finally:
+        _relock(d)
 
 
 def unique_id():
-    return _call(UNIQUE_ID, b"")
+    d = _unlock()
+    try:
+        return _call(UNIQUE_ID, b"")
+    finally:
+        _relock(d)
 
 
 def kbd_intr(char):
-    _call(KBD_INTR, _pack("<b", char if -1 <= char < 128 else -1))
+    d = _unlock()
+    try:
+        _call(KBD_INTR, _pack("<b", char if -1 <= char < 128 else -1))
+    finally:
+        _relock(d)
 
 
 def calibrate(step):

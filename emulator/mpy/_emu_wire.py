@@ -37,6 +37,7 @@ UNIQUE_ID = 0x55  # U
 KBD_INTR = 0x4B  # K
 CALIBRATE = 0x4C  # L: compute-meter calibration step (see mpy_bridge.ComputeMeter)
 NOP = 0x6C  # l: posted no-op (calibrates the cost of a posted call)
+WORK = 0x77  # w: opcodes the counted firmware ran since the last call (work_count.py)
 
 OPS = {
     PIN_INIT: ("pin_init", "<B", None),
@@ -56,6 +57,7 @@ OPS = {
     KBD_INTR: ("kbd_intr", "<b", None),
     CALIBRATE: ("calibrate", "<i", None),
     NOP: ("nop", "", None),
+    WORK: ("work", "<III", None),
 }
 
 # Ops whose caller waits for a response (the others are posted and not answered).

@@ -1,0 +1,209 @@
+"""Board time per inference in both emulator runtimes, on the calibrated clock.
+
+    python -m benchmarks.bench_board_time [--n 20]
+
+For each model (digits 64-64-64-10 on xbar-5x64x64; iris 4-5-3 on one 10×10 array,
+xbar-10x10) and each runtime (in-process: the firmware under CPython, its opcodes traced;
+MicroPython: the real unix-port interpreter running the counted firmware,
+emulator/work_count.py), the model's conductances are placed directly
+(`BoardModel.place`), the model is LOADed, one INFER warms up and then `n` INFER requests
+run; board time is the board clock's advance over those `n`, divided by `n` (frame
+decoding and the response included). Split:
+
+* compute: cycles charged for firmware work (opcodes, machine-call overheads;
+  emulator/clock.py, calibrated on the published RP2040 loop figure);
+* SPI: wire time of the SPI bytes sent, at the rates the RP2040 divider produces;
+* waits: the MCU idle (DAC settling, sleeps).
+
+"SPI floor" is the SPI wire time alone: the board time if computation and waits took
+nothing, for the frames this firmware sends. Inferences/s per link: a stream whose board
+time per inference is the figure above, against the line's byte rate for the bytes one
+full INFER_STREAM frame carries per input (request and answer, COBS framing
+included): the smaller of the two rates, and which one limits
+(`xbar.host.stream.link_limit`). Noise off; outputs compared with the crossbar model's
+reference (`CrossbarModel.reference`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import struct
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+from xbar.firmware import protocol as P
+from xbar.host.board import Board, CrossbarModel
+from xbar.host.stream import LINKS, link_limit
+
+from benchmarks.run_all import run_meta, write_results
+
+V_READ = 0.2
+TARGET_MS = {"digits": 3.0, "iris": 0.5}
+AGREE = 0.15
+
+
+def digits_layers() -> tuple[list[Any], np.ndarray]:
+    from xbar.training.quantize import digits_mlp
+
+    model, data = digits_mlp(hidden=(64, 64), seed=0)
+    return model.layers, data["x_test_q"]
+
+
+def iris_layers() -> tuple[list[Any], np.ndarray]:
+    from xbar.training.artifact import load_artifact
+
+    from benchmarks.models import iris_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        art = load_artifact(iris_artifact(Path(tmp)))
+    rng = np.random.default_rng(0)
+    return art.quantized.layers, rng.integers(0, 256, size=(64, 4))
+
+
+def measure(
+    profile: str, layers: list[Any], xs: np.ndarray, n: int, micropython: bool, seed: int = 0
+) -> dict[str, Any]:
+    """Board time per INFER in one runtime (module docstring)."""
+    url = f"emu://{profile}?seed={seed}&device=pvk-best&noise=off"
+    if micropython:
+        url += "&micropython=1"
+    board = Board(url, timeout=600)
+    emu = board.link.port.board  # type: ignore[attr-defined]
+    try:
+        info = board.info()
+        bm = emu.model
+        cm = CrossbarModel.from_layers(
+            layers,
+            arrays=info.arrays,
+            rows=info.rows,
+            cols=info.cols,
+            g_min=bm.device.g_min,
+            g_max=bm.device.g_max,
+            v_read=V_READ,
+        )
+        bm.place(cm.targets())
+        board.load(cm, program=False)
+        board.infer(xs[0])  # warm-up; its unflushed tail is the same at both ends
+
+        def snap() -> tuple[int, int, int]:
+            if micropython:
+                time.sleep(0.2)  # the interpreter's tail after its last answer
+            emu.settle()
+            with emu.hw.lock:
+                clock = bm.clock
+                return clock.cycles, clock.idle_cycles, bm.diagnostics["charge_cycles"]
+
+        c0, i0, k0 = snap()
+        diffs = []
+        for x in tqdm(xs[1 : n + 1], desc=f"{profile} {'mpy' if micropython else 'inproc'}"):
+            y = board.infer(x)
+            ref, _ = cm.reference(x)
+            diffs.append(int(np.abs(np.asarray(y) - np.asarray(ref)).max()))
+        c1, i1, k1 = snap()
+    finally:
+        board.close()
+        emu.stop()
+    hz = emu.hw.hz()
+    total, idle, compute = (c1 - c0) / n, (i1 - i0) / n, (k1 - k0) / n
+    spi = total - idle - compute
+    return {
+        "board_ms": 1e3 * total / hz,
+        "compute_ms": 1e3 * compute / hz,
+        "spi_ms": 1e3 * spi / hz,
+        "waits_ms": 1e3 * idle / hz,
+        "max_abs_diff_lsb": max(diffs),
+        "n_in": cm.layers[0].n_in,
+        "n_out": cm.layers[-1].n_out,
+    }
+
+
+def stream_bytes(n_in: int, n_out: int) -> tuple[float, float]:
+    """Wire bytes per input of the INFER_STREAM frames `Board.stream` sends by default (as
+    many inputs as one frame holds, at most 255): (host->board, board->host), COBS
+    framing included."""
+    hdr, rs = struct.calcsize(P.STREAM_REQ), struct.calcsize(P.STREAM_RESP)
+    per = max(1, min(255, (P.MAX_PAYLOAD - hdr) // n_in, (P.MAX_PAYLOAD - rs) // (2 * n_out)))
+    req = P.encode(P.INFER_STREAM, 1, bytes(hdr + per * n_in))
+    resp = P.encode(P.INFER_STREAM, 1, bytes(rs + 2 * per * n_out))
+    return len(req) / per, len(resp) / per
+
+
+def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> str:
+    links = list(LINKS)
+    head = (
+        "| model | profile | runtime | board ms / inference | compute | SPI | waits "
+        "| SPI floor | target | "
+        + " | ".join(f"inf/s {k} (limit)" for k in links)
+        + " |\n|"
+        + "---|" * (9 + len(links))
+        + "\n"
+    )
+    body = ""
+    for r in rows:
+        rates = " | ".join(
+            f"{r['links'][k]['per_s']:.0f} ({r['links'][k]['limit']})" for k in links
+        )
+        body += (
+            f"| {r['model']} | {r['profile']} | {r['runtime']} | {r['board_ms']:.2f} "
+            f"| {r['compute_ms']:.2f} | {r['spi_ms']:.3f} | {r['waits_ms']:.3f} "
+            f"| {r['spi_ms']:.3f} | ≤ {TARGET_MS[r['model']]} | {rates} |\n"
+        )
+    agree = "".join(
+        f"- {m}: MicroPython / in-process board time = {ratio:.3f} "
+        f"({'within' if abs(ratio - 1) <= AGREE else 'outside'} ±{AGREE:.0%})\n"
+        for m, ratio in meta["agreement"].items()
+    )
+    return (
+        "## Board time\n\n"
+        f"Command: `{command}`; {meta['n']} INFER requests per row after one warm-up, noise "
+        "off, outputs equal to the int8 reference in every row "
+        f"({'yes' if meta['exact'] else 'NO'}). Clock: emulator/clock.py (interpreted "
+        "opcodes calibrated on the published RP2040 loop figure; SPI at the produced "
+        "rates; machine-call overheads estimated). SPI floor = SPI wire time of the "
+        "frames sent. Inferences/s: min(board rate, line rate) for full INFER_STREAM frames "
+        "(as many inputs as one frame holds).\n\n" + head + body + "\n" + agree
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=20, help="INFER requests per row")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = ap.parse_args(argv)
+    models = {
+        "digits": ("xbar-5x64x64", *digits_layers()),
+        "iris": ("xbar-10x10", *iris_layers()),
+    }
+    rows = []
+    for name, (profile, layers, xs) in models.items():
+        for mpy in (False, True):
+            r = measure(profile, layers, xs, args.n, mpy)
+            up, down = stream_bytes(r["n_in"], r["n_out"])
+            r["links"] = {
+                k: link_limit(r["board_ms"] * 1e-3, up, down, link) for k, link in LINKS.items()
+            }
+            r.update(model=name, profile=profile, runtime="MicroPython" if mpy else "in-process")
+            rows.append(r)
+            print(
+                f"{name} {r['runtime']}: {r['board_ms']:.2f} ms (compute {r['compute_ms']:.2f},"
+                f" SPI {r['spi_ms']:.3f}, waits {r['waits_ms']:.3f}), diff {r['max_abs_diff_lsb']}"
+            )
+    agreement = {}
+    for name in models:
+        a, b = (r["board_ms"] for r in rows if r["model"] == name)
+        agreement[name] = b / a
+    meta = {
+        **run_meta("bench_board_time", args, ap),
+        "n": args.n,
+        "agreement": agreement,
+        "max_abs_diff_lsb": max(r["max_abs_diff_lsb"] for r in rows),
+    }
+    write_results("bench_board_time", meta, rows, markdown(rows, meta, meta["command"]), args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -91,14 +91,18 @@ def ingest_file(store: CampaignStore, path: str | Path, who: str | None = None) 
     digest = sha256_of(data)
     if store.ingested(digest):
         return IngestReport(str(path), 0, skipped=True)
-    if path.suffix.lower() in (".xlsx", ".xlsm") or _looks_like_iv(data):
+    if path.suffix.lower() in (".xlsx", ".xlsm") or _looks_like_iv(data, store.spec):
         return _ingest_iv(store, path, digest)
     return _ingest_sheet(store, path, data, digest, who or whoami())
 
 
-def _looks_like_iv(data: bytes) -> bool:
+def _looks_like_iv(data: bytes, spec: Spec) -> bool:
+    """An I–V file: its first column is ``voltage`` and no other column is one a results
+    sheet has (a campaign may well have a parameter called voltage)."""
     first = data.decode("utf-8-sig", errors="replace").split("\n", 1)[0]
-    return first.split(",", 1)[0].strip().lower() == "voltage"
+    cells = [_normal(split_header(c)[0]) for c in first.split(",")]
+    known = {_normal(n) for n in (*RESERVED, *spec.names, *(o.metric for o in spec.objectives))}
+    return cells[0] == "voltage" and not known & set(cells[1:])
 
 
 def _ingest_iv(store: CampaignStore, path: Path, digest: str) -> IngestReport:

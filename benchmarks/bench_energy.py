@@ -1,15 +1,20 @@
-"""Energy per inference of the demo model, by part, beside a digital int8 estimate.
+"""Energy per inference by part (rev B board), beside a digital int8 estimate and an
+integrated-macro projection.
 
 `xbar bench energy`'s measurement (`host.energy_report.measure`) on the in-process emulated
-board: the demo network (digits MLP 64-64-64-10 exported for pvk-best on
-`xbar-5x64x64`, cells placed at their targets), N held-out digits streamed, the
-emulator's energy ledger read between marks around the stream (after one warm-up
-inference): array, array wiring, DACs, ADCs, TIAs, switches, MCU and link, in board time.
+board, for the demo network (digits MLP 64-64-64-10 on `xbar-5x64x64`) and iris 4-5-3 on
+`xbar-10x10`, exported for pvk-best with cells placed at their targets: N held-out inputs
+streamed, the emulator's energy ledger read between marks around the stream (after one
+warm-up inference), every part in board time with the power states the firmware sets.
 The digital int8 baseline is the same network computed in software on the same MCU — a
-cycle-count **estimate** (`host.energy_report.digital_baseline`), not a measurement.
+cycle-count **estimate** (`host.energy_report.digital_baseline`). The integrated-macro
+column is a **projection** (`emulator.macro`): V²·G·t from the board's conductances plus
+published per-operation ADC, row-driver and accumulation energies. Parts driven outside
+their ratings are counted (`rating_errors`, must be 0).
 
-Run: ``python -m benchmarks.bench_energy`` (options: --n, --noise, --out). Writes
-``bench_energy.json``, ``bench_energy.md`` and ``bench_energy.png``.
+Run: ``python -m benchmarks.bench_energy`` (options: --n-digits, --n-iris, --noise, --out).
+Writes ``bench_energy.json``, ``bench_energy.md``, ``bench_energy.png`` (digits) and
+``bench_energy_iris.png``.
 """
 
 from __future__ import annotations
@@ -19,7 +24,6 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import serial
 import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.emulator.energy import PowerFigures
@@ -29,75 +33,118 @@ from xbar.host.energy_report import CYCLES_PER_MAC, CYCLES_PER_OUTPUT, measure, 
 from benchmarks.bench_link import DEVICE, make_artifact, place
 from benchmarks.run_all import run_meta, write_results
 
-
-def markdown(r: dict, meta: dict) -> str:
-    lines = [
-        "## Energy per inference (demo model, emulator ledger)",
-        "",
-        f"Command: `{meta['command']}` — {meta['machine']}, {meta['date']}.",
-        "",
-        f"{r['model']} on `{r['profile']}` ({DEVICE}, noise {meta['noise']}), {r['n']} "
-        "held-out digits streamed through the in-process emulated board; energy measured "
-        "by the emulator's ledger between marks around the stream, per inference. The "
-        "digital baseline is an ESTIMATE: MACs × "
-        f"{CYCLES_PER_MAC} + outputs × {CYCLES_PER_OUTPUT} cycles (Cortex-M0+ instruction "
-        "timings) at 125 MHz and the MCU's active power. Plot: `benchmarks/results/"
-        "bench_energy.png`.",
-        "",
-        "| part | µJ per inference | share |",
-        "|---|---:|---:|",
-    ]
-    total = sum(r["parts"].values())
-    for part, joules in sorted(r["parts"].items(), key=lambda kv: -kv[1]):
-        lines.append(f"| {part} | {joules * 1e6:.3f} | {joules / total:.1%} |")
-    b = r["baseline"]
-    lines += [
-        f"| **total (measured)** | **{total * 1e6:.3f}** | |",
-        "",
-        f"Board time {r['board_ms']:.3f} ms per inference; link {r['link_bytes']} B per "
-        f"inference. Digital int8 baseline (estimate): {b['macs']} MACs, {b['cycles']} "
-        f"cycles = {b['seconds'] * 1e3:.3f} ms, {b['joules'] * 1e6:.3f} µJ of MCU energy "
-        f"per inference; the analog board's measured total is {total / b['joules']:.0f}× "
-        "this estimate (static power of the TIAs, DACs and ADCs over the board time).",
-    ]
-    return "\n".join(lines) + "\n"
+TARGETS_MJ = {"digits": 5.0, "iris": 0.1}  # issue targets, mJ per inference
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=20, help="digits streamed")
-    parser.add_argument("--noise", default="default", choices=["default", "off"])
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
-    args = parser.parse_args(argv)
+def run_model(task: str, n: int, noise: str, out: Path) -> dict:
+    """Stream n inputs of `task` through its emulated board; the report as a dict."""
     with tempfile.TemporaryDirectory() as tmp:
-        art, task = make_artifact("digits", Path(tmp))
+        art, data = make_artifact(task, Path(tmp))
     assert art.plan is not None
-    x = art.quantized.quantize_input(task.x_test)[: args.n]
-    url = f"emu://{art.geometry['profile']}?seed=0&device={DEVICE}&noise={args.noise}"
-    port = serial.serial_for_url(url, timeout=0.05)
+    x = art.quantized.quantize_input(data.x_test)[:n]
+    profile = art.geometry["profile"]
+    port = serial.serial_for_url(
+        f"emu://{profile}?seed=0&device={DEVICE}&noise={noise}", timeout=0.05
+    )
     try:
         emulated = port.board  # type: ignore[attr-defined]
         place(emulated, art)
         with Board(port, timeout=600) as board:
             report = measure(board, art.plan, x, emulated.model.power or PowerFigures())
+        diag = dict(emulated.model.diagnostics)
     finally:
         port.close()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    plot(report, out / "bench_energy.png")
-    result = {
-        "model": f"digits MLP {'-'.join(map(str, art.quantized.shape))}",
-        "profile": art.geometry["profile"],
+    name = f"{task} MLP {'-'.join(map(str, art.quantized.shape))}"
+    png = out / ("bench_energy.png" if task == "digits" else f"bench_energy_{task}.png")
+    plot(report, png, f"{name} on {report.board_name}")
+    assert report.macro is not None
+    return {
+        "task": task,
+        "model": name,
+        "profile": profile,
+        "board": report.board_name,
         "n": report.n,
-        "measured": report.measured,
         "parts": report.per_inference,
+        "total_j": report.total,
+        "target_j": TARGETS_MJ[task] * 1e-3,
         "board_ms": report.board_seconds * 1e3,
         "link_bytes": report.link_bytes,
         "baseline": asdict(report.baseline),
-        "total_j": float(np.sum(list(report.per_inference.values()))),
+        "macro": report.macro.to_dict(),
+        "rating_errors": report.rating_errors,
+        "rating_errors_board": diag.get("rating_errors", 0),
+        "adc_wake_violations": diag.get("adc_wake_violations", 0),
+        "png": png.name,
     }
+
+
+def markdown(results: list[dict], meta: dict) -> str:
+    lines = [
+        "## Energy per inference (rev B board, emulator ledger)",
+        "",
+        f"Command: `{meta['command']}` — {meta['machine']}, {meta['date']}.",
+        "",
+        f"Models exported for {DEVICE}, cells placed at their targets, noise {meta['noise']}; "
+        "inputs streamed through the in-process emulated board and the energy read from the "
+        "emulator's ledger between marks around the stream, per inference, in board time "
+        "with the firmware's power states (analog parts on only around each layer). Board "
+        "time is the in-process runtime's clock as committed when this ran (it changes with "
+        "the firmware's speed). The digital baseline is an ESTIMATE: MACs × "
+        f"{CYCLES_PER_MAC} + outputs × {CYCLES_PER_OUTPUT} cycles at 125 MHz and the MCU's "
+        "active power. The integrated macro is a PROJECTION (`emulator/macro.py`, figures "
+        "cited there).",
+        "",
+    ]
+    for r in results:
+        total, b, m = r["total_j"], r["baseline"], r["macro"]
+        met = "met" if total <= r["target_j"] else "NOT met"
+        lines += [
+            f"### {r['model']} on `{r['profile']}` ({r['board']}), {r['n']} inferences",
+            "",
+            "| part | µJ per inference | share |",
+            "|---|---:|---:|",
+        ]
+        for part, joules in sorted(r["parts"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {part} | {joules * 1e6:.3f} | {joules / total:.1%} |")
+        lines += [
+            f"| **total (measured)** | **{total * 1e6:.3f}** | |",
+            "",
+            f"Target ≤ {r['target_j'] * 1e3:g} mJ: {met} ({total * 1e3:.4f} mJ). Board time "
+            f"{r['board_ms']:.3f} ms per inference; link {r['link_bytes']} B per inference; "
+            f"parts outside their ratings: {r['rating_errors_board']} over the whole run.",
+            "",
+            f"Digital int8 baseline (estimate): {b['macs']} MACs, {b['cycles']} cycles = "
+            f"{b['seconds'] * 1e3:.3f} ms, {b['joules'] * 1e6:.3f} µJ per inference.",
+            "",
+            f"Integrated macro (projection, {m['figures']['node']}): "
+            f"**{m['total_j'] * 1e9:.3f} nJ** per inference "
+            f"({m['conversions']} conversions, {m['rows']} activated rows, {m['outputs']} "
+            "accumulations):",
+            "",
+            "| component | nJ per inference |",
+            "|---|---:|",
+        ]
+        for part, joules in m["parts_j"].items():
+            lines.append(f"| {part} | {joules * 1e9:.4f} |")
+        lines += ["", f"Plot: `benchmarks/results/{r['png']}`.", ""]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n-digits", type=int, default=20, help="digits streamed")
+    parser.add_argument("--n-iris", type=int, default=30, help="iris inputs streamed")
+    parser.add_argument("--noise", default="default", choices=["default", "off"])
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = [
+        run_model("digits", args.n_digits, args.noise, out),
+        run_model("iris", args.n_iris, args.noise, out),
+    ]
     meta = {**run_meta("bench_energy", args, parser), "noise": args.noise, "device": DEVICE}
-    write_results("bench_energy", meta, [result], markdown(result, meta), args.out)
+    write_results("bench_energy", meta, results, markdown(results, meta), args.out)
 
 
 if __name__ == "__main__":

@@ -100,12 +100,26 @@ DIAGNOSTIC_KEYS = (
     "adc_rate_violations",
     "adc_frames_powered_down",
     "adc_unsettled_conversions",
+    "adc_wake_violations",
     "tia_saturations",
     "cells_programmed",
     "damage_events",
     "operator_solves",
     "charge_cycles",
+    # Ratings (PowerFigures): a part driven outside its rated range or state. The total
+    # is rating_errors; per part: a line beyond its switches' signal range or its
+    # driver's output swing, a line switched to a shut-down driver or a column to a
+    # shut-down TIA, an SPI clock above a part's maximum, TIA rails beyond the ADC inputs.
+    "rating_errors",
+    "rating_switch",
+    "rating_driver",
+    "rating_driver_off",
+    "rating_tia_off",
+    "rating_spi",
+    "rating_adc_input",
 )
+
+RATING_KEYS = tuple(k for k in DIAGNOSTIC_KEYS if k.startswith("rating_") and k != "rating_errors")
 
 
 class Diagnostics(dict[str, int]):
@@ -286,13 +300,29 @@ class BoardModel:
         self._pulsing = np.zeros(p.arrays, dtype=bool)
         self._p_cells = np.zeros(p.arrays)
         self._p_wire = np.zeros(p.arrays)
-        # Static powers (W).
+        # Power gates (rev B): SHDN pulled low, so the drivers and TIAs are on from power-up
+        # until the firmware shuts them down. Rev A has no gates (always on).
         pw = self.power
+        self._shdn = {pin: g for g, pin in enumerate(p.pin_shdn[: p.gates])}
+        self._gate_on = np.ones(p.gates, dtype=bool)
+        gate_of_array = np.array([p.gate_of(a) for a in range(p.arrays)], dtype=np.int64)
+        self._line_gate = np.repeat(gate_of_array, p.lines_per_array)
+        self._col_gate = np.repeat(gate_of_array, p.cols)
+        self._is_col = (np.arange(n) % p.lines_per_array) >= p.rows
+        for chain in self.adcs:
+            chain.wake_s = pw.adc_wake_s
+        # Line voltages the DACs can set: checked against the drivers and switches only
+        # if some code could leave their rated range (never on rev B).
+        reach = (float(line_volts(0)), float(line_volts(65535)))
+        self._check_lines = not all(
+            lo <= reach[0] and reach[1] <= hi for lo, hi in (pw.driver_out_v, pw.sw_signal_v)
+        )
+        if max(abs(v) for v in pw.adc_in_v) < TIA_SAT_V:  # TIA rails beyond the ADC's inputs
+            self._rating("rating_adc_input")
+        # Static powers (W), charged while each part is on.
         self.ledger.set_power("mcu", pw.mcu_active_w)
-        self.ledger.set_power("dac", p.dac_chips * pw.dac_static_w)
-        self.ledger.set_power("switches", p.sw_chips * pw.sw_static_w)
-        self.ledger.set_power("adc", p.adc_chips * pw.adc_static_w)
-        self.ledger.set_power("tia", p.columns * pw.tia_static_w)
+        self._publish_part_power()
+        self._check_line_ratings(np.arange(n))  # power-on: every DAC at zero scale
         self.ledger.set_power("array", 0.0)
         self.ledger.set_power("array_wiring", 0.0)
         self.ledger.add("link", 0.0)
@@ -331,8 +361,89 @@ class BoardModel:
         elif pin == p.pin_adc_rst:
             for adc in self.adcs:
                 adc.power(bool(level))
-            watts = self.power.adc_static_w if level else self.power.adc_powerdown_w
-            self.ledger.set_power("adc", p.adc_chips * watts)
+            self._publish_part_power()
+        elif pin in self._shdn:
+            self._set_gate(self._shdn[pin], not level)
+
+    # -- power states and ratings -------------------------------------------------------
+    def _rating(self, key: str, count: int = 1) -> None:
+        """A part driven outside its rating (``key`` names the part and kind)."""
+        self.diagnostics[key] += count
+        self.diagnostics["rating_errors"] += count
+
+    def _gated(self) -> np.ndarray:
+        """Per gate: the drivers and TIAs are on (always, on a board without gates)."""
+        return self._gate_on if self.power.gated else np.ones_like(self._gate_on)
+
+    def _set_gate(self, gate: int, on: bool) -> None:
+        if bool(self._gate_on[gate]) == on:
+            return
+        self._gate_on[gate] = on
+        self._publish_part_power()
+        mine = self._line_gate == gate
+        if on:
+            self._check_line_ratings(np.flatnonzero(mine))
+        elif self.power.gated:
+            self._check_unpowered(mine)
+
+    def _check_unpowered(self, lines: np.ndarray) -> None:
+        """Lines (mask) switched to a driver or TIA whose gate is shut down."""
+        sw = self._sw.reshape(-1, 3)
+        off = ~self._gated()[self._line_gate] & lines
+        n_drv = int(np.count_nonzero(off & sw[:, SW_DAC]))
+        n_tia = int(np.count_nonzero(off & sw[:, SW_TIA] & self._is_col))
+        if n_drv:
+            self._rating("rating_driver_off", n_drv)
+        if n_tia:
+            self._rating("rating_tia_off", n_tia)
+
+    def _check_line_ratings(self, lines: np.ndarray) -> None:
+        """Driver outputs (the lines' DAC-set voltages, while their gate is on) against the
+        driver's output swing and the switches' signal range."""
+        if not self._check_lines or lines.size == 0:
+            return
+        lines = lines[self._gated()[self._line_gate[lines]]]
+        v = self._dac_v[lines]
+        pw = self.power
+        for key, (lo, hi) in (
+            ("rating_driver", pw.driver_out_v),
+            ("rating_switch", pw.sw_signal_v),
+        ):
+            bad = int(np.count_nonzero((v < lo) | (v > hi)))
+            if bad:
+                self._rating(key, bad)
+
+    def _publish_part_power(self) -> None:
+        """Static power of every part in its present state (on, shut down, standby)."""
+        p, pw, ledger = self.profile, self.power, self.ledger
+        on = self._gated()
+        lines_on = int(on[self._line_gate].sum())
+        cols_on = int(on[self._col_gate].sum())
+        ledger.set_power(
+            "line_drivers",
+            lines_on * pw.driver_static_w + (p.lines - lines_on) * pw.driver_shutdown_w,
+        )
+        ledger.set_power(
+            "tia", cols_on * pw.tia_static_w + (p.columns - cols_on) * pw.tia_shutdown_w
+        )
+        dac_on = sum(int((~chain.powered_down).any(axis=1).sum()) for chain in self.dacs)
+        for chain in self.dacs:
+            chain.power_changed = False
+        ledger.set_power(
+            "dac", dac_on * pw.dac_static_w + (p.dac_chips - dac_on) * pw.dac_powerdown_w
+        )
+        ledger.set_power("switches", p.sw_chips * pw.sw_static_w)
+        adc_w = 0.0
+        for adc in self.adcs:
+            adc.power_changed = False
+            if not adc.powered:
+                watts = pw.adc_powerdown_w
+            elif adc.standby:
+                watts = pw.adc_standby_w
+            else:
+                watts = pw.adc_static_w
+            adc_w += adc.n * watts
+        ledger.set_power("adc", adc_w)
 
     def _select(self, kind: str, s: int) -> None:
         if kind == "dac":
@@ -349,6 +460,8 @@ class BoardModel:
             ldac_low = self._pins.get(self.profile.pin_ldac, 1) == 0
             chain = self.profile.dac_chain
             loaded = self.dacs[s].end(ldac_low)
+            if self.dacs[s].power_changed:
+                self._publish_part_power()
             self._dac_loaded(
                 np.array([8 * (s * chain + chip) + ch for chip, ch in loaded], dtype=np.int64)
             )
@@ -359,6 +472,8 @@ class BoardModel:
                 self._latch_switches(state)
         else:
             self.adcs[s].end()
+            if self.adcs[s].power_changed:
+                self._publish_part_power()
 
     @property
     def tia_rf(self) -> float:
@@ -405,6 +520,7 @@ class BoardModel:
                 out, limit = self.adcs[s].shift(data), ADC_MAX_SCLK
             if baud > limit:
                 self.diagnostics["spi_overspeed"] += 1
+                self._rating("rating_spi")
             for i, byte in enumerate(out):
                 rx[i] |= byte
         return bytes(rx)
@@ -455,6 +571,7 @@ class BoardModel:
             self._dac_prev_v[changed] = old + (self._dac_prev_v[changed] - old) * settle_alpha(dt)
             self._dac_v[changed] = volts[moved]
             self._dac_t[changed] = now
+            self._check_line_ratings(changed)
         # Every load of a switched-in line opens a new interval (even at the same voltage),
         # so interval boundaries depend on the sequence, not the data.
         for a in np.unique(lines[self._via_dac[lines]] // p.lines_per_array):
@@ -470,6 +587,7 @@ class BoardModel:
             per_line[short] = self._sw.reshape(p.lines, 3)[short]
         toggles = int(np.count_nonzero(new != self._sw))
         self.ledger.add("switches", toggles * self.power.sw_toggle_j)
+        old_sw = self._sw
         old_modes = self._modes.copy()
         old_dac = self._via_dac.copy()
         self._sw = new
@@ -484,6 +602,9 @@ class BoardModel:
         modes[col_tia] = TIA
         modes[dac | gnd] = DRIVEN
         self._via_dac = dac
+        if self.power.gated and not self._gate_on.all():
+            newly = (dac & ~old_dac) | (tia & ~old_sw.reshape(p.lines, 3)[:, SW_TIA])
+            self._check_unpowered(newly)
         self._modes = modes.reshape(p.arrays, p.lines_per_array)
         changed = (self._modes != old_modes).any(axis=1)
         changed |= (self._via_dac != old_dac).reshape(p.arrays, -1).any(axis=1)

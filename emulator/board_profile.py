@@ -12,7 +12,10 @@ never changes (docs/architecture.md, "Larger profiles"):
   ``d % dac_chain`` of the AD5676 daisy chain on ``CS_DAC[d // dac_chain]``;
 * global column ``a·cols + c`` is ADC chip ``// 8`` channel ``% 8``; ADC chip ``k`` is
   position ``k % adc_chain`` of the ADS8688 daisy chain on ``CS_ADC[k // adc_chain]``;
-* one ADG714 chain of ``ceil(3·lines / 8)`` chips on ``CS_SW`` holds every switch.
+* one ADG1414 chain (the ADG714 byte format) of ``ceil(3·lines / 8)`` chips on ``CS_SW``
+  holds every switch;
+* array ``a``'s line drivers and TIAs are on power gate ``a · gates // arrays``
+  (``PIN_SHDN``, rev B).
 
 Position 0 of a chain is the chip whose data input is the MCU's MOSI (and, for the ADCs,
 whose SDO is the MCU's MISO). Besides the named presets, ``xbar-{n}x{rows}x{cols}`` names
@@ -75,11 +78,15 @@ class BoardProfile:
     pin_adc_rst: int = fw.PIN_ADC_RST
     pin_gain: tuple[int, int] = (fw.PIN_GAIN0, fw.PIN_GAIN1)
     pin_led: int = fw.PIN_LED
+    pin_shdn: tuple[int, ...] = fw.PIN_SHDN  # rev B power gates (high = shut down)
     bus_dac: int = fw.SPI0_ID  # SPI0 carries DACs and switches
     bus_adc: int = fw.SPI1_ID  # SPI1 carries ADCs
     # Wiring. Line resistance per cell pitch: ~1 µm Ag/Pb electrodes at 10 µm pitch.
     r_wire: float = 2.0
-    # ADG714 on resistance, datasheet "Electrical characteristics", R_ON 2.5 Ω typ.
+    # Switch on resistance: 2.5 Ω, rev A's ADG714 ("Electrical characteristics", R_ON
+    # typ). Rev B's ADG1414 is higher (≈ 9.5 Ω typ at ±15 V, not verified here); the
+    # network keeps 2.5 Ω until the write-verify read band (firmware VERIFY_GUARD) is
+    # re-measured with it.
     r_switch: float = 2.5
     # Access transistor on resistance (1T1R only).
     r_access: float = 1_000.0
@@ -121,6 +128,14 @@ class BoardProfile:
     @property
     def adc_selects(self) -> int:
         return -(-self.adc_chips // self.adc_chain)
+
+    @property
+    def gates(self) -> int:
+        """Power gates in use (firmware Geometry.gates): one per array up to the pins."""
+        return min(self.arrays, len(self.pin_shdn))
+
+    def gate_of(self, array: int) -> int:
+        return array * self.gates // self.arrays
 
     def row_line(self, array: int, row: int) -> int:
         return array * self.lines_per_array + row

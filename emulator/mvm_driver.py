@@ -15,6 +15,7 @@ from .parts import (
     ADC_BAUD,
     ADC_RST,
     ADC_STDBY,
+    ADC_WAKE_US,
     DAC_BAUD,
     DAC_MID,
     DAC_RESET_KEY,
@@ -88,6 +89,7 @@ class MvmDriver:
             self.adc(s, ADC_RST)
             for ch in range(8):
                 self.adc(s, program_write(REG_RANGE0 + ch, 0x00))
+            self.adc(s, ADC_STDBY)  # every MVM wakes the ADCs and leaves them in standby
         b.pin_write(p.pin_gain[0], self.gain & 1)
         b.pin_write(p.pin_gain[1], (self.gain >> 1) & 1)
 
@@ -124,6 +126,8 @@ class MvmDriver:
             channels = sorted(wanted[s])
             for j, command in enumerate([*map(man_ch, channels), ADC_STDBY]):
                 results = self.adc(s, command)
+                if j == 0:  # the first MAN_Ch left STDBY: wait before its sample
+                    b.sleep_us(ADC_WAKE_US)
                 if j:
                     for pos, c in wanted[s][channels[j - 1]]:
                         out[c] = results[pos]

@@ -7,10 +7,13 @@ pushed toward the far end, so after a full frame the *first* word on the wire si
 Nothing here raises for anything the firmware could send: malformed frames are ignored or
 latched exactly as the part would, and counted in the ``diag`` dict the board passes in.
 
-Datasheet references: AD5676 (Analog Devices, Rev. B) Table 8 "Command definitions",
-Figure 2 / "Serial interface" and "LDAC function"; ADG714 (Rev. C) "Serial interface" and
-"Daisy-chaining"; ADS8688 (TI SBAS582) §7.5 "Serial interface", Table 6 "Command register
-map", Table 11 "Program register map", §7.4.3 "Daisy-chain topology".
+Datasheet references: AD5676R (Analog Devices, AD5672R/AD5676R Rev. D; the AD5676's
+command set) Table 8 "Command definitions", Figure 2 / "Serial interface", "LDAC
+function" and "Power-down operation"; ADG1414 (Rev. B; the ADG714's 8-bit daisy-chained
+shift register, Rev. C "Serial interface" and "Daisy-chaining"); ADS8688 (TI SBAS582)
+§7.5 "Serial interface", Table 6 "Command register map" (STDBY, PWR_DN), Table 11
+"Program register map", §7.4.3 "Daisy-chain topology". Power figures and ratings:
+``emulator.energy.PowerFigures``.
 
 Board design figures (DAC step and mid-scale, TIA gains, switch modes, SPI clocks) are the
 firmware's (``xbar.firmware.profiles``); the chips' command codes stay written from the
@@ -65,6 +68,7 @@ class AD5676Chain:
         self.ldac_mask = np.zeros(self.n, dtype=np.int64)
         self.dcen = np.zeros(self.n, dtype=bool)
         self.powered_down = np.zeros((self.n, 8), dtype=bool)
+        self.power_changed = True  # the board re-reads the chips' power states
         self._sr = 0
 
     def begin(self) -> None:
@@ -126,6 +130,7 @@ class AD5676Chain:
         if cmd == 0x4:  # power down/up: 2 bits per channel, 00 = normal
             for ch in range(8):
                 self.powered_down[chip, ch] = bool((data >> (2 * ch)) & 0x3)
+            self.power_changed = True
             return [(chip, ch) for ch in range(8)]
         if cmd == 0x5:  # hardware LDAC mask register
             self.ldac_mask[chip] = data & 0xFF
@@ -139,6 +144,7 @@ class AD5676Chain:
             self.ldac_mask[chip] = 0
             self.dcen[chip] = False
             self.powered_down[chip] = False
+            self.power_changed = True
             return [(chip, ch) for ch in range(8)]
         if cmd == 0x7:  # internal reference setup (the board keeps the 2.5 V reference)
             return []
@@ -226,6 +232,7 @@ ADC_RANGES: dict[int, tuple[float, float]] = {
 }
 ADC_NO_OP, ADC_STDBY, ADC_PWR_DN, ADC_RST, ADC_AUTO_RST = 0x0000, 0x8200, 0x8300, 0x8500, 0xA000
 ADC_MAN_AUX = 0xE000
+ADC_WAKE_US: int = fw.ADC_WAKE_US  # the firmware's wait after leaving STDBY
 REG_AUTO_SEQ_EN, REG_RANGE0 = 0x01, 0x05
 
 
@@ -263,6 +270,11 @@ class ADS8688Chain:
         self.sample = sample
         self.diag = diag
         self.powered = True
+        self.standby = False  # STDBY or PWR_DN command in force (exits on MAN_Ch / AUTO_RST)
+        self.power_changed = True  # the board re-reads the power state
+        self.wake_s = 0.0  # datasheet time from leaving standby to a valid sample
+        self.woke_at_s = -1.0
+        self._now_s = 0.0
         self._rx = b""
         self._tx = bytearray()
         self._results: list[int] = []
@@ -275,6 +287,9 @@ class ADS8688Chain:
         self.regs[:, REG_AUTO_SEQ_EN] = 0xFF
         self.pending: int | None = None
         self.mode = "man"
+        if getattr(self, "standby", False):
+            self.standby = False
+            self.power_changed = True
 
     def range_of(self, chip: int, channel: int) -> tuple[float, float]:
         return ADC_RANGES[int(self.regs[chip, REG_RANGE0 + channel])]
@@ -283,6 +298,7 @@ class ADS8688Chain:
         """CS falling edge: sample the pending channel on every chip of the chain."""
         self._tx = bytearray()
         self._results = [0] * self.n
+        self._now_s = now_s
         if not self.powered:
             self.diag["adc_frames_powered_down"] += 1
             return
@@ -290,6 +306,8 @@ class ADS8688Chain:
             if self.last_sample_s >= 0 and now_s - self.last_sample_s < ADC_CYCLE_S - 1e-12:
                 self.diag["adc_rate_violations"] += 1
             self.last_sample_s = now_s
+            if self.woke_at_s >= 0 and now_s - self.woke_at_s < self.wake_s - 1e-12:
+                self.diag["adc_wake_violations"] += 1
             self._results = [self.sample(self.first_chip + p, self.pending) for p in range(self.n)]
 
     def shift(self, data: bytes) -> bytes:
@@ -332,6 +350,8 @@ class ADS8688Chain:
             else:
                 self._continue()
             return
+        if (cmd & 0xE3FF) == 0xC000 or cmd in (ADC_MAN_AUX, ADC_AUTO_RST):
+            self._wake()
         if (cmd & 0xE3FF) == 0xC000:  # MAN_Ch_n: 0xC000 + (n << 10), n = 0…7
             self.mode, self.pending = "man", (cmd >> 10) & 0x7
         elif cmd == ADC_MAN_AUX:
@@ -341,11 +361,21 @@ class ADS8688Chain:
             self.pending = self._next_auto(-1)
         elif cmd in (ADC_STDBY, ADC_PWR_DN):
             self.pending = None
+            if not self.standby:
+                self.standby = True
+                self.power_changed = True
         elif cmd == ADC_RST:
             self.reset()
         else:
             self.diag["adc_bad_command"] += 1  # treated as NO_OP, as the part does
             self._continue()
+
+    def _wake(self) -> None:
+        """A MAN_Ch_n / AUTO_RST command ends STDBY; samples are valid ``wake_s`` later."""
+        if self.standby:
+            self.standby = False
+            self.power_changed = True
+            self.woke_at_s = self._now_s
 
     def _continue(self) -> None:
         if self.mode == "auto" and self.pending is not None:
@@ -371,6 +401,8 @@ class ADS8688Chain:
         """RST/PD pin: low powers the chain down; the rising edge resets it."""
         if on and not self.powered:
             self.reset()
+        if on != self.powered:
+            self.power_changed = True
         self.powered = on
 
 

@@ -140,6 +140,24 @@ class Dac:
         finally:
             cs.on()
 
+    def power(self, chip_lo, chip_hi, on):
+        """Power chips chip_lo .. chip_hi (all eight channels) up, or down with their
+        outputs 1 kOhm to ground (AD5676R command 0x4); registers keep their codes.
+        One frame per chip select, no-ops for the chips outside the range."""
+        data = 0 if on else profiles.DAC_PD_1K
+        chain = self.chain
+        buf = self.buf
+        for sel in range(chip_lo // chain, chip_hi // chain + 1):
+            buf[:] = self.nops
+            for p in range(
+                max(chip_lo - sel * chain, 0), min(chip_hi - sel * chain, chain - 1) + 1
+            ):
+                k = 3 * (chain - 1 - p)
+                buf[k] = profiles.DAC_CMD_POWER << 4
+                buf[k + 1] = data >> 8
+                buf[k + 2] = data & 0xFF
+            self._out(sel)
+
     def reset(self):
         """Software reset (outputs to zero scale), then every channel to 0 V (mid code).
 
@@ -275,6 +293,14 @@ class Adc:
                 self._frame(
                     sel, ((profiles.ADC_REG_RANGE + ch) << 9) | 0x100 | profiles.ADC_RANGE_10V24
                 )
+
+    def standby(self, sel):
+        """STDBY on every chip of chip select `sel`; the next MAN_Ch_n wakes them."""
+        self._frame(sel, profiles.ADC_CMD_STDBY)
+
+    def wake(self, sel):
+        """Leave STDBY (a MAN_Ch_0 frame; its sample is never read)."""
+        self._frame(sel, profiles.ADC_CMD_MAN)
 
     def convert(self, want, codes, lo, hi):
         """Convert every column c in lo .. hi-1 with want[c] != 0; codes[c] = result -

@@ -4,6 +4,12 @@ rows driven; pulse one cell). Both end in the safe state whatever happens (try/f
 
 Safe state: every DAC at 0 V (code 32768) and every line grounded through its ground
 switch; DAC switches only ever close on a DAC already at 0 V.
+
+Power states (reference board rev B): between commands, and between the layers of an
+inference, every DAC is powered down, every line driver and TIA shut down (PIN_SHDN) and
+every ADC in standby. `measure` and `pulse` power up what they use first (`power_up`:
+the array's DAC chips, its gate's drivers and TIAs, for a measurement its ADC chains)
+and wait the datasheets' wake-up times; `power_down` turns everything off again.
 """
 # ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
 
@@ -63,6 +69,13 @@ class Hal:
         self.limits = list(profiles.SAFE_DEFAULT)
         self.end_us = 0
         self.min_width = profiles.PULSE_MIN_US
+        # Power gates, high = shut down; what is powered (see power_up / power_down).
+        self.shdn = [Pin(p, out, value=1) for p in profiles.PIN_SHDN[: geom.gates]]
+        self.gate_on = bytearray(geom.gates)
+        self.dac_on = bytearray(geom.dac_chips)
+        self.adc_on = bytearray(geom.adc_selects)
+        self.up = bytearray(geom.arrays)  # 1: array ready to pulse, 2: also to measure
+        self.powered = False
         self._apply_limits()
         self.boot()
 
@@ -129,6 +142,81 @@ class Hal:
         self.sw.send()
         tail = time.ticks_diff(time.ticks_us(), t0)
         self.min_width = max(profiles.PULSE_MIN_US, tail + 1)
+        # Reset left every DAC channel and ADC running: all off until needed.
+        for i in range(len(self.dac_on)):
+            self.dac_on[i] = 1
+        for i in range(len(self.adc_on)):
+            self.adc_on[i] = 1
+        self.powered = True
+        self.power_down()
+
+    # ---- power states --------------------------------------------------------------
+    def power_up(self, arr, adc):
+        """Power what array `arr` needs (adc: also its ADC chains) and wait the longest
+        wake-up time among the parts that were off. Nothing is energised: every line is
+        still on its ground switch and every DAC register at 0 V."""
+        up = self.up
+        need = 2 if adc else 1
+        if up[arr] >= need:
+            return
+        g = self.geom
+        wait = 0
+        first = g.row_line(arr, 0)
+        lo = first >> 3
+        hi = (first + g.lines_per_array - 1) >> 3
+        on = self.dac_on
+        for c in range(lo, hi + 1):
+            if not on[c]:
+                self.dac.power(lo, hi, True)
+                for k in range(lo, hi + 1):
+                    on[k] = 1
+                wait = profiles.DAC_WAKE_US
+                break
+        k = g.gate(arr)
+        if not self.gate_on[k]:
+            self.shdn[k].off()
+            self.gate_on[k] = 1
+            if wait < profiles.AFE_WAKE_US:
+                wait = profiles.AFE_WAKE_US
+        if adc:
+            chain = g.adc_chain
+            c0 = arr * g.cols
+            for sel in range((c0 >> 3) // chain, ((c0 + g.cols - 1) >> 3) // chain + 1):
+                if not self.adc_on[sel]:
+                    self.adc.wake(sel)
+                    self.adc_on[sel] = 1
+                    if wait < profiles.ADC_WAKE_US:
+                        wait = profiles.ADC_WAKE_US
+        self.powered = True
+        up[arr] = need
+        if wait:
+            time.sleep_us(wait)
+
+    def power_down(self):
+        """Every line driver and TIA shut down, every DAC powered down, every ADC in
+        standby (the command loop calls this after every command, inference after every
+        layer); lines stay grounded through their switches."""
+        if not self.powered:
+            return
+        for sel in range(len(self.adc_on)):  # first: a pending sample needs its TIA
+            if self.adc_on[sel]:
+                self.adc.standby(sel)
+                self.adc_on[sel] = 0
+        for k in range(len(self.gate_on)):
+            if self.gate_on[k]:
+                self.shdn[k].on()
+                self.gate_on[k] = 0
+        on = self.dac_on
+        for c in range(len(on)):
+            if on[c]:
+                self.dac.power(0, len(on) - 1, False)
+                for k in range(len(on)):
+                    on[k] = 0
+                break
+        up = self.up
+        for a in range(len(up)):
+            up[a] = 0
+        self.powered = False
 
     def safe(self):
         """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
@@ -180,6 +268,7 @@ class Hal:
         c_lo = arr * g.cols + col0
         c_hi = c_lo + ncols
         want = self.want
+        self.power_up(arr, True)
         t0 = time.ticks_us()
         self.led.on()
         try:
@@ -245,6 +334,7 @@ class Hal:
         cl = g.col_line(arr, col)
         sw = self.sw
         dac = self.dac
+        self.power_up(arr, False)
         t_start = time.ticks_us()
         self.led.on()
         try:

@@ -291,6 +291,7 @@ class Model:
                         )
                     acc[j] = a
                     cp += 2
+            hal.power_down()  # the layer's arrays off until the next layer's power_up
             b0 = L[b + _L_B0]
             m = L[b + _L_M]
             sh = L[b + _L_SH]

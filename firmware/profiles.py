@@ -34,9 +34,16 @@ PIN_ADC_RST = const(15)
 PIN_GAIN0 = const(16)
 PIN_GAIN1 = const(17)
 PIN_LED = const(25)
+# Rev B power gates: pin g high shuts down the line drivers and TIAs of gate group g
+# (their OPA2990 SHDN inputs, pulled low: on at reset until the firmware boots). A board
+# with more arrays than gates groups them: array a is on gate a * gates // arrays.
+PIN_SHDN = (18, 19, 20, 21, 22, 26, 27, 28)
 
-# ---- parts ---------------------------------------------------------------------------
-# AD5676: 8 channels, line V = 4 * (5 V * code / 65536) - 10 V, so one code is 20/65536 V.
+# ---- parts (reference board rev B, docs/architecture.md; emulator/energy.py cites the
+# datasheets of every figure) ----------------------------------------------------------
+# AD5676R (2.5 V internal reference, gain 2: 0..5 V) into one line driver per line (OPA2990
+# difference stage on +-12 V: gain 4, offset -10 V), so line V = 4 * (5 V * code / 65536)
+# - 10 V and one code is 20/65536 V.
 DAC_CHANNELS = const(8)
 DAC_MID = const(32768)
 DAC_LSB = 20.0 / 65536.0
@@ -46,7 +53,16 @@ DAC_CMD_WRITE_UPDATE = const(0x3)
 DAC_CMD_RESET = const(0x6)
 DAC_RESET_DATA = const(0x1234)  # AD5676 software reset key
 DAC_CMD_DCEN = const(0x8)  # daisy-chain enable (data bit 0)
-# ADG714: 8 switches per chip; three per line (to DAC, to TIA, to ground).
+DAC_CMD_POWER = const(0x4)  # power down/up: 2 bits per channel, 00 normal
+DAC_PD_1K = const(0x5555)  # every channel powered down, output 1 kOhm to GND
+# Wake-up waits after the power-up of a domain, before its outputs are used (us):
+# AD5676R exit from power-down, OPA2990 enable from shutdown, ADS8688 exit from STDBY
+# (figures and their sources in emulator/energy.py, PowerFigures).
+DAC_WAKE_US = const(5)
+AFE_WAKE_US = const(20)
+ADC_WAKE_US = const(20)
+# ADG1414 (ADG714 byte format, +-15 V-class signals): 8 switches per chip; three per
+# line (to the line driver, to the TIA, to ground).
 SW_PER_CHIP = const(8)
 SW_DAC = const(0)
 SW_TIA = const(1)
@@ -58,6 +74,7 @@ ADC_LSB = 20.48 / 65536.0
 ADC_CMD_MAN = const(0xC000)  # + (channel << 10)
 ADC_CMD_RESET = const(0x8500)
 ADC_CMD_NOOP = const(0x0000)
+ADC_CMD_STDBY = const(0x8200)  # standby until the next MAN_Ch_n / AUTO_RST
 ADC_REG_RANGE = const(0x05)  # + channel
 ADC_RANGE_10V24 = const(0x00)
 # TIA feedback resistors by GAIN1*2 + GAIN0; outputs saturate at +-10 V.
@@ -176,6 +193,8 @@ class Geometry:
         self.adc_selects = (self.adc_chips + self.adc_chain - 1) // self.adc_chain
         if self.dac_selects > len(PIN_CS_DAC) or self.adc_selects > len(PIN_CS_ADC):
             raise ValueError("profile %r needs more chip selects than the board has" % name)
+        # Power gates (PIN_SHDN): array a is on gate a * gates // arrays.
+        self.gates = min(self.arrays, len(PIN_SHDN))
         # Model blob budget: grows with the cells available, within the heap.
         self.model_bytes = min(4096 + 2 * self.arrays * self.rows * self.cols, 24576)
 
@@ -184,3 +203,7 @@ class Geometry:
 
     def col_line(self, array, col):
         return array * self.lines_per_array + self.rows + col
+
+    def gate(self, array):
+        """The power gate (index into PIN_SHDN) of array's line drivers and TIAs."""
+        return array * self.gates // self.arrays

@@ -682,6 +682,7 @@ def program_model(
     """Write-verify the plan of `model` onto the board at `port` (resuming what an earlier
     run left), LOAD its tile map and print the summary: `xbar program` and `xbar demo`."""
     from tqdm import tqdm
+    from xbar.host.energy_report import ledger_mark, write_verify_energy
     from xbar.training.artifact import load_artifact
 
     load_artifact(model)  # a bad model file fails before the port is touched
@@ -692,6 +693,7 @@ def program_model(
         cells = plan_cells(plan)
         total = len(cells)
         note_programmed(board, model, [(c.array, c.row, c.col) for c in cells])
+        energy = ledger_mark(board)
         with tqdm(total=total, unit="cell", desc="write-verify") as bar:
             try:
                 tol = tolerance
@@ -718,10 +720,13 @@ def program_model(
                     f"({why}); progress kept in {state_path}: run the same "
                     "command again to resume"
                 ) from None
+        energy_line = write_verify_energy(energy, len(result.cells) - result.resumed)
     write_report(result, report_path)
     tol = tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
     for line in summary(result, tol):
         print(line)
+    if energy_line:
+        print(energy_line)
     print(
         f"model loaded: {len(plan.layers)} layers, "
         f"{sum(len(layer.tiles) for layer in plan.layers)} tiles; per-cell report {report_path}"

@@ -381,10 +381,10 @@ class BoardModel:
         self._gate_on[gate] = on
         self._publish_part_power()
         mine = self._line_gate == gate
-        if on:
-            self._check_line_ratings(np.flatnonzero(mine))
-        elif self.power.gated:
-            self._check_unpowered(mine)
+        if self.power.gated:
+            self._dac_loaded(np.flatnonzero(mine), update=False)  # checks ratings too
+            if not on:
+                self._check_unpowered(mine)
 
     def _check_unpowered(self, lines: np.ndarray) -> None:
         """Lines (mask) switched to a driver or TIA whose gate is shut down."""
@@ -551,17 +551,25 @@ class BoardModel:
         self.ledger.add("link", max(0, int(nbytes)) * self.power.link_byte_j)
 
     # -- lines -------------------------------------------------------------------------
-    def _dac_loaded(self, lines: np.ndarray) -> None:
-        """DAC registers loaded (global channel numbers): line voltages, energy, events."""
+    def _dac_loaded(self, lines: np.ndarray, update: bool = True) -> None:
+        """DAC registers loaded (global channel numbers): line voltages, energy, events.
+        ``update=False``: the lines' drivers were switched on or off (no DAC energy).
+
+        A line's source is its driver: 4·V_DAC − 10 V (a powered-down DAC channel gives
+        0 V, hence −10 V), or 0 V while the driver is shut down (its output is high
+        impedance; the line is then whatever its switches connect it to)."""
         if lines.size == 0:
             return
         self._event_cause = "dac"
         p = self.profile
-        self.ledger.add("dac", lines.size * self.power.dac_update_j)
+        if update:
+            self.ledger.add("dac", lines.size * self.power.dac_update_j)
         lines = lines[lines < p.lines]
         codes = np.concatenate([chain.output.ravel() for chain in self.dacs])[lines]
         down = np.concatenate([chain.powered_down.ravel() for chain in self.dacs])[lines]
         volts = line_volts(np.where(down, 0, codes))
+        if self.power.gated:
+            volts = np.where(self._gate_on[self._line_gate[lines]], volts, 0.0)
         now = self.clock.cycles
         moved = volts != self._dac_v[lines]
         if moved.any():

@@ -152,6 +152,11 @@ class _Adcs:
                 if need:
                     self.pending[sel] = ch
                 prev = ch if need else -1
+            # hal.power_down after the measurement: the STDBY frame samples what is
+            # pending, then nothing is (firmware/hal.py, power states).
+            if self.pending[sel] is not None:
+                self.counts[first : first + n] += 1
+                self.pending[sel] = None
         return counter
 
 

@@ -299,8 +299,9 @@ class Adc:
         self._frame(sel, profiles.ADC_CMD_STDBY)
 
     def wake(self, sel):
-        """Leave STDBY (a MAN_Ch_0 frame; its sample is never read)."""
-        self._frame(sel, profiles.ADC_CMD_MAN)
+        """Leave STDBY with a MAN_AUX frame: the AUX input (not wired) is selected, so no
+        channel's sample is pending (the next frame converts nothing of ours)."""
+        self._frame(sel, profiles.ADC_CMD_MAN_AUX)
 
     def convert(self, want, codes, lo, hi):
         """Convert every column c in lo .. hi-1 with want[c] != 0; codes[c] = result -

@@ -5,11 +5,12 @@ rows driven; pulse one cell). Both end in the safe state whatever happens (try/f
 Safe state: every DAC at 0 V (code 32768) and every line grounded through its ground
 switch; DAC switches only ever close on a DAC already at 0 V.
 
-Power states (reference board rev B): between commands, and between the layers of an
-inference, every DAC is powered down, every line driver and TIA shut down (PIN_SHDN) and
-every ADC in standby. `measure` and `pulse` power up what they use first (`power_up`:
-the array's DAC chips, its gate's drivers and TIAs, for a measurement its ADC chains)
-and wait the datasheets' wake-up times; `power_down` turns everything off again.
+Power states (reference board rev B): the analog parts are on only inside `measure` and
+`pulse`. Each powers up what it uses first (`power_up`: the array's DAC chips, its gate's
+line drivers and TIAs, for a measurement its ADC chains), waits the datasheets' wake-up
+times, and ends with `power_down` after the safe state: every DAC powered down, every
+driver and TIA shut down (PIN_SHDN), every ADC in standby. (The command loop and the
+inference's layer loop also call `power_down`; it costs nothing when all is off.)
 """
 # ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
 
@@ -309,6 +310,7 @@ class Hal:
             if dac.dirty:
                 dac.stage(row_line + r0, self.mid_rows, 0, nr, False)  # ~8 frames, not nr
             self.safe()
+            self.power_down()
             self.busy_us += time.ticks_diff(time.ticks_us(), t0)
 
     # ---- pulse ---------------------------------------------------------------------
@@ -374,6 +376,7 @@ class Hal:
             return time.ticks_diff(t1, t0)
         finally:
             self.safe()
+            self.power_down()
             self.busy_us += time.ticks_diff(time.ticks_us(), t_start)
 
     def _half(self, volts):

@@ -74,7 +74,8 @@ ADC_LSB = 20.48 / 65536.0
 ADC_CMD_MAN = const(0xC000)  # + (channel << 10)
 ADC_CMD_RESET = const(0x8500)
 ADC_CMD_NOOP = const(0x0000)
-ADC_CMD_STDBY = const(0x8200)  # standby until the next MAN_Ch_n / AUTO_RST
+ADC_CMD_STDBY = const(0x8200)  # standby until the next MAN_Ch_n / MAN_AUX / AUTO_RST
+ADC_CMD_MAN_AUX = const(0xE000)  # select the AUX input (not wired): leaves standby
 ADC_REG_RANGE = const(0x05)  # + channel
 ADC_RANGE_10V24 = const(0x00)
 # TIA feedback resistors by GAIN1*2 + GAIN0; outputs saturate at +-10 V.

@@ -21,9 +21,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def _add_energy(bench: argparse._SubParsersAction) -> None:
     p = bench.add_parser(
         "energy",
-        help="energy per inference by part, beside a digital int8 estimate",
+        help="energy per inference by part, beside a digital int8 estimate and an "
+        "integrated-macro projection",
         description="Stream test inputs and report energy per inference by part (measured "
-        "by the emulator's ledger on emu:// boards, estimated from STATS elsewhere).",
+        "by the emulator's ledger on emu:// boards, estimated from STATS elsewhere), the "
+        "same network as int8 software on the MCU (a cycle-count estimate) and on an "
+        "integrated RRAM macro (a projection from published per-operation energies).",
     )
     p.add_argument("--port", required=True, help="device, pty or emu:// URL")
     p.add_argument("--model", required=True, help="model artifact (.xbar)")

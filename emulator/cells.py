@@ -22,7 +22,9 @@ State and response
     ``NoiseConfig.half_select`` off, only the cells that see at least ``select_ratio`` of the
     largest cell voltage of the interval respond, i.e. V/2 half-selected cells are immune.
 
-Noise and variation (each switchable in :class:`~.profiles.NoiseConfig`)
+Noise and variation (each switchable in :class:`~.profiles.NoiseConfig`; the σ's and
+defaults are those of the training's noise model, :mod:`xbar.training.noise_model`, whose
+``open-loop`` scheme draws what one full pulse does here — a test compares the two)
     * cycle-to-cycle: every pulse multiplies the new g by ``exp(σ·sqrt(f)·ε)``, σ =
       ``sigma_c2c`` (the authors' log-normal weight noise, scaled by how far the pulse moved);
     * device-to-device: each cell's window and rate are scaled by ``exp(d2d_sigma · ε)``;
@@ -41,6 +43,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from xbar.training.noise_model import D2D_DEFAULT, DRIFT_T0
 
 from .board_profile import NoiseConfig
 
@@ -81,9 +84,9 @@ class CellPhysics:
     v_slope: float = 0.5  # V per e-fold of switching rate
     disturb_floor: float = 0.25  # × first level voltage: below it nothing ever moves
     select_ratio: float = 0.75  # half_select off: only cells >= this × max |V| respond
-    d2d_default: float = 0.1  # d2d σ when the device model has no replicates
+    d2d_default: float = D2D_DEFAULT  # d2d σ when the device model has no replicates
     endurance: float = 1e5  # pulses that halve the window
-    drift_t0: float = 1.0  # s, drift time scale
+    drift_t0: float = DRIFT_T0  # s, drift time scale
     drift_quantum: float = 0.1  # s, drift is re-evaluated at this virtual-time step
     breakdown_factor: float = 1.6  # × max(v_set, |v_reset|): hard breakdown voltage
     compliance_margin: float = 2.0  # × compliance_current: passive-array damage current

@@ -69,10 +69,70 @@ def describe(art: ModelArtifact) -> list[str]:
             f"{acc}"
         )
     lines.append(f"tflite    {len(art.tflite)} B, LiteRT reference kernels")
+    lines += _accuracy_lines(meta)
     for key, value in meta.items():
-        if key not in RESERVED:
+        if key not in RESERVED and key not in _SHOWN:
             lines.append(f"{key:<9} {json.dumps(value)}")
     lines.append("versions  " + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()))
+    return lines
+
+
+_SHOWN = (
+    "program",
+    "accuracy_on_board",
+    "accuracy_certificate",
+    "certificate",
+    "clean_test_accuracy",
+    "test_accuracy_at_device",
+    "test_accuracy_at_device_interval",
+)
+
+
+def _interval(d: dict[str, Any]) -> str:
+    from xbar.training.stats import Interval, format_interval
+
+    iv = Interval(d["mean"], d["low"], d["high"], d["n"], d.get("unit", "draws"))
+    return f"{format_interval(iv)} (95 % interval over {d['n']} {iv.unit})"
+
+
+def _accuracy_lines(meta: dict[str, Any]) -> list[str]:
+    """The scheme trained for, the accuracy under it with its interval, the statistical
+    certificate, and Theorem 1's radius with why it is vacuous when it is."""
+    lines = []
+    program = meta.get("program")
+    if isinstance(program, dict):
+        lines.append(f"program   {program.get('scheme')}: {program.get('label', '')}")
+        if "residual_source" in program:
+            lines.append(f"          residual {program['residual_source']}")
+    board = meta.get("accuracy_on_board")
+    method = meta.get("method")
+    if isinstance(board, dict) and isinstance(board.get(method), dict):
+        lines.append(f"accuracy  {_interval(board[method])} under {board.get('noise_model')}")
+        for name, d in board.items():
+            if name != method and isinstance(d, dict) and "mean" in d:
+                lines.append(f"          baseline {name}: {_interval(d)}")
+    paper = meta.get("test_accuracy_at_device_interval")
+    if isinstance(paper, dict):
+        sigma = meta.get("sigma")
+        at = f" at σ {sigma:.3f}" if isinstance(sigma, int | float) else ""
+        lines.append(f"paper     {_interval(paper)} under w·exp(ε){at}")
+    if isinstance(meta.get("clean_test_accuracy"), int | float):
+        lines.append(f"clean     {meta['clean_test_accuracy']:.3f} (no noise)")
+    cert = meta.get("accuracy_certificate")
+    if isinstance(cert, dict):
+        lines.append(
+            f"certified accuracy >= {cert['lower_bound']:.3f} with {cert['level']:.0%} "
+            f"confidence under {cert['noise_model']} ({cert['method']}; {cert['draws']} "
+            f"draws x {cert['inputs']} test inputs)"
+        )
+    th = meta.get("certificate")
+    if isinstance(th, dict) and "radius" in th:
+        note = (
+            " — vacuous: " + str(th.get("why_vacuous", "the robustness set is empty"))
+            if th["radius"] < 0
+            else ""
+        )
+        lines.append(f"theorem 1 radius {th['radius']:.3g} (median f {th['f_median']:.3f}){note}")
     return lines
 
 

@@ -1,12 +1,21 @@
 """Train a network for a device, with BayesMulti or a baseline, and export it: the job of
 `xbar train` (and of `xbar demo`'s loop), given as `TrainOptions`.
 
-    xbar train --dataset digits --device pvk-median --method bayesmulti --budget 8
+    xbar train --dataset digits --device pvk-median --method bayesmulti --budget 32
+               [--program verify[:TOL] | open-loop | paper[:SIGMA]] [--seeds 3]
                [--scheduler tcp://HOST:PORT] [--workers 2] [--out train-out]
 
+``--program`` names the noise model trained for and scored against
+(:class:`~xbar.training.noise_model.NoiseModel`: the device, the mapping onto conductance
+pairs, the programming scheme); it is stored in the artifact. Every accuracy printed and
+stored carries its 95 % interval over noise draws (and training seeds with ``--seeds``),
+and the artifact's metadata holds the statistical certificate: a one-sided 95 % lower
+bound on the accuracy under that noise model (two-way bootstrap over draws × test inputs).
+
 Writes to --out: ``model.xbar`` (the artifact: int8 TFLite reference + crossbar plan, for
-MLPs), ``accuracy_vs_sigma.png`` (the trained model and the baselines under device noise),
-``search.jsonl`` (every trial; rerun the same command to resume) and ``summary.json``.
+MLPs), ``accuracy_vs_sigma.png`` (the trained model and the baselines under the paper's
+w·exp(ε) against σ), ``search.jsonl`` (every trial; rerun the same command to resume) and
+``summary.json``.
 
 By default only hidden widths the firmware runs are trained (their plan passes
 ``CrossbarModel.firmware_problem()`` on the task's board), so the artifact can be
@@ -16,7 +25,7 @@ programmed; ``--max-width`` opens wider networks for simulation-only studies.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +47,10 @@ class TrainOptions:
     arch: str = "mlp"
     device: str = "pvk-median"
     method: str = "bayesmulti"
-    budget: int = 8
+    program: str = "verify"
+    budget: int = 32
+    seeds: int = 1
+    halving: bool = True
     alpha: str | None = None
     width: int | None = None
     max_width: int | None = None
@@ -68,7 +80,7 @@ def _checked(opts: TrainOptions) -> dict[str, Any]:
         raise TrainError(f"--budget {opts.budget}: must be at least 1 trial")
     if opts.draws < 20:
         raise TrainError(f"--draws {opts.draws}: must be at least 20")
-    for name in ("width", "max_width", "epochs", "workers"):
+    for name in ("width", "max_width", "epochs", "workers", "seeds"):
         value = getattr(opts, name)
         if value is not None and value < 1:
             raise TrainError(f"--{name.replace('_', '-')} {value}: must be at least 1")
@@ -82,6 +94,12 @@ def _checked(opts: TrainOptions) -> dict[str, Any]:
         device = DeviceModel.preset(opts.device)
     except DeviceModelError as exc:
         raise TrainError(f"--device: {exc}") from None
+    from xbar.training.noise_model import NoiseModel, NoiseModelError
+
+    try:
+        target = NoiseModel.for_device(device, opts.program)
+    except NoiseModelError as exc:
+        raise TrainError(f"--program: {exc}") from None
     alpha = None
     if opts.alpha:
         try:
@@ -95,6 +113,7 @@ def _checked(opts: TrainOptions) -> dict[str, Any]:
     return {
         "task": task,
         "device": device,
+        "target": target,
         "alpha": alpha,
         "out": out,
         "widths": widths,
@@ -173,8 +192,9 @@ def _search(opts: TrainOptions, settings: Any, log: Path) -> Any:
     ):
 
         def tick(trial: Any) -> None:
-            bar.set_postfix(val=f"{trial.result['val_accuracy']:.3f}")
-            bar.update(1)
+            bar.set_postfix(val=f"{trial.result['val_accuracy']:.3f}", rung=trial.rung)
+            if trial.rung == 0:
+                bar.update(1)
 
         return run_search(settings, opts.budget, log, client, progress=tick)
 
@@ -183,6 +203,7 @@ def _train(
     opts: TrainOptions,
     task: Any,
     device: Any,
+    target: Any,
     alpha: Any,
     out: Path,
     widths: tuple[int, ...],
@@ -190,8 +211,8 @@ def _train(
 ) -> None:
     import torch
     from tqdm import tqdm
-    from xbar.training.bayesmulti import DEFAULT_STRATEGY, SearchSettings, train_alpha
-    from xbar.training.certificate import certify
+    from xbar.training.bayesmulti import DEFAULT_STRATEGY, ETA, SearchSettings, train_alpha
+    from xbar.training.certificate import accuracy_certificate, certify
     from xbar.training.harness import TrainConfig, method_spec, train_network
     from xbar.training.robustness import accuracy_vs_sigma, clean_accuracy, plot_accuracy_vs_sigma
     from xbar.training.tasks import firmware_problem
@@ -205,13 +226,16 @@ def _train(
         task=task.name,
         arch=opts.arch,
         depth=depth,
-        sigmas=(sigma,),
+        sigmas=(target.sigma,),
         draws=opts.draws,
         seed=opts.seed,
         split_seed=opts.seed,
         train=config,
         strategy=opts.strategy or DEFAULT_STRATEGY,
         widths=widths,
+        noise=target.to_dict(),
+        eta=ETA if opts.halving else 1,
+        default_width=width,
     )
     summary: dict[str, Any] = {
         "task": task.name,
@@ -219,13 +243,25 @@ def _train(
         "target_device": device.name,
         "sigma": sigma,
         "method": opts.method,
+        "program": _program_record(target),
     }
+
+    def build(seed: int) -> Any:
+        """The chosen method's network, trained with ``seed``."""
+        if opts.method == "bayesmulti":
+            seeded = SearchSettings(**{**vars(settings), "train": replace(config, seed=seed)})
+            return train_alpha(seeded, alpha)
+        spec = method_spec(opts.method, task, opts.arch, (width,) * depth, sigma)
+        return train_network(spec, task, replace(config, seed=seed))
+
     if opts.method == "bayesmulti":
         if alpha is None:
             result = _search(opts, settings, Path(opts.log or out / "search.jsonl"))
             alpha = result.alpha
             summary["search"] = {
                 "trials": len(result.trials),
+                "first_rung_trials": sum(t.rung == 0 for t in result.trials),
+                "rungs": settings.rungs(opts.budget),
                 "wall_s": result.wall_s,
                 "workers": result.workers,
                 "strategy": settings.strategy,
@@ -233,11 +269,9 @@ def _train(
             }
         summary["alpha"] = alpha.to_dict()
         print("training the chosen α …")
-        model = train_alpha(settings, alpha)
         width = alpha.width
-    else:
-        spec = method_spec(opts.method, task, opts.arch, (width,) * depth, sigma)
-        model = train_network(spec, task, config)
+    model = build(opts.seed)
+    mapping = alpha.mapping if alpha is not None else None
     models = {opts.method: model}
     if not opts.no_baselines:
         for name in tqdm(
@@ -247,6 +281,8 @@ def _train(
         ):
             spec = method_spec(name, task, opts.arch, (width,) * depth, sigma)
             models[name] = train_network(spec, task, config)
+    extra = [build(opts.seed + k) for k in tqdm(range(1, opts.seeds), desc="seeds", unit="seed")]
+    board = _board_accuracies(models, extra, opts, task, target, mapping)
     sigmas = sorted({*SIGMA_GRID, round(sigma, 4)})
     curves = {
         name: accuracy_vs_sigma(
@@ -262,11 +298,18 @@ def _train(
         marks=[sigma],
     )
     mine = curves[opts.method]
+    at_device = next(p for p in mine if p.sigma == round(sigma, 4))
+    chosen = target if mapping is None else target.with_mapping(mapping)
     summary.update(
         {
             "width": width,
             "clean_test_accuracy": clean_accuracy(model, task.x_test, task.y_test),
-            "test_accuracy_at_device": next(p.mean for p in mine if p.sigma == round(sigma, 4)),
+            "test_accuracy_at_device": at_device.mean,
+            "test_accuracy_at_device_interval": at_device.interval.to_dict(),
+            "accuracy_on_board": board,
+            "accuracy_certificate": accuracy_certificate(
+                model, task.x_test, task.y_test, chosen, draws=max(opts.draws, 100)
+            ),
             "accuracy_vs_sigma": {
                 n: {f"{p.sigma:g}": p.mean for p in c} for n, c in curves.items()
             },
@@ -278,12 +321,11 @@ def _train(
     if opts.arch == "mlp":
         sizes = [task.n_features, *(width,) * depth, task.n_classes]
         summary["firmware_problem"] = firmware_problem(sizes, task.array_side)
-        summary["artifact"] = str(_export(model, task, device, out / "model.xbar", summary))
+        summary["artifact"] = str(
+            _export(model, task, device, out / "model.xbar", summary, mapping)
+        )
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(
-        f"{opts.method}: clean test accuracy {summary['clean_test_accuracy']:.4f}, "
-        f"{summary['test_accuracy_at_device']:.4f} under {device.name} (σ = {sigma:.3f})"
-    )
+    _report(opts, summary, device, sigma, board)
     print(
         f"wrote {plot}, {out / 'summary.json'}"
         + (f", {summary['artifact']}" if "artifact" in summary else "")
@@ -293,6 +335,69 @@ def _train(
             f"note: {summary['artifact']} is for simulation only; `xbar program` refuses it "
             f"({summary['firmware_problem']})"
         )
+
+
+def _program_record(target: Any) -> dict[str, Any]:
+    """The scheme the model was trained for, as the artifact stores it."""
+    p = target.programming
+    record: dict[str, Any] = {"scheme": p.name, "label": target.label}
+    if p.scheme == "verify":
+        record["tolerance_steps"] = p.tolerance
+        record["residual_source"] = p.source
+    record["noise_model"] = target.to_dict()
+    return record
+
+
+def _board_accuracies(
+    models: dict[str, Any],
+    extra_seeds: list[Any],
+    opts: TrainOptions,
+    task: Any,
+    target: Any,
+    mapping: Any,
+) -> dict[str, Any]:
+    """Test accuracy of every model under the target noise model (the chosen model with
+    its own mapping, the baselines with the default one): mean and 95 % interval over the
+    draws, or over the training seeds when there are several."""
+    from xbar.training.robustness import accuracy_under_noise
+    from xbar.training.stats import seeds_interval
+
+    out: dict[str, Any] = {"noise_model": target.label, "draws": opts.draws}
+    for name, m in models.items():
+        noise = target.with_mapping(mapping) if name == opts.method and mapping else target
+        runs = [m, *extra_seeds] if name == opts.method else [m]
+        accs = [
+            accuracy_under_noise(r, task.x_test, task.y_test, noise, opts.draws, seed=1)
+            for r in runs
+        ]
+        iv = seeds_interval([a.per_draw for a in accs])
+        out[name] = {**iv.to_dict(), "seeds": len(runs)}
+    return out
+
+
+def _report(
+    opts: TrainOptions, summary: dict[str, Any], device: Any, sigma: float, board: dict[str, Any]
+) -> None:
+    from xbar.training.stats import Interval, format_interval
+
+    def text(d: dict[str, Any]) -> str:
+        return format_interval(Interval(d["mean"], d["low"], d["high"], d["n"], d["unit"]))
+
+    mine = board[opts.method]
+    over = f"{mine['n']} {mine['unit']}"
+    print(
+        f"{opts.method}: clean test accuracy {summary['clean_test_accuracy']:.3f}; "
+        f"{text(mine)} under {board['noise_model']} (95 % interval over {over}); "
+        f"{text(summary['test_accuracy_at_device_interval'])} under the paper's "
+        f"w·exp(ε) at σ = {sigma:.3f}"
+    )
+    cert = summary["accuracy_certificate"]
+    print(
+        f"certificate: accuracy >= {cert['lower_bound']:.3f} with 95 % confidence under "
+        f"{board['noise_model']} ({cert['method']})"
+    )
+    for name in (n for n in ("erm", "gaussian", "multinomial") if n in board and n != opts.method):
+        print(f"  baseline {name}: {text(board[name])}")
 
 
 def _calibration_record(model: Any, sigma: float, used: bool) -> dict[str, Any]:
@@ -310,11 +415,21 @@ def _calibration_record(model: Any, sigma: float, used: bool) -> dict[str, Any]:
     }
 
 
-def _export(model: Any, task: Any, device: Any, path: Path, summary: dict[str, Any]) -> Path:
-    from xbar.training.artifact import export_artifact
+def _export(
+    model: Any, task: Any, device: Any, path: Path, summary: dict[str, Any], mapping: Any
+) -> Path:
+    """The artifact, with α's mapping when searched: the weights clipped at its full scale
+    (so the quantiser maps that to weight 127) and its share of the device window."""
+    import numpy as np
+    from xbar.training.artifact import WINDOW, export_artifact
     from xbar.training.tasks import board_profile
 
     layers = model.export_layers()
+    if mapping is not None and mapping.clip < 1:
+        layers = [
+            (np.clip(w, -mapping.clip * np.abs(w).max(), mapping.clip * np.abs(w).max()), b)
+            for w, b in layers
+        ]
     sizes = [layers[0][0].shape[0], *(w.shape[1] for w, _ in layers)]
     metadata = {k: v for k, v in summary.items() if k != "accuracy_vs_sigma"}
     metadata["name"] = f"{task.name}-{'-'.join(map(str, sizes))}"
@@ -326,6 +441,7 @@ def _export(model: Any, task: Any, device: Any, path: Path, summary: dict[str, A
         device=device,
         profile=board_profile(sizes, task.array_side),
         metadata=metadata,
+        window=mapping.window if mapping is not None else WINDOW,
         test=(task.x_test, task.y_test),
     )
     return path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -17,10 +18,12 @@ from xbar.training.bayesmulti import (
     SearchLogError,
     SearchSettings,
     alpha_from_value,
+    baseline_points,
     evaluate_trial,
     open_client,
     run_search,
     search_space,
+    target_noises,
 )
 from xbar.training.harness import FIXED_MULTINOMIAL, TrainConfig, method_spec
 from xbar.training.noise import NoiseConfigError
@@ -37,6 +40,7 @@ SETTINGS = SearchSettings(
     widths=(4, 5),
     strategy="de",
     train=TrainConfig(epochs=60, batch=16),
+    eta=1,  # every trial trains the full schedule (successive halving: its own test)
 )
 GP_SETTINGS = SearchSettings(**{**vars(SETTINGS), "strategy": DEFAULT_STRATEGY})
 
@@ -154,6 +158,56 @@ def test_baselines_share_the_network_and_differ_only_in_noise() -> None:
         method_spec("bayesmulti", task, "mlp", (256,), 1.0)
     with pytest.raises(NoiseConfigError, match="unknown method"):
         method_spec("sgd", task, "mlp", (256,), 1.0)
+
+
+def test_the_baselines_are_points_of_the_space_and_run_first(client: Any, tmp_path: Path) -> None:
+    space = search_space(SETTINGS)
+    points = baseline_points(SETTINGS)
+    for value in points.values():
+        space.spawn_child(new_value=value)  # fits the space (raises otherwise)
+    task = load_task("iris")
+    for name, value in points.items():
+        alpha = alpha_from_value(value)
+        got = method_spec("bayesmulti", task, "mlp", (4,), 0.6, alpha)
+        want = method_spec(name, task, "mlp", (4,), 0.6)
+        assert got == want, name
+    result = run_search(SETTINGS, 4, tmp_path / "s.jsonl", client)
+    first = sorted(result.trials, key=lambda t: t.id)[:3]
+    assert [t.value for t in first] == list(points.values())
+
+
+def test_successive_halving_promotes_the_best_and_costs_less(client: Any, tmp_path: Path) -> None:
+    halving = SearchSettings(**{**vars(SETTINGS), "eta": 2})
+    assert halving.rungs(4) == [(4, 15), (2, 30), (1, 60)]
+    assert SearchSettings(eta=4).rungs(32) == [(32, 3), (8, 15), (2, 60)]
+    cost = sum(n * e for n, e in SearchSettings(eta=4).rungs(32))
+    assert cost <= 8 * 60  # 32 trials cost no more epochs than 8 full ones
+    log = tmp_path / "h.jsonl"
+    result = run_search(halving, 4, log, client)
+    rungs = [[t for t in result.trials if t.rung == r] for r in range(3)]
+    assert [len(r) for r in rungs] == [4, 2, 1]
+    assert [t.result["epochs"] for t in (rungs[0][0], rungs[1][0], rungs[2][0])] == [15, 30, 60]
+    for low, high in itertools.pairwise(rungs):
+        best = sorted(low, key=lambda t: (t.result["loss"], t.id))[: len(high)]
+        assert sorted(json.dumps(t.value) for t in best) == sorted(
+            json.dumps(t.value) for t in high
+        )
+    assert result.best is rungs[2][0]
+    again = run_search(halving, 4, log, client)  # resumed: nothing runs again
+    assert len(again.trials) == 7
+
+
+def test_a_trial_is_scored_under_the_board_noise_model() -> None:
+    from xbar.training.devices.device_model import DeviceModel
+    from xbar.training.noise_model import NoiseModel
+
+    target = NoiseModel.for_device(DeviceModel.preset("pvk-median"), "open-loop")
+    settings = SearchSettings(**{**vars(SETTINGS), "noise": target.to_dict()})
+    value = {**baseline_points(settings)["erm"], "window": 0.6, "full_scale": 0.9}
+    (noise,) = target_noises(settings, alpha_from_value(value))
+    assert noise.mapping.window == 0.6 and noise.mapping.clip == 0.9
+    result = evaluate_trial(settings.to_dict(), value, epochs=20)
+    assert result["epochs"] == 20 and result["val_accuracy"] < result["clean_val_accuracy"]
 
 
 def test_the_same_search_runs_on_an_existing_scheduler(client: Any, tmp_path: Path) -> None:

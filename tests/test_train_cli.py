@@ -49,6 +49,16 @@ def test_train_writes_a_valid_artifact_plot_and_summary_and_resumes(
     assert artifact.geometry["profile"] == "xbar-10x10"  # the whole network on one array
     assert artifact.metadata["method"] == "bayesmulti"
     assert artifact.metadata["alpha"] == summary["alpha"]
+    # The scheme trained for, the accuracy with its interval, and the certificate.
+    assert artifact.metadata["program"]["scheme"] == "verify:0.5"
+    board = artifact.metadata["accuracy_on_board"]["bayesmulti"]
+    assert board["low"] <= board["mean"] <= board["high"] and board["n"] == 30
+    cert = artifact.metadata["accuracy_certificate"]
+    assert 0 <= cert["lower_bound"] <= cert["mean"] and "bootstrap" in cert["method"]
+    capsys.readouterr()
+    assert main(["model", "show", str(out / "model.xbar")]) == 0
+    shown = capsys.readouterr().out
+    assert "certified accuracy >=" in shown and "program   verify:0.5" in shown
     # The LiteRT interpreter runs it and agrees with the integer model on the test set.
     task = load_task("iris")
     tfl = artifact.run_tflite(task.x_test).argmax(1)
@@ -90,6 +100,8 @@ def test_a_baseline_without_search(tmp_path: Path) -> None:
         (["--budget", "0"], "--budget 0: must be at least 1"),
         (["--draws", "5"], "--draws 5: must be at least 20"),
         (["--dataset", "iris", "--arch", "cnn"], "has no images"),
+        (["--program", "closed"], "program scheme 'closed'"),
+        (["--seeds", "0"], "--seeds 0: must be at least 1"),
         (["--width", "1024"], "the firmware takes at most 512; add --max-width 1024"),
         (["--max-width", "256"], "none of digits's widths 512, 1024, 2048, 4096 fits"),
         (["--max-width", "0"], "--max-width 0: must be at least 1"),

@@ -1,10 +1,21 @@
 """BayesMulti: the noise-injection specification α chosen by Bayesian optimisation.
 
 α is the per-hidden-layer multinomial noise (p1, p2), the training weight-noise scale (a
-multiple of the target σ), the weight-clipping bound and the hidden width. A trial trains
-the network with α (:mod:`~xbar.training.harness`) and scores it by its **validation
-accuracy under the target device's noise**: w·exp(ε), ε ~ N(0, σ²), averaged over ≥ 20
-Monte Carlo draws with a fixed seed, so every trial is judged on the same draws.
+multiple of the target σ, 0 allowed) and kind (the target's own noise model, or Gaussian),
+the weight-clipping bound (or none), the hidden width, and the mapping onto conductance
+pairs (window share, full scale). The fixed baselines (ERM, Gaussian, multinomial) are
+points of this space and are tried first when the budget allows, so the search can only
+improve on them. A trial trains the network with α (:mod:`~xbar.training.harness`) and
+scores it by its **validation accuracy under the target noise model** — the board's
+(:class:`~xbar.training.noise_model.NoiseModel`: device, α's mapping, the programming
+scheme) or the paper's w·exp(ε) at the target σ's — averaged over ≥ 20 Monte Carlo draws
+with a fixed seed, so every trial is judged on the same draws.
+
+**Successive halving** (``eta`` > 1): the budget counts first-rung trials, trained for
+epochs/eta^R; the best 1/eta of each rung are trained again for eta times the epochs, up
+to the full schedule at rung R. With eta = 4, 32 trials cost 32/16 + 8/4 + 2 = 6 full
+trainings where 8 plain trials cost 8. The optimiser learns from the first rung only (all
+at one fidelity); the answer is the best trial of the last rung.
 
 Trials run as tasks on a ``dask.distributed`` cluster: a LocalCluster of one-thread
 worker processes by default, or any running scheduler (``tcp://`` or ``tls://``) with the
@@ -22,7 +33,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +41,16 @@ import nevergrad as ng
 import numpy as np
 from xbar.training.errors import XbarError
 
-from .harness import Alpha, TrainConfig, method_spec, train_network
+from .harness import FIXED_MULTINOMIAL, Alpha, TrainConfig, method_spec, train_network
 from .networks import NoisyCNN, NoisyMLP
-from .noise import MultinomialConfig, WeightNoiseConfig
+from .noise import MultinomialConfig, WeightNoise, WeightNoiseConfig
+from .noise_model import WINDOW, NoiseModel
 from .robustness import accuracy_under_noise, clean_accuracy
-from .search import Search
+from .search import Search, plain
 from .tasks import load_task
 
 LOG_FORMAT = "xbar-bayesmulti-log"
-LOG_VERSION = 1
+LOG_VERSION = 2
 MIN_DRAWS = 20
 # Chosen by the measured comparison in benchmarks/bench_robustness.py (docs/training.md).
 DEFAULT_STRATEGY = "bo"
@@ -46,8 +58,12 @@ WIDTHS = (512, 1024, 2048, 4096)
 # The box searched. Prototype runs (docs/training.md) found training without weight noise,
 # or with activation noise above ~0.3, far from the targets: the box leaves them out.
 P_MAX = 0.3  # each of p1, p2 is searched in [0, P_MAX]
-NOISE_SCALE = (0.5, 1.5)  # training σ as a multiple of the largest target σ
-CLIP = (0.5, 4.0)  # weight bound, in units of the He-init scale √(2/fan_in)
+NOISE_SCALE = (0.0, 1.5)  # training σ as a multiple of the target's (0: no weight noise)
+CLIPS = (0.5, 0.7, 1.0, 1.4, 2.0, 2.8, 4.0, None)  # weight bound (He-init units), or none
+WINDOWS = (0.5, 1.0)  # share of the device window the weights use
+FULL_SCALE = (0.5, 1.0)  # share of max|w| mapped to the top of the window
+ETA = 4  # successive halving: keep the best 1/ETA of a rung
+MAX_RUNGS = 2  # rungs above the first
 MAX_ATTEMPTS = 3  # a trial lost with its worker is resubmitted this many times
 
 
@@ -74,6 +90,24 @@ class SearchSettings:
     strategy: str = DEFAULT_STRATEGY
     widths: tuple[int, ...] = WIDTHS
     train: TrainConfig = field(default_factory=TrainConfig)
+    noise: dict[str, Any] | None = None  # the target NoiseModel (None: paper at sigmas)
+    eta: int = ETA  # successive halving (1: every trial trains the full schedule)
+    default_width: int | None = None  # the baselines' width (None: the first of widths)
+
+    def target(self) -> NoiseModel | None:
+        return None if self.noise is None else NoiseModel.from_dict(self.noise)
+
+    def rungs(self, budget: int) -> list[tuple[int, int]]:
+        """(trials, epochs) per rung for a first rung of ``budget`` trials."""
+        if self.eta <= 1:
+            return [(budget, self.train.epochs)]
+        top = 0
+        while top < MAX_RUNGS and budget // self.eta ** (top + 1) >= 1:
+            top += 1
+        return [
+            (max(1, budget // self.eta**r), max(1, self.train.epochs // self.eta ** (top - r)))
+            for r in range(top + 1)
+        ]
 
     def validate(self) -> SearchSettings:
         if self.draws < MIN_DRAWS:
@@ -82,7 +116,10 @@ class SearchSettings:
             raise ValueError(f"search: target sigmas {self.sigmas} must be finite and >= 0")
         if self.depth < 1 or not self.widths or min(self.widths) < 1:
             raise ValueError(f"search: depth {self.depth} and widths {self.widths} must be >= 1")
+        if self.eta < 1:
+            raise ValueError(f"search: eta = {self.eta} must be >= 1")
         self.train.validate()
+        self.target()
         return self
 
     @property
@@ -92,7 +129,7 @@ class SearchSettings:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["sigmas"], d["widths"] = list(self.sigmas), list(self.widths)
-        return d
+        return dict(json.loads(json.dumps(d)))  # as the log stores it (lists, not tuples)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchSettings:
@@ -109,15 +146,45 @@ def search_space(settings: SearchSettings) -> ng.p.Dict:
         p1=ng.p.Array(shape=(n,), lower=0.0, upper=P_MAX),
         p2=ng.p.Array(shape=(n,), lower=0.0, upper=P_MAX),
         noise_scale=ng.p.Scalar(lower=NOISE_SCALE[0], upper=NOISE_SCALE[1]),
-        clip=ng.p.Log(lower=CLIP[0], upper=CLIP[1]),
+        injection=ng.p.Choice(["board", "gaussian"]),
+        clip=ng.p.TransitionChoice(list(CLIPS)),
         width=ng.p.TransitionChoice(list(settings.widths)),
+        window=ng.p.Scalar(lower=WINDOWS[0], upper=WINDOWS[1]),
+        full_scale=ng.p.Scalar(lower=FULL_SCALE[0], upper=FULL_SCALE[1]),
     )
     space.register_cheap_constraint(_p_sum_ok)
     return space
 
 
+def baseline_points(settings: SearchSettings) -> dict[str, dict[str, Any]]:
+    """The fixed baselines as points of the search space (harness.method_spec's)."""
+    n = settings.sites
+    width = settings.default_width or settings.widths[0]
+    plain: dict[str, Any] = {
+        "p1": [0.0] * n,
+        "p2": [0.0] * n,
+        "noise_scale": 0.0,
+        "injection": "board",
+        "clip": None,
+        "width": width,
+        "window": WINDOW,
+        "full_scale": 1.0,
+    }
+    fm = FIXED_MULTINOMIAL
+    return {
+        "erm": plain,
+        "gaussian": {**plain, "injection": "gaussian", "noise_scale": 1.0},
+        "multinomial": {**plain, "p1": [fm.p1] * n, "p2": [fm.p2] * n},
+    }
+
+
 def _p_sum_ok(value: dict[str, Any]) -> bool:
     return bool(np.all(np.add(value["p1"], value["p2"]) <= 1.0))
+
+
+def value_key(value: Any) -> str:
+    """A value's identity in the log (JSON, keys sorted)."""
+    return json.dumps(plain(value), sort_keys=True)
 
 
 def alpha_from_value(value: dict[str, Any]) -> Alpha:
@@ -125,38 +192,69 @@ def alpha_from_value(value: dict[str, Any]) -> Alpha:
         MultinomialConfig(float(a), float(b)).validate(f"alpha layer {i + 1}")
         for i, (a, b) in enumerate(zip(value["p1"], value["p2"], strict=True))
     )
-    return Alpha(sites, float(value["noise_scale"]), float(value["clip"]), int(value["width"]))
+    clip = value.get("clip")
+    return Alpha(
+        sites,
+        float(value["noise_scale"]),
+        None if clip is None else float(clip),
+        int(value["width"]),
+        str(value.get("injection", "board")),
+        float(value.get("window", WINDOW)),
+        float(value.get("full_scale", 1.0)),
+    )
 
 
 # -- one trial (runs on a worker) ---------------------------------------------------------
-def train_alpha(settings: SearchSettings, alpha: Alpha) -> NoisyMLP | NoisyCNN:
-    """The network BayesMulti trains for α (deterministic: same α, same weights)."""
+def train_alpha(
+    settings: SearchSettings, alpha: Alpha, epochs: int | None = None
+) -> NoisyMLP | NoisyCNN:
+    """The network BayesMulti trains for α (deterministic: same α, same weights);
+    ``epochs``: a shorter schedule (successive halving's lower rungs)."""
     task = load_task(settings.task, settings.split_seed)
     hidden = (alpha.width,) * settings.depth
-    spec = method_spec("bayesmulti", task, settings.arch, hidden, max(settings.sigmas), alpha)
-    return train_network(spec, task, settings.train)
+    spec = method_spec(
+        "bayesmulti",
+        task,
+        settings.arch,
+        hidden,
+        max(settings.sigmas),
+        alpha,
+        settings.target(),
+    )
+    config = settings.train if epochs is None else replace(settings.train, epochs=epochs)
+    return train_network(spec, task, config)
 
 
-def evaluate_trial(settings_dict: dict[str, Any], value: dict[str, Any]) -> dict[str, Any]:
-    """Train with α = ``value`` and score it: 1 − mean validation accuracy under the target
-    noise. Plain dicts in and out, so it runs unchanged on any Dask worker."""
+def target_noises(settings: SearchSettings, alpha: Alpha) -> list[WeightNoise]:
+    """What a trial is scored under: the target noise model with α's mapping (a board
+    scheme), or the paper's w·exp(ε) at each target σ."""
+    target = settings.target()
+    if target is not None and target.scheme != "paper":
+        return [target.with_mapping(alpha.mapping)]
+    if target is not None:
+        return [target]
+    return [WeightNoiseConfig("lognormal", s) for s in settings.sigmas]
+
+
+def evaluate_trial(
+    settings_dict: dict[str, Any], value: dict[str, Any], epochs: int | None = None
+) -> dict[str, Any]:
+    """Train with α = ``value`` (for ``epochs``, default the full schedule) and score it:
+    1 − mean validation accuracy under the target noise. Plain dicts in and out, so it runs
+    unchanged on any Dask worker."""
     import torch
 
     torch.set_num_threads(1)
     start = time.perf_counter()
     settings = SearchSettings.from_dict(settings_dict)
     task = load_task(settings.task, settings.split_seed)
-    model = train_alpha(settings, alpha_from_value(value))
+    alpha = alpha_from_value(value)
+    model = train_alpha(settings, alpha, epochs)
     accs = [
         accuracy_under_noise(
-            model,
-            task.x_val,
-            task.y_val,
-            WeightNoiseConfig("lognormal", s),
-            settings.draws,
-            settings.eval_seed,
+            model, task.x_val, task.y_val, noise, settings.draws, settings.eval_seed
         ).mean
-        for s in settings.sigmas
+        for noise in target_noises(settings, alpha)
     ]
     val = float(np.mean(accs))
     return {
@@ -164,6 +262,7 @@ def evaluate_trial(settings_dict: dict[str, Any], value: dict[str, Any]) -> dict
         "val_accuracy": val,
         "val_accuracy_per_sigma": accs,
         "clean_val_accuracy": clean_accuracy(model, task.x_val, task.y_val),
+        "epochs": epochs or settings.train.epochs,
         "seconds": time.perf_counter() - start,
         "worker_pid": os.getpid(),
     }
@@ -175,6 +274,7 @@ class Trial:
     id: int
     value: dict[str, Any]
     result: dict[str, Any]
+    rung: int = 0  # successive halving: 0 the shortest schedule
 
 
 class SearchLog:
@@ -216,10 +316,16 @@ class SearchLog:
             raise SearchLogError(
                 f"{where}:1: log version {head.get('version')!r} is not {LOG_VERSION}"
             )
-        if head.get("settings") != self.settings.to_dict():
+        theirs, ours = head.get("settings"), self.settings.to_dict()
+        if theirs != ours:
+            differ = sorted(
+                k
+                for k in set(ours) | set(theirs if isinstance(theirs, dict) else {})
+                if not isinstance(theirs, dict) or theirs.get(k) != ours.get(k)
+            )
             raise SearchLogError(
-                f"{where}: written by a search with other settings "
-                f"({head.get('settings')}); use a new --log or the same options"
+                f"{where}: written by a search with other settings (differing: "
+                f"{', '.join(differ)}); use a new --log or the same options"
             )
         for n, rec in enumerate(records[1:], 2):
             if not (
@@ -230,7 +336,8 @@ class SearchLog:
                 and "loss" in rec["result"]
             ):
                 raise SearchLogError(f"{where}:{n}: not a trial record")
-            self.trials.append(Trial(int(rec["id"]), rec["value"], rec["result"]))
+            rung = rec.get("rung", 0)
+            self.trials.append(Trial(int(rec["id"]), rec["value"], rec["result"], int(rung)))
         if lines[-1]:  # only once the rest is known good: drop it, its trial runs again
             with self.path.open("r+b") as f:
                 f.truncate(len(raw) - len(lines[-1]))
@@ -243,7 +350,13 @@ class SearchLog:
 
     def add(self, trial: Trial) -> None:
         self._append(
-            {"kind": "trial", "id": trial.id, "value": trial.value, "result": trial.result}
+            {
+                "kind": "trial",
+                "id": trial.id,
+                "rung": trial.rung,
+                "value": trial.value,
+                "result": trial.result,
+            }
         )
         self.trials.append(trial)
 
@@ -291,10 +404,9 @@ def run_search(
     client: Any,
     progress: Callable[[Trial], None] | None = None,
 ) -> SearchResult:
-    """Run (or resume) the search until ``budget`` trials have finished, in parallel on
-    ``client``'s workers. Trials already in the log are replayed, not rerun."""
-    from distributed import as_completed
-
+    """Run (or resume) the search: ``budget`` first-rung trials (the baselines first),
+    then successive halving up to the full schedule, in parallel on ``client``'s workers.
+    Trials already in the log are replayed, not rerun."""
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise ValueError(f"search: budget = {budget!r} must be an integer >= 1")
     settings.validate()
@@ -304,53 +416,115 @@ def run_search(
         search_space(settings), settings.strategy, seed=settings.seed, budget=budget, batch=workers
     )
     for trial in log.trials:
-        search.tell(trial.value, trial.result["loss"])
-    next_id = max((t.id for t in log.trials), default=-1) + 1
+        if trial.rung == 0:
+            search.tell(trial.value, trial.result["loss"])
     start = time.perf_counter()
-    sdict = settings.to_dict()
-    attempts: dict[int, int] = {}
-    run_token = uuid.uuid4().hex[:12]  # task keys unique to this run: no stale result reused
-    pending: dict[Any, tuple[int, Any]] = {}  # future -> (trial id, candidate)
-    queue = as_completed()
+    rungs = settings.rungs(budget)
+    runner = _Runner(client, settings, log, workers, progress)
+    # Rung 0: the baselines that fit the space, then the optimiser's suggestions.
+    done0 = {value_key(t.value) for t in log.trials if t.rung == 0}
+    seeds = [
+        v
+        for v in baseline_points(settings).values()
+        if v["width"] in settings.widths and value_key(v) not in done0
+    ]
+    n0, epochs0 = rungs[0]
 
-    def submit(trial_id: int, candidate: Any) -> None:
-        attempts[trial_id] = attempts.get(trial_id, 0) + 1
-        future = client.submit(
-            evaluate_trial,
-            sdict,
-            candidate.value,
-            pure=False,
-            key=f"bayesmulti-{run_token}-{trial_id}-{attempts[trial_id]}",
+    def ask(free: int) -> list[tuple[Any, Any]]:
+        left = n0 - sum(t.rung == 0 for t in log.trials) - runner.pending_in(0)
+        out = []
+        for _ in range(max(0, min(free, left))):
+            cand = search.pend(seeds.pop(0)) if seeds else search.ask(1)[0]
+            out.append((cand.value, cand))
+        return out
+
+    runner.run(0, epochs0, ask, lambda cand, loss: search.tell(cand, loss))
+    for rung, (n, epochs) in enumerate(rungs[1:], 1):
+        below = sorted(
+            (t for t in log.trials if t.rung == rung - 1), key=lambda t: (t.result["loss"], t.id)
         )
-        pending[future] = (trial_id, candidate)
-        queue.add(future)
+        have = {value_key(t.value) for t in log.trials if t.rung == rung}
+        todo = [t.value for t in below[:n] if value_key(t.value) not in have]
 
-    def fill() -> None:
-        nonlocal next_id
-        free = min(workers, budget - len(log.trials)) - len(pending)
-        if free > 0:
-            for candidate in search.ask(free):
-                submit(next_id, candidate)
-                next_id += 1
+        def promote(free: int, todo: list[Any] = todo) -> list[tuple[Any, Any]]:
+            return [(todo.pop(0), None) for _ in range(min(free, len(todo)))]
 
-    try:
-        fill()
-        for future in queue:
-            trial_id, candidate = pending.pop(future)
-            if future.status != "finished":
-                error = future.exception()
-                if attempts[trial_id] >= MAX_ATTEMPTS:
-                    raise TrialError(f"trial {trial_id} failed {MAX_ATTEMPTS} times: {error}")
-                submit(trial_id, candidate)  # lost with its worker, or failed: again
-                continue
-            trial = Trial(trial_id, candidate.value, future.result())
-            log.add(trial)  # on disk before the optimiser learns it
-            search.tell(candidate, trial.result["loss"])
-            if progress:
-                progress(trial)
-            fill()
-    finally:
-        for future in pending:
-            future.cancel()
-    best = min(log.trials, key=lambda t: t.result["loss"])
+        runner.run(rung, epochs, promote, None)
+    top = len(rungs) - 1
+    best = min((t for t in log.trials if t.rung == top), key=lambda t: (t.result["loss"], t.id))
     return SearchResult(settings, log.trials, best, time.perf_counter() - start, workers)
+
+
+class _Runner:
+    """Keeps every worker busy with trials of one rung; logs each before it is told."""
+
+    def __init__(
+        self,
+        client: Any,
+        settings: SearchSettings,
+        log: SearchLog,
+        workers: int,
+        progress: Callable[[Trial], None] | None,
+    ) -> None:
+        self.client, self.log, self.workers, self.progress = client, log, workers, progress
+        self.sdict = settings.to_dict()
+        self.token = uuid.uuid4().hex[:12]  # task keys unique to this run
+        self.next_id = max((t.id for t in log.trials), default=-1) + 1
+        self.pending: dict[Any, tuple[int, int, Any, Any]] = {}
+        self.attempts: dict[int, int] = {}
+
+    def pending_in(self, rung: int) -> int:
+        return sum(1 for p in self.pending.values() if p[1] == rung)
+
+    def run(
+        self,
+        rung: int,
+        epochs: int,
+        next_jobs: Callable[[int], list[tuple[Any, Any]]],
+        tell: Callable[[Any, float], None] | None,
+    ) -> None:
+        from distributed import as_completed
+
+        queue = as_completed()
+
+        def submit(trial_id: int, value: Any, cand: Any) -> None:
+            self.attempts[trial_id] = self.attempts.get(trial_id, 0) + 1
+            future = self.client.submit(
+                evaluate_trial,
+                self.sdict,
+                value,
+                epochs,
+                pure=False,
+                key=f"bayesmulti-{self.token}-{trial_id}-{self.attempts[trial_id]}",
+            )
+            self.pending[future] = (trial_id, rung, value, cand)
+            queue.add(future)
+
+        def fill() -> None:
+            free = self.workers - len(self.pending)
+            if free > 0:
+                for value, cand in next_jobs(free):
+                    submit(self.next_id, value, cand)
+                    self.next_id += 1
+
+        try:
+            fill()
+            for future in queue:
+                trial_id, _, value, cand = self.pending.pop(future)
+                if future.status != "finished":
+                    error = future.exception()
+                    if self.attempts[trial_id] >= MAX_ATTEMPTS:
+                        raise TrialError(f"trial {trial_id} failed {MAX_ATTEMPTS} times: {error}")
+                    submit(trial_id, value, cand)  # lost with its worker, or failed: again
+                    continue
+                trial = Trial(trial_id, value, future.result(), rung)
+                self.log.add(trial)  # on disk before the optimiser learns it
+                if tell is not None:
+                    tell(cand, trial.result["loss"])
+                if self.progress:
+                    self.progress(trial)
+                fill()
+        finally:
+            for future in self.pending:
+                future.cancel()
+            self.pending.clear()

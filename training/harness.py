@@ -10,7 +10,11 @@ they differ only in the :class:`NetworkSpec` (noise and weight clipping) that
   target device's σ (the hardware-aware-training recipe of IBM aihwkit).
 - ``multinomial``: fixed multinomial activation noise p1 = p2 = 0.1 on every hidden layer.
 - ``bayesmulti``: the searched specification α (per-layer p1, p2), training weight-noise
-  scale, clipping and width (see :mod:`~xbar.training.bayesmulti`).
+  scale and kind, clipping, width and the mapping onto conductance pairs (window share,
+  full scale), trained under the target's noise model
+  (:class:`~xbar.training.noise_model.NoiseModel`, see :mod:`~xbar.training.bayesmulti`).
+  α with noise scale 0 and p1 = p2 = 0 is ERM; with the Gaussian injection at scale 1 it
+  is the ``gaussian`` baseline; with p1 = p2 = 0.1 and scale 0 the ``multinomial`` one.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import torch
 from torch import nn
 
 from .networks import NetworkSpec, NoisyCNN, NoisyMLP, build_network
-from .noise import MultinomialConfig, NoiseConfigError, WeightNoiseConfig, clip_weights
+from .noise import MultinomialConfig, NoiseConfigError, WeightNoise, WeightNoiseConfig, clip_weights
+from .noise_model import WINDOW, Mapping, NoiseModel, scaled
 from .tasks import Task
 
 METHODS = ("erm", "gaussian", "multinomial", "bayesmulti")
@@ -49,15 +54,28 @@ class TrainConfig:
         return asdict(self)
 
 
+INJECTIONS = ("board", "gaussian")
+
+
 @dataclass(frozen=True)
 class Alpha:
     """What BayesMulti searches: per-layer (p1, p2), the training weight-noise scale (a
-    multiple of the target σ), the clipping bound and the hidden width."""
+    multiple of the target's σ's) and kind (``board``: the target's own noise model;
+    ``gaussian``: w·(1 + σ·n)), the clipping bound, the hidden width, and the mapping onto
+    conductance pairs (``window``: share of the device window; ``full_scale``: the share of
+    max|w| mapped to its top)."""
 
     multinomial: tuple[MultinomialConfig, ...]
     noise_scale: float
     clip: float | None
     width: int
+    injection: str = "board"
+    window: float = WINDOW
+    full_scale: float = 1.0
+
+    @property
+    def mapping(self) -> Mapping:
+        return Mapping(self.window, self.full_scale).validate("alpha mapping")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +83,9 @@ class Alpha:
             "noise_scale": self.noise_scale,
             "clip": self.clip,
             "width": self.width,
+            "injection": self.injection,
+            "window": self.window,
+            "full_scale": self.full_scale,
         }
 
     @classmethod
@@ -75,9 +96,25 @@ class Alpha:
                 for i, m in enumerate(data["multinomial"])
             )
             clip = None if data["clip"] is None else float(data["clip"])
-            return cls(sites, float(data["noise_scale"]), clip, int(data["width"]))
-        except (KeyError, TypeError) as exc:
+            alpha = cls(
+                sites,
+                float(data["noise_scale"]),
+                clip,
+                int(data["width"]),
+                str(data.get("injection", "board")),
+                float(data.get("window", WINDOW)),
+                float(data.get("full_scale", 1.0)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
             raise NoiseConfigError(f"alpha: missing or bad field ({exc})") from None
+        if alpha.injection not in INJECTIONS:
+            raise NoiseConfigError(
+                f"alpha: injection {alpha.injection!r} is not one of {', '.join(INJECTIONS)}"
+            )
+        if not (math.isfinite(alpha.noise_scale) and alpha.noise_scale >= 0):
+            raise NoiseConfigError(f"alpha: noise_scale = {alpha.noise_scale} must be >= 0")
+        alpha.mapping  # noqa: B018  (validates window and full_scale)
+        return alpha
 
 
 def method_spec(
@@ -87,9 +124,12 @@ def method_spec(
     hidden: Sequence[int],
     sigma: float,
     alpha: Alpha | None = None,
+    noise: NoiseModel | None = None,
 ) -> NetworkSpec:
     """The network spec of ``method`` for ``task`` with the given hidden sizes, trained for
-    a device of noise ``sigma``. ``bayesmulti`` needs ``alpha`` (its width wins)."""
+    a device of noise ``sigma``. ``bayesmulti`` needs ``alpha`` (its width wins) and trains
+    under ``noise`` (the target's noise model, α's mapping and scale applied; None: the
+    paper's w·exp(ε) at ``sigma``)."""
     channels = (8, 16)
     sites = len(hidden) + (len(channels) if arch == "cnn" else 0)
     base: dict[str, Any] = {
@@ -110,11 +150,26 @@ def method_spec(
         if alpha is None:
             raise NoiseConfigError("bayesmulti needs a searched alpha")
         base["hidden"] = (alpha.width,) * len(hidden)
-        noise = WeightNoiseConfig("lognormal", alpha.noise_scale * sigma)
         return NetworkSpec(
-            **base, multinomial=alpha.multinomial, train_noise=noise, clip=alpha.clip
+            **base,
+            multinomial=alpha.multinomial if any(m.active for m in alpha.multinomial) else (),
+            train_noise=training_noise(alpha, sigma, noise),
+            clip=alpha.clip,
         ).validate()
     raise NoiseConfigError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+
+
+def training_noise(alpha: Alpha, sigma: float, noise: NoiseModel | None) -> WeightNoise | None:
+    """The weight noise α trains under: none at scale 0; Gaussian w·(1 + s·σ·n); else the
+    target's noise model with α's mapping and its σ's scaled by s (the paper's w·exp(ε)
+    at s·σ when there is no noise model)."""
+    if alpha.noise_scale == 0:
+        return None
+    if alpha.injection == "gaussian":
+        return WeightNoiseConfig("gaussian-mult", alpha.noise_scale * sigma)
+    if noise is None:
+        return WeightNoiseConfig("lognormal", alpha.noise_scale * sigma)
+    return scaled(noise.with_mapping(alpha.mapping), alpha.noise_scale)
 
 
 def train_network(spec: NetworkSpec, task: Task, config: TrainConfig) -> NoisyMLP | NoisyCNN:

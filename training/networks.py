@@ -24,7 +24,7 @@ from .noise import (
     NoiseConfigError,
     NoisyConv2d,
     NoisyLinear,
-    WeightNoiseConfig,
+    WeightNoise,
 )
 
 ARCHS = ("mlp", "cnn")
@@ -40,7 +40,7 @@ class NetworkSpec:
     n_out: int
     hidden: tuple[int, ...]
     multinomial: tuple[MultinomialConfig, ...] = ()
-    train_noise: WeightNoiseConfig | None = None
+    train_noise: WeightNoise | None = None
     clip: float | None = None
     image_side: int = 8  # cnn: inputs are side × side images
     channels: tuple[int, ...] = field(default=(8, 16))  # cnn: conv channels

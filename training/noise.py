@@ -5,7 +5,9 @@ Two families, each a typed, validated configuration with named presets:
 - **Multinomial activation noise** (BayesMulti's training noise, see the design guide):
   every activation is multiplied by η ∈ {0, 0.5, 1} with P(0) = p1, P(0.5) = p2,
   P(1) = 1 − p1 − p2 and rescaled by 1/E[η], so E[output] = input; off at inference.
-- **Weight noise**: the device's log-normal cycle-to-cycle noise ``w·exp(ε)``,
+- **Weight noise**: the board's noise model (:mod:`~xbar.training.noise_model`: device,
+  mapping onto differential pairs, programming scheme), or per weight the paper's
+  log-normal ``w·exp(ε)``,
   ε ~ N(0, σ²) with σ from a :class:`~xbar.training.devices.device_model.DeviceModel`, and Gaussian
   multiplicative ``w·(1 + σ·n)`` and additive ``w + σ·max|w|·n`` noise, for training
   (injection) and for evaluation (Monte Carlo draws).
@@ -26,6 +28,7 @@ from torch import nn
 from xbar.training.errors import XbarError
 
 from .devices.device_model import DeviceModel
+from .noise_model import NoiseModel
 
 WEIGHT_NOISE_KINDS = ("lognormal", "gaussian-mult", "gaussian-add")
 
@@ -160,6 +163,14 @@ class WeightNoiseConfig:
             return w * (1.0 + self.sigma * n)
         return w + self.sigma * w.detach().abs().max() * n
 
+    def weight_moments(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(E, Var) of each noisy weight (differentiable in ``w``)."""
+        if self.kind == "gaussian-add":
+            spread = self.sigma * w.detach().abs().max()
+            return w, torch.full_like(w, 1.0) * spread**2
+        m_mean, m_var = self.moments()
+        return w * m_mean, w * w * m_var
+
     def moments(self) -> tuple[float, float]:
         """(E[m], Var[m]) of the multiplicative factor m of a weight: for lognormal
         m = exp(ε), for gaussian-mult m = 1 + σn (gaussian-add is not multiplicative)."""
@@ -181,6 +192,10 @@ NOISE_PRESETS: dict[str, WeightNoiseConfig] = {
 }
 
 
+WeightNoise = WeightNoiseConfig | NoiseModel
+"""What a noisy layer takes: a per-weight kind and σ, or the board's whole noise model."""
+
+
 def weight_noise_preset(name: str) -> WeightNoiseConfig:
     if name not in NOISE_PRESETS:
         raise NoiseConfigError(f"no weight-noise preset {name!r}; have {', '.join(NOISE_PRESETS)}")
@@ -193,7 +208,8 @@ class NoisyLinear(nn.Linear):
 
     In training the noise enters by moment matching (the local reparameterisation of
     Kingma et al., 2015): each output is drawn from a normal with the mean and variance
-    the noisy weights give it, independently per example. That is one draw per example at
+    the noisy weights give it (``weight_moments``, closed form from the same spec that
+    draws them for evaluation), independently per example. That is one draw per example at
     the cost of two matrix products, where a shared weight draw per batch would give
     gradients that follow that one draw. Evaluation always draws the weights themselves.
     """
@@ -202,12 +218,12 @@ class NoisyLinear(nn.Linear):
         self,
         n_in: int,
         n_out: int,
-        train_noise: WeightNoiseConfig | None = None,
+        train_noise: WeightNoise | None = None,
         clip: float | None = None,
     ) -> None:
         super().__init__(n_in, n_out)
         self.train_noise = train_noise.validate() if train_noise else None
-        self.eval_noise: WeightNoiseConfig | None = None
+        self.eval_noise: WeightNoise | None = None
         self.clip = clip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -215,16 +231,11 @@ class NoisyLinear(nn.Linear):
             w = self.eval_noise.perturb(self.weight) if self.eval_noise else self.weight
             return nn.functional.linear(x, w, self.bias)
         noise = self.train_noise
-        if noise is None or noise.sigma == 0:
+        if noise is None or (isinstance(noise, WeightNoiseConfig) and noise.sigma == 0):
             return nn.functional.linear(x, self.weight, self.bias)
-        if noise.kind == "gaussian-add":
-            spread = noise.sigma * self.weight.detach().abs().max()
-            var = (x * x).sum(-1, keepdim=True) * spread**2
-            mean = nn.functional.linear(x, self.weight)
-        else:
-            m_mean, m_var = noise.moments()
-            mean = nn.functional.linear(x, self.weight) * m_mean
-            var = nn.functional.linear(x * x, self.weight * self.weight) * m_var
+        w_mean, w_var = noise.weight_moments(self.weight)
+        mean = nn.functional.linear(x, w_mean)
+        var = nn.functional.linear(x * x, w_var)
         out = mean + var.clamp_min(1e-12).sqrt() * torch.randn_like(mean)
         return out + self.bias
 
@@ -237,13 +248,13 @@ class NoisyConv2d(nn.Conv2d):
         c_in: int,
         c_out: int,
         kernel: int,
-        train_noise: WeightNoiseConfig | None = None,
+        train_noise: WeightNoise | None = None,
         clip: float | None = None,
         padding: int = 1,
     ) -> None:
         super().__init__(c_in, c_out, kernel, padding=padding)
         self.train_noise = train_noise.validate() if train_noise else None
-        self.eval_noise: WeightNoiseConfig | None = None
+        self.eval_noise: WeightNoise | None = None
         self.clip = clip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -255,7 +266,7 @@ class NoisyConv2d(nn.Conv2d):
 NOISY_LAYERS = (NoisyLinear, NoisyConv2d)
 
 
-def set_eval_noise(model: nn.Module, noise: WeightNoiseConfig | None) -> None:
+def set_eval_noise(model: nn.Module, noise: WeightNoise | None) -> None:
     """Evaluate ``model`` under ``noise`` (a fresh draw per forward); None: exact weights."""
     for layer in model.modules():
         if isinstance(layer, NOISY_LAYERS):

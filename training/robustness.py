@@ -1,8 +1,13 @@
 """Accuracy under device noise, by Monte Carlo, and the accuracy-versus-σ plot.
 
-Evaluation follows the design guide: every weight w becomes w·exp(ε), ε ~ N(0, σ²), a
-fresh draw per Monte Carlo sample (one draw = one programming of the whole network);
-biases are exact. Draws come from a seeded generator, so a figure is reproducible and two
+Evaluation draws the programmed weights from a noise model: the board's
+(:class:`~xbar.training.noise_model.NoiseModel`: differential pairs, open-loop or
+write-verify programming) or the paper's w·exp(ε), ε ~ N(0, σ²); a fresh draw per Monte
+Carlo sample (one draw = one programming of the whole network); biases are exact. Every
+result carries its 95 % interval over the draws and a one-sided lower bound on the
+expected accuracy over draws × inputs (:mod:`~xbar.training.stats`).
+
+Draws come from a seeded generator, so a figure is reproducible and two
 models evaluated with the same seed see the same ε.
 
 **Mean-gain calibration** (``calibrate=True``, off by default): E[exp(ε)] = exp(σ²/2), so
@@ -25,7 +30,9 @@ import torch
 from torch import nn
 
 from .networks import NoisyMLP
-from .noise import NOISY_LAYERS, WeightNoiseConfig, set_eval_noise
+from .noise import NOISY_LAYERS, WeightNoise, WeightNoiseConfig, set_eval_noise
+from .noise_model import NoiseModel
+from .stats import Interval, lower_bound, mean_interval
 
 MIN_DRAWS = 1
 _CHUNK_ELEMENTS = 8_000_000  # hidden activations held at once by the batched MLP path
@@ -33,20 +40,30 @@ _CHUNK_ELEMENTS = 8_000_000  # hidden activations held at once by the batched ML
 
 @dataclass(frozen=True)
 class NoisyAccuracy:
-    """Accuracy over ``draws`` noise draws: mean, standard deviation, and every draw's."""
+    """Accuracy over ``draws`` noise draws: mean, standard deviation, every draw's, the
+    95 % interval of the mean over draws, and the one-sided 95 % lower bound on the
+    expected accuracy over draws × inputs (two-way bootstrap)."""
 
     sigma: float
     mean: float
     std: float
     per_draw: tuple[float, ...]
+    lower: float = float("nan")
+
+    @property
+    def interval(self) -> Interval:
+        return mean_interval(self.per_draw, "draws")
 
 
-def _mean_gain(noise: WeightNoiseConfig | None) -> float:
-    """E[m] of a weight's multiplicative noise factor (1 without noise or additive noise)."""
+def _mean_gain(noise: WeightNoise | None) -> float:
+    """E[m] of a weight's multiplicative noise factor (1 without noise, for additive noise
+    and for the board's noise models, whose programming targets the weight itself)."""
+    if isinstance(noise, NoiseModel):
+        noise = noise._paper() if noise.scheme == "paper" else None
     return noise.moments()[0] if noise is not None and noise.kind != "gaussian-add" else 1.0
 
 
-def gain_calibration(model: nn.Module, noise: WeightNoiseConfig) -> list[float]:
+def gain_calibration(model: nn.Module, noise: WeightNoise) -> list[float]:
     """Bias factors, one per weight layer in forward order, for deployment under ``noise``.
 
     Layer l's inputs carry the mean gains of layers 1…l (ReLU and max-pool commute with a
@@ -65,7 +82,7 @@ def gain_calibration(model: nn.Module, noise: WeightNoiseConfig) -> list[float]:
 
 
 @contextmanager
-def calibrated(model: nn.Module, noise: WeightNoiseConfig | None) -> Iterator[list[float]]:
+def calibrated(model: nn.Module, noise: WeightNoise | None) -> Iterator[list[float]]:
     """``model`` with its biases scaled by :func:`gain_calibration` for ``noise`` inside the
     block, restored exactly after; None: unchanged (yields no factors)."""
     if noise is None:
@@ -91,7 +108,7 @@ def calibrated(model: nn.Module, noise: WeightNoiseConfig | None) -> Iterator[li
 def _mlp_logits(
     model: NoisyMLP,
     x: torch.Tensor,
-    noise: WeightNoiseConfig,
+    noise: WeightNoise,
     draws: int,
     generator: torch.Generator,
 ) -> torch.Tensor:
@@ -115,7 +132,7 @@ def _mlp_logits(
 def noisy_logits(
     model: nn.Module,
     x: np.ndarray | torch.Tensor,
-    noise: WeightNoiseConfig,
+    noise: WeightNoise,
     draws: int,
     seed: int = 0,
     calibrate: bool = False,
@@ -143,22 +160,36 @@ def accuracy_under_noise(
     model: nn.Module,
     x: np.ndarray,
     y: np.ndarray,
-    noise: WeightNoiseConfig,
+    noise: WeightNoise,
     draws: int = 30,
     seed: int = 0,
     calibrate: bool = False,
 ) -> NoisyAccuracy:
     """Accuracy of ``model`` on (x, y) under ``noise``, over ``draws`` Monte Carlo draws
     (``calibrate``: with the mean-gain calibration)."""
-    logits = noisy_logits(model, x, noise, draws, seed, calibrate)
-    correct = logits.argmax(-1) == torch.as_tensor(y)
-    per_draw = correct.float().mean(dim=1).numpy()
+    correct = correct_matrix(model, x, y, noise, draws, seed, calibrate)
+    per_draw = correct.mean(axis=1)
     return NoisyAccuracy(
         noise.sigma,
         float(per_draw.mean()),
         float(per_draw.std()),
         tuple(float(a) for a in per_draw),
+        lower_bound(correct, seed=seed),
     )
+
+
+def correct_matrix(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    noise: WeightNoise,
+    draws: int = 30,
+    seed: int = 0,
+    calibrate: bool = False,
+) -> np.ndarray:
+    """(draws, inputs) 0/1: whether each noisy copy classifies each input correctly."""
+    logits = noisy_logits(model, x, noise, draws, seed, calibrate)
+    return (logits.argmax(-1) == torch.as_tensor(y)).numpy().astype(np.int8)
 
 
 def clean_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:

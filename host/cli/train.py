@@ -25,7 +25,33 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--device", default="pvk-median", help="device preset whose σ is the target")
     p.add_argument("--method", choices=METHOD_NAMES, default="bayesmulti")
-    p.add_argument("--budget", type=int, default=8, help="BayesMulti trials (default: 8)")
+    p.add_argument(
+        "--program",
+        default="verify",
+        metavar="SCHEME",
+        help="programming scheme trained for and scored against, stored in the artifact: "
+        "verify[:TOL] (write-verify within TOL weight steps, default 0.5), open-loop, or "
+        "paper[:SIGMA] (the paper's w·exp(ε)); default verify (docs/training.md)",
+    )
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=32,
+        help="BayesMulti first-rung trials (default: 32; successive halving trains the "
+        "best quarter 4x longer, twice: 32 trials cost 6 full trainings)",
+    )
+    p.add_argument(
+        "--halving",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="successive halving over epochs (default: on; off: every trial trains fully)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=1,
+        help="training seeds of the final model: intervals over seeds as well as draws",
+    )
     p.add_argument("--alpha", help="JSON file with α: skip the search and train with it")
     p.add_argument("--width", type=int, help="hidden width (baselines and non-searched methods)")
     p.add_argument(

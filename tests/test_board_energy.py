@@ -20,7 +20,7 @@ from xbar.emulator.mvm_driver import MvmDriver
 from xbar.emulator.parts import ADC_BAUD, SW_DAC, man_ch, switch_frame
 from xbar.emulator.runtime import FirmwareNamespace
 from xbar.host.board import Board
-from xbar.host.energy_report import measure
+from xbar.host.energy_report import ledger_mark, measure, write_verify_energy
 from xbar.training.artifact import load_artifact
 
 from benchmarks.models import iris_artifact
@@ -108,7 +108,10 @@ def test_normal_command_sequences_stay_within_ratings(iris: Any) -> None:
             board.pulse(2, 3, 2.0, 200)
             board.pulse(2, 3, 2.0, 200, polarity="reset")
             cells = dict(list(plan.targets()[0].items())[:3])
+            mark = ledger_mark(board)
             board.program(cells, tolerance=0.5 * plan.layers[0].g_unit)
+            line = write_verify_energy(mark, len(cells))
+            assert line is not None and "µJ per cell written (3)" in line
             model.place(plan.targets())
             x = iris.quantized.quantize_input(np.asarray(iris_inputs()))[:5]
             emulated.settle()

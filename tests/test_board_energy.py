@@ -3,6 +3,7 @@ and the integrated-macro projection."""
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,20 +29,11 @@ from benchmarks.models import iris_artifact
 ANALOG = ("line_drivers", "tia", "dac", "adc")
 
 
-class _Writer:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-
-    def write(self, data: Any) -> int:
-        self.buf += bytes(data)
-        return len(data)
-
-
 def firmware_on(model: BoardModel) -> Any:
     """The firmware's App booted on `model` (in-process, no link)."""
     name = model.profile.name
-    ns = FirmwareNamespace(Hardware(model, 0), None, _Writer(), profile=name)
-    return ns.load("app").App(_Writer(), name, watchdog=False)
+    ns = FirmwareNamespace(Hardware(model, 0), None, io.BytesIO(), profile=name)
+    return ns.load("app").App(io.BytesIO(), name, watchdog=False)
 
 
 def frame(model: BoardModel, cs: int, bus: int, data: bytes, baud: int = 1_000_000) -> None:

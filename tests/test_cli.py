@@ -24,8 +24,10 @@ def test_devices_list_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_devices_show_and_unknown_device(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["devices", "show", "pvk-best", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["name"] == "pvk-best"
-    assert main(["devices", "show", "pvk-nope"]) == 1
-    assert "no device preset 'pvk-nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a usage error: argparse's exit 2
+        main(["devices", "show", "pvk-nope"])
+    assert exit_.value.code == 2
+    assert "no device 'pvk-nope'; did you mean 'pvk-best'?" in capsys.readouterr().err
 
 
 def test_fit_writes_model_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

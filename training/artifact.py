@@ -134,7 +134,8 @@ class ModelArtifact:
         except PlanError:
             raise ArtifactError(
                 f"{self._where()} was planned for {built}; {board} has {arrays} x "
-                f"{rows}x{cols}: export it again with --profile for this board"
+                f"{rows}x{cols}: use a board of profile {g['profile']} (`xbar flash "
+                f"--profile {g['profile']}`, `xbar emulate --profile {g['profile']}`)"
             ) from None
         problem = self.plan.firmware_problem()
         if problem:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from xbar.host.cli import names
 from xbar.host.energy_report import bench_energy
 
 
@@ -37,13 +38,14 @@ def _add_energy(bench: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--dataset",
-        default="digits",
         choices=["digits", "iris"],
-        help="inputs from this bundled test split (default: digits)",
+        help="inputs from this bundled test split (default: the model's own task)",
     )
-    p.add_argument("--n", type=int, default=20, help="inferences (default 20)")
+    p.add_argument("--n", type=names.positive_int, default=20, help="inferences (default 20)")
     p.add_argument("--png", default="energy.png", help="plot (default: energy.png)")
-    p.add_argument("--timeout", type=float, default=30.0, help="link timeout, s (default 30)")
+    p.add_argument(
+        "--timeout", type=names.positive_float, default=30.0, help="link timeout, s (default 30)"
+    )
     p.set_defaults(func=run_energy)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xbar.host.characterize import DEFAULT_CELLS, STEPS_UNKNOWN, WIDTH_US, characterize_board
+from xbar.host.cli import names
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -26,10 +27,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--device",
+        type=names.device,
         help="device preset (pvk-best, pvk-median, pvk-07) or device JSON the cells are "
         "made of (default: the programmed model's, or an emu:// board's)",
     )
-    p.add_argument("--cycles", type=int, default=3, help="sweep cycles per cell (default: 3)")
+    p.add_argument(
+        "--cycles", type=names.positive_int, default=3, help="sweep cycles per cell (default: 3)"
+    )
     p.add_argument(
         "--v-max",
         type=float,
@@ -38,12 +42,15 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--steps",
-        type=int,
+        type=names.positive_int,
         help="amplitudes per half sweep (default: half the device's levels, 10..40; "
         f"device unknown: {STEPS_UNKNOWN})",
     )
     p.add_argument(
-        "--width-us", type=int, default=WIDTH_US, help=f"pulse width, µs (default: {WIDTH_US})"
+        "--width-us",
+        type=names.positive_int,
+        default=WIDTH_US,
+        help=f"pulse width, µs (default: {WIDTH_US})",
     )
     p.add_argument(
         "--force",
@@ -54,7 +61,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--name", default="characterized", help="device model name (default: %(default)s)"
     )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default: 10)")
+    p.add_argument(
+        "--timeout", type=names.positive_float, default=10.0, help="link timeout, s (default: 10)"
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.set_defaults(func=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from xbar.host.cli import names
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -15,7 +17,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="out", help="folder for plots and models (default: out)")
     p.add_argument("--devices-only", action="store_true", help="stop after the device analysis")
-    p.add_argument("--digits", type=int, default=20, help="test digits to infer (default: 20)")
+    p.add_argument(
+        "--digits", type=names.positive_int, default=20, help="test digits to infer (default: 20)"
+    )
     p.set_defaults(func=run)
 
 

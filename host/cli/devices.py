@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xbar.host import devices
+from xbar.host.cli import names
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -22,7 +23,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_list)
     a = actions.add_parser("show", help="the device model of a preset or published device")
     a.add_argument(
-        "name", help="pvk-best, pvk-median, or a device id (pvk-07) or name from `devices list`"
+        "name",
+        type=names.device,
+        help="pvk-best, pvk-median, or a device id (pvk-07) or name from `xbar devices list`",
     )
     a.add_argument("--json", action="store_true", help="print the model as JSON")
     a.set_defaults(func=run_show)

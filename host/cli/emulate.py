@@ -20,6 +20,8 @@ import sys
 from collections.abc import Sequence
 
 from xbar.emulator.build import DEFAULT_PROFILE, BoardOptions
+from xbar.host.cli import names
+from xbar.training.errors import UsageError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -35,10 +37,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--profile", default=DEFAULT_PROFILE, help=f"board profile (default: {DEFAULT_PROFILE})"
+        "--profile",
+        type=names.profile,
+        default=DEFAULT_PROFILE,
+        help=f"board profile (default: {DEFAULT_PROFILE})",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the board's devices and noise")
-    p.add_argument("--device", help="device preset of the cells (default: pvk-median)")
+    p.add_argument(
+        "--device", type=names.device, help="device preset of the cells (default: pvk-median)"
+    )
     p.add_argument("--noise", choices=["default", "off"], help="noise preset (default: default)")
     p.add_argument(
         "--micropython",
@@ -112,10 +119,28 @@ def board_options(args: argparse.Namespace) -> BoardOptions:
     )
 
 
+def check(args: argparse.Namespace) -> None:
+    """Flags that only mean something with others: a usage error naming both."""
+    needs = {
+        "--blank": args.blank,
+        "--flash": args.flash,
+        "--measure-compute": args.measure_compute,
+    }
+    for flag, given in needs.items():
+        if given and not args.micropython:
+            raise UsageError(f"{flag} needs --micropython (the in-process board has no flash)")
+    if getattr(args, "program", False) and not args.selftest:
+        raise UsageError("--program needs --selftest")
+
+
 def run(args: argparse.Namespace) -> int:
     from xbar.host.emulate import selftest, serve
 
+    check(args)
     options = board_options(args)
+    problems = options.faults.problems()  # --ber 2, --drop -1: usage, not a failure
+    if problems:
+        raise UsageError("; ".join(f"--{p.replace('_', '-', 1)}" for p in problems))
     if args.selftest:
         return selftest(options, program=args.program)
     return serve(options)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from xbar.host.cli import names
 from xbar.host.flash import flash_board
 
 
@@ -15,9 +16,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "(.mpy when the board's bytecode version matches mpy-cross), verify every file by "
         "SHA-256 and soft-reset into the firmware.",
     )
-    p.add_argument("--port", required=True, help="serial device or pty (e.g. /dev/ttyACM0)")
+    p.add_argument(
+        "--port", required=True, help="serial device or pty (e.g. /dev/ttyACM0), or auto"
+    )
     p.add_argument(
         "--profile",
+        type=names.profile,
         help="board profile written as xbar_profile.py (default: leave the board's own)",
     )
     p.add_argument("--source", action="store_true", help="copy .py sources, never .mpy")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from xbar.host.cli import names
 from xbar.host.stream import DEFAULT_BAUD, infer
 
 
@@ -26,16 +27,20 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     src.add_argument("--dataset", choices=["digits", "iris"], help="a bundled test split")
     src.add_argument("--input", help=".npy inputs: (n, n_in) uint8 codes or float values")
     p.add_argument("--labels", help="--input: .npy labels (n,) for the accuracy")
-    p.add_argument("--limit", type=int, help="stream only the first N inputs")
-    p.add_argument("--window", type=int, help="frames in flight (default: the board's)")
+    p.add_argument("--limit", type=names.positive_int, help="stream only the first N inputs")
+    p.add_argument(
+        "--window", type=names.positive_int, help="frames in flight (default: the board's)"
+    )
     p.add_argument(
         "--baud",
-        type=int,
+        type=names.positive_int,
         default=DEFAULT_BAUD,
         help=f"line rate for the link efficiency (default {DEFAULT_BAUD})",
     )
     p.add_argument("--save", help="write the board's outputs (n, n_out) to this .npy")
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
+    p.add_argument(
+        "--timeout", type=names.positive_float, default=10.0, help="link timeout, s (default 10)"
+    )
     p.set_defaults(func=run)
 
 

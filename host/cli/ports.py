@@ -7,6 +7,7 @@ import argparse
 import json
 
 from xbar.host import ports
+from xbar.host.cli import names
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -23,7 +24,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--all", action="store_true", help="probe every listed port")
     p.add_argument(
         "--timeout",
-        type=float,
+        type=names.positive_float,
         default=ports.PROBE_TIMEOUT_S,
         help=f"wait per port, s (default {ports.PROBE_TIMEOUT_S:g})",
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from xbar.host.cli import names
 from xbar.host.program import program_model
 
 
@@ -19,11 +20,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="per-cell CSV (default: MODEL.cells.csv)")
     p.add_argument("--state", help="progress file for resuming (default: MODEL.progress.json)")
     p.add_argument("--fresh", action="store_true", help="ignore saved progress, program all")
-    p.add_argument("--tolerance", type=float, help="S (default: half a weight step)")
-    p.add_argument("--max-pulses", type=int, default=100, help="per cell (default: 100)")
+    p.add_argument("--tolerance", type=names.positive_float, help="S (default: half a weight step)")
+    p.add_argument(
+        "--max-pulses", type=names.positive_int, default=100, help="per cell (default: 100)"
+    )
     p.add_argument(
         "--passes",
-        type=int,
+        type=names.positive_int,
         default=2,
         help="write-verify passes; later ones retry unconverged cells (default 2)",
     )
@@ -39,7 +42,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_false",
         help="keep the hidden units where the plan put them, whatever cells failed",
     )
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
+    p.add_argument(
+        "--timeout", type=names.positive_float, default=10.0, help="link timeout, s (default 10)"
+    )
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 
+from xbar.host.cli import names
+
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -16,7 +18,9 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "firmware again.",
     )
     p.add_argument("--port", required=True, help="device or pty (or auto)")
-    p.add_argument("--timeout", type=float, default=10.0, help="link timeout, s (default 10)")
+    p.add_argument(
+        "--timeout", type=names.positive_float, default=10.0, help="link timeout, s (default 10)"
+    )
     p.set_defaults(func=run)
 
 

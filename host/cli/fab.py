@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 
 from xbar.host import fab
-from xbar.training.search import METHODS
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -45,9 +44,11 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     a = actions.add_parser("suggest", help="suggest the next batch and write the lab's sheet")
     _store(a)
     a.add_argument("--batch", type=int, help="experiments in the batch (default: the spec's)")
-    a.add_argument("--method", choices=list(METHODS), help="optimizer (default: the spec's)")
+    a.add_argument(
+        "--method", help="optimizer (default: the spec's; `xbar fab suggest --method list`)"
+    )
     a.add_argument("--out", default=".", help="folder for the sheet (default: .)")
-    a.set_defaults(func=run_suggest)
+    a.set_defaults(func=run_suggest, parser=a)
 
     a = actions.add_parser("ingest", help="store measured results (CSV sheets, I–V files)")
     a.add_argument("files", nargs="+", help="results CSV, or an I–V file named E0007.csv/.xlsx")
@@ -119,6 +120,18 @@ def run_init(args: argparse.Namespace) -> int:
 
 
 def run_suggest(args: argparse.Namespace) -> int:
+    # The method list comes with Nevergrad (a second to import): read only when asked for,
+    # so status, ingest and the rest start fast.
+    from xbar.training.search import METHODS
+
+    if args.method == "list":
+        for name, method in METHODS.items():
+            print(f"{name:<13} {method.doc}")
+        return 0
+    if args.method is not None and args.method not in METHODS:
+        args.parser.error(
+            f"argument --method: invalid choice: {args.method!r} (choose from {', '.join(METHODS)})"
+        )
     fab.suggest(args.store, args.batch, args.method, args.out)
     return 0
 

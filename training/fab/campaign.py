@@ -175,6 +175,7 @@ def build_search(
         batch=spec.batch,
         sampler=spec.sample,
         canonical=spec.for_lab,
+        encoder=spec.encode,
         pool=pool,
     )
     failed = []

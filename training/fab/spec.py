@@ -418,6 +418,28 @@ class Spec:
                 out[p.name] = float(rng.uniform(p.low, p.high))
         return out
 
+    def encode(self, values: dict[str, Any]) -> np.ndarray:
+        """A point as numbers for a surrogate model, without Nevergrad: a scalar scaled to
+        [0, 1] (log-scaled for ``log``), an ordinal as its position, a categorical one-hot.
+        A value outside the space is a ValueError."""
+        out: list[float] = []
+        for p in self.parameters:
+            v = values[p.name]
+            if p.kind == "categorical":
+                index = p.choices.index(v)
+                out.extend(1.0 if i == index else 0.0 for i in range(len(p.choices)))
+            elif p.kind == "ordinal":
+                out.append(p.choices.index(v) / (len(p.choices) - 1))
+            else:
+                assert p.low is not None and p.high is not None
+                if isinstance(v, bool) or not isinstance(v, int | float):
+                    raise ValueError(f"{p.name} = {v!r} is not a number")
+                if p.kind == "log":
+                    out.append(math.log(v / p.low) / math.log(p.high / p.low))
+                else:
+                    out.append((v - p.low) / (p.high - p.low))
+        return np.array(out)
+
     def is_feasible(self, values: dict[str, Any]) -> bool:
         return not any(rule.matches(values) for rule in self.infeasible)
 

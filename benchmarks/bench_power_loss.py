@@ -45,7 +45,6 @@ OUT = Path(__file__).parent / "results"
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "COLUMNS": "200"}
 PROGRAM_ARGS = {"max_pulses": 100, "passes": 2}  # `xbar program`'s defaults
 SERVED = ["--seed", "0", "--device", "pvk-best", "--noise", "off"]
-FRAME_TIMEOUT_S = 2.0  # a PROGRAM frame's answer (default 30 s + 0.05 s/cell/pulse)
 
 
 # ---- the model ------------------------------------------------------------------------
@@ -163,7 +162,7 @@ def reset_run(plan: Any, micropython: bool, fraction: float, folder: Path, clean
         error = None
         try:
             with Board(b.port, timeout=5) as board:
-                program_plan(board, plan, state, timeout=FRAME_TIMEOUT_S, **PROGRAM_ARGS)
+                program_plan(board, plan, state, **PROGRAM_ARGS)
         except (BoardError, OSError) as exc:
             error = type(exc).__name__
         finished.set()
@@ -629,9 +628,9 @@ def markdown(summary: dict, results: dict, meta: dict) -> str:
     lines += [
         "",
         "Resets land at a uniform random fraction of a clean run's board cycles; the host "
-        f"waits {FRAME_TIMEOUT_S:g} s for a PROGRAM answer (the default, 30 s + 0.05 s per "
-        "cell and pulse, makes a reset cost a minute). A run recovers when the lines are "
-        "grounded with DACs at 0 V once the firmware has booted, no damage event is "
+        "keeps its default PROGRAM timeout and finds the reset by a HELLO probe answered "
+        "before the PROGRAM (host/protocol_client.py, PROBE_AFTER_S). A run recovers when "
+        "the lines are grounded with DACs at 0 V once the firmware has booted, no damage event is "
         "counted, and the resumed run leaves as many cells within tolerance of their "
         "written targets (judged on the true conductance, on the placement the progress "
         "file saved) as a clean run; `xbar program`'s defaults (100 pulses, 2 passes). "

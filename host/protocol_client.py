@@ -13,7 +13,9 @@ short exponential backoff, at most `retries` times. With `adaptive` on (a faulty
 quick commands (`QUICK`) wait for their answer only a retransmission timeout learned from
 the answers so far (`rto`, doubled after each timeout, never past `timeout`) and are
 tried at least `ADAPTIVE_RETRIES` times; `poll` takes whichever outstanding request is
-answered next, for streams that detect losses themselves. Only frames that pass their
+answered next, for streams that detect losses themselves. A request that may take long
+is probed with a HELLO behind it (`PROBE_AFTER_S`), so a board reset mid-command is
+found in seconds, not at the end of its timeout. Only frames that pass their
 CRC and answer an outstanding sequence number are ever returned. `sync` negotiates: a board that
 answers in another protocol version, with a MicroPython REPL, or not at all gets an
 error that says which and what to do.
@@ -102,6 +104,15 @@ RTO_MIN_S = 0.25
 ADAPTIVE_RETRIES = 10
 """Tries of a request, at least, with `Link.adaptive` on."""
 
+PROBE_AFTER_S = 2.0
+"""How long an answer is awaited before the board is asked, by a HELLO sent behind the
+request, whether it took the request at all. The firmware answers frames in order, so a
+HELLO answered first means the request was never taken (the board was reset, or the
+frame was lost): that is known within seconds instead of at the end of a long command's
+timeout. Later probes follow at doubling intervals up to `PROBE_MAX_S`."""
+
+PROBE_MAX_S = 8.0
+
 
 class Link:
     """Frames out, frames in, sequence numbers, timeouts and retries on a port."""
@@ -116,6 +127,7 @@ class Link:
         self.bytes_out = 0  # every byte written, framing included
         self.bytes_in = 0  # every byte read
         self.drained = 0  # answers still owed that drain() took and dropped
+        self.probe_losses = 0  # requests found lost because a later probe was answered first
         self._ready: list[tuple[int, int, bytes]] = []
         self._outstanding: set[int] = set()
         self._kept: dict[int, tuple[int, bytes]] = {}
@@ -246,7 +258,11 @@ class Link:
             seq = self.send(code, payload)
             t0 = time.monotonic()
             try:
-                answer = self.receive(code, seq, self.rto if quick else timeout)
+                wait = self.rto if quick else (self.timeout if timeout is None else timeout)
+                if not quick and wait > PROBE_AFTER_S and code != P.HELLO:
+                    answer = self._await_probed(code, seq, wait)
+                else:
+                    answer = self.receive(code, seq, wait)
                 if quick:
                     self.observe(time.monotonic() - t0)
                 return answer
@@ -266,6 +282,31 @@ class Link:
             attempt += 1
             self.retried += 1
             time.sleep(min(BACKOFF_S * (1 << (attempt - 1)), 0.32))
+
+    def _await_probed(self, code: int, seq: int, wait: float) -> bytes:
+        """`receive` for a request that may take long, probing as `PROBE_AFTER_S` says."""
+        deadline = time.monotonic() + wait
+        probes: list[int] = []
+        gap = PROBE_AFTER_S
+        try:
+            while True:
+                try:
+                    return self.receive(code, seq, min(gap, max(0.0, deadline - time.monotonic())))
+                except LostError:
+                    if time.monotonic() >= deadline:
+                        raise
+                if any(p in self._kept for p in probes):
+                    self.probe_losses += 1
+                    name = P.COMMAND_NAMES.get(code, f"0x{code:02x}")
+                    raise LostError(
+                        f"no answer to {name}: the board answered a later request first "
+                        "(it was reset, or the request was lost on the way)"
+                    )
+                probes.append(self.send(P.HELLO))
+                gap = min(2 * gap, PROBE_MAX_S)
+        finally:
+            for p in probes:
+                self.forget(p)
 
     def sync(self, timeout: float) -> bytes:
         """Wait until the board answers HELLO; returns its payload.

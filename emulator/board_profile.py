@@ -19,7 +19,7 @@ never changes (docs/architecture.md, "Larger profiles"):
 
 Position 0 of a chain is the chip whose data input is the MCU's MOSI (and, for the ADCs,
 whose SDO is the MCU's MISO). Besides the named presets, ``xbar-{n}x{rows}x{cols}`` names
-build an n-array board with chains just long enough for the three DAC and two ADC selects.
+build an n-array board with chains just long enough for the three DAC and five ADC selects.
 Presets, name rules, pins and part counts are the firmware's own (``xbar.firmware.profiles``),
 so the emulator cannot describe a board the firmware would lay out differently.
 

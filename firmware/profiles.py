@@ -29,7 +29,9 @@ SPI1_SCK = const(10)
 SPI1_MOSI = const(11)
 SPI1_MISO = const(12)
 SPI1_BAUD = const(17_000_000)
-PIN_CS_ADC = (13, 14)
+# One ADC chip select per array of a 5-array board (rev B): a frame wakes and converts only
+# the chips of the array being read (ADS8688 chips on one select all convert every frame).
+PIN_CS_ADC = (13, 14, 23, 24, 29)
 PIN_ADC_RST = const(15)
 PIN_GAIN0 = const(16)
 PIN_GAIN1 = const(17)
@@ -91,7 +93,7 @@ ADC_UP = const(2800)  # x10 = 28000 < ADC_SAT
 # name: (arrays, rows, cols, DAC chips per chip select, ADC chips per chip select, cell).
 # Chips beyond one per chip select form a daisy chain on that select. Besides these,
 # "xbar-{n}x{rows}x{cols}[-passive]" names build chains just long enough for the three
-# DAC and two ADC selects. The emulator's profile table is built from this one.
+# DAC and five ADC selects. The emulator's profile table is built from this one.
 PROFILES = {
     "xbar-10x10": (1, 10, 10, 1, 1, "1T1R"),
     "xbar-10x10-passive": (1, 10, 10, 1, 1, "0T1R"),

@@ -270,8 +270,21 @@ def sweep_defaults(
     )
 
 
+def swept_ratio(results: list[CellResult]) -> float:
+    """How far the sweep moved the cells: the 95th over the 5th percentile of each cell's
+    conductances after the pulses (robust to single noisy reads), median over cells."""
+    ratios = []
+    for r in results:
+        g = (r.curves.current / r.curves.voltage[:, None]).ravel()
+        g = g[np.isfinite(g) & (g > 0)]
+        if g.size:
+            lo, hi = np.percentile(g, [5, 95])
+            ratios.append(hi / lo)
+    return float(np.median(ratios)) if ratios else math.inf
+
+
 def sweep_warnings(
-    dev: DeviceModel | None, source: str, v_max: float, model: DeviceModel
+    dev: DeviceModel | None, source: str, v_max: float, results: list[CellResult]
 ) -> list[str]:
     """Why the model may say less than the cells can: the sweep stopped below the device's
     SET voltage, or the conductances hardly moved (switching never reached)."""
@@ -283,11 +296,12 @@ def sweep_warnings(
             f"from {source}): window and usability come out low; leave --v-max out to "
             "sweep the device's range"
         )
-    ratio = model.g_max / model.g_min if model.g_min > 0 else math.inf
+    ratio = swept_ratio(results)
     if ratio < MIN_WINDOW_RATIO:
         notes.append(
-            f"the fitted window spans only a ratio of {ratio:.2f}: the sweep (up to "
-            f"{v_max:g} V) never reached the switching region; raise --v-max or --width-us"
+            f"the conductances span only a ratio of {ratio:.2f} (95th to 5th percentile, "
+            f"median cell): the sweep (up to {v_max:g} V) never reached the switching "
+            "region; raise --v-max or --width-us"
         )
     return notes
 
@@ -367,7 +381,7 @@ def characterize_board(
         if touched:
             forget_programmed(board)
     written = write_outputs(Path(out), results, model)
-    notes = sweep_warnings(dev, source, settings.v_max, model)
+    notes = sweep_warnings(dev, source, settings.v_max, results)
     if touched and record:
         notes.append(f"cells of {record[0]} were rewritten: program it again before inferring")
     for note in notes:

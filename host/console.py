@@ -4,7 +4,7 @@ is a bar on a terminal and one line per step in a log."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 WIDTH = 100
@@ -33,33 +33,66 @@ def print_table(
     Console(width=width, soft_wrap=False, highlight=False).print(table)
 
 
-class _Steps:
-    """A progress report for logs: one line per tenth of the work (and at the end)."""
+class LogProgress:
+    """tqdm's interface for logs: one line per tenth of the work (and at the end) instead
+    of a bar redrawn with carriage returns. Takes tqdm's arguments; iterates like it."""
 
-    def __init__(self, total: int | None, desc: str, unit: str) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
-        self.n = 0
+    def __init__(
+        self,
+        iterable: Iterable[Any] | None = None,
+        desc: str | None = None,
+        total: float | None = None,
+        unit: str = "it",
+        disable: bool | None = False,
+        **_: Any,
+    ) -> None:
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            total = len(iterable)  # type: ignore[arg-type]
+        self.iterable, self.desc, self.total, self.unit = iterable, desc or "", total, unit
+        self.disable = bool(disable)
+        self.n: float = 0
         self._next = self._step()
 
-    def _step(self) -> int:
-        if not self.total:
-            return 1 << 62
-        return max(1, self.total // 10)
+    def _step(self) -> float:
+        return max(1, int(self.total) // 10) if self.total else float("inf")
 
-    def update(self, k: int = 1) -> None:
+    def __iter__(self) -> Iterator[Any]:
+        for item in self.iterable or ():
+            yield item
+            self.update(1)
+
+    def update(self, k: float = 1) -> None:
         self.n += k
-        if self.total and (self.n >= self._next or self.n >= self.total):
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit}", file=sys.stderr, flush=True)
+        if self.disable or not self.total:
+            return
+        if self.n >= self._next or self.n >= self.total:
+            total = int(self.total)
+            done = int(self.n)
+            print(f"{self.desc}: {done}/{total} {self.unit}", file=sys.stderr, flush=True)
             while self._next <= self.n:
                 self._next += self._step()
 
-    def set_postfix_str(self, s: str) -> None:  # tqdm's; a log line has no room for it
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> None:
+        pass  # a log line has no room for it
+
+    def set_postfix(self, *args: Any, **kwargs: Any) -> None:
         pass
+
+    def set_description(self, desc: str | None = None, refresh: bool = True) -> None:
+        self.desc = desc or ""
+
+    def refresh(self) -> None:
+        pass
+
+    @staticmethod
+    def write(line: str, file: Any = None, end: str = "\n", nolock: bool = False) -> None:
+        """A note between progress lines (tqdm.write)."""
+        print(line, file=file or sys.stdout, end=end, flush=True)
 
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> _Steps:
+    def __enter__(self) -> LogProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -67,10 +100,18 @@ class _Steps:
 
 
 def progress(total: int | None, desc: str, unit: str = "it", **kwargs: Any) -> Any:
-    """A tqdm bar on a terminal; otherwise a `_Steps` that writes one line per step (no
-    carriage returns filling a log). Same `update`/context-manager use."""
+    """A tqdm bar on a terminal; otherwise a `LogProgress` (one line per step)."""
     if sys.stderr.isatty():
         from tqdm import tqdm
 
         return tqdm(total=total, desc=desc, unit=unit, **kwargs)
-    return _Steps(total, desc, unit)
+    return LogProgress(total=total, desc=desc, unit=unit)
+
+
+def logs_without_bars() -> None:
+    """Where stderr is not a terminal, every `from tqdm import tqdm` made after this gets a
+    `LogProgress`: a log gets a line per step, not hundreds of redrawn bars."""
+    if not sys.stderr.isatty():
+        import tqdm
+
+        tqdm.tqdm = LogProgress  # type: ignore[misc,assignment]

@@ -32,18 +32,42 @@ def device_rows() -> list[dict[str, Any]]:
 
 
 def print_device_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'id':<6}  {'material':<8}  {'sigma':>7}  {'monot.':>6}  {'usability':>9}  device")
-    for r in rows:
-        print(
-            f"{r['id']!s:<6}  {r['material']!s:<8}  {r['sigma']:>7.4f}  "
-            f"{r['monotonicity']:>6.2f}  {r['usability']:>9.4f}  {r['name']}"
-        )
+    """The table within 100 columns: the long device names fold onto a second line."""
+    from xbar.host.console import print_table
+
+    print_table(
+        ["id", "material", "sigma", "monot.", "usability", "device (fabrication conditions)"],
+        [
+            [
+                r["id"],
+                r["material"],
+                f"{r['sigma']:.4f}",
+                f"{r['monotonicity']:.2f}",
+                f"{r['usability']:.4f}",
+                r["name"],
+            ]
+            for r in rows
+        ],
+        numeric=(2, 3, 4),
+    )
+
+
+def preset_origin(name: str, model: DeviceModel) -> str | None:
+    """Which published device a preset or an id stands for: "pvk-30, 1.8um_length_..."."""
+    stem = model.source.split(":", 1)[-1] if model.source else ""
+    if not stem or name == stem:
+        return None
+    try:
+        device = find_published(stem)
+    except KeyError:
+        return None
+    return f"{device.short_id}, {device.name}"
 
 
 def model_summary(model: DeviceModel) -> str:
     d2d = "n/a (no replicates)" if model.d2d_sigma is None else f"{model.d2d_sigma:.3f}"
     lines = [
-        f"device        {model.name}",
+        _wrapped("device", model.name),
         f"material      {model.material or 'unknown'}",
         f"usability     {model.usability:.4f}  (monotonicity {model.monotonicity:.2f})",
         f"sigma c2c     {model.sigma_c2c:.4f}  (log-normal)",
@@ -57,8 +81,21 @@ def model_summary(model: DeviceModel) -> str:
     ]
     if model.conditions:
         given = ", ".join(f"{k}={v}" for k, v in model.conditions.items() if v)
-        lines.append(f"conditions    {given}")
+        lines.append(_wrapped("conditions", given))
     return "\n".join(lines)
+
+
+def _wrapped(label: str, text: str) -> str:
+    """`label` and `text` within 100 columns, continuation lines under the text."""
+    import textwrap
+
+    return textwrap.fill(
+        text,
+        width=100,
+        initial_indent=f"{label:<14}",
+        subsequent_indent=" " * 14,
+        break_on_hyphens=False,
+    )
 
 
 def list_devices(sort: str = "id", as_json: bool = False) -> None:
@@ -72,7 +109,13 @@ def list_devices(sort: str = "id", as_json: bool = False) -> None:
 
 def show_device(name: str, as_json: bool = False) -> None:
     model = DeviceModel.preset(name)
-    print(model.to_json() if as_json else model_summary(model))
+    if as_json:
+        print(model.to_json())
+        return
+    print(model_summary(model))
+    origin = preset_origin(name, model)
+    if origin:
+        print(_wrapped("published as", origin).replace(", ", ",\n" + " " * 14, 1))
 
 
 def fit_device(iv_file: str, out: str | None = None, plot: str | None = None) -> None:

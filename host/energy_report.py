@@ -253,8 +253,9 @@ def bench_energy(
     n: int = 20,
     png: str = "energy.png",
     timeout: float = 30.0,
-) -> None:
-    """Energy per inference of `model` on the board at `port`: print the table, plot to `png`."""
+) -> EnergyReport:
+    """Energy per inference of `model` on the board at `port`: print the table, plot to
+    `png`, return the report."""
     from xbar.host.program import checked_plan
     from xbar.host.stream import InputError, dataset_inputs
     from xbar.training.artifact import load_artifact
@@ -275,3 +276,4 @@ def bench_energy(
         print(line)
     plot(report, png_path, f"{Path(model).name} on {report.board_name or port}")
     print(f"wrote {png}")
+    return report

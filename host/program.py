@@ -577,6 +577,33 @@ def summary(report: ProgramReport, tolerance: float) -> list[str]:
     return lines
 
 
+def summary_json(report: ProgramReport, tolerance: float) -> dict[str, Any]:
+    """What `summary` says, as numbers (`xbar program --json`)."""
+    targets = np.array([c.target for c in report.cells])
+    err = np.abs(report.achieved - targets)
+    pair = np.abs(report.pair_error)
+    return {
+        "cells": len(report.cells),
+        "resumed": report.resumed,
+        "tolerance_S": tolerance,
+        "status": {name: int(np.sum(report.status == code)) for code, name in STATUS_NAMES.items()},
+        "pulses_mean": float(report.pulses.mean()) if len(report.pulses) else 0.0,
+        "pulses_max": int(report.pulses.max()) if len(report.pulses) else 0,
+        "error_median_S": float(np.median(err)) if len(err) else 0.0,
+        "error_max_S": float(err.max()) if len(err) else 0.0,
+        "weights_within_tolerance": int(np.sum(pair <= tolerance)) // 2,
+        "weights": len(report.cells) // 2,
+        "compensated": report.compensated(tolerance),
+        "remap_error_steps": list(report.remap) if report.remap is not None else None,
+        "not_converged": [
+            [c.array, c.row, c.col]
+            for c, st in zip(report.cells, report.status, strict=True)
+            if st != P.ST_OK
+        ],
+        "loaded": report.loaded,
+    }
+
+
 def checked_plan(
     board: Board, model: str, state: str | None = None, placed: bool = True
 ) -> tuple[Any, CrossbarModel]:
@@ -678,10 +705,12 @@ def program_model(
     compensate: bool = True,
     remap: bool = True,
     timeout: float = 10.0,
-) -> None:
+    as_json: bool = False,
+) -> ProgramReport:
     """Write-verify the plan of `model` onto the board at `port` (resuming what an earlier
-    run left), LOAD its tile map and print the summary: `xbar program` and `xbar demo`."""
-    from tqdm import tqdm
+    run left), LOAD its tile map and print the summary (as JSON with `as_json`, the rest
+    then on stderr): `xbar program` and `xbar demo`."""
+    from xbar.host.console import progress
     from xbar.host.energy_report import ledger_mark, write_verify_energy
     from xbar.training.artifact import load_artifact
 
@@ -694,7 +723,7 @@ def program_model(
         total = len(cells)
         note_programmed(board, model, [(c.array, c.row, c.col) for c in cells])
         energy = ledger_mark(board)
-        with tqdm(total=total, unit="cell", desc="write-verify") as bar:
+        with progress(total, "write-verify", "cell") as bar:
             try:
                 tol = tolerance
                 result = program_plan(
@@ -723,6 +752,11 @@ def program_model(
         energy_line = write_verify_energy(energy, len(result.cells) - result.resumed)
     write_report(result, report_path)
     tol = tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
+    if as_json:
+        data = summary_json(result, tol)
+        data.update(report=str(report_path), progress=str(state_path), energy=energy_line or None)
+        print(json.dumps(data, indent=2))
+        return result
     for line in summary(result, tol):
         print(line)
     if energy_line:
@@ -731,3 +765,4 @@ def program_model(
         f"model loaded: {len(plan.layers)} layers, "
         f"{sum(len(layer.tiles) for layer in plan.layers)} tiles; per-cell report {report_path}"
     )
+    return result

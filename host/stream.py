@@ -435,9 +435,9 @@ def infer(
     baud: int = DEFAULT_BAUD,
     save: str | None = None,
     timeout: float = 10.0,
-) -> None:
+) -> InferReport:
     """Stream a bundled test split (`dataset`) or an .npy file (`inputs`) through `model` on
-    the board at `port` and print the report: `xbar infer` and `xbar demo`."""
+    the board at `port`, print the report and return it: `xbar infer` and `xbar demo`."""
     from tqdm import tqdm
     from xbar.host.program import checked_plan
     from xbar.training.artifact import load_artifact
@@ -465,3 +465,4 @@ def infer(
     if save:
         np.save(save, report.stream.outputs)
         print(f"wrote {save}")
+    return report

@@ -4,9 +4,13 @@ xbar.host.energy_report."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
+import json
+import sys
 
 from xbar.host.cli import names
-from xbar.host.energy_report import bench_energy
+from xbar.host.energy_report import EnergyReport, bench_energy
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -43,6 +47,7 @@ def _add_energy(bench: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--n", type=names.positive_int, default=20, help="inferences (default 20)")
     p.add_argument("--png", default="energy.png", help="plot (default: energy.png)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--timeout", type=names.positive_float, default=30.0, help="link timeout, s (default 30)"
     )
@@ -50,13 +55,24 @@ def _add_energy(bench: argparse._SubParsersAction) -> None:
 
 
 def run_energy(args: argparse.Namespace) -> int:
-    bench_energy(
-        args.port,
-        args.model,
-        state=args.state,
-        dataset=args.dataset,
-        n=args.n,
-        png=args.png,
-        timeout=args.timeout,
-    )
+    def job() -> EnergyReport:
+        return bench_energy(
+            args.port,
+            args.model,
+            state=args.state,
+            dataset=args.dataset,
+            n=args.n,
+            png=args.png,
+            timeout=args.timeout,
+        )
+
+    if not args.json:
+        job()
+        return 0
+    with contextlib.redirect_stdout(sys.stderr):  # the table; JSON alone on stdout
+        report = job()
+    data = dataclasses.asdict(report)
+    data["total_J"] = report.total
+    data["png"] = args.png
+    print(json.dumps(data, indent=2, default=float))
     return 0

@@ -4,9 +4,13 @@ inputs through a programmed board)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import sys
 
+import numpy as np
 from xbar.host.cli import names
-from xbar.host.stream import DEFAULT_BAUD, infer
+from xbar.host.stream import DEFAULT_BAUD, InferReport, infer
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -38,6 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         help=f"line rate for the link efficiency (default {DEFAULT_BAUD})",
     )
     p.add_argument("--save", help="write the board's outputs (n, n_out) to this .npy")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--timeout", type=names.positive_float, default=10.0, help="link timeout, s (default 10)"
     )
@@ -45,17 +50,43 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    infer(
-        args.port,
-        args.model,
-        state=args.state,
-        dataset=args.dataset,
-        inputs=args.input,
-        labels=args.labels,
-        limit=args.limit,
-        window=args.window,
-        baud=args.baud,
-        save=args.save,
-        timeout=args.timeout,
+    def job() -> InferReport:
+        return infer(
+            args.port,
+            args.model,
+            state=args.state,
+            dataset=args.dataset,
+            inputs=args.input,
+            labels=args.labels,
+            limit=args.limit,
+            window=args.window,
+            baud=args.baud,
+            save=args.save,
+            timeout=args.timeout,
+        )
+
+    if not args.json:
+        job()
+        return 0
+    with contextlib.redirect_stdout(sys.stderr):  # the report's lines; JSON alone on stdout
+        report = job()
+    s = report.stream
+    print(
+        json.dumps(
+            {
+                "inputs": len(report.predictions),
+                "accuracy": report.accuracy,
+                "reference_accuracy": report.reference_accuracy,
+                "agreement_with_reference": report.agreement,
+                "inferences_per_s": report.throughput,
+                "wall_s": s.wall_s,
+                "latency_median_s": float(np.median(s.latencies)) if len(s.latencies) else None,
+                "retried": s.retried,
+                "wire_bytes_out": s.wire_bytes_out,
+                "wire_bytes_in": s.wire_bytes_in,
+                "predictions": report.predictions.tolist(),
+            },
+            indent=2,
+        )
     )
     return 0

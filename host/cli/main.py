@@ -70,6 +70,9 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from xbar.host.console import logs_without_bars
+
+    logs_without_bars()  # before the command modules import tqdm
     parser = Parser(
         prog="xbar",
         description="Hardware-in-the-loop toolkit for analog deep learning on perovskite "

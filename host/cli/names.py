@@ -70,3 +70,21 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"{text} must be a number > 0")
     return value
+
+
+def add_model(p: argparse.ArgumentParser, what: str = "model artifact (.xbar)") -> None:
+    """`--model FILE`, with the positional form kept as an alias (older command lines)."""
+    p.add_argument("--model", help=what)
+    p.add_argument("model_arg", nargs="?", metavar="MODEL", help="same as --model (older form)")
+
+
+def model(args: argparse.Namespace) -> str:
+    """The model file named by --model or the positional alias (exactly one of them)."""
+    from xbar.training.errors import UsageError
+
+    given = [m for m in (args.model, args.model_arg) if m]
+    if not given:
+        raise UsageError("no model: give --model FILE.xbar")
+    if len(given) == 2 and given[0] != given[1]:
+        raise UsageError(f"two models: --model {given[0]} and {given[1]}; give one")
+    return given[0]

@@ -16,7 +16,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "interrupted run), then LOAD the model's tile map.",
     )
     p.add_argument("--port", required=True, help="device, pty or emu:// URL")
-    p.add_argument("model", metavar="MODEL", help="model artifact (.xbar) from `xbar train`")
+    names.add_model(p, "model artifact (.xbar) from `xbar train`")
     p.add_argument("--report", help="per-cell CSV (default: MODEL.cells.csv)")
     p.add_argument("--state", help="progress file for resuming (default: MODEL.progress.json)")
     p.add_argument("--fresh", action="store_true", help="ignore saved progress, program all")
@@ -42,6 +42,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         action="store_false",
         help="keep the hidden units where the plan put them, whatever cells failed",
     )
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument(
         "--timeout", type=names.positive_float, default=10.0, help="link timeout, s (default 10)"
     )
@@ -51,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     program_model(
         args.port,
-        args.model,
+        names.model(args),
         report=args.report,
         state=args.state,
         fresh=args.fresh,
@@ -61,5 +62,6 @@ def run(args: argparse.Namespace) -> int:
         compensate=args.compensate,
         remap=args.remap,
         timeout=args.timeout,
+        as_json=args.json,
     )
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from xbar.host import model
+from xbar.host.cli import names
 from xbar.training.artifact import MIN_AGREEMENT
 
 
@@ -18,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     sub = p.add_subparsers(dest="model_command", metavar="ACTION", required=True)
     s = sub.add_parser("show", help="device, plan, accuracies, certificate, versions")
-    s.add_argument("artifact", help="a .xbar file")
+    names.add_model(s, "a .xbar file")
     s.add_argument("--json", action="store_true", help="print the metadata and plan mapping")
     s.set_defaults(func=run_show)
     c = sub.add_parser(
@@ -28,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "--inputs) and compares its logits with the integer model's. Exit 1 if fewer than "
         f"{MIN_AGREEMENT:.0%} of the predictions agree.",
     )
-    c.add_argument("artifact", help="a .xbar file")
+    names.add_model(c, "a .xbar file")
     c.add_argument(
         "--inputs",
         help="inputs (n, features) as .npy or .csv, real values "
@@ -45,10 +46,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    model.show(args.artifact, args.json)
+    model.show(names.model(args), args.json)
     return 0
 
 
 def run_check(args: argparse.Namespace) -> int:
-    model.check(args.artifact, args.inputs, args.codes, args.labels, args.seed)
+    model.check(names.model(args), args.inputs, args.codes, args.labels, args.seed)
     return 0

@@ -49,7 +49,7 @@ class LogProgress:
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         self.iterable, self.desc, self.total, self.unit = iterable, desc or "", total, unit
-        self.disable = bool(disable)
+        self.disable = disable is None or bool(disable)  # tqdm: None = off unless a tty
         self.n: float = 0
         self._next = self._step()
 

@@ -629,6 +629,18 @@ def checked_plan(
     return art, plan
 
 
+def limit_pulses_to_device(board: Board, device: Any) -> float:
+    """Lower the board's line limit (SAFETY) so that no pulse can exceed what `device`
+    may take (`DeviceModel.pulse_limit`; a pulse puts +-V/2 on two lines); never raises
+    it. The firmware then refuses any pulse beyond it, whatever is asked. Returns the
+    line limit in force (V)."""
+    now = board.safety()
+    line = 0.5 * float(device.pulse_limit)
+    if line < now.v_line_max:
+        return float(board.safety(v_line_max=line).v_line_max)
+    return float(now.v_line_max)
+
+
 # ---- which model is on which board -------------------------------------------------------
 def _registry_path() -> Path:
     """Where `xbar program` notes the model it wrote on each board (so `xbar characterize`
@@ -719,6 +731,8 @@ def program_model(
     state_path = Path(state or f"{model}.progress.json")
     with Board.open(port, timeout=timeout) as board:
         art, plan = checked_plan(board, model, placed=False)  # program_plan places it
+        if art.device is not None:
+            limit_pulses_to_device(board, art.device)
         cells = plan_cells(plan)
         total = len(cells)
         note_programmed(board, model, [(c.array, c.row, c.col) for c in cells])

@@ -283,7 +283,9 @@ def test_program_resumes_after_an_interruption(iris: Path, tmp_path: Path) -> No
         read_step = info.adc_lsb / 1e6 / 0.3  # S: one ADC code at 1 MΩ, read at 0.3 V
         assert np.all(np.abs(report.achieved - got) <= 2 * read_step)
         ok = report.status == P.ST_OK
-        err = np.abs(report.achieved - [c.target for c in report.cells])
+        # Against what each cell was written to (a pair partner's target moves to make up
+        # for a base cell that ran out of pulses).
+        err = np.abs(report.achieved - report.programmed)
         assert np.all(err[ok] <= 0.5 * art.plan.layers[0].g_unit * 1.0001)
         assert out.shape == (len(x), 3)
     finally:

@@ -25,6 +25,7 @@ from .usability import UsabilityResult, analyse
 
 SCHEMA_VERSION = 1
 MAX_CONDUCTANCE_S = 1.0  # above it a "device" is a short circuit (memristors: nS to mS)
+PULSE_MARGIN = 1.25  # DeviceModel.pulse_limit: over the largest voltage the device was measured at
 BEST_PRESET = "pvk-best"
 MEDIAN_PRESET = "pvk-median"
 # The published best device: 1.8 µm AAO, 50 nm pores, MAPbI3 (usability 0.349).
@@ -117,6 +118,16 @@ class DeviceModel:
         )
         need(self.schema == SCHEMA_VERSION, "schema", f"= {self.schema} is not {SCHEMA_VERSION}")
         return self
+
+    @property
+    def pulse_limit(self) -> float:
+        """Largest cell voltage (V) a pulse may put on this device: a quarter above the
+        largest its own measurement applied (v_set, |v_reset|, the levels), which it
+        survived. The margin lets write-verify push cells slower than the mean device;
+        it stays below the 1.6x hard breakdown the emulator's physics assume
+        (emulator/cells.py, breakdown_factor). `xbar program` lowers the board's line
+        limit to half of it (a pulse puts +-V/2 on two lines)."""
+        return PULSE_MARGIN * max(self.v_set, abs(self.v_reset), *self.level_voltages)
 
     # -- JSON ---------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

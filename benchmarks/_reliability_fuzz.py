@@ -318,6 +318,7 @@ class FuzzStats:
     requested_reboots: int = 0
     e_hardware: int = 0
     damage_events: int = 0
+    rating_errors: int = 0  # a part driven outside its datasheet rating (emulator check)
     line_violations: int = 0
     line_events: int = 0
     peak_line_v: float = 0.0
@@ -386,6 +387,7 @@ def run_batch(
 ) -> None:
     """Send the cases, each followed by a HELLO; check the board after the batch."""
     damage0 = fb.model.diagnostics["damage_events"]
+    rating0 = fb.model.diagnostics["rating_errors"]
     viol0 = fb.monitor.violations
     hits0 = fb.link.text_hits
     hello_seqs = []
@@ -434,6 +436,7 @@ def run_batch(
         if len(stats.examples) < 10:
             stats.examples.append(f"crash in batch: {getattr(fb.board, 'last_error', None)!r}")
     stats.damage_events += fb.model.diagnostics["damage_events"] - damage0
+    stats.rating_errors += fb.model.diagnostics["rating_errors"] - rating0
     stats.line_violations += fb.monitor.violations - viol0
     if missing or crashed:
         recover(fb)

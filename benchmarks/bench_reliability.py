@@ -407,14 +407,14 @@ def markdown(meta: dict[str, Any], fuzz: list[dict], streams: list[dict], bad: d
             "Random bytes, valid-CRC frames with random payloads, and every command with "
             "boundary and out-of-range arguments generated from `firmware/protocol.py`; a "
             'HELLO after every case. Damage: `BoardModel.diagnostics["damage_events"]`; '
-            "line limit: a monitor on the model's array events (|V| of every switched-in "
-            f"line ≤ {meta['hard_v_line']} V + 1 DAC step), the model having no per-event "
-            "safety record yet.",
+            'ratings: `BoardModel.diagnostics["rating_errors"]` (a part driven outside its '
+            "datasheet rating); line limit: a monitor on the model's array events (|V| of "
+            f"every switched-in line ≤ {meta['hard_v_line']} V + 1 DAC step).",
             "",
             "| runtime | frames | random bytes / random frames / boundary / EXIT | frames/s "
             "| HELLO failures | hangs | crashes | unrequested reboots | E_HARDWARE | "
-            "damage events | line-limit violations (events checked, peak V) |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+            "damage events | rating errors | line-limit violations (events checked, peak V) |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for f in fuzz:
             c = f["cases"]
@@ -423,7 +423,8 @@ def markdown(meta: dict[str, Any], fuzz: list[dict], streams: list[dict], bad: d
                 f"{c.get('random-frame', 0):,} / {c.get('boundary', 0):,} / {c.get('exit', 0)} | "
                 f"{f['frames_per_s']:.0f} | {f['hello_failures']} | {f['hangs']} | "
                 f"{f['crashes']} | {f['reboots']} | {f['e_hardware']} | {f['damage_events']} | "
-                f"{f['line_violations']} ({f['line_events']:,}, {f['peak_line_v']:.3f} V) |"
+                f"{f.get('rating_errors', 'n/a')} | {f['line_violations']} "
+                f"({f['line_events']:,}, {f['peak_line_v']:.3f} V) |"
             )
         lines += [
             "",

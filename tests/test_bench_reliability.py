@@ -40,7 +40,7 @@ def test_fuzz_zero_targets(runtime: str, frames: int) -> None:
     assert s.examples == [], s.examples
     assert (s.hello_failures, s.hangs, s.crashes, s.reboots) == (0, 0, 0, 0)
     assert s.requested_reboots == 1  # the EXIT case, rebooted on Ctrl-D
-    assert (s.e_hardware, s.damage_events, s.line_violations) == (0, 0, 0)
+    assert (s.e_hardware, s.damage_events, s.rating_errors, s.line_violations) == (0, 0, 0, 0)
     assert s.line_events > 0 and s.peak_line_v <= 4.0 + 1e-3
     assert s.answers["HELLO"] >= frames - 1  # one after each batched case
 

@@ -251,7 +251,7 @@ def _train(
         if opts.method == "bayesmulti":
             seeded = SearchSettings(**{**vars(settings), "train": replace(config, seed=seed)})
             return train_alpha(seeded, alpha)
-        spec = method_spec(opts.method, task, opts.arch, (width,) * depth, sigma)
+        spec = method_spec(opts.method, task, opts.arch, (width,) * depth, target.sigma)
         return train_network(spec, task, replace(config, seed=seed))
 
     if opts.method == "bayesmulti":
@@ -279,10 +279,15 @@ def _train(
             desc="baselines",
             unit="model",
         ):
-            spec = method_spec(name, task, opts.arch, (width,) * depth, sigma)
+            spec = method_spec(name, task, opts.arch, (width,) * depth, target.sigma)
             models[name] = train_network(spec, task, config)
-    extra = [build(opts.seed + k) for k in tqdm(range(1, opts.seeds), desc="seeds", unit="seed")]
-    board = _board_accuracies(models, extra, opts, task, target, mapping)
+    seeded = {name: [m] for name, m in models.items()}
+    for k in tqdm(range(1, opts.seeds), desc="more training seeds", unit="seed"):
+        seeded[opts.method].append(build(opts.seed + k))
+        for name in (n for n in models if n != opts.method):
+            spec = method_spec(name, task, opts.arch, (width,) * depth, target.sigma)
+            seeded[name].append(train_network(spec, task, replace(config, seed=opts.seed + k)))
+    board = _board_accuracies(seeded, opts, task, target, mapping)
     sigmas = sorted({*SIGMA_GRID, round(sigma, 4)})
     curves = {
         name: accuracy_vs_sigma(
@@ -349,23 +354,22 @@ def _program_record(target: Any) -> dict[str, Any]:
 
 
 def _board_accuracies(
-    models: dict[str, Any],
-    extra_seeds: list[Any],
+    seeded: dict[str, list[Any]],
     opts: TrainOptions,
     task: Any,
     target: Any,
     mapping: Any,
 ) -> dict[str, Any]:
-    """Test accuracy of every model under the target noise model (the chosen model with
-    its own mapping, the baselines with the default one): mean and 95 % interval over the
-    draws, or over the training seeds when there are several."""
+    """Test accuracy of every method (one model per training seed) under the target noise
+    model (the chosen model with its own mapping, the baselines with the default one):
+    mean and 95 % interval over the draws, or over the training seeds when there are
+    several."""
     from xbar.training.robustness import accuracy_under_noise
     from xbar.training.stats import seeds_interval
 
     out: dict[str, Any] = {"noise_model": target.label, "draws": opts.draws}
-    for name, m in models.items():
+    for name, runs in seeded.items():
         noise = target.with_mapping(mapping) if name == opts.method and mapping else target
-        runs = [m, *extra_seeds] if name == opts.method else [m]
         accs = [
             accuracy_under_noise(r, task.x_test, task.y_test, noise, opts.draws, seed=1)
             for r in runs

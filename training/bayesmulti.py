@@ -13,9 +13,12 @@ with a fixed seed, so every trial is judged on the same draws.
 
 **Successive halving** (``eta`` > 1): the budget counts first-rung trials, trained for
 epochs/eta^R; the best 1/eta of each rung are trained again for eta times the epochs, up
-to the full schedule at rung R. With eta = 4, 32 trials cost 32/16 + 8/4 + 2 = 6 full
-trainings where 8 plain trials cost 8. The optimiser learns from the first rung only (all
-at one fidelity); the answer is the best trial of the last rung.
+to the full schedule at rung R, where the baselines always run too (short schedules favour
+noise-free training, which learns fastest, so a baseline could otherwise be dropped early)
+in place of as many promoted trials, at least one. With eta = 4 and 32 trials:
+32/16 + 8/4 + (1 + 3 baselines) = 8 full trainings, as 8 plain trials. The optimiser
+learns from the first rung only (all at one fidelity); the answer is the best trial of
+the last rung.
 
 Trials run as tasks on a ``dask.distributed`` cluster: a LocalCluster of one-thread
 worker processes by default, or any running scheduler (``tcp://`` or ``tls://``) with the
@@ -423,11 +426,9 @@ def run_search(
     runner = _Runner(client, settings, log, workers, progress)
     # Rung 0: the baselines that fit the space, then the optimiser's suggestions.
     done0 = {value_key(t.value) for t in log.trials if t.rung == 0}
-    seeds = [
-        v
-        for v in baseline_points(settings).values()
-        if v["width"] in settings.widths and value_key(v) not in done0
-    ]
+    base = [v for v in baseline_points(settings).values() if v["width"] in settings.widths]
+    base_keys = {value_key(v) for v in base}
+    seeds = [v for v in base if value_key(v) not in done0]
     n0, epochs0 = rungs[0]
 
     def ask(free: int) -> list[tuple[Any, Any]]:
@@ -439,18 +440,22 @@ def run_search(
         return out
 
     runner.run(0, epochs0, ask, lambda cand, loss: search.tell(cand, loss))
+    top = len(rungs) - 1
     for rung, (n, epochs) in enumerate(rungs[1:], 1):
         below = sorted(
             (t for t in log.trials if t.rung == rung - 1), key=lambda t: (t.result["loss"], t.id)
         )
+        chosen = [t.value for t in below][:n]
+        if rung == top:  # the baselines always reach the full schedule, in place of others
+            searched = [t.value for t in below if value_key(t.value) not in base_keys]
+            chosen = searched[: max(1, n - len(base))] + base
         have = {value_key(t.value) for t in log.trials if t.rung == rung}
-        todo = [t.value for t in below[:n] if value_key(t.value) not in have]
+        todo = [v for v in chosen if value_key(v) not in have]
 
         def promote(free: int, todo: list[Any] = todo) -> list[tuple[Any, Any]]:
             return [(todo.pop(0), None) for _ in range(min(free, len(todo)))]
 
         runner.run(rung, epochs, promote, None)
-    top = len(rungs) - 1
     best = min((t for t in log.trials if t.rung == top), key=lambda t: (t.result["loss"], t.id))
     return SearchResult(settings, log.trials, best, time.perf_counter() - start, workers)
 

@@ -32,6 +32,7 @@ from torch import nn
 from .networks import NoisyMLP
 from .noise import NOISY_LAYERS, WeightNoise, WeightNoiseConfig, set_eval_noise
 from .noise_model import NoiseModel
+from .quantize import QuantizedModel
 from .stats import Interval, lower_bound, mean_interval
 
 MIN_DRAWS = 1
@@ -249,3 +250,38 @@ def plot_accuracy_vs_sigma(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def quantized_correct_matrix(
+    qmodel: QuantizedModel,
+    x_q: np.ndarray,
+    y: np.ndarray,
+    noise: WeightNoise,
+    draws: int = 200,
+    seed: int = 0,
+) -> np.ndarray:
+    """(draws, inputs) 0/1 for an artifact's integer model programmed under ``noise``: each
+    layer's int8 weights (weight 127 = the top of the mapped window) drawn as the board
+    holds them, the accumulators rounded and requantised exactly as the firmware does. The
+    prediction that a board-in-the-loop measurement is compared with."""
+    from .requant import requant
+
+    gen = torch.Generator().manual_seed(seed)
+    x_q = np.atleast_2d(np.asarray(x_q, dtype=np.int64))
+    out = np.empty((draws, len(x_q)), dtype=np.int8)
+    for d in range(draws):
+        h = x_q
+        for layer in qmodel.layers:
+            w = torch.as_tensor(layer.weights, dtype=torch.float64)
+            drawn = noise.perturb(w, gen).numpy()
+            acc = np.round(h.astype(np.float64) @ drawn.T) + layer.bias
+            h = requant(
+                acc.astype(np.int64),
+                layer.multiplier,
+                layer.shift,
+                layer.out_min,
+                layer.out_max,
+                layer.relu,
+            )
+        out[d] = np.argmax(h, axis=1) == np.asarray(y)
+    return out

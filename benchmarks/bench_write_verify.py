@@ -83,6 +83,25 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def store(args: argparse.Namespace, command: str, rows: list[dict[str, Any]]) -> None:
+    """Merge this device's rows into the data file the noise model reads."""
+    path = Path(WRITE_VERIFY_FILE)
+    data = json.loads(path.read_text()) if path.exists() else {}
+    entry = data.get(args.device, {})
+    tolerances = dict(entry.get("tolerances", {}))
+    tolerances.update({f"{r['tolerance_steps']:g}": r for r in rows})
+    data[args.device] = {
+        "profile": PROFILE,
+        "program_args": PROGRAM_ARGS,
+        "boards": args.boards,
+        "cells_per_board": args.cells,
+        "command": command,
+        "measured": time.strftime("%Y-%m-%d", time.gmtime()),
+        "tolerances": tolerances,
+    }
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="pvk-median")
@@ -96,24 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = run_meta("bench_write_verify", args, ap)
     command = meta["command"]
     start = time.perf_counter()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for tol in tqdm(tols, desc="tolerances"):
         runs = [measure(args.device, tol, args.cells, s) for s in range(args.boards)]
         rows.append({"tolerance_steps": tol, **summarise(runs)})
+        if not args.no_store:  # after each tolerance: a cut run keeps what it measured
+            store(args, command, rows)
     wall = time.perf_counter() - start
-    if not args.no_store:
-        path = Path(WRITE_VERIFY_FILE)
-        data = json.loads(path.read_text()) if path.exists() else {}
-        data[args.device] = {
-            "profile": PROFILE,
-            "program_args": PROGRAM_ARGS,
-            "boards": args.boards,
-            "cells_per_board": args.cells,
-            "command": command,
-            "measured": time.strftime("%Y-%m-%d", time.gmtime()),
-            "tolerances": {f"{r['tolerance_steps']:g}": r for r in rows},
-        }
-        path.write_text(json.dumps(data, indent=2) + "\n")
     md = [
         "# Write-verify residual on the emulated board (the `verify` scheme's measurement)",
         "",

@@ -318,6 +318,10 @@ def _train(
             "accuracy_vs_sigma": {
                 n: {f"{p.sigma:g}": p.mean for p in c} for n, c in curves.items()
             },
+            "accuracy_vs_sigma_interval": {
+                n: {f"{p.sigma:g}": [p.interval.low, p.interval.high] for p in c}
+                for n, c in curves.items()
+            },
         }
     )
     summary["noise_calibration"] = _calibration_record(model, sigma, opts.calibrate)
@@ -435,7 +439,11 @@ def _export(
             for w, b in layers
         ]
     sizes = [layers[0][0].shape[0], *(w.shape[1] for w, _ in layers)]
-    metadata = {k: v for k, v in summary.items() if k != "accuracy_vs_sigma"}
+    metadata = {
+        k: v
+        for k, v in summary.items()
+        if k not in ("accuracy_vs_sigma", "accuracy_vs_sigma_interval")
+    }
     metadata["name"] = f"{task.name}-{'-'.join(map(str, sizes))}"
     export_artifact(
         path,

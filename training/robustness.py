@@ -223,8 +223,8 @@ def plot_accuracy_vs_sigma(
     title: str = "",
     marks: Sequence[float] = (),
 ) -> None:
-    """PNG: mean accuracy (± one std over draws) against σ, one line per model; ``marks``
-    are σ values to show as vertical ticks (e.g. the published devices)."""
+    """PNG: mean accuracy with its 95 % interval over the draws against σ, one line per
+    model; ``marks`` are σ values to show as vertical ticks (e.g. the published devices)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,13 +235,14 @@ def plot_accuracy_vs_sigma(
         s = np.array([p.sigma for p in points])
         order = np.argsort(s)
         m = np.array([p.mean for p in points])[order]
-        sd = np.array([p.std for p in points])[order]
+        low = np.array([p.interval.low for p in points])[order]
+        high = np.array([p.interval.high for p in points])[order]
         ax.plot(s[order], m, marker="o", ms=3, label=name)
-        ax.fill_between(s[order], m - sd, m + sd, alpha=0.15)
+        ax.fill_between(s[order], low, high, alpha=0.2)
     for sigma in marks:
         ax.axvline(sigma, ymin=0, ymax=0.03, color="k", lw=0.6)
     ax.set_xlabel("σ of ln(G/ḡ) (device noise, w·exp(ε))")
-    ax.set_ylabel("accuracy (mean over noise draws)")
+    ax.set_ylabel("accuracy (mean over noise draws, 95 % interval)")
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower left")

@@ -251,6 +251,16 @@ def verify_programming(device: str, tolerance: float = DEFAULT_TOLERANCE) -> Pro
     ).validate()
 
 
+def programming(device: str, scheme: str) -> Programming:
+    """The named scheme (``paper[:σ]``, ``open-loop``, ``verify[:tol]``) for ``device``."""
+    name, arg = parse_scheme(scheme)
+    if name == "verify":
+        return verify_programming(device, DEFAULT_TOLERANCE if arg is None else arg)
+    if name == "paper":
+        return Programming("paper", sigma=arg).validate()
+    return Programming("open-loop", mean_pulses=1.0)
+
+
 def parse_scheme(text: str) -> tuple[str, float | None]:
     """``paper[:σ]``, ``open-loop`` or ``verify[:tol]`` → (scheme, parameter)."""
     name, _, arg = str(text).partition(":")
@@ -289,31 +299,17 @@ class NoiseModel:
         **board: Any,
     ) -> NoiseModel:
         """The named scheme (``paper[:σ]``, ``open-loop``, ``verify[:tol]``) for ``device``."""
-        name, arg = parse_scheme(scheme)
-        if name == "verify":
-            prog = verify_programming(device.name, DEFAULT_TOLERANCE if arg is None else arg)
-        elif name == "paper":
-            prog = Programming("paper", sigma=arg)
-        else:
-            prog = Programming("open-loop", mean_pulses=1.0)
         dev = DeviceNoise.from_device(device, **board)
-        return cls(dev, mapping or Mapping(), prog).validate()
+        return cls(dev, mapping or Mapping(), programming(device.name, scheme)).validate()
 
     @classmethod
     def paper(cls, sigma: float) -> NoiseModel:
         """The authors' w·exp(ε) at σ (device figures irrelevant)."""
         return cls(programming=Programming("paper", sigma=sigma)).validate()
 
-    def with_scheme(self, scheme: str, device: DeviceModel | None = None) -> NoiseModel:
+    def with_scheme(self, scheme: str) -> NoiseModel:
         """The same device and mapping under another scheme."""
-        name, arg = parse_scheme(scheme)
-        if name == "verify":
-            prog = verify_programming(self.device.name, DEFAULT_TOLERANCE if arg is None else arg)
-        elif name == "paper":
-            prog = Programming("paper", sigma=arg)
-        else:
-            prog = Programming("open-loop", mean_pulses=1.0)
-        return replace(self, programming=prog).validate()
+        return replace(self, programming=programming(self.device.name, scheme)).validate()
 
     def with_mapping(self, mapping: Mapping) -> NoiseModel:
         return replace(self, mapping=mapping).validate()

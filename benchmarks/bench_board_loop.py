@@ -52,6 +52,8 @@ def train_model(args: argparse.Namespace, work: Path) -> tuple[Path, str]:
         "--out",
         str(work / "iris"),
     ]
+    if args.method != "bayesmulti":
+        argv += ["--method", args.method, "--width", "4", "--no-baselines"]
     if xbar(argv) != 0:
         raise RuntimeError(f"xbar {shlex.join(argv)} failed")
     shown = list(argv)
@@ -159,6 +161,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--boards", type=int, default=8, help="emulated boards (seeds)")
     parser.add_argument("--budget", type=int, default=8, help="BayesMulti first-rung trials")
     parser.add_argument("--program", default="verify", help="scheme trained for")
+    parser.add_argument(
+        "--method", default="bayesmulti", help="training method (erm: width 4, CI-sized)"
+    )
     parser.add_argument("--draws", type=int, default=500, help="draws of the prediction")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)

@@ -17,6 +17,14 @@ box land on the nearest device, which favours devices far from the others.
 Run: ``python -m benchmarks.bench_fab_replay`` (options: --seeds, --methods, --batch,
 --jobs, --slow-seeds, --out). Writes ``bench_fab_replay.json`` and ``.md`` (default folder
 benchmarks/results).
+
+``--suite`` replays the campaign methods on datasets of different shapes instead — the 43
+published devices and synthetic pools (:mod:`benchmarks.bench_fab_suite`: categorical, continuous
+and mixed, 96 to 400 rows; no downloads) — and reports per dataset and method the
+experiments to the top 1 % of the pool and to its best row (median with its 95 %
+interval, quartiles), CPU per suggestion, and each method's mean rank: the default
+(``training.search.DEFAULT_METHOD``) is the method with the best rank. Writes
+``bench_fab_suite.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -88,6 +96,15 @@ def timed_replay(
 
 
 def main(argv: list[str] | None = None) -> None:
+    if argv is None:
+        import sys
+
+        argv = sys.argv[1:]
+    if "--suite" in argv:
+        from benchmarks.bench_fab_suite import main as suite
+
+        suite([a for a in argv if a != "--suite"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=50)
     parser.add_argument("--methods", default=DEFAULT_METHODS)

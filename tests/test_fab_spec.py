@@ -136,10 +136,20 @@ def test_spec_toml_round_trip(spec: Spec) -> None:
 @settings(max_examples=12)
 @given(spec=specs(), method=st.sampled_from(["gp", "de", "random"]), k=st.integers(1, 4))
 def test_suggestions_satisfy_bounds_and_constraints(spec: Spec, method: str, k: int) -> None:
+    finite = spec.finite_points()  # as `xbar fab suggest` does: a finite space is a pool
     search = Search(
-        spec.parametrization(), method, seed=spec.seed, budget=3 * k, sampler=spec.sample
+        spec.parametrization(),
+        method,
+        seed=spec.seed,
+        budget=3 * k,
+        sampler=spec.sample,
+        pool=finite,
+        canonical=spec.for_lab,
+        encoder=spec.encode,
     )
-    for _ in range(3):
+    for round_ in range(3):
+        if finite is not None and len(finite) < (round_ + 1) * k:
+            break  # used up (tests/test_fab_nodup.py checks that it says so)
         batch = search.ask(k)
         for candidate in batch:
             checked = spec.check_values(candidate.value, "suggestion")  # bounds, infeasible sets

@@ -343,3 +343,19 @@ def test_host_plan_check_agrees_with_load_on_the_conversion(exponent: float, k: 
     rcode, body = load(FirmwareSim("xbar-10x10"), blob(g_unit=g_unit, k=k))
     firmware_refuses = error_of(rcode, body) == P.E_MODEL
     assert (conversion_problem(g_unit, k) is not None) == firmware_refuses, (g_unit, k, body)
+
+
+def test_hard_limits_and_line_range_lie_within_the_rev_b_part_ratings() -> None:
+    """The firmware's hard maxima are inside what every part on the line is rated for
+    (emulator.energy.PowerFigures, each figure cited there): the line drivers' output
+    swing and the switches' signal range; and so is the whole range a DAC code can set
+    (line = 4·V_DAC − 10 V, DAC_LSB = 20 V / 2^16), and the TIA's saturation voltage at
+    the ADC input."""
+    from xbar.emulator.energy import PowerFigures
+
+    rev_b = PowerFigures()
+    full_scale = profiles.DAC_LSB * profiles.DAC_MID  # |line| at code 0 or 65535
+    for lo, hi in (rev_b.driver_out_v, rev_b.sw_signal_v):
+        for v in (HARD_V_LINE, profiles.SAFE_HARD[0], full_scale):
+            assert lo <= -v and v <= hi, (v, lo, hi)
+    assert rev_b.adc_in_v[0] <= -profiles.TIA_SAT_V and rev_b.adc_in_v[1] >= profiles.TIA_SAT_V

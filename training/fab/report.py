@@ -1,5 +1,7 @@
 """Campaign report as PNG plots: how the best device improved with each experiment, how
-each parameter relates to the objective, and what each batch's suggestions measured."""
+each parameter relates to the objective, and what each batch's suggestions measured. Each
+plot names the campaign and how many experiments it shows, and the objective by its own
+name, unit and direction."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
 
 from .campaign import CampaignError, scores
 from .spec import Spec
@@ -27,26 +30,39 @@ def write_report(store: CampaignStore, out_dir: str | Path) -> list[Path]:
         raise CampaignError(f"{store.path}: nothing measured yet; ingest results first")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    label = " + ".join(
-        f"{o.weight:g}·{o.metric}" if o.weight != 1 else o.metric for o in spec.objectives
-    )
+    label = spec.score_label
+    failed = sum(e.state == "failed" for e in experiments)
+    counted = f"N = {len(scored)} measured" + (f", {failed} failed" if failed else "")
+    minimise = spec.better(0.0, 1.0)
     paths = [
-        _best_so_far(scored, label, out_dir / f"{spec.name}-best.png"),
-        _effects(spec, scored, label, out_dir / f"{spec.name}-effects.png"),
-        _by_batch(scored, label, out_dir / f"{spec.name}-batches.png"),
-    ]
+        _best_so_far(
+            scored, label, f"{spec.name}: best against experiments ({counted})", minimise,
+            out_dir / f"{spec.name}-best.png",
+        ),
+        _effects(
+            spec, scored, label, f"{spec.name}: per-parameter effects on {label} ({counted})",
+            out_dir / f"{spec.name}-effects.png",
+        ),
+        _by_batch(
+            scored, label, f"{spec.name}: what each batch measured ({counted})",
+            out_dir / f"{spec.name}-batches.png",
+        ),
+    ]  # fmt: skip
     return paths
 
 
-def _best_so_far(scored: Scored, label: str, path: Path) -> Path:
+def _best_so_far(scored: Scored, label: str, title: str, minimise: bool, path: Path) -> Path:
     values = np.array([s for _, s in scored])
     fig, ax = plt.subplots(figsize=(6, 4))
     n = np.arange(1, len(values) + 1)
     external = np.array([e.origin == "external" for e, _ in scored])
     ax.scatter(n[external], values[external], s=14, c="0.6", label="external (past) experiment")
     ax.scatter(n[~external], values[~external], s=14, c="C0", label="suggested experiment")
-    ax.step(n, np.maximum.accumulate(values), where="post", c="C3", label="best so far")
-    ax.set(xlabel="experiments measured", ylabel=label, title="Best device against experiments")
+    best = np.minimum.accumulate(values) if minimise else np.maximum.accumulate(values)
+    ax.step(n, best, where="post", c="C3", label="best so far")
+    ax.set(xlabel="experiments measured", ylabel=label)
+    ax.set_title(title, fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -54,7 +70,7 @@ def _best_so_far(scored: Scored, label: str, path: Path) -> Path:
     return path
 
 
-def _effects(spec: Spec, scored: Scored, label: str, path: Path) -> Path:
+def _effects(spec: Spec, scored: Scored, label: str, title: str, path: Path) -> Path:
     parameters = spec.parameters
     cols = 4
     rows = -(-len(parameters) // cols)
@@ -78,32 +94,43 @@ def _effects(spec: Spec, scored: Scored, label: str, path: Path) -> Path:
             ax.scatter(x, values, s=10)
             if p.kind == "log":
                 ax.set_xscale("log")
+                # A range inside one decade has no major tick: label 1-2-5 ticks instead.
+                assert p.low is not None and p.high is not None
+                subs = (1.0, 2.0, 5.0) if np.log10(p.high / p.low) <= 2.5 else (1.0,)
+                ax.xaxis.set_major_locator(LogLocator(subs=subs, numticks=12))
+                ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.xaxis.set_minor_formatter(plt.NullFormatter())  # no crowded minor labels
+                ax.tick_params(axis="x", labelsize=7)
         ax.set_title(f"{p.name}{f' ({p.unit})' if p.unit else ''}", fontsize=9)
+    for row in axes:
+        row[0].set_ylabel(label, fontsize=8)
     for ax in list(axes.flat)[len(parameters) :]:
         ax.axis("off")
-    fig.suptitle(f"Per-parameter effects on {label} (red: mean per level)", fontsize=10)
+    fig.suptitle(f"{title}\nred bars: mean per level", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
 
-def _by_batch(scored: Scored, label: str, path: Path) -> Path:
+def _by_batch(scored: Scored, label: str, title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 4))
     external = [s for e, s in scored if e.batch is None]
     if external:
         ax.scatter(np.zeros(len(external)), external, c="0.6", s=14, label="external")
     batches = sorted({e.batch for e, _ in scored if e.batch is not None})
-    for b in batches:
+    for i, b in enumerate(batches):
         ys = [s for e, s in scored if e.batch == b]
-        ax.scatter(np.full(len(ys), b), ys, c="C0", s=14)
-        ax.plot([b - 0.3, b + 0.3], [np.mean(ys)] * 2, c="C3")
-    ax.set(
-        xlabel="batch (0: external experiments)",
-        ylabel=f"measured {label}",
-        title="Suggested batches and what they measured",
-    )
+        ax.scatter(
+            np.full(len(ys), b), ys, c="C0", s=14, label="suggested experiment" if not i else None
+        )
+        ax.plot(
+            [b - 0.3, b + 0.3], [np.mean(ys)] * 2, c="C3", label="batch mean" if not i else None
+        )
+    ax.set(xlabel="batch (0: external experiments)", ylabel=f"measured {label}")
+    ax.set_title(title, fontsize=10)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

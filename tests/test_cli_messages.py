@@ -226,3 +226,33 @@ def test_ctrl_c_while_loading_is_one_line_and_130(tmp_path: Path) -> None:
     finally:
         os.close(master)
         os.close(slave)
+
+
+def test_every_command_in_the_readme_exists() -> None:
+    """The README's command lines (in code blocks, `xbar ...` or `$ xbar ...`) name
+    commands and options the parser has."""
+    parser = build_parser()
+    wrong, seen = [], 0
+    in_block = False
+    for number, line in enumerate((ROOT / "README.md").read_text().splitlines(), 1):
+        if line.lstrip().startswith("```"):
+            in_block = not in_block
+            continue
+        text = line.strip().removeprefix("$ ")
+        if not in_block or not text.startswith("xbar "):
+            continue
+        seen += 1
+        p = parser
+        for alternatives in text.split("#")[0].split()[1:]:
+            word = alternatives.split("|")[0]  # `status|report|export`: the first stands
+            subs = _subparsers(p)
+            if word.startswith("--"):
+                option = word.split("=")[0].strip("[]")
+                if option not in {o for a in p._actions for o in a.option_strings}:
+                    wrong.append(f"README.md:{number}: {option}")
+            elif subs and re.fullmatch(r"[a-z][a-z-]*", word):
+                if word not in subs:
+                    wrong.append(f"README.md:{number}: no command {word}")
+                    break
+                p = subs[word]
+    assert seen > 20 and not wrong, "\n".join(wrong)

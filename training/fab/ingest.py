@@ -278,10 +278,10 @@ class _Sheet:
             self._note_deviations(experiment, actual)
         failed = status in FAILED
         metrics, iv_sha = (None, None) if failed else self._outcomes(where, cells)
-        reason = cells.get("reason", "") or (FAILED.get(status, "") if failed else "")
-        if failed and not reason:
-            reason = cells.get("notes", "") or "failed"
         notes = cells.get("notes", "")
+        reason = cells.get("reason", "") or (FAILED.get(status, "") if failed else "")
+        if failed and not reason:  # the note of a failed run is its reason
+            reason, notes = notes or "failed", ""
         if experiment is None:
             ident = self.store.add_external(actual)
         elif experiment.state in ("measured", "failed"):

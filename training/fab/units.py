@@ -84,7 +84,7 @@ def _to(number: float, unit: str, to: str, where: str) -> float:
         ) from None
     if not math.isfinite(out):
         raise UnitError(f"{where}: {number:g} {unit} is not finite in {to}")
-    return out
+    return float(f"{out:.12g}")  # 4060 nm is 4.06 um, not 4.0600000000000005
 
 
 def _pint_unit(unit: str) -> str:

@@ -323,6 +323,7 @@ def drive(profile: str, cmds: list[Cmd]) -> Rig:
     rcode, body = rig.ask(P.HELLO, b"")
     assert rcode == P.HELLO | P.RESPONSE, (rcode, body, history)
     assert rig.model.diagnostics["damage_events"] == 0, history
+    assert rig.model.diagnostics["rating_errors"] == 0, history  # every part within rating
     assert rig.model.lines_grounded()
     return rig
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 from pathlib import Path
 
+import numpy as np
 import pytest
 from xbar.host.cli.main import main
 from xbar.training.fab.campaign import build_search
@@ -238,3 +240,55 @@ def test_single_minimised_objective_is_shown_as_itself(
     capsys.readouterr()
     assert fab("status", "--store", store) == 0
     assert "best       E0002  hse_gap (minimised) = 1.2 " in capsys.readouterr().out
+
+
+SCHEMA_1 = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE batches (
+    id INTEGER PRIMARY KEY, created TEXT NOT NULL, method TEXT NOT NULL, size INTEGER NOT NULL);
+CREATE TABLE experiments (
+    id TEXT PRIMARY KEY, batch INTEGER REFERENCES batches(id),
+    origin TEXT NOT NULL CHECK (origin IN ('suggested', 'external')),
+    params TEXT NOT NULL, created TEXT NOT NULL);
+CREATE TABLE ingests (
+    id INTEGER PRIMARY KEY, at TEXT NOT NULL, source TEXT NOT NULL,
+    sha256 TEXT NOT NULL UNIQUE, rows INTEGER NOT NULL);
+CREATE TABLE iv_files (sha256 TEXT PRIMARY KEY, name TEXT NOT NULL, content BLOB NOT NULL);
+CREATE TABLE measurements (
+    experiment TEXT PRIMARY KEY REFERENCES experiments(id),
+    ingest INTEGER NOT NULL REFERENCES ingests(id), measured TEXT NOT NULL,
+    usability REAL, sigma REAL, monotonicity REAL,
+    iv_sha256 TEXT REFERENCES iv_files(sha256), notes TEXT NOT NULL DEFAULT '');
+CREATE TABLE optimizer_state (
+    batch INTEGER PRIMARY KEY REFERENCES batches(id),
+    method TEXT NOT NULL, seed INTEGER NOT NULL, state TEXT NOT NULL);
+"""
+
+
+def test_a_schema_1_store_is_upgraded_losing_nothing(tmp_path: Path) -> None:
+    spec = load_spec(SPEC_PATH)
+    values = json.dumps(spec.sample(np.random.default_rng(0)))
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(SCHEMA_1)
+        db.executemany(
+            "INSERT INTO meta VALUES (?, ?)",
+            [("schema", "1"), ("spec_toml", spec.to_toml()), ("spec_path", "none"),
+             ("spec_fingerprint", spec.fingerprint()), ("created", "then")],
+        )  # fmt: skip
+        db.execute("INSERT INTO ingests VALUES (1, 'then', 'past.csv', 'abc', 2)")
+        for ident in ("E0001", "E0002", "E0003"):
+            db.execute(
+                "INSERT INTO experiments VALUES (?, NULL, 'external', ?, 'then')", (ident, values)
+            )
+        db.execute("INSERT INTO measurements VALUES ('E0001', 1, 'then', 0.2, 0.5, 0.3, NULL, 'a')")
+        db.execute(
+            "INSERT INTO measurements VALUES ('E0002', 1, 'then', 0.1, NULL, NULL, NULL, '')"
+        )
+    with CampaignStore.open(path) as store:
+        by_id = {e.id: e for e in store.experiments()}
+        assert by_id["E0001"].metrics == {"usability": 0.2, "sigma": 0.5, "monotonicity": 0.3}
+        assert by_id["E0001"].notes == "a" and by_id["E0001"].params == json.loads(values)
+        assert by_id["E0002"].metrics == {"usability": 0.1}
+        assert by_id["E0003"].state == "pending"
+        assert store.meta("schema") == "2"

@@ -76,11 +76,12 @@ class PowerFigures:
     sw_static_w: float = 24.0 * 1e-6
     sw_toggle_j: float = 2e-12 * 12.0
     sw_signal_v: tuple[float, float] = (-12.0, 12.0)
-    # ADS8688 (TI SBAS582C, §1 Features "low power: 65 mW" at 500 kSPS; §6.1 absolute
-    # maximum AIN_nP to AIN_nGND ±20 V with AVDD = 5 V; §6.3 AVDD 4.75–5.25 V): charged
-    # 65 mW while awake whatever the rate (an upper bound: the per-conversion energy is
-    # inside it), 10.5 mW in STDBY and 15 µW in PWR_DN (§6.5, not verified here); exit
-    # from STDBY ~20 µs (§7.4.2.3, not verified here).
+    # ADS8688 (TI SBAS582C, §1 Features "low power: 65 mW" at 500 kSPS; §7.1 Absolute
+    # Maximum Ratings, AIN_nP to AIN_nGND ±20 V with AVDD = 5 V; §7.3 Recommended
+    # Operating Conditions, AVDD 4.75–5.25 V): charged 65 mW while awake whatever the rate
+    # (an upper bound: the per-conversion energy is inside it), 10.5 mW in STDBY and 15 µW
+    # in PWR_DN (§7.5 Electrical Characteristics, not verified here); exit from STDBY
+    # ~20 µs (§8.4.2 "STANDBY mode", not verified here).
     adc_static_w: float = 65e-3
     adc_standby_w: float = 10.5e-3
     adc_powerdown_w: float = 15e-6

@@ -172,7 +172,7 @@ def table(r: EnergyReport) -> list[str]:
             f"{m.outputs} accumulations"
         )
         for part, joules in m.parts.items():
-            lines.append(f"  {part:<22} {joules * 1e9:14.4f} nJ")
+            lines.append(f"  {part:<22} {joules * 1e9:14.4g} nJ")
         lines.append(f"  source: {m.figures.source}")
     lines.append(f"note: {r.note}")
     return lines

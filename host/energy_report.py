@@ -10,8 +10,9 @@ What is measured depends on the board:
 * any other port (a real board, a pty served by another process): only the firmware's
   STATS counters are available (busy time, conversions, frames). The energy shown is
   **estimated** from them with the emulator's part figures (`PowerFigures`): MCU busy
-  time × active power, conversions × ADC energy, link bytes × link energy. Static draw of
-  the analog parts cannot be seen from the counters and is left out.
+  time × active power, conversions × the ADC's awake power over one 500 kSPS cycle, link
+  bytes × link energy. Static draw of the analog parts between conversions cannot be
+  seen from the counters and is left out (a lower bound).
 
 The digital int8 baseline is the same network computed by the same MCU without the
 crossbar: **a cycle-count estimate** (`digital_baseline`), never a measurement.
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 from xbar.emulator.energy import PowerFigures
 from xbar.emulator.macro import MacroProjection, project
+from xbar.emulator.parts import ADC_CYCLE_S
 from xbar.host.board import Board
 
 MCU_HZ = 125_000_000  # RP2040 system clock of the reference board
@@ -124,7 +126,8 @@ def measure(board: Board, plan: Any, x: np.ndarray, power: PowerFigures) -> Ener
     conversions = after["conversions"] - before["conversions"]
     per = {
         "mcu": busy * power.mcu_active_w / n,
-        "adc": conversions * power.adc_conversion_j / n,
+        # each conversion at least one 500 kSPS cycle of the awake ADC's power
+        "adc": conversions * (power.adc_conversion_j + power.adc_static_w * ADC_CYCLE_S) / n,
         "link": link * power.link_byte_j / n,
     }
     return EnergyReport(

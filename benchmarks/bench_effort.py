@@ -38,7 +38,7 @@ RESULTS = Path(__file__).parent / "results"
 
 def schemes() -> list[tuple[str, float]]:
     """(scheme, mean pulses per cell): open loop, then every measured tolerance."""
-    from xbar.training.noise_model import WRITE_VERIFY_FILE
+    from xbar.training.devices.device_model import WRITE_VERIFY_FILE
 
     table = json.loads(Path(WRITE_VERIFY_FILE).read_text()).get(DEVICE, {})
     rows = [("open-loop", 1.0)]

@@ -32,7 +32,8 @@ from xbar.firmware import protocol as P
 from xbar.host.board import Board
 from xbar.host.program import V_VERIFY
 from xbar.training.artifact import WINDOW
-from xbar.training.noise_model import STEPS, WRITE_VERIFY_FILE
+from xbar.training.devices.device_model import WRITE_VERIFY_FILE
+from xbar.training.noise_model import STEPS
 
 from benchmarks.run_all import run_meta, write_results
 

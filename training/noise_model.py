@@ -45,14 +45,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import torch
 from xbar.training.errors import XbarError
 
-from .devices.device_model import DeviceModel
+from .devices.device_model import DeviceModel, write_verify_measurements
 
 STEPS = 127  # weight steps of the plan: int8 |w| = 127 ↔ the top of the mapped window
 SCHEMES = ("paper", "open-loop", "verify")
@@ -66,7 +64,6 @@ DRIFT_NU = 0.01  # power-law relaxation exponent of programmed states
 DRIFT_T0 = 1.0  # s, drift time scale
 STUCK_RATE = 0.01  # fraction of cells stuck (half at g_min, half at g_max)
 WINDOW = 0.8  # share of the conductance window the weights use (training/artifact.py WINDOW)
-WRITE_VERIFY_FILE = Path(__file__).parent / "devices" / "data" / "write_verify.json"
 
 
 class NoiseModelError(XbarError, ValueError):
@@ -219,17 +216,10 @@ class Programming:
 
 
 # -- measured write-verify -----------------------------------------------------------------
-@cache
-def _write_verify_table() -> dict[str, Any]:
-    if not WRITE_VERIFY_FILE.exists():
-        return {}
-    return dict(json.loads(WRITE_VERIFY_FILE.read_text()))
-
-
 def verify_programming(device: str, tolerance: float = DEFAULT_TOLERANCE) -> Programming:
     """The ``verify`` scheme for ``device`` at ``tolerance`` steps: the emulator's measured
     residual if stored, else the labelled placeholder (uniform within ±tol)."""
-    entry = _write_verify_table().get(device, {})
+    entry = write_verify_measurements(device)
     row = entry.get("tolerances", {}).get(f"{tolerance:g}")
     if row is not None:
         return Programming(

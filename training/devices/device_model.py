@@ -24,6 +24,9 @@ from .published import PublishedDevice, find_published, load_published
 from .usability import UsabilityResult, analyse
 
 SCHEMA_VERSION = 1
+# The write-verify residual measured on emulated boards of each device preset
+# (benchmarks/bench_write_verify.py), kept beside the devices it describes.
+WRITE_VERIFY_FILE = Path(__file__).parent / "data" / "write_verify.json"
 MAX_CONDUCTANCE_S = 1.0  # above it a "device" is a short circuit (memristors: nS to mS)
 PULSE_MARGIN = 1.25  # DeviceModel.pulse_limit: over the largest voltage the device was measured at
 BEST_PRESET = "pvk-best"
@@ -181,6 +184,12 @@ class DeviceModel:
                 "id or name from `xbar devices list`"
             ) from exc
 
+    def write_verify(self) -> dict[str, Any]:
+        """What write-verify leaves on emulated boards of this device, per tolerance in
+        weight steps (``{"0.5": {"residual_sigma_steps": …, …}}`` plus how it was
+        measured); empty if it was not measured."""
+        return write_verify_measurements(self.name)
+
     @staticmethod
     def preset_names() -> list[str]:
         return [BEST_PRESET, MEDIAN_PRESET] + [d.name for d in load_published()]
@@ -275,3 +284,15 @@ def _published_model(stem: str, preset: str | None = None) -> DeviceModel:
         _CACHE[key] = fit_published(find_published(stem), name=preset)
     # Callers may tweak their copy; the cache stays pristine.
     return DeviceModel.from_dict(json.loads(_CACHE[key].to_json()))
+
+
+def write_verify_measurements(name: str) -> dict[str, Any]:
+    """The stored write-verify measurement of the device (preset) ``name``, or {}."""
+    if not WRITE_VERIFY_FILE.exists():
+        return {}
+    try:
+        data = json.loads(WRITE_VERIFY_FILE.read_text())
+    except json.JSONDecodeError as exc:
+        raise DeviceModelError(f"{WRITE_VERIFY_FILE}: not JSON ({exc})") from None
+    entry = data.get(name, {}) if isinstance(data, dict) else {}
+    return dict(entry) if isinstance(entry, dict) else {}

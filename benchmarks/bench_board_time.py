@@ -89,21 +89,27 @@ def measure(
         board.load(cm, program=False)
         board.infer(xs[0])  # warm-up; its unflushed tail is the same at both ends
 
-        def snap() -> tuple[int, int, int]:
+        def snap() -> tuple[int, int, int, int, int]:
             if micropython:
                 time.sleep(0.2)  # the interpreter's tail after its last answer
             emu.settle()
             with emu.hw.lock:
-                clock = bm.clock
-                return clock.cycles, clock.idle_cycles, bm.diagnostics["charge_cycles"]
+                clock, d = bm.clock, bm.diagnostics
+                return (
+                    clock.cycles,
+                    clock.idle_cycles,
+                    d["charge_cycles"],
+                    d["spi_bytes"],
+                    emu.hw.calls,
+                )
 
-        c0, i0, k0 = snap()
+        c0, i0, k0, b0, n0 = snap()
         diffs = []
         for x in tqdm(xs[1 : n + 1], desc=f"{profile} {'mpy' if micropython else 'inproc'}"):
             y = board.infer(x)
             ref, _ = cm.reference(x)
             diffs.append(int(np.abs(np.asarray(y) - np.asarray(ref)).max()))
-        c1, i1, k1 = snap()
+        c1, i1, k1, b1, n1 = snap()
     finally:
         board.close()
         emu.stop()
@@ -116,6 +122,8 @@ def measure(
         "spi_ms": 1e3 * spi / hz,
         "waits_ms": 1e3 * idle / hz,
         "max_abs_diff_lsb": max(diffs),
+        "spi_bytes": (b1 - b0) / n,
+        "machine_calls": (n1 - n0) / n,
         "n_in": cm.layers[0].n_in,
         "n_out": cm.layers[-1].n_out,
     }

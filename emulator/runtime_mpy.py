@@ -115,6 +115,18 @@ def install_firmware(
     return names
 
 
+def counted_overhead(flash_dir: Path) -> int:
+    """Bytes the counted firmware's .mpy files on `flash_dir` hold beyond the firmware as
+    flashed: the counters' own code, which the interpreter loads into its heap. The
+    emulator adds them to the board's heap, so the firmware has the heap it has on a
+    board (the 64×64 profiles' 24 KiB model store needs every byte)."""
+    with tempfile.TemporaryDirectory(prefix="xbar-plain-") as tmp:
+        install_firmware(Path(tmp))
+        plain = sum(f.stat().st_size for f in Path(tmp).glob("*.mpy"))
+    counted = sum(f.stat().st_size for f in Path(flash_dir).glob("*.mpy"))
+    return max(0, counted - plain)
+
+
 class MicroPythonBoard(EmulatedBoard):
     """A board whose MCU is the real MicroPython interpreter.
 
@@ -151,9 +163,11 @@ class MicroPythonBoard(EmulatedBoard):
             flash_dir = self._tmp.name
         self.flash_dir = Path(flash_dir)
         self.flash_dir.mkdir(parents=True, exist_ok=True)
+        self.heapsize = heapsize
         if firmware:  # counted, unless the compute meter times the interpreter instead
             install_firmware(self.flash_dir, profile=profile, counted=not measure_compute)
-        self.heapsize = heapsize
+            if not measure_compute and heapsize == HEAPSIZE:
+                self.heapsize = f"{192 + counted_overhead(self.flash_dir) // 1024 + 1}K"
         self.measure_compute = measure_compute
         # Firmware flashed from outside (`xbar flash`) is not counted: its frame work is
         # then estimated per link byte.

@@ -15,6 +15,7 @@ import struct
 import drivers
 import hal as hal_mod
 import inference
+import kernels
 import micropython
 import profiles
 import protocol
@@ -27,6 +28,10 @@ _CHUNK = const(256)
 _N_PROGRAMMED = const(2)
 _N_INFER = const(3)
 _N_ERRORS = const(6)
+_COUNT_MASK = const(0x3FFFFFFF)  # counters wrap at 2^30: small ints on a 32-bit port
+_INFER_HDR = const(3)  # struct.calcsize(protocol.INFER_REQ)
+_STREAM_HDR = const(5)  # struct.calcsize(protocol.STREAM_REQ)
+_STREAM_RESP = const(6)  # struct.calcsize(protocol.STREAM_RESP)
 
 
 class Fail(Exception):
@@ -422,52 +427,53 @@ class App:
         return self.model
 
     def infer(self, p):
-        flags, n = _need(p, protocol.INFER_REQ, exact=False)
+        """INFER; allocates nothing (the request is read in place, the answer written into
+        the encoder's payload)."""
         m = self._loaded()
-        hs = struct.calcsize(protocol.INFER_REQ)
+        hs = _INFER_HDR
+        n = p[1] | (p[2] << 8) if len(p) >= hs else -1
         if n != m.n_in() or len(p) != hs + n:
             raise Fail(
                 protocol.E_LENGTH, "INFER needs %d input bytes, got %d" % (m.n_in(), len(p) - hs)
             )
-        n_out = m.run(p[hs:])
-        self.counts[_N_INFER] += 1
+        n_out = m.run(p, hs)
+        self.counts[_N_INFER] = (self.counts[_N_INFER] + 1) & _COUNT_MASK
         out = self.enc.payload
-        struct.pack_into(protocol.INFER_RESP, out, 0, n_out)
-        o = 2
-        for j in range(n_out):
-            struct.pack_into("<h", out, o, m.out[j])
-            o += 2
-        if flags & protocol.INFER_WANT_ACC:
-            for j in range(n_out):
-                struct.pack_into("<i", out, o, m.acc[j])
-                o += 4
+        out[0] = n_out & 0xFF
+        out[1] = n_out >> 8
+        o = kernels.put_i16(out, 2, m.out, n_out)
+        if p[0] & protocol.INFER_WANT_ACC:
+            o = kernels.put_i32(out, o, m.acc, n_out)
         return o
 
     def infer_stream(self, p):
-        batch, first, count = _need(p, protocol.STREAM_REQ, exact=False)
+        """INFER_STREAM; allocates nothing, as INFER."""
         m = self._loaded()
-        hs = struct.calcsize(protocol.STREAM_REQ)
+        hs = _STREAM_HDR
         n_in = m.n_in()
         n_out = m.n_out()
+        count = p[4] if len(p) >= hs else 0
         if count < 1 or len(p) != hs + count * n_in:
             raise Fail(
                 protocol.E_LENGTH,
                 "INFER_STREAM of %d samples needs %d bytes, got %d"
                 % (count, hs + count * n_in, len(p)),
             )
-        rs = struct.calcsize(protocol.STREAM_RESP)
+        rs = _STREAM_RESP
         if rs + 2 * count * n_out > protocol.MAX_PAYLOAD:
             raise Fail(protocol.E_RANGE, "%d results exceed one frame" % count)
         out = self.enc.payload
         o = rs
         for s in range(count):
-            m.run(p[hs + s * n_in : hs + (s + 1) * n_in])
-            self.counts[_N_INFER] += 1
+            m.run(p, hs + s * n_in)
+            self.counts[_N_INFER] = (self.counts[_N_INFER] + 1) & _COUNT_MASK
             self.feed()
-            for j in range(n_out):
-                struct.pack_into("<h", out, o, m.out[j])
-                o += 2
-        struct.pack_into(protocol.STREAM_RESP, out, 0, batch, first, count, profiles.STREAM_WINDOW)
+            o = kernels.put_i16(out, o, m.out, n_out)
+        # STREAM_RESP: batch id and first index echoed (u16 each), count, window.
+        for i in range(4):
+            out[i] = p[i]
+        out[4] = count
+        out[5] = profiles.STREAM_WINDOW
         return o
 
     def stats(self, p):

@@ -10,7 +10,12 @@ chip, and the first word on the wire ends in the last chip of the chain.
 
 from array import array
 
+import kernels
 import profiles
+from micropython import const
+
+_MID = const(32768)
+_COUNT_MASK = const(0x3FFFFFFF)  # counters wrap at 2^30: small ints on a 32-bit port
 
 
 class SafetyError(Exception):
@@ -82,12 +87,9 @@ class Dac:
         lim = self.limit
         if line0 < 0 or line0 + n > self.lines:
             raise SafetyError("DAC lines %d+%d out of range" % (line0, n))
-        for i in range(i0, i0 + n):
-            d = codes[i] - profiles.DAC_MID
-            if d > lim or -d > lim:
-                raise SafetyError(
-                    "DAC code %d on line %d beyond limit" % (codes[i], line0 + i - i0)
-                )
+        i = kernels.out_of_range(codes, i0, n, lim)
+        if i >= 0:
+            raise SafetyError("DAC code %d on line %d beyond limit" % (codes[i], line0 + i - i0))
         cmd = (profiles.DAC_CMD_WRITE_UPDATE if update else profiles.DAC_CMD_WRITE) << 4
         chain = self.chain
         per_sel = chain * profiles.DAC_CHANNELS
@@ -96,29 +98,17 @@ class Dac:
         staged = self.staged
         for ch in range(profiles.DAC_CHANNELS):
             line = line0 + (ch - line0) % profiles.DAC_CHANNELS
-            sel = -1
             while line < end:
                 s = line // per_sel
-                if s != sel:
-                    if sel >= 0:
-                        self._out(sel)
-                    buf[:] = self.nops
-                    sel = s
-                k = 3 * (chain - 1 - (line >> 3) % chain)
-                code = codes[i0 + line - line0]
-                buf[k] = cmd | ch
-                buf[k + 1] = code >> 8
-                buf[k + 2] = code & 0xFF
-                old = staged[line]
-                if old != code:
-                    if old == profiles.DAC_MID:
-                        self.dirty += 1
-                    elif code == profiles.DAC_MID:
-                        self.dirty -= 1
-                    staged[line] = code
-                line += profiles.DAC_CHANNELS
-            if sel >= 0:
-                self._out(sel)
+                stop = (s + 1) * per_sel
+                if stop > end:
+                    stop = end
+                buf[:] = self.nops
+                self.dirty += kernels.dac_words(
+                    buf, staged, codes, i0, line0, line, stop, cmd | ch, chain, s * chain, _MID
+                )
+                self._out(s)
+                line += ((stop - line + 7) >> 3) << 3
 
     def load(self):
         """Falling LDAC edge: every staged input register becomes the output at once."""
@@ -230,6 +220,14 @@ class Switches:
             s = 3 * line + mode
             w[self.n - 1 - (s >> 3)] |= 1 << (s & 7)
 
+    def route(self, line0, n, codes, c0, mode):
+        """Stage lines line0 .. line0+n-1, known to be grounded, into `mode` (DAC or TIA);
+        with c0 >= 0 only those whose codes[c0 + i] is not 0 V (a row at 0 V stays on its
+        ground switch). from_ground for a block of lines, in one kernel call."""
+        kernels.route(
+            self.wire, self.n - 1, line0, n, codes, c0 if c0 >= 0 else -1, profiles.SW_GND, mode
+        )
+
     def mode(self, line):
         """Staged mode of a line (FLOAT when no switch is closed)."""
         for k in range(3):
@@ -318,30 +316,21 @@ class Adc:
         rx = self.rx
         for sel in range(chip_lo // chain, chip_hi // chain + 1):
             p_lo = max(chip_lo - sel * chain, 0)
-            p_hi = min(chip_hi - sel * chain, chain - 1)
+            npos = min(chip_hi - sel * chain, chain - 1) - p_lo + 1
             base = (sel * chain + p_lo) * n8  # column of channel 0 at position p_lo
             prev = -1
             for ch in range(n8 + 1):
-                need = False
-                if ch < n8:
-                    col = base + ch
-                    for _p in range(p_lo, p_hi + 1):
-                        if lo <= col < hi and want[col]:
-                            need = True
-                            break
-                        col += n8
+                need = ch < n8 and kernels.adc_need(want, base + ch, npos, lo, hi)
                 if not need and prev < 0:
                     continue
                 self._frame(
                     sel, profiles.ADC_CMD_MAN + (ch << 10) if need else profiles.ADC_CMD_NOOP
                 )
                 if prev >= 0:
-                    col = base + prev
-                    for p in range(p_lo, p_hi + 1):
-                        if lo <= col < hi and want[col]:
-                            codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - profiles.ADC_MID
-                            self.conversions += 1
-                        col += n8
+                    taken = kernels.adc_take(
+                        rx, codes, want, base + prev, p_lo, npos, lo, hi, profiles.ADC_MID
+                    )
+                    self.conversions = (self.conversions + taken) & _COUNT_MASK
                 prev = ch if need else -1
 
 

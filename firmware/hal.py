@@ -18,6 +18,7 @@ import time
 from array import array
 
 import drivers
+import kernels
 import machine
 import profiles
 from micropython import const
@@ -255,13 +256,11 @@ class Hal:
             raise ValueError(
                 "rows %d+%d, columns %d+%d of array %d out of range" % (r0, nr, col0, ncols, arr)
             )
-        lim = self.read_codes
         rc = self.row_codes
-        for r in range(r0, r0 + nr):
-            d = rc[r] - _MID
-            if d > lim or -d > lim:
-                self.safety_trips += 1
-                raise drivers.SafetyError("row %d read code %d beyond read limit" % (r, rc[r]))
+        r = kernels.out_of_range(rc, r0, nr, self.read_codes)
+        if r >= 0:
+            self.safety_trips += 1
+            raise drivers.SafetyError("row %d read code %d beyond read limit" % (r, rc[r]))
         sw = self.sw
         dac = self.dac
         row_line = arr * g.lines_per_array
@@ -274,13 +273,9 @@ class Hal:
         self.led.on()
         try:
             sw.all(profiles.SW_GND)
-            for r in range(r0, r0 + nr):
-                if rc[r] != _MID:
-                    sw.from_ground(row_line + r, profiles.SW_DAC)
-            for c in range(col0, col0 + ncols):
-                sw.from_ground(col_line + c, profiles.SW_TIA)
-            for c in range(c_lo, c_hi):
-                want[c] = 1
+            sw.route(row_line + r0, nr, rc, r0, profiles.SW_DAC)  # rows at 0 V stay grounded
+            sw.route(col_line + col0, ncols, rc, -1, profiles.SW_TIA)
+            kernels.fill(want, c_lo, c_hi, 1)
             sw.commit()
             dac.stage(row_line + r0, rc, r0, nr, False)
             dac.load()
@@ -292,26 +287,16 @@ class Hal:
                 self.gain.set(gi)
                 time.sleep_us(profiles.DAC_SETTLE_US)
                 self.adc.convert(want, codes, c_lo, c_hi)
-                more = False
-                for c in range(c_lo, c_hi):
-                    if want[c]:
-                        gains[c] = gi
-                        v = codes[c]
-                        if gi > 0 and (v > profiles.ADC_SAT or -v > profiles.ADC_SAT):
-                            more = True
-                        else:
-                            want[c] = 0
-                if not more:
+                if not kernels.ranged(want, codes, gains, c_lo, c_hi, gi, profiles.ADC_SAT):
                     break
                 gi -= 1
         finally:
-            for c in range(c_lo, c_hi):
-                want[c] = 0
+            kernels.fill(want, c_lo, c_hi, 0)
             if dac.dirty:
                 dac.stage(row_line + r0, self.mid_rows, 0, nr, False)  # ~8 frames, not nr
             self.safe()
             self.power_down()
-            self.busy_us += time.ticks_diff(time.ticks_us(), t0)
+            self.busy_us = (self.busy_us + time.ticks_diff(time.ticks_us(), t0)) & 0x3FFFFFFF
 
     # ---- pulse ---------------------------------------------------------------------
     def pulse(self, arr, row, col, volts, width_us):
@@ -377,7 +362,7 @@ class Hal:
         finally:
             self.safe()
             self.power_down()
-            self.busy_us += time.ticks_diff(time.ticks_us(), t_start)
+            self.busy_us = (self.busy_us + time.ticks_diff(time.ticks_us(), t_start)) & 0x3FFFFFFF
 
     def _half(self, volts):
         """DAC codes each line moves (+-) for a pulse of `volts` across the cell: V/2 on

@@ -15,6 +15,7 @@ so acc_j += conv(c_minus) - conv(c_plus) with conv the per-gain fixed-point fact
 import struct
 from array import array
 
+import kernels
 import profiles
 import protocol
 import quant
@@ -244,9 +245,11 @@ class Model:
     def n_out(self):
         return self.layers[(self.n_layers - 1) * _LF + _L_NOUT]
 
-    def run(self, x):
-        """Forward one input (uint8 buffer of n_in); results in self.out, the last
-        layer's accumulators (bias included) in self.acc. Allocates nothing."""
+    def run(self, x, off=0):
+        """Forward one input (n_in uint8 bytes of buffer x from offset off); results in
+        self.out, the last layer's accumulators (bias included) in self.acc. Allocates
+        nothing: the per-element work runs in firmware/kernels.py, which hands anything
+        beyond int32 back to the exact small-int code here (_accumulate, _requant)."""
         hal = self.hal
         L = self.layers
         T = self.tiles
@@ -257,61 +260,101 @@ class Model:
         cols = hal.geom.cols
         guard = quant.ACC_GUARD
         last = self.n_layers - 1
+        nxt = self.act
+        out = self.out
+        blob = self.blob
         for li in range(self.n_layers):
             b = li * _LF
             n_out = L[b + _L_NOUT]
             k = L[b + _L_K]
-            for j in range(n_out):
-                acc[j] = 0
+            kernels.zero(acc, n_out)
             t_end = L[b + _L_T0] + L[b + _L_NT]
             for t in range(L[b + _L_T0] * _TF, t_end * _TF, _TF):
                 arr = T[t]
                 r0 = T[t + 1]
                 c0 = T[t + 2]
-                i0 = T[t + 3]
                 o0 = T[t + 5]
                 no = T[t + 6]
                 ni = T[t + 4]
-                for i in range(ni):
-                    rc[r0 + i] = _MID + x[i0 + i] * k
+                kernels.stage_rows(rc, r0, x, off + T[t + 3], ni, k)
                 hal.measure(arr, r0, ni, c0, 2 * no)
                 cp = arr * cols + c0
-                for j in range(o0, o0 + no):
-                    gp = gains[cp]
-                    gm = gains[cp + 1]
-                    a = (
-                        acc[j]
-                        + quant.convert(codes[cp + 1], L[b + _L_MUL + gm], L[b + _L_QSH + gm])
-                        - quant.convert(codes[cp], L[b + _L_MUL + gp], L[b + _L_QSH + gp])
-                    )
-                    if a >= guard or a <= -guard:
-                        raise ValueError(
-                            "layer %d output %d: accumulator beyond +-2^30 (readings far"
-                            " from the model's conductances)" % (li, j)
-                        )
-                    acc[j] = a
-                    cp += 2
+                j = kernels.accumulate(
+                    acc, o0, no, codes, gains, cp, L, b + _L_MUL, b + _L_QSH, guard
+                )
+                if j >= 0:
+                    self._accumulate(li, j, o0 + no, cp + 2 * (j - o0))
             hal.power_down()  # the layer's arrays off until the next layer's power_up
-            b0 = L[b + _L_B0]
-            m = L[b + _L_M]
             sh = L[b + _L_SH]
-            lo = L[b + _L_LO]
-            hi = L[b + _L_HI]
-            relu = L[b + _L_ACT] == protocol.ACT_RELU
-            nxt = self.act
-            blob = self.blob
-            for j in range(n_out):
-                # int32 little-endian bias, |bias| < 2^29 (checked at LOAD): small ints only
-                o = b0 + 4 * j
-                top = blob[o + 3]
-                if top >= 128:
-                    top -= 256
-                a = acc[j] + ((top << 24) | (blob[o + 2] << 16) | (blob[o + 1] << 8) | blob[o])
-                acc[j] = a
-                y = quant.requant(a, m, sh, lo, hi, relu)
-                if li == last:
-                    self.out[j] = y
-                else:
-                    nxt[j] = y
+            j = 0
+            if 11 <= sh <= 40:
+                j = kernels.requant(
+                    acc,
+                    blob,
+                    L[b + _L_B0],
+                    n_out,
+                    L[b + _L_M],
+                    sh,
+                    L[b + _L_LO],
+                    L[b + _L_HI],
+                    1 if L[b + _L_ACT] == protocol.ACT_RELU else 0,
+                    nxt,
+                    out,
+                    1 if li == last else 0,
+                    quant.ACC_LIMIT,
+                )
+            if j >= 0:
+                self._requant(li, j, n_out, li == last)
             x = nxt
+            off = 0
         return self.n_out()
+
+    def _accumulate(self, li, j0, end, cp):
+        """Outputs j0 .. end-1 of the tile just measured, in small ints (quant.convert)."""
+        L = self.layers
+        b = li * _LF
+        codes = self.hal.codes
+        gains = self.hal.gains
+        acc = self.acc
+        guard = quant.ACC_GUARD
+        for j in range(j0, end):
+            gp = gains[cp]
+            gm = gains[cp + 1]
+            a = (
+                acc[j]
+                + quant.convert(codes[cp + 1], L[b + _L_MUL + gm], L[b + _L_QSH + gm])
+                - quant.convert(codes[cp], L[b + _L_MUL + gp], L[b + _L_QSH + gp])
+            )
+            if a >= guard or a <= -guard:
+                raise ValueError(
+                    "layer %d output %d: accumulator beyond +-2^30 (readings far"
+                    " from the model's conductances)" % (li, j)
+                )
+            acc[j] = a
+            cp += 2
+
+    def _requant(self, li, j0, n_out, last):
+        """Bias and requantisation of outputs j0 .. n_out-1 in small ints (quant.requant)."""
+        L = self.layers
+        b = li * _LF
+        b0 = L[b + _L_B0]
+        m = L[b + _L_M]
+        sh = L[b + _L_SH]
+        lo = L[b + _L_LO]
+        hi = L[b + _L_HI]
+        relu = L[b + _L_ACT] == protocol.ACT_RELU
+        acc = self.acc
+        blob = self.blob
+        for j in range(j0, n_out):
+            # int32 little-endian bias, |bias| < 2^29 (checked at LOAD): small ints only
+            o = b0 + 4 * j
+            top = blob[o + 3]
+            if top >= 128:
+                top -= 256
+            a = acc[j] + ((top << 24) | (blob[o + 2] << 16) | (blob[o + 1] << 8) | blob[o])
+            acc[j] = a
+            y = quant.requant(a, m, sh, lo, hi, relu)
+            if last:
+                self.out[j] = y
+            else:
+                self.act[j] = y

@@ -417,13 +417,30 @@ class Encoder:
         n = len(self.raw)
         self.wire = bytearray(n + n // 254 + 2)
         self.wire_mv = memoryview(self.wire)
+        self.raw_mv = memoryview(self.raw)
+        # The last views handed out (0: raw, 1: wire), so that a run of answers of one
+        # size (INFER, INFER_STREAM) slices nothing new: the board allocates nothing.
+        self.views = [[None] * 4, [None] * 4]
+        self.turn = [0, 0]
+
+    def _view(self, k, mv, n):
+        views = self.views[k]
+        for i in range(4):
+            v = views[i]
+            if v is not None and len(v) == n:
+                return v
+        v = mv[:n]
+        i = self.turn[k]
+        views[i] = v
+        self.turn[k] = (i + 1) & 3
+        return v
 
     def finish(self, code, seq, n):
         """Frame the n payload bytes already written to `payload`; returns a wire view."""
         raw = self.raw
         struct.pack_into(HEADER, raw, 0, VERSION, code & 0xFF, seq & 0xFFFF, n)
         end = HEADER_SIZE + n
-        struct.pack_into("<I", raw, end, crc32(memoryview(raw)[:end]))
+        struct.pack_into("<I", raw, end, crc32(self._view(0, self.raw_mv, end)))
         m = cobs_encode(raw, end + CRC_SIZE, self.wire)
         self.wire[m] = 0
-        return self.wire_mv[: m + 1]
+        return self._view(1, self.wire_mv, m + 1)

@@ -87,6 +87,7 @@ class InferReport:
     reference: np.ndarray  # int8 reference predictions
     labels: np.ndarray | None
     baud: int
+    board_s: float | None = None  # board time over the stream (an emulated board's clock)
 
     @property
     def accuracy(self) -> float | None:
@@ -387,10 +388,46 @@ def stream_model(
     cope with a faulty line (`load_reliably`, `stream_adaptive`)."""
     board.link.adaptive = True
     _n_in, n_out = load_reliably(board, plan, board.link.retries)
+    t0 = _board_seconds(board)
     result = stream_adaptive(board, x, n_out, window=window, progress=progress)
+    t1 = _board_seconds(board)
     predictions = result.outputs.argmax(axis=1)
     reference = art.quantized.forward(x).argmax(axis=1)
-    return InferReport(result, predictions, reference, labels, baud)
+    board_s = None if t0 is None or t1 is None else t1 - t0
+    return InferReport(result, predictions, reference, labels, baud, board_s)
+
+
+def _board_seconds(board: Board) -> float | None:
+    """The board's own clock where the host can read it (an `emu://` board), else None."""
+    emulated = getattr(getattr(board.link, "port", None), "board", None)
+    if emulated is None:
+        return None
+    emulated.settle()
+    with emulated.hw.lock:
+        return float(emulated.model.clock.seconds)
+
+
+def accounting_lines(r: InferReport) -> list[str]:
+    """Which one limits a stream, the board or the line, for each link profile (LINKS):
+    board time per inference (the board's clock, else the wall time per inference, an
+    upper bound) against the line time of the bytes each inference took."""
+    s = r.stream
+    n = max(1, len(r.predictions))
+    measured = r.board_s is not None
+    board_s = (r.board_s if r.board_s is not None else s.wall_s) / n
+    up, down = s.wire_bytes_out / n, s.wire_bytes_in / n
+    lines = [
+        f"board time per inference {board_s * 1e3:.3f} ms "
+        f"({'the board clock' if measured else 'wall time: an upper bound'}); "
+        f"{up:.1f} B to the board and {down:.1f} B back per inference"
+    ]
+    for link in LINKS.values():
+        a = link_limit(board_s, up, down, link)
+        lines.append(
+            f"{link.name}: {a['per_s']:.0f} inferences/s, board busy {a['board_busy']:.1%}, "
+            f"line busy {a['line_busy']:.1%}; the {a['limit']} limits"
+        )
+    return lines
 
 
 def report_lines(r: InferReport) -> list[str]:
@@ -413,6 +450,7 @@ def report_lines(r: InferReport) -> list[str]:
         f"rate {r.baud / 10:.0f} B/s ({r.baud} baud, 10 bits per byte); payload is "
         f"{s.payload_bytes / max(1, s.wire_bytes_out):.1%} of the bytes sent",
     ]
+    lines += accounting_lines(r)
     if isinstance(s, AdaptiveStreamResult):
         lines.append(
             f"goodput {r.goodput:.0f} B/s of input payload; {s.retried} frames resent of "

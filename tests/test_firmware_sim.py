@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from xbar.emulator.runtime import VIPER_BUILTINS
 
 FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
 
@@ -286,7 +287,12 @@ def _fake_modules(sim: FirmwareSim) -> dict[str, types.ModuleType]:
         sleep_ms=lambda ms: sleep_us(1000 * ms),
     )
     mp = types.ModuleType("micropython")
-    mp.__dict__.update(const=lambda x: x, kbd_intr=lambda c: sim.kbd.append(c))
+    mp.__dict__.update(
+        const=lambda x: x,
+        kbd_intr=lambda c: sim.kbd.append(c),
+        viper=lambda f: f,  # firmware/kernels.py runs as the Python it is
+        native=lambda f: f,
+    )
     gc = types.ModuleType("gc")
     gc.__dict__.update(mem_free=lambda: 150_000, collect=lambda: None)
     return {"machine": machine, "time": time, "micropython": mp, "gc": gc}
@@ -301,7 +307,7 @@ class FirmwareSim:
         self.kbd: list[int] = []
         self.wdt_timeout = 0
         self.modules: dict[str, types.ModuleType] = _fake_modules(self)
-        self._builtins = dict(builtins.__dict__)
+        self._builtins = {**builtins.__dict__, **VIPER_BUILTINS}
         self._builtins["__import__"] = self._import
         self.board = SimBoard(self.load("profiles").Geometry(profile), g, seed)
         self.out = bytearray()

@@ -1,0 +1,262 @@
+"""Inner loops of a measurement and of inference, as `@micropython.viper` kernels.
+
+Each works on preallocated buffers (`array`, `bytearray`, a frame's memoryview) and
+allocates nothing; the loops around them, and the machine calls, stay in the callers.
+Viper integers are machine words (32 bits on an RP2040, 64 on the unix port the
+emulator runs), and a `ptr32` load is zero-extended to that word: signed 32-bit values
+are sign-extended with `(v << _SX) >> _SX` (_SX = word bits - 32). Every kernel keeps its
+values within int32 and hands anything that would not fit back to its caller (a return
+value), which then finishes the job with the exact small-int code (firmware/quant.py).
+`ptr16` loads are unsigned: a signed 16-bit value read through one is corrected (under
+CPython, where the emulator's in-process runtime runs these as plain Python, the buffer
+is read signed and the correction never applies).
+
+Built with native code: `mpy-cross -march=armv6m` for an RP2040 (`xbar flash` asks the
+board for its architecture; without one it copies sources, which the board compiles).
+"""
+# ruff: noqa: F821 (ptr8/ptr16/ptr32: viper's pointer casts, built in inside viper code)
+
+import sys
+
+import micropython
+
+_SX = 32 if sys.maxsize > 0x7FFFFFFF else 0
+"""Shift that sign-extends a 32-bit value loaded through ptr32 to the machine word."""
+
+
+@micropython.viper
+def out_of_range(codes: ptr16, i0: int, n: int, lim: int) -> int:
+    """Index of the first of codes[i0 : i0+n] with |code - 32768| > lim, or -1."""
+    for i in range(i0, i0 + n):
+        d = int(codes[i]) - 32768
+        if d > lim or -d > lim:
+            return i
+    return -1
+
+
+@micropython.viper
+def fill(buf: ptr8, lo: int, hi: int, v: int):
+    """buf[lo:hi] = v."""
+    for i in range(lo, hi):
+        buf[i] = v
+
+
+@micropython.viper
+def route(w: ptr8, last: int, line0: int, n: int, codes: ptr16, c0: int, gnd: int, mode: int):
+    """Switch frame `w` (last byte index `last`): lines line0 .. line0+n-1, known to be
+    grounded, from ground to `mode`; with `codes` (c0 >= 0) only those whose codes[c0 + i]
+    is not 32768 (a row at 0 V stays on its ground switch)."""
+    for i in range(n):
+        if c0 >= 0 and int(codes[c0 + i]) == 32768:
+            continue
+        s = 3 * (line0 + i) + gnd
+        k = last - (s >> 3)
+        w[k] = w[k] & (0xFF ^ (1 << (s & 7)))
+        s = 3 * (line0 + i) + mode
+        k = last - (s >> 3)
+        w[k] = w[k] | (1 << (s & 7))
+
+
+@micropython.viper
+def dac_words(
+    buf: ptr8,
+    staged: ptr16,
+    codes: ptr16,
+    i0: int,
+    line0: int,
+    first: int,
+    end: int,
+    cmd: int,
+    chain: int,
+    chip0: int,
+    mid: int,
+) -> int:
+    """Lines first, first+8, ... < end (one DAC channel, one chip select whose first chip
+    is chip0) into the chain frame `buf`, codes[i0 + line - line0] each; `staged` updated.
+    Returns the change in the number of lines not at `mid`."""
+    dirty = 0
+    line = first
+    while line < end:
+        k = 3 * (chain - 1 - ((line >> 3) - chip0))
+        code = int(codes[i0 + line - line0])
+        buf[k] = cmd
+        buf[k + 1] = code >> 8
+        buf[k + 2] = code & 0xFF
+        old = int(staged[line])
+        if old != code:
+            if old == mid:
+                dirty += 1
+            elif code == mid:
+                dirty -= 1
+            staged[line] = code
+        line += 8
+    return dirty
+
+
+@micropython.viper
+def adc_need(want: ptr8, col: int, n: int, lo: int, hi: int) -> int:
+    """1 if any of columns col, col+8, ... (n of them) in lo .. hi-1 is wanted."""
+    for _ in range(n):
+        if lo <= col and col < hi and want[col]:
+            return 1
+        col += 8
+    return 0
+
+
+@micropython.viper
+def adc_take(
+    rx: ptr8, codes: ptr16, want: ptr8, col: int, p: int, n: int, lo: int, hi: int, mid: int
+) -> int:
+    """The results of a chain frame for columns col, col+8, ... at chain positions p,
+    p+1, ...: codes[c] = result - mid where wanted. Returns how many were taken."""
+    taken = 0
+    for _ in range(n):
+        if lo <= col and col < hi and want[col]:
+            codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - mid
+            taken += 1
+        col += 8
+        p += 1
+    return taken
+
+
+@micropython.viper
+def ranged(want: ptr8, codes: ptr16, gains: ptr8, lo: int, hi: int, gi: int, sat: int) -> int:
+    """After a conversion at gain gi: record gi for the wanted columns in lo .. hi-1; those
+    near the rail (|code| > sat, gi > 0) stay wanted. Returns 1 if any does."""
+    more = 0
+    for c in range(lo, hi):
+        if want[c]:
+            gains[c] = gi
+            v = int(codes[c])
+            if v >= 32768:
+                v -= 65536
+            if gi > 0 and (v > sat or -v > sat):
+                more = 1
+            else:
+                want[c] = 0
+    return more
+
+
+@micropython.viper
+def stage_rows(rc: ptr16, r0: int, x: ptr8, i0: int, n: int, k: int):
+    """Row DAC codes of a tile: rc[r0 + i] = 32768 + x[i0 + i] * k."""
+    for i in range(n):
+        rc[r0 + i] = 32768 + x[i0 + i] * k
+
+
+@micropython.viper
+def zero(acc: ptr32, n: int):
+    for j in range(n):
+        acc[j] = 0
+
+
+@micropython.viper
+def accumulate(
+    acc: ptr32,
+    o0: int,
+    no: int,
+    codes: ptr16,
+    gains: ptr8,
+    cp: int,
+    table: ptr32,
+    mul0: int,
+    qsh0: int,
+    guard: int,
+) -> int:
+    """acc[j] += convert(G- code) - convert(G+ code) for the tile's outputs o0 .. o0+no-1
+    (pairs from column cp on), convert(c) = round(c * mul / 2^s) with the gain's (mul, s)
+    at table[mul0 + gain], table[qsh0 + gain] (quant.convert). Returns the first output it
+    could not do within int32 (a left shift, or a sum at or beyond +-guard), else -1."""
+    sx = int(_SX)
+    j = o0
+    while j < o0 + no:
+        c = int(codes[cp])
+        if c >= 32768:
+            c -= 65536
+        d = int(codes[cp + 1])
+        if d >= 32768:
+            d -= 65536
+        sp = (int(table[qsh0 + gains[cp]]) << sx) >> sx
+        sm = (int(table[qsh0 + gains[cp + 1]]) << sx) >> sx
+        if sp <= 0 or sm <= 0:
+            return j
+        plus = (c * int(table[mul0 + gains[cp]]) + (1 << (sp - 1))) >> sp
+        minus = (d * int(table[mul0 + gains[cp + 1]]) + (1 << (sm - 1))) >> sm
+        a = ((int(acc[j]) << sx) >> sx) + minus - plus
+        if a >= guard or a <= -guard:
+            return j
+        acc[j] = a
+        cp += 2
+        j += 1
+    return -1
+
+
+@micropython.viper
+def requant(
+    acc: ptr32,
+    blob: ptr8,
+    b0: int,
+    n: int,
+    m: int,
+    s: int,
+    lo: int,
+    hi: int,
+    relu: int,
+    out8: ptr8,
+    out16: ptr16,
+    last: int,
+    limit: int,
+) -> int:
+    """Bias and requantisation of a layer's outputs (quant.requant, for 11 <= s <= 40 and
+    |acc + bias| < limit = 2^24, where every intermediate fits int32): acc[j] += the
+    little-endian int32 at blob[b0 + 4j], y to out16[j] (last layer) or out8[j]. Returns
+    the first j it left to the caller (acc[j] not yet changed), else -1."""
+    sx = int(_SX)
+    rnd = 1 << (s - 11)
+    sh = s - 10
+    for j in range(n):
+        o = b0 + 4 * j
+        top = int(blob[o + 3])
+        if top >= 128:
+            top -= 256
+        bias = (top << 24) | (blob[o + 2] << 16) | (blob[o + 1] << 8) | blob[o]
+        a = ((int(acc[j]) << sx) >> sx) + bias
+        if a >= limit or -a >= limit:
+            return j
+        acc[j] = a
+        y = ((a >> 10) * m + rnd + (((a & 1023) * m) >> 10)) >> sh
+        if y < lo:
+            y = lo
+        elif y > hi:
+            y = hi
+        if relu and y < 0:
+            y = 0
+        if last:
+            out16[j] = y
+        else:
+            out8[j] = y
+    return -1
+
+
+@micropython.viper
+def put_i32(out: ptr8, o: int, src: ptr32, n: int) -> int:
+    """n values of an 'i' array as little-endian int32 from out[o]; the end offset."""
+    for j in range(n):
+        v = src[j]
+        out[o] = v & 0xFF
+        out[o + 1] = (v >> 8) & 0xFF
+        out[o + 2] = (v >> 16) & 0xFF
+        out[o + 3] = (v >> 24) & 0xFF
+        o += 4
+    return o
+
+
+@micropython.viper
+def put_i16(out: ptr8, o: int, src: ptr16, n: int) -> int:
+    """n values of an 'h' array as little-endian int16 from out[o]; the end offset."""
+    for j in range(n):
+        v = int(src[j])
+        out[o] = v & 0xFF
+        out[o + 1] = (v >> 8) & 0xFF
+        o += 2
+    return o

@@ -1,0 +1,164 @@
+"""The viper kernels (firmware/kernels.py) compute what firmware/quant.py computes, under
+the real MicroPython interpreter (native code, 32-bit words) and under CPython (the
+in-process runtime runs them as Python), including the cases they hand back."""
+
+from __future__ import annotations
+
+import builtins
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from xbar.emulator.runtime import VIPER_BUILTINS
+
+FIRMWARE = Path(__file__).resolve().parent.parent / "firmware"
+MICROPYTHON = Path(sys.executable).parent / "micropython"
+
+# Random layers through accumulate + requant against quant.convert / quant.requant.
+CHECK = """
+import sys
+sys.path.insert(0, %(fw)r)
+import kernels, quant, random
+from array import array
+random.seed(%(seed)d)
+bad = 0
+handed = 0
+for trial in range(300):
+    n = random.randint(1, 32)
+    codes = array("h", [random.randint(-32768, 32767) for _ in range(2 * n)])
+    gains = bytearray([random.randint(0, 3) for _ in range(2 * n)])
+    table = array("i", [0] * 8)
+    for g in range(4):
+        q = random.choice([0.5, 3.0, 40.0, 900.0, 30000.0, 70000.0]) * (1 + random.random())
+        table[g], table[4 + g] = quant.fixed(q)
+    acc = array("i", [random.randint(-1 << 20, 1 << 20) for _ in range(n)])
+    ref = array("i", acc)
+    j = kernels.accumulate(acc, 0, n, codes, gains, 0, table, 0, 4, quant.ACC_GUARD)
+    stop = n if j < 0 else j
+    for k in range(stop):
+        ref[k] = (ref[k] + quant.convert(codes[2*k+1], table[gains[2*k+1]], table[4+gains[2*k+1]])
+                  - quant.convert(codes[2*k], table[gains[2*k]], table[4+gains[2*k]]))
+    if j >= 0:
+        handed += 1
+    for k in range(n):
+        if acc[k] != ref[k]:
+            bad += 1
+    m = random.randint(1, 65535)
+    s = random.randint(11, 40)
+    last = random.randint(0, 1)
+    # Hidden layers clamp to 0..255 (LOAD refuses others); the last one to int16.
+    lo, hi, relu = random.choice([(-128, 127, 0), (-128, 127, 1)]) if last else (0, 255, 1)
+    bias = array("i", [random.randint(-(1 << 22), 1 << 22) for _ in range(n)])
+    blob = bytearray(bytes(bias))  # little-endian int32, as in the model blob
+    out8 = bytearray(n)
+    out16 = array("h", [0] * n)
+    before = array("i", acc)
+    j = kernels.requant(acc, blob, 0, n, m, s, lo, hi, relu, out8, out16, last, quant.ACC_LIMIT)
+    stop = n if j < 0 else j
+    for k in range(stop):
+        a = before[k] + bias[k]
+        y = quant.requant(a, m, s, lo, hi, relu)
+        if acc[k] != a or (out16[k] if last else out8[k]) != y:
+            bad += 1
+    for k in range(stop, n):
+        if acc[k] != before[k]:
+            bad += 1
+    if j >= 0:
+        handed += 1
+print("RESULT", bad, handed)
+"""
+
+
+def _cpython_kernels() -> types.ModuleType:
+    mod = types.ModuleType("kernels")
+    mod.__dict__["__builtins__"] = {**builtins.__dict__, **VIPER_BUILTINS}
+    fake = types.ModuleType("micropython")
+    fake.viper = lambda f: f  # type: ignore[attr-defined]
+    saved = sys.modules.get("micropython")
+    sys.modules["micropython"] = fake
+    try:
+        exec(compile((FIRMWARE / "kernels.py").read_text(), "kernels.py", "exec"), mod.__dict__)
+    finally:
+        if saved is None:
+            del sys.modules["micropython"]
+        else:
+            sys.modules["micropython"] = saved
+    return mod
+
+
+def _micropython(seed: int) -> tuple[int, int]:
+    done = subprocess.run(
+        [str(MICROPYTHON), "-c", CHECK % {"fw": str(FIRMWARE), "seed": seed}],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    bad, handed = map(int, done.stdout.split("RESULT")[1].split())
+    return bad, handed
+
+
+def _cpython(seed: int) -> tuple[int, int]:
+    from xbar.firmware import quant
+
+    sys.modules["kernels"] = _cpython_kernels()
+    sys.modules["quant"] = quant
+    try:
+        ns: dict = {}
+        src = CHECK.split("import kernels, quant, random", 1)[1]
+        exec("import kernels, quant, random" + src % {"seed": seed}, ns)
+    finally:
+        del sys.modules["kernels"], sys.modules["quant"]
+    return ns["bad"], ns["handed"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_kernels_match_quant_in_both_interpreters(seed: int) -> None:
+    """Random layers (each interpreter's random module draws its own): every result
+    exact, and the hand-back paths taken too."""
+    if not MICROPYTHON.is_file():
+        pytest.skip("no micropython interpreter")
+    bad, handed = _micropython(seed)
+    assert bad == 0 and handed > 0  # the hand-back paths were taken too
+    bad, handed_c = _cpython(seed)
+    assert bad == 0 and handed_c > 0
+
+
+def test_kernels_hand_back_the_same_cases_under_cpython_and_micropython() -> None:
+    """One fixed layer with negative biases and accumulators (where a zero-extended
+    load would differ): neither interpreter hands anything back."""
+    script = """
+import sys
+sys.path.insert(0, %(fw)r)
+import kernels, quant
+from array import array
+acc = array("i", [-5000, 7000, -(1 << 20), 3])
+blob = bytearray(bytes(array("i", [-100, 200, -(1 << 21), 0])))
+out16 = array("h", [0] * 4)
+j = kernels.requant(acc, blob, 0, 4, 30000, 20, -128, 127, 0, bytearray(4), out16, 1, 1 << 24)
+print("RESULT", j, list(acc), list(out16))
+"""
+    done = subprocess.run(
+        [str(MICROPYTHON), "-c", script % {"fw": str(FIRMWARE)}],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    mpy = done.stdout.split("RESULT")[1].strip()
+    from xbar.firmware import quant
+
+    sys.modules["kernels"] = _cpython_kernels()
+    sys.modules["quant"] = quant
+    try:
+        ns: dict = {}
+        body = script.split("import kernels, quant", 1)[1].replace('print("RESULT", ', "r = (")
+        exec("import kernels, quant" + body % {"fw": ""}, ns)
+    finally:
+        del sys.modules["kernels"], sys.modules["quant"]
+    j, acc, out = ns["r"]
+    assert j == -1 and mpy == f"{j} {list(acc)} {list(out)}"

@@ -38,7 +38,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         type=int,
         default=32,
         help="BayesMulti first-rung trials (default: 32; successive halving trains the "
-        "best quarter 4x longer, twice: 32 trials cost 6 full trainings)",
+        "best quarter 4x longer, twice, and the baselines fully: 32 trials cost 8 full "
+        "trainings)",
     )
     p.add_argument(
         "--halving",
@@ -50,7 +51,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--seeds",
         type=int,
         default=1,
-        help="training seeds of the final model: intervals over seeds as well as draws",
+        help="training seeds of the final model and the baselines (default: 1): intervals "
+        "over seeds as well as draws",
     )
     p.add_argument("--alpha", help="JSON file with α: skip the search and train with it")
     p.add_argument("--width", type=int, help="hidden width (baselines and non-searched methods)")

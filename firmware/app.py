@@ -98,7 +98,9 @@ class App:
 
         A reader with `any()` (bytes ready) is read in chunks of what is ready via
         `readinto(buf, n)`; otherwise one byte per call, since the board's stdin blocks
-        until the whole buffer is filled.
+        until the whole buffer is filled. The watchdog is fed at every frame boundary
+        (a frame or a dropped one) and whenever the reader's poll times out (None), not
+        per byte: a machine call per byte costs more than decoding it.
         """
         avail = getattr(reader, "any", None)
         buf = bytearray(_CHUNK if avail is not None else 1)
@@ -109,19 +111,21 @@ class App:
                 n = reader.readinto(buf, k if 0 < k < _CHUNK else (_CHUNK if k else 1))
             else:
                 n = reader.readinto(buf)
-            self.feed()
-            if n is None:
+            if n is None:  # nothing arrived within the poll timeout
+                self.feed()
                 continue
             if n == 0:
                 break
             for i in range(n):
                 r = dec.push(buf[i])
                 if r == protocol.FRAME:
+                    self.feed()
                     self.dispatch(dec.code, dec.seq, dec.payload)
                     self.hal.power_down()  # idle: analog parts off (hal.py, power states)
                     if self.exit:
                         break
                 elif r == protocol.DROPPED:
+                    self.feed()
                     if dec.last_drop == protocol.DROP_CRC:
                         self.send_error(dec.seq, dec.code, protocol.E_CRC, "frame CRC mismatch")
                     elif dec.last_drop == protocol.DROP_INTERRUPT:  # mpremote, a terminal

@@ -139,13 +139,15 @@ class Dac:
         buf = self.buf
         for sel in range(chip_lo // chain, chip_hi // chain + 1):
             buf[:] = self.nops
-            for p in range(
-                max(chip_lo - sel * chain, 0), min(chip_hi - sel * chain, chain - 1) + 1
-            ):
-                k = 3 * (chain - 1 - p)
-                buf[k] = profiles.DAC_CMD_POWER << 4
-                buf[k + 1] = data >> 8
-                buf[k + 2] = data & 0xFF
+            kernels.words(
+                buf,
+                chain,
+                max(chip_lo - sel * chain, 0),
+                min(chip_hi - sel * chain, chain - 1),
+                profiles.DAC_CMD_POWER << 4,
+                data >> 8,
+                data & 0xFF,
+            )
             self._out(sel)
 
     def reset(self):

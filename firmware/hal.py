@@ -167,13 +167,10 @@ class Hal:
         lo = first >> 3
         hi = (first + g.lines_per_array - 1) >> 3
         on = self.dac_on
-        for c in range(lo, hi + 1):
-            if not on[c]:
-                self.dac.power(lo, hi, True)
-                for k in range(lo, hi + 1):
-                    on[k] = 1
-                wait = profiles.DAC_WAKE_US
-                break
+        if kernels.find(on, lo, hi + 1, 0) >= 0:
+            self.dac.power(lo, hi, True)
+            kernels.fill(on, lo, hi + 1, 1)
+            wait = profiles.DAC_WAKE_US
         k = g.gate(arr)
         if not self.gate_on[k]:
             self.shdn[k].off()
@@ -209,15 +206,10 @@ class Hal:
                 self.shdn[k].on()
                 self.gate_on[k] = 0
         on = self.dac_on
-        for c in range(len(on)):
-            if on[c]:
-                self.dac.power(0, len(on) - 1, False)
-                for k in range(len(on)):
-                    on[k] = 0
-                break
-        up = self.up
-        for a in range(len(up)):
-            up[a] = 0
+        if kernels.find(on, 0, len(on), 1) >= 0:
+            self.dac.power(0, len(on) - 1, False)
+            kernels.fill(on, 0, len(on), 0)
+        kernels.fill(self.up, 0, len(self.up), 0)
         self.powered = False
 
     def safe(self):

@@ -42,6 +42,26 @@ def fill(buf: ptr8, lo: int, hi: int, v: int):
 
 
 @micropython.viper
+def find(buf: ptr8, lo: int, hi: int, v: int) -> int:
+    """Index of the first of buf[lo:hi] equal to v, or -1."""
+    for i in range(lo, hi):
+        if buf[i] == v:
+            return i
+    return -1
+
+
+@micropython.viper
+def words(buf: ptr8, chain: int, p_lo: int, p_hi: int, b0: int, b1: int, b2: int):
+    """The same 24-bit word (b0, b1, b2) for chain positions p_lo .. p_hi of a DAC chain
+    frame (position p is bytes 3 * (chain - 1 - p) ..)."""
+    for p in range(p_lo, p_hi + 1):
+        k = 3 * (chain - 1 - p)
+        buf[k] = b0
+        buf[k + 1] = b1
+        buf[k + 2] = b2
+
+
+@micropython.viper
 def route(w: ptr8, last: int, line0: int, n: int, codes: ptr16, c0: int, gnd: int, mode: int):
     """Switch frame `w` (last byte index `last`): lines line0 .. line0+n-1, known to be
     grounded, from ground to `mode`; with `codes` (c0 >= 0) only those whose codes[c0 + i]

@@ -194,6 +194,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--schemes", default=",".join(SCHEMES), help="noise models, in order")
     parser.add_argument("--epochs", type=int, help="training epochs (default: the task's)")
     parser.add_argument("--skip-cost", action="store_true", help="skip the 8-plain-trial run")
+    parser.add_argument(
+        "--tag", help="results as bench_robustness-TAG (a run of some schemes beside another)"
+    )
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     start = time.perf_counter()
@@ -213,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         if plots[-1].exists():  # the last scheme's models under w·exp(ε) against σ
-            (out / "bench_robustness.png").write_bytes(plots[-1].read_bytes())
+            tag = f"-{args.tag}" if args.tag else ""
+            (out / f"bench_robustness{tag}.png").write_bytes(plots[-1].read_bytes())
     save(args, parser, load, start, res)
 
 
@@ -234,7 +238,8 @@ def save(
         "n_test": len(load_task("digits").y_test),
     }
     out = Path(args.out)
-    write_results("bench_robustness", meta, [res], markdown(meta, res), out)
+    name = "bench_robustness" + (f"-{args.tag}" if args.tag else "")
+    write_results(name, meta, [res], markdown(meta, res), out)
 
 
 if __name__ == "__main__":

@@ -57,7 +57,10 @@ def measure(device: str, tol: float, cells: int, seed: int) -> dict[str, Any]:
     with InProcessBoard(PROFILE, seed, model=model) as emu:
         board = Board(emu.port, timeout=3600)
         try:
-            res = board.program(targets, tolerance=tol * g_unit, array=0, **PROGRAM_ARGS)
+            # A loaded shared machine can take minutes per frame: no link timeout here.
+            res = board.program(
+                targets, tolerance=tol * g_unit, array=0, timeout=3600, **PROGRAM_ARGS
+            )
         finally:
             board.close()
     g_true = model.conductances(0)

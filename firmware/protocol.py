@@ -285,9 +285,9 @@ DROP_SHORT = 3
 DROP_VERSION = 4
 DROP_LENGTH = 5
 DROP_CRC = 6
-# Not a frame: a terminal tool's Ctrl-C at a frame boundary (mpremote sends CR, Ctrl-C
-# before entering the raw REPL). No frame can start with these bytes: a frame's second
-# wire byte is its version. The board leaves binary mode for the REPL.
+# Not a frame: CR, Ctrl-C at a frame boundary, what mpremote and pyboard.py send before
+# entering the raw REPL. No frame starts with these two bytes (a frame's second wire byte
+# is its version, 1). The board leaves binary mode for the REPL.
 DROP_INTERRUPT = 7
 
 
@@ -321,7 +321,7 @@ class Decoder:
         self.block = 0xFF  # code of the current block (0xFF: no implicit zero pending)
         self.started = False
         self.bad = 0
-        self.lead = 0  # a first byte 0x03 or 0x0D, held until the second tells its meaning
+        self.lead = 0  # a first byte 0x0D (CR), held until the second tells its meaning
 
     def push(self, b):
         """Feed one byte; returns NOTHING, FRAME or DROPPED (DROP_INTERRUPT: Ctrl-C)."""
@@ -334,23 +334,22 @@ class Decoder:
                 if self.block != 0xFF and not self._store(0):
                     return NOTHING
             elif self.lead:
-                # Second byte of a frame: CR, Ctrl-C or Ctrl-C, Ctrl-C (no version
-                # byte) is a terminal's interrupt; otherwise the held byte was the
-                # frame's first COBS code and this its first data byte.
-                lead = self.lead
-                if b != VERSION and (lead == 3 or b == 3):
+                # Second byte after a CR at a frame boundary: Ctrl-C is a terminal's
+                # interrupt; anything else makes the CR the frame's first COBS code and
+                # this byte its first data byte.
+                self.lead = 0
+                if b == 3:
                     self._reset()
                     self.dropped += 1
                     self.last_drop = DROP_INTERRUPT
                     return DROPPED
-                self.lead = 0
                 self.started = True
-                self.block = lead
-                self.remain = lead - 2
+                self.block = 13
+                self.remain = 11
                 self._store(b)
                 return NOTHING
-            elif b == 3 or b == 13:
-                self.lead = b
+            elif b == 13:
+                self.lead = 13
                 return NOTHING
             self.started = True
             self.block = b

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from test_firmware_sim import FirmwareSim, SimTransport
 from xbar.firmware import protocol as P
@@ -118,6 +118,9 @@ def test_safety_set_clamps_to_hard_maxima(sim: FirmwareSim) -> None:
 @settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(st.binary(max_size=600))
 def test_random_bytes_leave_parser_alive(garbage: bytes) -> None:
+    # CR, Ctrl-C at a frame boundary is not garbage but the terminal interrupt (the board
+    # returns to its REPL, tests/test_ports.py).
+    assume(not garbage.startswith(b"\r\x03") and b"\x00\r\x03" not in garbage)
     sim = FirmwareSim()
     sim.feed(garbage)
     assert sim.board.max_line_v <= 4.0 + 1e-9

@@ -73,9 +73,9 @@ def iris(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
+def _error(capsys: pytest.CaptureFixture[str], argv: list[str], code: int = 1) -> str:
     capsys.readouterr()
-    assert main(argv) == 1
+    assert main(argv) == code
     err = capsys.readouterr().err.strip()
     assert err.startswith("xbar: error: ") and "\n" not in err, err
     return err
@@ -191,7 +191,7 @@ def test_model_for_another_geometry_is_refused(
         profile="xbar-8x10x10",
     )
     err = _error(capsys, ["program", "--port", "emu://xbar-10x10?seed=0", str(big)])
-    assert "xbar-8x10x10" in err and "export it again with --profile" in err
+    assert "xbar-8x10x10" in err and "`xbar flash --profile xbar-8x10x10`" in err
     assert not Path(f"{big}.progress.json").exists()
 
 
@@ -335,6 +335,7 @@ def test_characterize_writes_a_model_and_csv_from_the_same_analysis(
             "--out",
             str(tmp_path / "x"),
         ],
+        code=2,  # a cell the board does not have: a usage error
     )
     assert "0:10:0" in err and not (tmp_path / "x").exists()
 

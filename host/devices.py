@@ -118,13 +118,24 @@ def show_device(name: str, as_json: bool = False) -> None:
         print(_wrapped("published as", origin).replace(", ", ",\n" + " " * 14, 1))
 
 
-def fit_device(iv_file: str, out: str | None = None, plot: str | None = None) -> None:
+def fit_device(
+    iv_file: str, out: str | None = None, plot: str | None = None, as_json: bool = False
+) -> None:
     curves = read_iv(iv_file)
     model, result = fit(curves)
     # Check every output path before writing any of them.
     for path in (p for p in (out, plot) if p):
         if not Path(path).parent.exists():
             raise FileNotFoundError(f"{path}: folder {Path(path).parent} does not exist")
+    if as_json:
+        print(model.to_json())
+        if out:
+            model.save(out)
+        if plot:
+            from xbar.training.devices.plots import plot_device
+
+            plot_device(curves, result, model, plot)
+        return
     print(model_summary(model))
     if out:
         model.save(out)

@@ -23,6 +23,7 @@ XBAR = str(Path(sys.executable).parent / "xbar")
 RESULTS = [
     ("devices", "list"),
     ("devices", "show"),
+    ("devices", "fit"),
     ("ports",),
     ("program",),
     ("infer",),
@@ -119,3 +120,15 @@ def test_progress_in_a_log_is_one_line_per_step(tmp_path: Path) -> None:
     assert "\r" not in out.stderr
     steps = [line for line in out.stderr.splitlines() if line.startswith("characterize: ")]
     assert steps == ["characterize: 1/2 cell", "characterize: 2/2 cell"]
+
+
+def test_devices_fit_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from xbar.training.devices.ivdata import write_csv
+    from xbar.training.devices.published import find_published
+
+    iv = tmp_path / "mine.csv"
+    write_csv(find_published("pvk-30").curves, iv)
+    assert main(["devices", "fit", str(iv), "--json", "-o", str(tmp_path / "m.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["usability"] == pytest.approx(0.349, abs=5e-4)
+    assert json.loads((tmp_path / "m.json").read_text()) == printed

@@ -33,6 +33,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     a.add_argument("iv_file", help="first column `voltage`, then one current column per cycle")
     a.add_argument("-o", "--out", help="write the model as JSON here")
     a.add_argument("--plot", help="also write the analysis plot (PNG) here")
+    a.add_argument("--json", action="store_true", help="print the model as JSON")
     a.set_defaults(func=run_fit)
     a = actions.add_parser("plot", help="PNG of I–V cycles, the monotonic run and ln(G/ḡ)")
     a.add_argument("name", help="a preset, a published device name, or an I–V file")
@@ -51,7 +52,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 
 def run_fit(args: argparse.Namespace) -> int:
-    devices.fit_device(args.iv_file, args.out, args.plot)
+    devices.fit_device(args.iv_file, args.out, args.plot, args.json)
     return 0
 
 

@@ -132,3 +132,17 @@ def test_devices_fit_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
     printed = json.loads(capsys.readouterr().out)
     assert printed["usability"] == pytest.approx(0.349, abs=5e-4)
     assert json.loads((tmp_path / "m.json").read_text()) == printed
+
+
+def test_any_tqdm_bar_in_the_command_process_writes_lines_to_a_log() -> None:
+    code = (
+        "from xbar.host.console import logs_without_bars\n"
+        "logs_without_bars()\n"
+        "from tqdm import tqdm\n"
+        "for _ in tqdm(range(20), desc='steps', unit='step'):\n"
+        "    pass\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and "\r" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert lines[0] == "steps: 2/20 step" and lines[-1] == "steps: 20/20 step" and len(lines) == 10

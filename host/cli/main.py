@@ -70,9 +70,6 @@ class Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from xbar.host.console import logs_without_bars
-
-    logs_without_bars()  # before the command modules import tqdm
     parser = Parser(
         prog="xbar",
         description="Hardware-in-the-loop toolkit for analog deep learning on perovskite "
@@ -97,7 +94,13 @@ def _resolve_port(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The command line `argv` (None: this process's own, and then its progress bars
+    become lines where stderr is no terminal; a caller passing argv keeps its tqdm)."""
     try:
+        if argv is None:
+            from xbar.host.console import logs_without_bars
+
+            logs_without_bars()  # before the command modules import tqdm
         args = build_parser().parse_args(argv)
         # From here Ctrl-C raises KeyboardInterrupt: the job may save what it has.
         if signal.getsignal(signal.SIGINT) is _interrupted_early:

@@ -144,8 +144,8 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
     links = list(LINKS)
     head = (
         "| model | profile | runtime | board ms / inference | compute | SPI | waits "
-        "| SPI floor | target | "
-        + " | ".join(f"inf/s {k} (limit)" for k in links)
+        "| SPI floor (bytes) | target | "
+        + " | ".join(f"inf/s {LINKS[k].name} (limit)" for k in links)
         + " |\n|"
         + "---|" * (9 + len(links))
         + "\n"
@@ -155,25 +155,35 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         rates = " | ".join(
             f"{r['links'][k]['per_s']:.0f} ({r['links'][k]['limit']})" for k in links
         )
+        met = "met" if r["board_ms"] <= TARGET_MS[r["model"]] else "missed"
         body += (
-            f"| {r['model']} | {r['profile']} | {r['runtime']} | {r['board_ms']:.2f} "
+            f"| {r['model']} | `{r['profile']}` | {r['runtime']} | **{r['board_ms']:.2f}** "
             f"| {r['compute_ms']:.2f} | {r['spi_ms']:.3f} | {r['waits_ms']:.3f} "
-            f"| {r['spi_ms']:.3f} | ≤ {TARGET_MS[r['model']]} | {rates} |\n"
+            f"| {r['spi_ms']:.3f} ({r['spi_bytes']:.0f} B) "
+            f"| ≤ {TARGET_MS[r['model']]} ms: {met} | {rates} |\n"
         )
     agree = "".join(
         f"- {m}: MicroPython / in-process board time = {ratio:.3f} "
-        f"({'within' if abs(ratio - 1) <= AGREE else 'outside'} ±{AGREE:.0%})\n"
+        f"({'within' if abs(ratio - 1) <= AGREE else 'outside'} the ±{AGREE:.0%} target)\n"
         for m, ratio in meta["agreement"].items()
     )
     return (
         "## Board time\n\n"
-        f"Command: `{command}`; {meta['n']} INFER requests per row after one warm-up, noise "
-        "off, outputs equal to the int8 reference in every row "
-        f"({'yes' if meta['exact'] else 'NO'}). Clock: emulator/clock.py (interpreted "
-        "opcodes calibrated on the published RP2040 loop figure; SPI at the produced "
-        "rates; machine-call overheads estimated). SPI floor = SPI wire time of the "
-        "frames sent. Inferences/s: min(board rate, line rate) for full INFER_STREAM frames "
-        "(as many inputs as one frame holds).\n\n" + head + body + "\n" + agree
+        f"Command: `{command}` — {meta['machine']}, {meta['date']}.\n\n"
+        f"{meta['n']} INFER requests per row after one warm-up (frame decoding and the "
+        "answer included), noise off; largest difference from the crossbar model's "
+        f"reference output over all rows: {meta['max_abs_diff_lsb']} LSB. Clock: "
+        "emulator/clock.py (interpreted opcodes calibrated on the published RP2040 loop "
+        "figure, viper opcodes from a host calibration, SPI at the rates the RP2040 divider "
+        "produces, machine-call overheads estimated). Compute = firmware work charged, "
+        "SPI = wire time of the SPI bytes sent, waits = MCU idle (settling). SPI floor = "
+        "the board time if computation and waits took nothing, for the frames this firmware "
+        "sends. Inferences/s: min(board rate, line rate) for full INFER_STREAM frames "
+        "(as many inputs as one frame holds), `xbar.host.stream.link_limit`.\n\n"
+        + head
+        + body
+        + "\n"
+        + agree
     )
 
 

@@ -45,3 +45,17 @@ def test_counted_firmware_counts_the_calibration_loop_as_the_tracer_does() -> No
     finally:
         del sys.modules["_emu_work"]
     assert per_step == pytest.approx(clock.opcodes_per_step(), abs=0.01)
+
+
+def test_link_limit_names_the_bottleneck() -> None:
+    from xbar.host.stream import LINKS, link_limit
+
+    uart, usb = LINKS["uart-921600"], LINKS["usb-cdc"]
+    # 87 B per inference at 92160 B/s: 0.94 ms on the UART; a 0.5 ms board waits for it.
+    a = link_limit(0.5e-3, 87, 21, uart)
+    assert a["limit"] == "line" and a["line_busy"] == pytest.approx(1.0)
+    assert a["per_s"] == pytest.approx(92160 / 87) and a["board_busy"] < 0.6
+    # The same over USB full speed (one shared bus, 1.216 MB/s): the board limits.
+    b = link_limit(0.5e-3, 87, 21, usb)
+    assert b["limit"] == "board" and b["board_busy"] == pytest.approx(1.0)
+    assert b["line_busy"] == pytest.approx(108 / 1_216_000 / 0.5e-3)

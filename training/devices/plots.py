@@ -24,20 +24,13 @@ def plot_device(
     path = Path(path)
     fig, (ax_iv, ax_run, ax_hist) = plt.subplots(1, 3, figsize=(15, 4.8))
     for k in range(curves.cycles):
-        ax_iv.plot(
-            curves.voltage,
-            np.abs(curves.current[:, k]),
-            lw=0.7,
-            alpha=0.6,
-            label="one line per cycle" if k == 0 else None,
-        )
+        ax_iv.plot(curves.voltage, np.abs(curves.current[:, k]), lw=0.7, alpha=0.6)
     ax_iv.set_yscale("log")
     ax_iv.set(
         xlabel="voltage (V)",
         ylabel="|current| (A)",
-        title=f"I–V sweeps, {curves.cycles} cycles",
+        title=f"I–V sweeps: {curves.cycles} cycles, one line each",
     )
-    ax_iv.legend(fontsize=8, loc="best")
 
     rows = np.arange(len(result.mean_conductance))
     ax_run.semilogy(rows, result.mean_conductance, "o-", ms=3, color="0.6", label="ḡ, every step")
@@ -55,13 +48,16 @@ def plot_device(
         ylabel="mean conductance ḡ over cycles (S)",
         title=f"monotonicity {result.monotonicity:.2f} = run length / 100",
     )
-    ax_run.legend(fontsize=8, loc="best")
+    low, high = np.nanmin(result.mean_conductance), np.nanmax(result.mean_conductance)
+    ax_run.set_ylim(low / 1.5, high * (high / low) ** 0.35)  # headroom: the legend over no data
+    ax_run.legend(fontsize=8, loc="upper left")
 
     x = result.log_ratios
     if x.size:
-        ax_hist.hist(
+        counts, _, _ = ax_hist.hist(
             x, bins=40, density=True, color="C0", alpha=0.7, label=f"ln(G/ḡ), {x.size} values"
         )
+        ax_hist.set_ylim(0, 1.45 * float(np.max(counts)))  # headroom: the legend over no data
         grid = np.linspace(x.min(), x.max(), 200)
         sigma, mu = max(result.sigma, 1e-12), float(x.mean())
         ax_hist.plot(
@@ -70,7 +66,7 @@ def plot_device(
             color="C3",
             label=f"normal fit, σ = {result.sigma:.3f}",
         )
-        ax_hist.legend(fontsize=8, loc="best")
+        ax_hist.legend(fontsize=8, loc="upper left")
     ax_hist.set(
         xlabel="ln(G/ḡ) (natural log of a ratio, no unit)",
         ylabel="probability density (per unit of ln)",

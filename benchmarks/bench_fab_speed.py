@@ -13,7 +13,7 @@ every suggestion is compared with every other point of its campaign in the spec'
 space. Target: 0 repeats in 10,000 suggestions; an exhausted space must say so.
 
 Run: ``python -m benchmarks.bench_fab_speed`` (options: --rows, --repeats, --suggestions,
---out).
+--jobs, --out).
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -126,44 +127,56 @@ def random_spec(rng: np.random.Generator, method: str, index: int) -> Spec:
     return Spec(name=f"r{index}", parameters=tuple(params), budget=10**6, method=method, seed=index)
 
 
-def duplicates(total: int) -> dict:
-    rng = np.random.default_rng(1)
-    made = repeats = exhausted = campaigns = wrong_exhausted = 0
-    progress = tqdm(total=total, desc="suggestions")
+def one_campaign(index: int) -> tuple[int, int, int, int]:
+    """One campaign on a random space: suggestions made, repeats among its points,
+    whether it was told its space is exhausted, and whether that was wrong."""
+    warnings.filterwarnings("ignore")
+    rng = np.random.default_rng([1, index])
+    spec = random_spec(rng, METHODS[index % len(METHODS)], index)
+    finite = spec.finite_points()
+    made = repeats = exhausted = wrong = 0
     with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "s.sqlite"
+        with CampaignStore.create(path, spec, spec.to_toml(), "none") as store:
+            for round_ in range(12):
+                k = int(rng.integers(1, 5))
+                try:
+                    batch = campaign.suggest(store, k)
+                except CampaignError as exc:
+                    exhausted = 1
+                    left = None if finite is None else len(finite) - len(store.experiments())
+                    wrong = int(left is None or left >= k or "exhausted" not in str(exc))
+                    break
+                made += len(batch.experiments)
+                keys = [value_key(e.params) for e in store.experiments()]
+                repeats += len(keys) - len(set(keys))
+                if round_ % 2:
+                    with store.transaction():
+                        for e in store.experiments():
+                            if e.state == "pending":
+                                loss = {"usability": float(rng.uniform())}
+                                store.add_measurement(e.id, None, loss, None)
+    return made, repeats, exhausted, wrong
+
+
+def duplicates(total: int, jobs: int) -> dict:
+    """Campaigns (in ``jobs`` processes) until ``total`` suggestions are made."""
+    made = repeats = exhausted = wrong = campaigns = 0
+    progress = tqdm(total=total, desc="suggestions")
+    with ProcessPoolExecutor(jobs) as pool:
         while made < total:
-            method = METHODS[campaigns % len(METHODS)]
-            spec = random_spec(rng, method, campaigns)
-            finite = spec.finite_points()
-            path = Path(folder) / f"{campaigns}.sqlite"
-            campaigns += 1
-            with CampaignStore.create(path, spec, spec.to_toml(), "none") as store:
-                for round_ in range(12):
-                    k = int(rng.integers(1, 5))
-                    try:
-                        batch = campaign.suggest(store, k)
-                    except CampaignError as exc:
-                        exhausted += 1
-                        left = None if finite is None else len(finite) - len(store.experiments())
-                        wrong_exhausted += left is None or left >= k or "exhausted" not in str(exc)
-                        break
-                    made += len(batch.experiments)
-                    progress.update(len(batch.experiments))
-                    keys = [value_key(e.params) for e in store.experiments()]
-                    repeats += len(keys) - len(set(keys))
-                    if round_ % 2:
-                        with store.transaction():
-                            for e in store.experiments():
-                                if e.state == "pending":
-                                    loss = {"usability": float(rng.uniform())}
-                                    store.add_measurement(e.id, None, loss, None)
+            wave = range(campaigns, campaigns + 4 * jobs)
+            campaigns += len(wave)
+            for m, r, e, w in pool.map(one_campaign, wave):
+                made, repeats, exhausted, wrong = made + m, repeats + r, exhausted + e, wrong + w
+                progress.update(m)
     progress.close()
     return {
         "suggestions": made,
         "campaigns": campaigns,
         "repeats": repeats,
         "exhausted_said": exhausted,
-        "exhausted_wrongly": wrong_exhausted,
+        "exhausted_wrongly": wrong,
     }
 
 
@@ -172,11 +185,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rows", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--suggestions", type=int, default=10_000)
+    parser.add_argument("--jobs", type=int, default=2, help="processes for the duplicates")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     rows = speed(args.rows, args.repeats)
-    dupes = duplicates(args.suggestions)
+    dupes = duplicates(args.suggestions, args.jobs)
     meta = run_meta("bench_fab_speed", args, parser)
     meta.update(default=DEFAULT_METHOD, duplicates=dupes)
     write_results("bench_fab_speed", meta, rows, render(meta, rows), args.out)

@@ -138,6 +138,24 @@ class Parameter:
             return 10.0 ** (math.floor(math.log10(abs(value))) - LOG_DIGITS + 1)
         return 10.0 ** math.floor(math.log10((self.high - self.low) / LINEAR_STEPS))
 
+    def grid(self, limit: int) -> list[float] | None:
+        """Every value a ``step`` or ``decimals`` float can be suggested at (at most
+        ``limit``), None for one without either or with more values."""
+        assert self.low is not None and self.high is not None
+        if self.step is not None:
+            count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
+            values = (self.low + i * self.step for i in range(count))
+        elif self.decimals is not None:
+            unit = 10.0**-self.decimals
+            first, last = math.ceil(self.low / unit - 1e-9), math.floor(self.high / unit + 1e-9)
+            count = last - first + 1
+            values = (i * unit for i in range(first, last + 1))
+        else:
+            return None
+        if count > limit:
+            return None
+        return sorted({self.for_lab(float(v)) for v in values})
+
     def for_lab(self, value: Any) -> Any:
         """A suggested value as the lab can set it: rounded to the parameter's ``step`` or
         ``decimals``, else to about 1/100 of its range (2 significant digits on a log
@@ -471,10 +489,13 @@ class Spec:
         size = 1
         for p in self.parameters:
             if p.kind in ("float", "log"):
-                return None
-            if p.kind == "int":
+                grid = p.grid(limit)
+                if grid is None:
+                    return None
+                axis: list[Any] = grid
+            elif p.kind == "int":
                 assert p.low is not None and p.high is not None
-                axis: list[Any] = list(range(int(p.low), int(p.high) + 1))
+                axis = list(range(int(p.low), int(p.high) + 1))
             else:
                 axis = list(p.choices)
             size *= len(axis)

@@ -216,11 +216,17 @@ def random_frame(rng: np.random.Generator) -> tuple[int, bytes]:
 
 
 def random_bytes(rng: np.random.Generator) -> bytes:
+    """Garbage ending in a delimiter. CR, Ctrl-C at a frame boundary (the terminal
+    interrupt mpremote sends) leaves binary mode on purpose, as EXIT does, so that one
+    sequence is broken up wherever the draw made it (every case starts at a boundary)."""
     n = int(rng.integers(1, 300))
     data = rng.integers(0, 256, n, dtype=np.uint8)
     if rng.random() < 0.5:  # mostly non-zero: long garbage frames, not just short pieces
         data[data == 0] = 1
-    return data.tobytes() + b"\x00"
+    raw = data.tobytes()
+    if raw.startswith(b"\r\x03"):
+        raw = b"\r\x04" + raw[2:]
+    return raw.replace(b"\x00\r\x03", b"\x00\r\x04") + b"\x00"
 
 
 # ---- the board under test -----------------------------------------------------------------

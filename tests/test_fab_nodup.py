@@ -123,3 +123,18 @@ def test_rounding_never_makes_a_repeat() -> None:
     assert sorted(values) == [0.0, 0.5, 1.0]
     with pytest.raises(Exception, match=r"exhausted|no new point"):
         search.ask(1)
+
+
+def test_gp_candidate_set_holds_each_point_once() -> None:
+    """The GP scores random samples of the space; in a small space they repeat, and a
+    repeated option once filled a whole batch with one point."""
+    params = (
+        Parameter("m", "categorical", choices=("x", "y")),
+        Parameter("n", "int", low=0, high=2),
+    )
+    spec = Spec(name="g", parameters=params)
+    search = Search(spec.parametrization(), "gp", seed=0, sampler=spec.sample, encoder=spec.encode)
+    batch = search.ask(6)
+    assert len({value_key(c.value) for c in batch}) == 6
+    options = search._options  # the sampled candidate set
+    assert len({value_key(v) for v in options}) == len(options) == 6

@@ -36,6 +36,15 @@ class Dac:
         self.limit = 0  # set by the HAL from the safety limits
         self.staged = array("H", [profiles.DAC_MID] * (geom.dac_chips * profiles.DAC_CHANNELS))
         self.dirty = 0  # lines whose last written code is not 0 V
+        # stage(): every frame of a block of lines built at once (one per channel and chip
+        # select), sent from views made here, so staging allocates nothing.
+        flen = 3 * self.chain
+        nf = profiles.DAC_CHANNELS * len(cs)
+        self.frames = bytearray(flen * nf)
+        mv = memoryview(self.frames)
+        self.views = [mv[f * flen : (f + 1) * flen] for f in range(nf)]
+        self.fsel = bytearray(nf)
+        self.delta = array("i", [0])
 
     def _out(self, sel):
         cs = self.cs[sel]
@@ -91,24 +100,22 @@ class Dac:
         if i >= 0:
             raise SafetyError("DAC code %d on line %d beyond limit" % (codes[i], line0 + i - i0))
         cmd = (profiles.DAC_CMD_WRITE_UPDATE if update else profiles.DAC_CMD_WRITE) << 4
-        chain = self.chain
-        per_sel = chain * profiles.DAC_CHANNELS
-        end = line0 + n
-        buf = self.buf
-        staged = self.staged
-        for ch in range(profiles.DAC_CHANNELS):
-            line = line0 + (ch - line0) % profiles.DAC_CHANNELS
-            while line < end:
-                s = line // per_sel
-                stop = (s + 1) * per_sel
-                if stop > end:
-                    stop = end
-                buf[:] = self.nops
-                self.dirty += kernels.dac_words(
-                    buf, staged, codes, i0, line0, line, stop, cmd | ch, chain, s * chain, _MID
-                )
-                self._out(s)
-                line += ((stop - line + 7) >> 3) << 3
+        nf = kernels.dac_frames(
+            self.frames, self.fsel, self.staged, codes, i0, line0, n, cmd, self.chain, _MID,
+            self.delta,
+        )  # fmt: skip
+        self.dirty += self.delta[0]
+        spi = self.spi
+        css = self.cs
+        views = self.views
+        fsel = self.fsel
+        for f in range(nf):
+            cs = css[fsel[f]]
+            cs.off()
+            try:
+                spi.write(views[f])
+            finally:
+                cs.on()
 
     def load(self):
         """Falling LDAC edge: every staged input register becomes the output at once."""

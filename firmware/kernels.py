@@ -78,39 +78,57 @@ def route(w: ptr8, last: int, line0: int, n: int, codes: ptr16, c0: int, gnd: in
 
 
 @micropython.viper
-def dac_words(
-    buf: ptr8,
+def dac_frames(
+    frames: ptr8,
+    fsel: ptr8,
     staged: ptr16,
     codes: ptr16,
     i0: int,
     line0: int,
-    first: int,
-    end: int,
+    n: int,
     cmd: int,
     chain: int,
-    chip0: int,
     mid: int,
+    delta: ptr32,
 ) -> int:
-    """Lines first, first+8, ... < end (one DAC channel, one chip select whose first chip
-    is chip0) into the chain frame `buf`, codes[i0 + line - line0] each; `staged` updated.
-    Returns the change in the number of lines not at `mid`."""
+    """Every chain frame that writes codes[i0 : i0+n] to lines line0 .. line0+n-1: per DAC
+    channel, one frame per chip select (fsel[f]) carrying that channel for every chip of
+    the chain (no-ops elsewhere), frame f at frames[f * 3 * chain]. `staged` updated;
+    delta[0] = the change in the number of lines not at `mid`. Returns the frame count."""
+    flen = 3 * chain
+    per_sel = 8 * chain
+    end = line0 + n
+    f = 0
     dirty = 0
-    line = first
-    while line < end:
-        k = 3 * (chain - 1 - ((line >> 3) - chip0))
-        code = int(codes[i0 + line - line0])
-        buf[k] = cmd
-        buf[k + 1] = code >> 8
-        buf[k + 2] = code & 0xFF
-        old = int(staged[line])
-        if old != code:
-            if old == mid:
-                dirty += 1
-            elif code == mid:
-                dirty -= 1
-            staged[line] = code
-        line += 8
-    return dirty
+    for ch in range(8):
+        line = line0 + ((ch - line0) & 7)
+        while line < end:
+            s = line // per_sel
+            stop = (s + 1) * per_sel
+            if stop > end:
+                stop = end
+            base = f * flen
+            for b in range(flen):
+                frames[base + b] = 0
+            chip0 = s * chain
+            while line < stop:
+                k = base + 3 * (chain - 1 - ((line >> 3) - chip0))
+                code = int(codes[i0 + line - line0])
+                frames[k] = cmd | ch
+                frames[k + 1] = code >> 8
+                frames[k + 2] = code & 0xFF
+                old = int(staged[line])
+                if old != code:
+                    if old == mid:
+                        dirty += 1
+                    elif code == mid:
+                        dirty -= 1
+                    staged[line] = code
+                line += 8
+            fsel[f] = s
+            f += 1
+    delta[0] = dirty
+    return f
 
 
 @micropython.viper

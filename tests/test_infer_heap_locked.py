@@ -27,13 +27,13 @@ _seen = set()
 
 def _dispatch(self, code, seq, payload):
     if code in (0x30, 0x31) and code in _seen:  # INFER, INFER_STREAM
+        with open("/locked.log", "a") as f:  # before the answer: the host reads it then
+            f.write("%d\\n" % code)
         micropython.heap_lock()
         try:
             _orig(self, code, seq, payload)
         finally:
             micropython.heap_unlock()
-        with open("/locked.log", "a") as f:
-            f.write("%d\\n" % code)
     else:
         _seen.add(code)
         _orig(self, code, seq, payload)

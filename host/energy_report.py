@@ -174,8 +174,8 @@ def table(r: EnergyReport) -> list[str]:
             f"inference — {m.conversions} conversions, {m.rows} activated rows, "
             f"{m.outputs} accumulations"
         )
-        for part, joules in m.parts.items():
-            lines.append(f"  {part:<22} {joules * 1e9:14.4g} nJ")
+        for part, joules in m.parts.items():  # "macro:" keeps them apart from the board's
+            lines.append(f"  macro: {part:<22} {joules * 1e9:12.4g} nJ")
         lines.append(f"  source: {m.figures.source}")
     lines.append(f"note: {r.note}")
     return lines

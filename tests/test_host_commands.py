@@ -369,12 +369,24 @@ def test_bench_energy_measured_on_emulator_estimated_elsewhere(
         if line.startswith("  ")
         and len(line.split()) >= 2
         and line.split()[0]
-        in ("array", "dac", "adc", "tia", "mcu", "link", "switches", "array_wiring", "total")
+        in (
+            "array",
+            "dac",
+            "adc",
+            "tia",
+            "line_drivers",
+            "mcu",
+            "link",
+            "switches",
+            "array_wiring",
+            "total",
+        )
     }
     assert parts["total"] == pytest.approx(
         sum(v for k, v in parts.items() if k != "total"), abs=1e-3
     )
-    assert {"array", "dac", "adc", "tia", "mcu", "link"} <= set(parts)
+    assert {"array", "dac", "adc", "tia", "line_drivers", "mcu", "link"} <= set(parts)
+    assert "integrated macro (projection" in text
     with InProcessBoard("xbar-10x10", 0, count_bytecodes=False) as board:
         rc = main(
             [

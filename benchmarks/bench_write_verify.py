@@ -88,8 +88,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def store(args: argparse.Namespace, command: str, rows: list[dict[str, Any]]) -> None:
-    """Merge this device's rows into the data file the noise model reads."""
-    path = Path(WRITE_VERIFY_FILE)
+    """Merge this device's rows into the data file the noise model reads (in the source
+    tree: the installed package links to it)."""
+    path = Path(__file__).resolve().parent.parent / "training/devices/data" / WRITE_VERIFY_FILE.name
     data = json.loads(path.read_text()) if path.exists() else {}
     entry = data.get(args.device, {})
     tolerances = dict(entry.get("tolerances", {}))

@@ -54,6 +54,9 @@ class Report:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.path = out / "report.md"
+        self.titles: list[str] = []
+        self.seconds: list[float] = []
+        self.t_last = time.perf_counter()
         self.parts: list[str] = [
             "# xbar demo report\n",
             f"xbar {_version()}, {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Every block below is "
@@ -62,6 +65,8 @@ class Report:
         ]
 
     def section(self, title: str, text: str = "") -> None:
+        self._lap()
+        self.titles.append(title)
         self.parts.append(f"\n## {title}\n")
         if text:
             self.parts.append(text.strip() + "\n")
@@ -81,6 +86,21 @@ class Report:
         lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
         self.parts.append("\n".join(lines) + "\n")
+
+    def _lap(self) -> None:
+        now = time.perf_counter()
+        if self.titles:
+            self.seconds.append(now - self.t_last)
+        self.t_last = now
+
+    def timings(self) -> None:
+        """Wall time per section (this machine, this run)."""
+        self._lap()
+        self.parts.append("\n## Wall time\n")
+        self.table(
+            ["section", "wall time (s)"],
+            [[t, f"{s:.0f}"] for t, s in zip(self.titles, self.seconds, strict=False)],
+        )
 
     def write(self) -> Path:
         self.path.write_text("\n".join(self.parts))
@@ -353,6 +373,11 @@ def demo_programming(out: Path, report: Report) -> dict[str, Any]:
     target = program_pattern(device)
     tolerance = 0.02 * (device.g_max - device.g_min)
     print(f"\n== write-verify: the firmware programs {target.size} cells of {PROGRAM_URL} ==")
+    report.section(
+        "4. Write-verify on the reference board",
+        f"The firmware's write-verify programs all {target.size} cells of {PROGRAM_URL} to a "
+        "diagonal ramp of targets across the device's window (in-process emulation).",
+    )
     with captured() as text, Board(PROGRAM_URL, timeout=600) as board:
         emulated = board.link.port.board  # type: ignore[attr-defined]
         hello, info = board.hello(), board.info()
@@ -386,11 +411,6 @@ def demo_programming(out: Path, report: Report) -> dict[str, Any]:
     )
     _plot_programming(target, result, png, title)
     print(f"wrote {png}")
-    report.section(
-        "4. Write-verify on the reference board",
-        f"The firmware's write-verify programs all {target.size} cells of {PROGRAM_URL} to a "
-        "diagonal ramp of targets across the device's window (in-process emulation).",
-    )
     report.command(f"(xbar demo) Board({PROGRAM_URL!r}).program(...)", text.getvalue())
     report.figure(png, "targets, achieved conductances and the error distribution", "xbar demo")
     report.write()
@@ -433,6 +453,12 @@ def demo_inference(out: Path, digits: int, report: Report) -> dict[str, Any]:
         f"\n== inference: {model.name} (int8 accuracy {data['int8_accuracy']:.3f} on "
         f"{len(data['y_test'])} test digits) on {INFER_URL} =="
     )
+    report.section(
+        "5. A larger network: digits on xbar-5x64x64",
+        f"{model.name} (int8 accuracy {data['int8_accuracy']:.3f} on {len(data['y_test'])} "
+        f"test digits), tiled on five 64×64 arrays of {DEMO_DEVICE} cells placed directly "
+        f"in the emulator, {digits} test digits through the same firmware.",
+    )
     with captured() as text, Board(INFER_URL, timeout=600) as board:
         emulated = board.link.port.board  # type: ignore[attr-defined]
         info = board.info()
@@ -471,12 +497,6 @@ def demo_inference(out: Path, digits: int, report: Report) -> dict[str, Any]:
             f"energy {sum(energy.values()) / digits * 1e3:.3f} mJ/inference:"
         )
         print(_energy_lines(energy, digits))
-    report.section(
-        "5. A larger network: digits on xbar-5x64x64",
-        f"{model.name} (int8 accuracy {data['int8_accuracy']:.3f} on {len(data['y_test'])} "
-        f"test digits), tiled on five 64×64 arrays of {DEMO_DEVICE} cells placed directly "
-        f"in the emulator, {digits} test digits through the same firmware.",
-    )
     report.command(f"(xbar demo --digits {digits}) {INFER_URL}", text.getvalue())
     report.write()
     return {"accuracy": accuracy, "agreement": agree}
@@ -492,7 +512,8 @@ def run(out: Path, board: bool = True, digits: int = 20) -> int:
         demo_loop_on_one_array(out, report)
         demo_programming(out, report)
         demo_inference(out, digits, report)
-    report.text(f"\n---\n`xbar demo` took {time.perf_counter() - t0:.0f} s of wall time.")
+    report.timings()
+    report.text(f"`xbar demo` took {time.perf_counter() - t0:.0f} s of wall time in all.")
     path = report.write()
     print(f"\nwrote {path}")
     return 0

@@ -76,6 +76,7 @@ def test_demo_devices_prints_table_and_writes_plots(tmp_path: Path, capsys) -> N
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the whole loop, MicroPython included: 3-5 min on two loaded cores
 def test_demo_end_to_end_programs_and_infers_on_the_emulator(tmp_path: Path, capsys) -> None:
     assert main(["demo", "--out", str(tmp_path), "--digits", "4"]) == 0
     out = capsys.readouterr().out

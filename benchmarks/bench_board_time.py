@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
+from xbar.emulator.clock import NATIVE_SPEEDUP
 from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel
 from xbar.host.stream import LINKS, link_limit
@@ -44,6 +45,60 @@ from benchmarks.run_all import run_meta, write_results
 V_READ = 0.2
 TARGET_MS = {"digits": 3.0, "iris": 0.5}
 AGREE = 0.15
+
+
+# The host calibration behind emulator/clock.py's NATIVE_SPEEDUP: one accumulate-and-round
+# kernel interpreted, as viper and as native code, timed by the unix-port interpreter.
+SPEEDUP_SCRIPT = """
+import micropython, time
+from array import array
+
+def k_i(acc, codes, n, mul, s):
+    r = 1 << (s - 1)
+    for i in range(n):
+        acc[i] = acc[i] + ((codes[i] * mul + r) >> s)
+
+@micropython.viper
+def k_v(acc: ptr32, codes: ptr16, n: int, mul: int, s: int):
+    r = 1 << (s - 1)
+    for i in range(n):
+        acc[i] = acc[i] + ((codes[i] * mul + r) >> s)
+
+@micropython.native
+def k_n(acc, codes, n, mul, s):
+    r = 1 << (s - 1)
+    for i in range(n):
+        acc[i] = acc[i] + ((codes[i] * mul + r) >> s)
+
+acc = array("i", [0] * 256)
+codes = array("H", range(256))
+for f in (k_i, k_v, k_n):
+    best = 1e18
+    for rep in range(7):
+        t0 = time.time_ns()
+        for _ in range(200):
+            f(acc, codes, 256, 20000, 15)
+        best = min(best, (time.time_ns() - t0) / 200 / 256)
+    print(best)
+"""
+
+
+def native_speedup() -> dict[str, float]:
+    """Interpreted / viper and interpreted / native time per element of the kernel above
+    (best of 7), on this host's unix-port MicroPython."""
+    import subprocess
+
+    from xbar.emulator.runtime_mpy import micropython_binary
+
+    out = subprocess.run(
+        [micropython_binary(), "-c", SPEEDUP_SCRIPT],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout.split()
+    interp, viper, native = map(float, out)
+    return {"interpreted_ns": interp, "viper": interp / viper, "native": interp / native}
 
 
 def digits_layers() -> tuple[list[Any], np.ndarray]:
@@ -167,6 +222,14 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         f"({'within' if abs(ratio - 1) <= AGREE else 'outside'} the ±{AGREE:.0%} target)\n"
         for m, ratio in meta["agreement"].items()
     )
+    measured, used = meta["native_speedup_measured"], meta["native_speedup_clock"]
+    calibration = (
+        "\nHost calibration of the viper/native costs, rerun here (accumulate kernel on the "
+        "unix port, best of 7 by wall clock, so it varies with the host's load): viper "
+        f"{measured['viper']:.0f}×, native {measured['native']:.1f}× faster than "
+        f"interpreted; the clock uses {used['viper']:.0f}× and {used['native']:.1f}× "
+        "(emulator/clock.py).\n"
+    )
     return (
         "## Board time\n\n"
         f"Command: `{command}` — {meta['machine']}, {meta['date']}.\n\n"
@@ -184,6 +247,7 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any], command: str) -> 
         + body
         + "\n"
         + agree
+        + calibration
     )
 
 
@@ -214,8 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     for name in models:
         a, b = (r["board_ms"] for r in rows if r["model"] == name)
         agreement[name] = b / a
+    speedup = native_speedup()
     meta = {
         **run_meta("bench_board_time", args, ap),
+        "native_speedup_measured": speedup,
+        "native_speedup_clock": NATIVE_SPEEDUP,
         "n": args.n,
         "agreement": agreement,
         "max_abs_diff_lsb": max(r["max_abs_diff_lsb"] for r in rows),

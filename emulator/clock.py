@@ -90,9 +90,10 @@ the same source interpreted. Calibrated on the unix port (x64), not on an RP2040
 accumulate-and-round kernel over 256 int32/uint16 elements (``acc[i] = acc[i] +
 ((codes[i]*mul + r) >> s)``, 19 CPython opcodes per element) took 172 ns/element
 interpreted, 2.83 viper and 62.6 native (best of 7 runs, MicroPython 1.29 unix,
-``time.time_ns``); no published RP2040 viper figure is at hand, so that ratio is assumed
-to carry over (Thumb-1 code is less dense than x64: treat viper figures as optimistic
-within ~2x)."""
+``time.time_ns``; `python -m benchmarks.bench_board_time` reruns it and reports the ratio
+it measures beside these); no published RP2040 viper figure is at hand, so that ratio is
+assumed to carry over (Thumb-1 code is less dense than x64: treat viper figures as
+optimistic within ~2x)."""
 
 # Cycles of RP2040 (Cortex-M0+, 125 MHz) MicroPython work the firmware charges with
 # ``BoardModel.charge(op, count)``. "bytecode", "viper_op" and "native_op" are

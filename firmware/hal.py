@@ -177,15 +177,8 @@ class Hal:
             self.gate_on[k] = 1
             if wait < profiles.AFE_WAKE_US:
                 wait = profiles.AFE_WAKE_US
-        if adc:
-            chain = g.adc_chain
-            c0 = arr * g.cols
-            for sel in range((c0 >> 3) // chain, ((c0 + g.cols - 1) >> 3) // chain + 1):
-                if not self.adc_on[sel]:
-                    self.adc.wake(sel)
-                    self.adc_on[sel] = 1
-                    if wait < profiles.ADC_WAKE_US:
-                        wait = profiles.ADC_WAKE_US
+        if adc and self._adc_wake(arr) and wait < profiles.ADC_WAKE_US:
+            wait = profiles.ADC_WAKE_US
         self.powered = True
         up[arr] = need
         if wait:
@@ -197,10 +190,7 @@ class Hal:
         layer); lines stay grounded through their switches."""
         if not self.powered:
             return
-        for sel in range(len(self.adc_on)):  # first: a pending sample needs its TIA
-            if self.adc_on[sel]:
-                self.adc.standby(sel)
-                self.adc_on[sel] = 0
+        self._adc_standby()  # first: a pending sample needs its TIA
         for k in range(len(self.gate_on)):
             if self.gate_on[k]:
                 self.shdn[k].on()
@@ -212,10 +202,36 @@ class Hal:
         kernels.fill(self.up, 0, len(self.up), 0)
         self.powered = False
 
+    def _adc_wake(self, arr):
+        """Wake the ADC chains holding array arr's columns (no wait); True if any slept."""
+        g = self.geom
+        chain = g.adc_chain
+        c0 = arr * g.cols
+        woke = False
+        for sel in range((c0 >> 3) // chain, ((c0 + g.cols - 1) >> 3) // chain + 1):
+            if not self.adc_on[sel]:
+                self.adc.wake(sel)
+                self.adc_on[sel] = 1
+                woke = True
+        self.powered = True
+        return woke
+
+    def _adc_standby(self):
+        """Every awake ADC chain to STDBY (its pending sample is taken, then none is)."""
+        on = self.adc_on
+        for sel in range(len(on)):
+            if on[sel]:
+                self.adc.standby(sel)
+                on[sel] = 0
+
     def safe(self):
         """Every line to ground, then every DAC that is not at 0 V back to 0 V."""
         self.sw.all(profiles.SW_GND)
         self.sw.commit()
+        self._dac_zero()
+
+    def _dac_zero(self):
+        """Every DAC register that is not at 0 V back to 0 V (lines already grounded)."""
         dac = self.dac
         staged = dac.staged
         line = 0
@@ -260,18 +276,22 @@ class Hal:
         c_lo = arr * g.cols + col0
         c_hi = c_lo + ncols
         want = self.want
-        self.power_up(arr, True)
         t0 = time.ticks_us()
         self.led.on()
         try:
+            # Frames and input registers first (the DACs take codes while powered down),
+            # then power only for the span the lines are switched in, the ADCs only for
+            # the conversions.
             sw.all(profiles.SW_GND)
             sw.route(row_line + r0, nr, rc, r0, profiles.SW_DAC)  # rows at 0 V stay grounded
             sw.route(col_line + col0, ncols, rc, -1, profiles.SW_TIA)
             kernels.fill(want, c_lo, c_hi, 1)
-            sw.commit()
             dac.stage(row_line + r0, rc, r0, nr, False)
+            self.power_up(arr, False)
+            sw.commit()
             dac.load()
-            time.sleep_us(profiles.DAC_SETTLE_US)
+            self._adc_wake(arr)
+            time.sleep_us(profiles.ADC_WAKE_US)  # >= DAC_SETTLE_US: the rows settle too
             codes = self.codes
             gains = self.gains
             gi = profiles.N_GAINS - 1
@@ -284,10 +304,13 @@ class Hal:
                 gi -= 1
         finally:
             kernels.fill(want, c_lo, c_hi, 0)
+            self._adc_standby()
+            sw.all(profiles.SW_GND)
+            sw.commit()  # every line on its ground switch: the drivers may go off
+            self.power_down()
             if dac.dirty:
                 dac.stage(row_line + r0, self.mid_rows, 0, nr, False)  # ~8 frames, not nr
-            self.safe()
-            self.power_down()
+            self._dac_zero()
             self.busy_us = (self.busy_us + time.ticks_diff(time.ticks_us(), t0)) & 0x3FFFFFFF
 
     # ---- pulse ---------------------------------------------------------------------

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from xbar.training.fab import campaign
 from xbar.training.fab.campaign import CampaignError
-from xbar.training.fab.ingest import ingest_file
 from xbar.training.fab.store import CampaignStore, is_url, whoami
 
 
@@ -35,6 +34,10 @@ def suggest(
 
 
 def ingest(store_path: str | Path, files: list[str], who: str | None = None) -> None:
+    # Ingest reads I–V files (the device analysis, tqdm): imported here, so status and the
+    # other steps start without it.
+    from xbar.training.fab.ingest import ingest_file
+
     with CampaignStore.open(store_path) as store:
         store.check_spec_file()
         for name in files:

@@ -95,8 +95,6 @@ def test_a_baseline_without_search(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--dataset", "mnist"], "unknown dataset 'mnist'"),
-        (["--device", "pvk-99"], "no device preset 'pvk-99'"),
         (["--budget", "0"], "--budget 0: must be at least 1"),
         (["--draws", "5"], "--draws 5: must be at least 20"),
         (["--dataset", "iris", "--arch", "cnn"], "has no images"),
@@ -114,6 +112,25 @@ def test_bad_input_is_one_line_and_writes_nothing(
     assert main(["train", *extra, "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert err.startswith("xbar: error: ") and message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--dataset", "mnist"], "invalid choice: 'mnist'"),
+        (["--dataset", "digts"], "did you mean 'digits'?"),
+        (["--device", "pvk-99"], "no device 'pvk-99'"),
+        (["--device", "pvk-bst"], "did you mean 'pvk-best'?"),
+    ],
+)
+def test_unknown_names_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    out = tmp_path / "never"
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", *extra, "--out", str(out)])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
     assert not out.exists()
 
 

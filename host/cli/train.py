@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import fields
 
+from xbar.host.cli import names
 from xbar.host.train import METHOD_NAMES, TrainOptions, train
 
 
@@ -16,14 +17,24 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         description="Train a network that keeps its accuracy under a device's noise: BayesMulti "
         "searches the noise injection α with Bayesian optimisation on a Dask cluster.",
     )
-    p.add_argument("--dataset", default="digits", help="digits or iris (default: digits)")
+    p.add_argument(
+        "--dataset",
+        default="digits",
+        choices=["digits", "iris"],
+        help="digits or iris (default: digits)",
+    )
     p.add_argument(
         "--arch",
         choices=["mlp", "cnn"],
         default="mlp",
         help="network family (cnn: digits only; no artifact, the exporter takes MLPs)",
     )
-    p.add_argument("--device", default="pvk-median", help="device preset whose σ is the target")
+    p.add_argument(
+        "--device",
+        type=names.device,
+        default="pvk-median",
+        help="device preset whose σ is the target (default: pvk-median)",
+    )
     p.add_argument("--method", choices=METHOD_NAMES, default="bayesmulti")
     p.add_argument(
         "--program",

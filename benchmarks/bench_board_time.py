@@ -37,9 +37,10 @@ import numpy as np
 from tqdm import tqdm
 from xbar.emulator.clock import NATIVE_SPEEDUP
 from xbar.firmware import protocol as P
-from xbar.host.board import Board, CrossbarModel
+from xbar.host.board import Board
 from xbar.host.stream import LINKS, link_limit
 
+from benchmarks.models import place_directly
 from benchmarks.run_all import run_meta, write_results
 
 V_READ = 0.2
@@ -127,20 +128,9 @@ def measure(
     if micropython:
         url += "&micropython=1"
     board = Board(url, timeout=600)
-    emu = board.link.port.board  # type: ignore[attr-defined]
     try:
-        info = board.info()
+        cm, emu = place_directly(board, layers, V_READ)
         bm = emu.model
-        cm = CrossbarModel.from_layers(
-            layers,
-            arrays=info.arrays,
-            rows=info.rows,
-            cols=info.cols,
-            g_min=bm.device.g_min,
-            g_max=bm.device.g_max,
-            v_read=V_READ,
-        )
-        bm.place(cm.targets())
         board.load(cm, program=False)
         board.infer(xs[0])  # warm-up; its unflushed tail is the same at both ends
 

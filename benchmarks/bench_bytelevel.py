@@ -22,9 +22,10 @@ from typing import Any
 
 import numpy as np
 from tqdm import tqdm
-from xbar.host.board import Board, CrossbarModel, FirmwareError
+from xbar.host.board import Board, FirmwareError
 from xbar.training.quantize import QuantizedModel, digits_mlp
 
+from benchmarks.models import place_directly
 from benchmarks.run_all import run_meta, write_results
 
 V_READ = 0.2  # V on a row for input 255
@@ -34,24 +35,6 @@ CHUNK = 60  # inputs per infer_stream call (4 frames of 15: the stream window st
 def url(profile: str, seed: int, noise: str, micropython: bool) -> str:
     u = f"emu://{profile}?seed={seed}&device=pvk-best&noise={noise}"
     return u + ("&micropython=1" if micropython else "")
-
-
-def place(board: Board, model: QuantizedModel) -> tuple[CrossbarModel, Any]:
-    """Map the model on the open board's geometry and place its conductances directly."""
-    info = board.info()
-    emu = board.link.port.board  # type: ignore[attr-defined]
-    bm = emu.model
-    cm = CrossbarModel.from_layers(
-        model.layers,
-        arrays=info.arrays,
-        rows=info.rows,
-        cols=info.cols,
-        g_min=bm.device.g_min,
-        g_max=bm.device.g_max,
-        v_read=V_READ,
-    )
-    bm.place(cm.targets())
-    return cm, emu
 
 
 def run_variant(
@@ -79,7 +62,7 @@ def run_variant(
     board = Board(u, timeout=900)
     emu = board.link.port.board  # type: ignore[attr-defined]
     try:
-        cm, emu = place(board, model)
+        cm, emu = place_directly(board, model.layers, V_READ)
         try:
             loaded = board.load(cm, program=False)
         except FirmwareError as exc:

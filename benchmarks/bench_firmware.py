@@ -40,6 +40,7 @@ from xbar.firmware import protocol as P
 from xbar.host.board import Board, CrossbarModel
 from xbar.training.quantize import fixed_point
 
+from benchmarks.models import place_directly
 from benchmarks.run_all import run_meta, write_results
 
 V_READ = 0.2
@@ -223,23 +224,6 @@ def digits(seed: int) -> tuple[list[Any], np.ndarray]:
     return model.layers, data["x_test_q"]
 
 
-def place(board: Board, layers: list[Any]) -> tuple[CrossbarModel, Any]:
-    info = board.info()
-    emu = board.link.port.board  # type: ignore[attr-defined]
-    bm = emu.model
-    cm = CrossbarModel.from_layers(
-        layers,
-        arrays=info.arrays,
-        rows=info.rows,
-        cols=info.cols,
-        g_min=bm.device.g_min,
-        g_max=bm.device.g_max,
-        v_read=V_READ,
-    )
-    bm.place(cm.targets())
-    return cm, emu
-
-
 def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int, seed: int) -> dict[str, Any]:
     """LOAD and INFER under MicroPython with the instrumented main.py."""
     with tempfile.TemporaryDirectory(prefix="xbar-bench-flash-") as flash:
@@ -258,7 +242,7 @@ def heap_run(profile: str, layers: list[Any], xs: np.ndarray, n: int, seed: int)
         emu = board.link.port.board  # type: ignore[attr-defined]
         try:
             info_boot = board.info()
-            cm, emu = place(board, layers)
+            cm, emu = place_directly(board, layers, V_READ)
             board.load(cm, program=False)
             info_loaded = board.info()
             lat, diffs = [], []
@@ -328,7 +312,7 @@ def latency_run(
     board = Board(url, timeout=600)
     emu = board.link.port.board  # type: ignore[attr-defined]
     try:
-        cm, emu = place(board, layers)
+        cm, emu = place_directly(board, layers, V_READ)
         m0 = emu.mark()
         board.load(cm, program=False)
         m1 = emu.mark()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import Any
 
 
 def iris_artifact(folder: Path) -> Path:
@@ -33,3 +34,25 @@ def iris_artifact(folder: Path) -> Path:
         metadata={"task": "iris", "seed": 0},
     )
     return path
+
+
+def place_directly(board: Any, layers: list[Any], v_read: float = 0.2) -> tuple[Any, Any]:
+    """Map `layers` on an emulated board's geometry (INFO) and set its cells' conductances
+    directly, without write-verify: (the crossbar plan, the emulated board). For
+    benchmarks of inference that must not pay for programming."""
+    from xbar.host.board import CrossbarModel
+
+    info = board.info()
+    emu = board.link.port.board
+    bm = emu.model
+    cm = CrossbarModel.from_layers(
+        layers,
+        arrays=info.arrays,
+        rows=info.rows,
+        cols=info.cols,
+        g_min=bm.device.g_min,
+        g_max=bm.device.g_max,
+        v_read=v_read,
+    )
+    bm.place(cm.targets())
+    return cm, emu

@@ -4,12 +4,10 @@ xbar.host.energy_report."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
-import json
-import sys
 
 from xbar.host.cli import names
+from xbar.host.cli.output import text_or_json
 from xbar.host.energy_report import EnergyReport, bench_energy
 
 
@@ -66,13 +64,7 @@ def run_energy(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
 
-    if not args.json:
-        job()
-        return 0
-    with contextlib.redirect_stdout(sys.stderr):  # the table; JSON alone on stdout
-        report = job()
-    data = dataclasses.asdict(report)
-    data["total_J"] = report.total
-    data["png"] = args.png
-    print(json.dumps(data, indent=2, default=float))
-    return 0
+    def to_json(report: EnergyReport) -> dict:
+        return {**dataclasses.asdict(report), "total_J": report.total, "png": args.png}
+
+    return text_or_json(args.json, job, to_json)

@@ -4,12 +4,10 @@ inputs through a programmed board)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import sys
 
 import numpy as np
 from xbar.host.cli import names
+from xbar.host.cli.output import text_or_json
 from xbar.host.stream import DEFAULT_BAUD, InferReport, infer
 
 
@@ -65,28 +63,20 @@ def run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
         )
 
-    if not args.json:
-        job()
-        return 0
-    with contextlib.redirect_stdout(sys.stderr):  # the report's lines; JSON alone on stdout
-        report = job()
-    s = report.stream
-    print(
-        json.dumps(
-            {
-                "inputs": len(report.predictions),
-                "accuracy": report.accuracy,
-                "reference_accuracy": report.reference_accuracy,
-                "agreement_with_reference": report.agreement,
-                "inferences_per_s": report.throughput,
-                "wall_s": s.wall_s,
-                "latency_median_s": float(np.median(s.latencies)) if len(s.latencies) else None,
-                "retried": s.retried,
-                "wire_bytes_out": s.wire_bytes_out,
-                "wire_bytes_in": s.wire_bytes_in,
-                "predictions": report.predictions.tolist(),
-            },
-            indent=2,
-        )
-    )
-    return 0
+    def to_json(report: InferReport) -> dict:
+        s = report.stream
+        return {
+            "inputs": len(report.predictions),
+            "accuracy": report.accuracy,
+            "reference_accuracy": report.reference_accuracy,
+            "agreement_with_reference": report.agreement,
+            "inferences_per_s": report.throughput,
+            "wall_s": s.wall_s,
+            "latency_median_s": float(np.median(s.latencies)) if len(s.latencies) else None,
+            "retried": s.retried,
+            "wire_bytes_out": s.wire_bytes_out,
+            "wire_bytes_in": s.wire_bytes_in,
+            "predictions": report.predictions.tolist(),
+        }
+
+    return text_or_json(args.json, job, to_json)

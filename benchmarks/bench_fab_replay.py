@@ -68,7 +68,13 @@ def replay(method: str, seed: int, values: list[dict], usability: np.ndarray, ba
         return order.index(best) + 1
     spec = load_spec(SPEC_PATH)
     search = Search(
-        spec.parametrization(), method, seed=seed, pool=values, budget=len(values), batch=batch
+        spec.parametrization(),
+        method,
+        seed=seed,
+        pool=values,
+        budget=len(values),
+        batch=batch,
+        encoder=spec.encode,  # as `xbar fab suggest` builds it
     )
     encoded = np.array([search.encode(v) for v in values])
     for i in start:
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         batch=args.batch,
         seeds=args.seeds,
         target_median=10,
+        default=DEFAULT_METHOD,
     )
     write_results("bench_fab_replay", meta, results, render(meta, results), args.out)
 
@@ -184,7 +191,7 @@ def render(meta: dict, results: list[dict]) -> str:
         f"device ({meta['best_device']}, usability {meta['best_usability']:.3f}) is measured; "
         f"suggestions constrained to unmeasured devices, batch {meta['batch']}, "
         f"{meta['seeds']} seeds (`benchmarks/bench_fab_replay.py` says how). `uniform`: "
-        f"devices in random order. Target for the default (`{DEFAULT_METHOD}`): median ≤ 10.",
+        f"devices in random order. Target for the default (`{meta['default']}`): median ≤ 10.",
         "",
         f"- Command: `{meta['command']}`",
         f"- Machine: {meta['machine']}; {meta['date']}",
@@ -194,7 +201,7 @@ def render(meta: dict, results: list[dict]) -> str:
     ]
     for r in results:
         name = r["method"]
-        if name == DEFAULT_METHOD:
+        if name == meta["default"]:
             name = f"**{name}** (default)"
         elif r["median"] == best:
             name += " (best median)"

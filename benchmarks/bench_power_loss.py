@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import itertools
 import json
 import os
 import shutil
@@ -365,34 +366,121 @@ def _fab(*args: object) -> list[str]:
     return [sys.executable, "-m", "xbar.host.cli.main", "fab", *map(str, args)]
 
 
-def store_counts(store: Path) -> dict[str, Any]:
-    with contextlib.closing(sqlite3.connect(store)) as db:
-        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-        counts: dict[str, Any] = {
-            t: db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-            for t in ("experiments", "measurements", "ingests", "iv_files", "batches")
-        }
-        counts["optimizer_state"] = db.execute("SELECT COUNT(*) FROM optimizer_state").fetchone()[0]
-        counts["suggested"] = db.execute(
-            "SELECT COUNT(*) FROM experiments WHERE origin = 'suggested'"
-        ).fetchone()[0]
-        counts["batch_sizes"] = db.execute("SELECT COALESCE(SUM(size), 0) FROM batches").fetchone()[
-            0
-        ]
-    counts["integrity"] = integrity
+class SqliteStore:
+    """The campaign store under test as a SQLite file: `base` (one committed ingest) and
+    `work`, a fresh copy of it before each kill."""
+
+    backend = "sqlite"
+
+    def __init__(self, folder: Path) -> None:
+        self.base = str(folder / "perovskite.sqlite")
+        self.work = str(folder / "work.sqlite")
+
+    def fresh(self) -> None:
+        for suffix in ("", "-journal", "-wal", "-shm"):
+            Path(f"{self.work}{suffix}").unlink(missing_ok=True)
+        shutil.copy(self.base, self.work)
+
+    def query(self, sql: str, where: str | None = None) -> list[tuple]:
+        with contextlib.closing(sqlite3.connect(where or self.work)) as db:
+            return db.execute(sql).fetchall()
+
+    def integrity(self, where: str | None = None) -> str:
+        return str(self.query("PRAGMA integrity_check", where)[0][0])
+
+    def close(self) -> None:
+        pass
+
+
+class PostgresStore:
+    """The campaign store under test as PostgreSQL databases on `server`: `base` and
+    `work`, created from it as a template before each kill. Integrity: every B-tree index
+    checked by the server's amcheck (`bt_index_check`), and the rows readable."""
+
+    backend = "postgresql"
+
+    def __init__(self, server: str) -> None:
+        from psycopg.conninfo import conninfo_to_dict
+
+        self.server = server
+        tag = os.urandom(4).hex()
+        self.names = {"base": f"xbar_pl_base_{tag}", "work": f"xbar_pl_work_{tag}"}
+        params = conninfo_to_dict(server)
+        self.base, self.work = (
+            "postgresql://?" + "&".join(f"{k}={v}" for k, v in {**params, "dbname": n}.items())
+            for n in (self.names["base"], self.names["work"])
+        )
+        self._admin(f'CREATE DATABASE "{self.names["base"]}"')
+
+    def _admin(self, sql: str) -> None:
+        import psycopg
+
+        with psycopg.connect(self.server, autocommit=True) as admin:
+            admin.execute(sql)
+
+    def fresh(self) -> None:
+        work, base = self.names["work"], self.names["base"]
+        self._admin(f'DROP DATABASE IF EXISTS "{work}" WITH (FORCE)')
+        self._admin(f'CREATE DATABASE "{work}" TEMPLATE "{base}"')
+
+    def query(self, sql: str, where: str | None = None) -> list[tuple]:
+        import psycopg
+
+        with psycopg.connect(where or self.work) as db:
+            return db.execute(sql).fetchall()
+
+    def integrity(self, where: str | None = None) -> str:
+        import psycopg
+
+        try:
+            with psycopg.connect(where or self.work, autocommit=True) as db:
+                db.execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+                indexes = db.execute(
+                    "SELECT c.oid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                    "JOIN pg_am a ON a.oid = c.relam JOIN pg_namespace n "
+                    "ON n.oid = c.relnamespace WHERE a.amname = 'btree' AND n.nspname = 'public'"
+                ).fetchall()
+                for (oid,) in indexes:
+                    db.execute("SELECT bt_index_check(%s)", (oid,))
+            return "ok"
+        except psycopg.Error as exc:
+            return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+    def close(self) -> None:
+        for name in self.names.values():
+            self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+Store = SqliteStore | PostgresStore
+
+
+def store_counts(store: Store, where: str | None = None) -> dict[str, Any]:
+    """Rows per table of the campaign store, and its integrity check."""
+
+    def one(sql: str) -> Any:
+        return store.query(sql, where)[0][0]
+
+    counts: dict[str, Any] = {
+        t: one(f"SELECT COUNT(*) FROM {t}")
+        for t in ("experiments", "measurements", "ingests", "iv_files", "batches")
+    }
+    counts["optimizer_state"] = one("SELECT COUNT(*) FROM optimizer_state")
+    counts["suggested"] = one("SELECT COUNT(*) FROM experiments WHERE origin = 'suggested'")
+    counts["batch_sizes"] = int(one("SELECT COALESCE(SUM(size), 0) FROM batches"))
+    counts["integrity"] = store.integrity(where)
     return counts
 
 
-def _last_batch(store: Path) -> list:
-    with contextlib.closing(sqlite3.connect(store)) as db:
-        return db.execute(
-            "SELECT batch, params FROM experiments WHERE batch = (SELECT MAX(id) FROM batches)"
-            " ORDER BY id"
-        ).fetchall()
+def _last_batch(store: Store) -> list:
+    rows = store.query(
+        "SELECT batch, params FROM experiments WHERE batch = (SELECT MAX(id) FROM batches)"
+        " ORDER BY id"
+    )
+    return [tuple(r) for r in rows]
 
 
-def fab_setup(folder: Path, rows: int) -> tuple[Path, Path]:
-    """A campaign store with one committed ingest, and a long sheet to ingest."""
+def fab_setup(folder: Path, rows: int, store: Store) -> Path:
+    """`store.base` made a campaign with one committed ingest; a long sheet to ingest."""
     from xbar.training.devices.ivdata import write_csv
     from xbar.training.devices.published import load_published
     from xbar.training.fab.perovskite import SPEC_PATH, published_experiments
@@ -400,8 +488,9 @@ def fab_setup(folder: Path, rows: int) -> tuple[Path, Path]:
 
     spec_path = folder / "perovskite.toml"
     spec_path.write_text(SPEC_PATH.read_text().replace("budget = 60", "budget = 500"))
-    store = folder / "perovskite.sqlite"
-    subprocess.run(_fab("init", spec_path), check=True, env=ENV, capture_output=True)
+    subprocess.run(
+        _fab("init", spec_path, "--store", store.base), check=True, env=ENV, capture_output=True
+    )
     spec = load_spec(SPEC_PATH)
     experiments = published_experiments(spec)
     header = ["experiment", *spec.names]
@@ -412,7 +501,7 @@ def fab_setup(folder: Path, rows: int) -> tuple[Path, Path]:
         for device, values in experiments[:5]:
             writer.writerow(["", *(values[n] for n in spec.names), device.published["usability"]])
     subprocess.run(
-        _fab("ingest", first, "--store", store), check=True, env=ENV, capture_output=True
+        _fab("ingest", first, "--store", store.base), check=True, env=ENV, capture_output=True
     )
     for device in load_published():
         write_csv(device.curves, folder / f"{device.short_id}.csv")
@@ -423,7 +512,7 @@ def fab_setup(folder: Path, rows: int) -> tuple[Path, Path]:
         for row in range(rows):
             device, values = experiments[row % len(experiments)]
             writer.writerow(["", *(values[n] for n in spec.names), f"{device.short_id}.csv"])
-    return store, big
+    return big
 
 
 def _state_after_kill(whole: bool, rolled_back: bool) -> str:
@@ -447,90 +536,97 @@ def _timed(command: list[str]) -> tuple[float, subprocess.CompletedProcess[str]]
     return time.perf_counter() - t0, done
 
 
-def part_fab(kills: int, rows: int, rng: np.random.Generator) -> dict:
+def part_fab(kills: int, rows: int, rng: np.random.Generator, server: str | None = None) -> dict:
+    """Kills of `fab ingest` and `fab suggest` on a SQLite store, or on PostgreSQL
+    databases of `server`."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        base, big = fab_setup(folder, rows)
-        committed = store_counts(base)
-        work = folder / "work.sqlite"
+        store: Store = SqliteStore(folder) if server is None else PostgresStore(server)
+        try:
+            return _fab_kills(store, folder, kills, rows, rng)
+        finally:
+            store.close()
 
-        def fresh() -> None:
-            for suffix in ("", "-journal", "-wal", "-shm"):
-                Path(f"{work}{suffix}").unlink(missing_ok=True)
-            shutil.copy(base, work)
 
-        # Uninterrupted references.
+def _fab_kills(store: Store, folder: Path, kills: int, rows: int, rng: np.random.Generator) -> dict:
+    big = fab_setup(folder, rows, store)
+    committed = store_counts(store, store.base)
+    work = store.work
+    fresh = store.fresh
+
+    # Uninterrupted references.
+    fresh()
+    ingest_s, done = _timed(_fab("ingest", big, "--store", work))
+    assert done.returncode == 0, done.stderr
+    ingested = store_counts(store)
+    fresh()
+    suggest_s, done = _timed(_fab("suggest", "--store", work, "--out", folder))
+    assert done.returncode == 0, done.stderr
+    suggested = store_counts(store)
+    reference_batch = _last_batch(store)
+
+    ingest_rows = []
+    for _ in range(kills):
         fresh()
-        ingest_s, done = _timed(_fab("ingest", big, "--store", work))
-        assert done.returncode == 0, done.stderr
-        ingested = store_counts(work)
+        at = float(rng.uniform(0.2, ingest_s))
+        alive = _killed(_fab("ingest", big, "--store", work), at)
+        after = store_counts(store)
+        rolled_back = {k: after[k] for k in committed} == committed
+        whole = {k: after[k] for k in ingested} == ingested
+        _, rerun = _timed(_fab("ingest", big, "--store", work))
+        rerun_counts = store_counts(store)
+        _, again = _timed(_fab("ingest", big, "--store", work))
+        again_counts = store_counts(store)
+        ingest_rows.append(
+            {
+                "kill_at_s": round(at, 3),
+                "killed_while_running": alive,
+                "integrity_after_kill": after["integrity"],
+                "state_after_kill": _state_after_kill(whole, rolled_back),
+                "recovered": bool(
+                    after["integrity"] == "ok"
+                    and (rolled_back or whole)
+                    and rerun.returncode == 0
+                    and rerun_counts == ingested
+                    and again.returncode == 0
+                    and "already ingested" in again.stdout
+                    and again_counts == ingested
+                ),
+            }
+        )
+
+    suggest_rows = []
+    for _ in range(kills):
         fresh()
-        suggest_s, done = _timed(_fab("suggest", "--store", work, "--out", folder))
-        assert done.returncode == 0, done.stderr
-        suggested = store_counts(work)
-        reference_batch = _last_batch(work)
-
-        ingest_rows = []
-        for _ in range(kills):
-            fresh()
-            at = float(rng.uniform(0.2, ingest_s))
-            alive = _killed(_fab("ingest", big, "--store", work), at)
-            after = store_counts(work)
-            rolled_back = {k: after[k] for k in committed} == committed
-            whole = {k: after[k] for k in ingested} == ingested
-            _, rerun = _timed(_fab("ingest", big, "--store", work))
-            rerun_counts = store_counts(work)
-            _, again = _timed(_fab("ingest", big, "--store", work))
-            again_counts = store_counts(work)
-            ingest_rows.append(
-                {
-                    "kill_at_s": round(at, 3),
-                    "killed_while_running": alive,
-                    "integrity_after_kill": after["integrity"],
-                    "state_after_kill": _state_after_kill(whole, rolled_back),
-                    "recovered": bool(
-                        after["integrity"] == "ok"
-                        and (rolled_back or whole)
-                        and rerun.returncode == 0
-                        and rerun_counts == ingested
-                        and again.returncode == 0
-                        and "already ingested" in again.stdout
-                        and again_counts == ingested
-                    ),
-                }
-            )
-
-        suggest_rows = []
-        for _ in range(kills):
-            fresh()
-            at = float(rng.uniform(0.2, suggest_s))
-            alive = _killed(_fab("suggest", "--store", work, "--out", folder), at)
-            after = store_counts(work)
-            rolled_back = after == committed
-            whole = after == suggested
-            consistent = (
-                after["integrity"] == "ok"
-                and after["suggested"] == after["batch_sizes"]
-                and after["optimizer_state"] == after["batches"]
-                and (rolled_back or whole)
-            )
-            if whole:  # committed before the kill: the batch it stored is the reference one
-                same = _last_batch(work) == reference_batch
-                rerun_ok = True
-            else:  # rolled back: the rerun stores the batch an uninterrupted run stores
-                _, rerun = _timed(_fab("suggest", "--store", work, "--out", folder))
-                same = rerun.returncode == 0 and _last_batch(work) == reference_batch
-                rerun_ok = store_counts(work) == suggested
-            suggest_rows.append(
-                {
-                    "kill_at_s": round(at, 3),
-                    "killed_while_running": alive,
-                    "integrity_after_kill": after["integrity"],
-                    "state_after_kill": _state_after_kill(whole, rolled_back),
-                    "recovered": bool(consistent and same and rerun_ok),
-                }
-            )
+        at = float(rng.uniform(0.2, suggest_s))
+        alive = _killed(_fab("suggest", "--store", work, "--out", folder), at)
+        after = store_counts(store)
+        rolled_back = after == committed
+        whole = after == suggested
+        consistent = (
+            after["integrity"] == "ok"
+            and after["suggested"] == after["batch_sizes"]
+            and after["optimizer_state"] == after["batches"]
+            and (rolled_back or whole)
+        )
+        if whole:  # committed before the kill: the batch it stored is the reference one
+            same = _last_batch(store) == reference_batch
+            rerun_ok = True
+        else:  # rolled back: the rerun stores the batch an uninterrupted run stores
+            _, rerun = _timed(_fab("suggest", "--store", work, "--out", folder))
+            same = rerun.returncode == 0 and _last_batch(store) == reference_batch
+            rerun_ok = store_counts(store) == suggested
+        suggest_rows.append(
+            {
+                "kill_at_s": round(at, 3),
+                "killed_while_running": alive,
+                "integrity_after_kill": after["integrity"],
+                "state_after_kill": _state_after_kill(whole, rolled_back),
+                "recovered": bool(consistent and same and rerun_ok),
+            }
+        )
     return {
+        "backend": store.backend,
         "rows": rows,
         "ingest_clean_s": round(ingest_s, 3),
         "suggest_clean_s": round(suggest_s, 3),
@@ -567,11 +663,13 @@ def summarize(results: dict) -> dict:
             "episodes": len(hk["episodes"]),
             "episodes_recovered": sum(e["final"]["recovered"] for e in hk["episodes"]),
         }
-    fab = results.get("fab")
-    if fab:
+    for part, key in (("fab", "fab"), ("fab_postgresql", "fab_pg")):
+        fab = results.get(part)
+        if not fab:
+            continue
         for step in ("ingest", "suggest"):
             rows = fab[step]
-            s[f"fab_{step}"] = {
+            s[f"{key}_{step}"] = {
                 "kills": len(rows),
                 "killed_while_running": sum(r["killed_while_running"] for r in rows),
                 "rolled_back": sum(r["state_after_kill"] == "rolled back" for r in rows),
@@ -615,13 +713,15 @@ def markdown(summary: dict, results: dict, meta: dict) -> str:
             f"{h['progress_unparseable']} times; final rerun within tolerance ≥ clean "
             f"{hk['clean_within']} |"
         )
-    for step in ("ingest", "suggest"):
-        f = summary.get(f"fab_{step}")
+    for key, step in itertools.product(("fab", "fab_pg"), ("ingest", "suggest")):
+        f = summary.get(f"{key}_{step}")
+        where = "SQLite" if key == "fab" else "PostgreSQL"
         if f:
             lines.append(
-                f"| kill -9 of `xbar fab {step}` | {f['kills']} ({f['killed_while_running']} "
+                f"| kill -9 of `xbar fab {step}` ({where}) | {f['kills']} "
+                f"({f['killed_while_running']} "
                 f"while running) | {f['recovered']} | {f['kills'] - f['recovered']} | "
-                f"integrity_check ok {f['integrity_ok']}/{f['kills']}; after the kill: "
+                f"integrity ok {f['integrity_ok']}/{f['kills']}; after the kill: "
                 f"{f['rolled_back']} rolled back, {f['committed']} committed, "
                 f"{f['partial']} partial |"
             )
@@ -637,11 +737,15 @@ def markdown(summary: dict, results: dict, meta: dict) -> str:
         "Host kills: the kill moments are uniform over a "
         "clean run's wall time (process start included); several kills per served board, "
         "then a rerun to the end, read back on the port. Fab kills: each on a copy of a "
-        "store with one committed ingest; recovered = integrity ok, the store either as "
+        "store with one committed ingest (SQLite: a copy of the file, integrity by PRAGMA "
+        "integrity_check; PostgreSQL: a database made from it as a template, integrity by "
+        "amcheck's bt_index_check on every index); recovered = integrity ok, the store either as "
         "before or as after an uninterrupted run, and the rerun(s) give the uninterrupted "
         'result (ingest: then "already ingested"; suggest: the same batch).',
         "",
     ]
+    if meta.get("merged"):
+        lines += [f"Parts kept from an earlier run: {meta['merged']}.", ""]
     return "\n".join(lines)
 
 
@@ -653,6 +757,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kills-per-board", type=int, default=3)
     parser.add_argument("--fab-kills", type=int, default=30)
     parser.add_argument("--fab-rows", type=int, default=40)
+    parser.add_argument(
+        "--fab-kills-pg",
+        type=int,
+        default=30,
+        help="kills of each fab step on PostgreSQL ($XBAR_TEST_POSTGRES or a throwaway server)",
+    )
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the earlier results of the parts not run now"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=str(OUT))
     args = parser.parse_args(argv)
@@ -669,8 +782,21 @@ def main(argv: list[str] | None = None) -> int:
             )
     if args.fab_kills:
         results["fab"] = part_fab(args.fab_kills, args.fab_rows, rng)
-    summary = summarize(results)
+    if args.fab_kills_pg:
+        from benchmarks.bench_fab_concurrency import postgres_server
+
+        with postgres_server() as server:
+            results["fab_postgresql"] = part_fab(args.fab_kills_pg, args.fab_rows, rng, server)
     meta = {**run_meta("bench_power_loss", args, parser), "wall_s": time.perf_counter() - t0}
+    earlier = Path(args.out) / "bench_power_loss.json"
+    if args.merge and earlier.exists():
+        old = json.loads(earlier.read_text())
+        kept = {k: v for k, v in old["results"][0].items() if k != "summary" and k not in results}
+        results = {**kept, **results}
+        meta["merged"] = ", ".join(
+            f"{k} (`{old['meta']['command']}`, {old['meta']['date']})" for k in kept
+        )
+    summary = summarize(results)
     write_results(
         "bench_power_loss",
         meta,

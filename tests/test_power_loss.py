@@ -52,3 +52,19 @@ def test_fab_kills_recover() -> None:
             assert row["integrity_after_kill"] == "ok", row
             assert row["state_after_kill"] != "partial", row
             assert row["recovered"], row
+
+
+def test_fab_kills_recover_on_postgresql() -> None:
+    from benchmarks.bench_fab_concurrency import PostgresUnavailable, postgres_server
+
+    try:
+        with postgres_server() as server:
+            result = B.part_fab(1, 20, np.random.default_rng(3), server)
+    except PostgresUnavailable as exc:
+        pytest.skip(f"PostgreSQL store tests need a server: {exc}")
+    assert result["backend"] == "postgresql"
+    for step in ("ingest", "suggest"):
+        for row in result[step]:
+            assert row["integrity_after_kill"] == "ok", row
+            assert row["state_after_kill"] != "partial", row
+            assert row["recovered"], row

@@ -168,19 +168,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args(argv)
     start = time.perf_counter()
+    meta = run_meta("bench_board_loop", args, parser)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model, train_command = train_model(args, work)
-        boards = [on_board(model, s, work) for s in tqdm(range(args.boards), desc="boards")]
-        res = {
+        res: dict[str, Any] = {
             "train_command": train_command,
-            "boards": boards,
+            "boards": [],
             "predicted": predicted(model, args.draws),
             "metadata": json.loads(json.dumps(_meta(model))),
         }
-    res["wall_s"] = time.perf_counter() - start
-    meta = run_meta("bench_board_loop", args, parser)
-    write_results("bench_board_loop", meta, [res], markdown(meta, res), Path(args.out))
+        for seed in tqdm(range(args.boards), desc="boards"):
+            res["boards"].append(on_board(model, seed, work))
+            res["wall_s"] = time.perf_counter() - start
+            # After each board: a cut run keeps the boards it measured.
+            write_results("bench_board_loop", meta, [res], markdown(meta, res), Path(args.out))
 
 
 def _meta(model: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.board_profile import NoiseConfig
+from xbar.emulator.clock import spi_rate
 from xbar.emulator.crossbar import DRIVEN, FLOAT, TIA
 from xbar.emulator.parts import (
     ADC_BAUD,
@@ -234,9 +235,10 @@ def test_switching_in_a_zero_scale_dac_breaks_cells(board):
 
 
 def test_adc_rate_violation_counted(board):
-    adc(board, man_ch(0))
-    adc(board, 0x0000)
-    adc(board, 0x0000)
+    # Frames back to back on a fast clock (20.8 MHz produced: 1.5 us per 32-bit frame)
+    # start conversions closer than the ADS8688's 2 us cycle.
+    for command in (man_ch(0), 0x0000, 0x0000):
+        frame(board, CS_ADC0, 1, command.to_bytes(2, "big") + bytes(2), 30_000_000)
     assert board.diagnostics["adc_rate_violations"] >= 1
 
 
@@ -261,10 +263,14 @@ def test_tia_gain_pins(board):
 def test_spi_wire_time(board):
     before = board.clock.cycles
     board.spi_transfer(0, bytes(3), 30_000_000)
-    assert board.clock.cycles - before == 100  # 24 bits × 125 MHz / 30 MHz
+    # Charged at the rate the RP2040's divider produces, not the one asked for:
+    # 30 MHz -> 125 MHz / 6 = 20.83 MHz, 17 MHz -> 125 MHz / 8 = 15.625 MHz.
+    assert spi_rate(30_000_000) == 125_000_000 // 6
+    assert board.clock.cycles - before == -(-24 * 125_000_000 // spi_rate(30_000_000))
     before = board.clock.cycles
     board.spi_transfer(1, bytes(4), 17_000_000)
-    assert board.clock.cycles - before == -(-32 * 125 // 17)
+    assert spi_rate(17_000_000) == 125_000_000 // 8
+    assert board.clock.cycles - before == -(-32 * 125_000_000 // spi_rate(17_000_000))
 
 
 # -- robustness -------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """How a command that prints a report also answers `--json`: its report lines go to
-stderr and stdout carries only the JSON of its result, so `xbar CMD --json | jq` works."""
+stderr and stdout carries only the JSON of its result, for a pipe into a JSON tool."""
 
 from __future__ import annotations
 

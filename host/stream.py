@@ -14,8 +14,11 @@ On a faulty line (`stream_adaptive`) frames lost or refused with E_CRC are sent 
 the frame shrinks (fewer inputs per INFER_STREAM frame) after a loss and grows back
 while answers come clean, and the resends allowed scale with the inputs (`retries` per
 input, and `retries` + 8 failures in a row with no answer at all end the stream). A
-loss is seen as soon as a later request is answered (the board answers in order) or
-after a retransmission timeout learned from the answers. An answer is taken only if it
+loss is seen as soon as a later request is answered (the board answers in order): when
+an answer is later than a retransmission timeout learned from the answers, a HELLO is
+sent behind the frames in flight, and only its answer coming first marks them lost (a
+slow board or a loaded host is not a lost frame; sending it again would compute it
+twice); nothing at all within the link's timeout ends the wait too. An answer is taken only if it
 passes its CRC, answers an outstanding sequence number with INFER_STREAM's code and
 echoes the frame's batch, first input and count with the right length; so outputs are
 those of a clean line. The summary adds goodput (input payload bytes / s) and resends.
@@ -218,6 +221,13 @@ def stream_adaptive(
         slowest = max(max(t for t, _ in recent), max(t / c for t, c in recent) * count)
         return min(link.timeout, max(RTO_MIN_S, 3 * slowest) * backoff)
 
+    probes: list[tuple[int, float, int]] = []  # HELLOs sent behind late frames: seq, t, order
+
+    def forget_probes() -> None:
+        for seq, _, _ in probes:
+            link.forget(seq)
+        probes.clear()
+
     def failed(seq: int, frame: _Frame, why: str) -> None:
         nonlocal resent, streak, size, last_cut, slow_start
         link.forget(seq)
@@ -257,16 +267,31 @@ def stream_adaptive(
             sent += 1
         front_seq, front = next(iter(flight.items()))
         wait = rto(front.count)
-        got = link.poll(max(0.0, front.sent + wait - time.perf_counter()))
-        if got is None:  # the oldest request's answer never came
+        since = max(front.sent, probes[-1][1]) if probes else front.sent
+        got = link.poll(max(0.0, since + wait - time.perf_counter()))
+        if got is None:  # the oldest request's answer is late
+            backoff = min(backoff * 2, 64)
+            if time.perf_counter() - front.sent < link.timeout:
+                # Late is not lost: a HELLO behind the frames in flight is answered after
+                # them if the board is only slow, before them if they were lost.
+                probes.append((link.send(P.HELLO), time.perf_counter(), sent))
+                continue
             flight.pop(front_seq)
             lost += 1
-            backoff = min(backoff * 2, 64)
-            failed(front_seq, front, f"no answer within {wait:.2f} s")
+            failed(front_seq, front, f"no answer within {link.timeout:.2f} s")
+            forget_probes()
             continue
         seq, code, payload = got
+        answered_probe = next((order for s, _, order in probes if s == seq), None)
+        if answered_probe is not None:  # every frame sent before that probe is lost
+            forget_probes()
+            for s in [s for s, f in flight.items() if f.order < answered_probe]:
+                lost += 1
+                failed(s, flight.pop(s), "answer lost (a later HELLO was answered first)")
+            continue
         if seq not in flight:
             continue
+        forget_probes()
         while (s := next(iter(flight))) != seq:  # answered in order: earlier ones are lost
             lost += 1
             failed(s, flight.pop(s), "answer lost")

@@ -4,6 +4,7 @@ of a clean line or fail with one error; a corrupted answer is never taken."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
@@ -87,6 +88,49 @@ def test_stream_on_a_faulty_line_gives_the_clean_outputs(
         assert faults["to_board_dropped"] + faults["to_host_dropped"] > 0
     if "stall" in query:
         assert faults["to_board_stalls"] + faults["to_host_stalls"] > 0
+
+
+class _PausedHost:
+    """The port as seen by a host whose answers stop arriving for `pause` s once, after
+    `after` reads that brought bytes (a board or machine that is slow for a while): every
+    answer is late, none is lost."""
+
+    def __init__(self, port: serial.Serial, after: int, pause: float) -> None:
+        self.port, self.after, self.pause, self.reads = port, after, pause, 0
+        self.until = 0.0
+
+    def read(self, size: int = 1) -> bytes:
+        if time.monotonic() < self.until:
+            time.sleep(0.01)
+            return b""
+        data = self.port.read(size)
+        self.reads += bool(data)
+        if self.reads == self.after:
+            self.reads += 1
+            self.until = time.monotonic() + self.pause
+        return data
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.port, name)
+
+
+def test_late_answers_are_not_lost_frames(
+    iris: Path, inputs: np.ndarray, clean: np.ndarray
+) -> None:
+    """The host stops reading for far longer than the learned retransmission timeout: the
+    HELLO probe sent behind the late frames is answered after them, so no frame is sent
+    (and computed) twice, and the outputs are the clean line's."""
+    port = serial.serial_for_url("emu://xbar-10x10?seed=0&noise=off", timeout=0.05)
+    try:
+        with Board(port, timeout=10) as board:
+            board.link.adaptive = True
+            _n_in, n_out = load_reliably(board, load_artifact(iris).plan)
+            board.link.port = _PausedHost(port, after=6, pause=4.0)  # type: ignore[assignment]
+            result = stream_adaptive(board, inputs, n_out)
+    finally:
+        port.close()
+    assert (result.retried, result.lost) == (0, 0), _report("paused host", result)
+    np.testing.assert_array_equal(result.outputs, clean)
 
 
 def test_corrupted_answers_are_never_taken(

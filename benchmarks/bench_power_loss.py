@@ -283,7 +283,12 @@ def _port_within(port: str, model: Path, state: Path) -> int:
 
 
 def host_episode(model: Path, kills: int, rng: np.random.Generator, span: float, folder: Path):
-    """One served board: `kills` host runs killed at random moments, then one to the end."""
+    """One served board: up to `kills` host runs killed at random moments (the episode
+    ends early if a run finishes first), then one to the end."""
+    from xbar.host.program import plan_cells
+    from xbar.training.artifact import load_artifact
+
+    cells = len(plan_cells(load_artifact(model).plan))
     state = folder / "progress.json"
     state.unlink(missing_ok=True)
     rows = []
@@ -296,10 +301,13 @@ def host_episode(model: Path, kills: int, rng: np.random.Generator, span: float,
                 stderr=subprocess.DEVNULL,
                 env=ENV,
             )
-            time.sleep(at)
-            alive = proc.poll() is None
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            try:
+                proc.wait(timeout=at)
+                alive = False  # it finished first: the board is programmed, nothing to kill
+            except subprocess.TimeoutExpired:
+                alive = True
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
             ok = _parseable(state)
             done = len(json.loads(state.read_text())["cells"]) if ok else 0
             rows.append(
@@ -310,6 +318,10 @@ def host_episode(model: Path, kills: int, rng: np.random.Generator, span: float,
                     "cells_done_at_kill": done,
                 }
             )
+            if not alive:
+                break
+            # A resumed run has less left to do: the next kill lands within what is left.
+            span = 0.3 + (span - 0.3) * max(0.1, 1 - done / max(1, cells))
         final = subprocess.run(
             _program_cmd(port, model, state, folder),
             capture_output=True,
@@ -346,10 +358,13 @@ def part_host_kills(model: Path, kills: int, per_episode: int, rng: np.random.Ge
             span = time.perf_counter() - t0
             clean_within = _port_within(port, model, state)
         episodes = []
-        left = kills
-        while left > 0:
+        left = kills  # kills that land while `xbar program` runs
+        for _ in range(4 * kills):
+            if left <= 0:
+                break
             n = min(per_episode, left)
             rows, final = host_episode(model, n, rng, span, folder)
+            left -= sum(r["killed_while_running"] for r in rows)
             final["recovered"] = bool(
                 final["rc"] == 0
                 and final["complete"]
@@ -357,7 +372,6 @@ def part_host_kills(model: Path, kills: int, per_episode: int, rng: np.random.Ge
                 and all(r["progress_parseable"] is not False for r in rows)
             )
             episodes.append({"kills": rows, "final": final})
-            left -= n
     return {"clean_wall_s": round(span, 3), "clean_within": clean_within, "episodes": episodes}
 
 

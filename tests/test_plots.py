@@ -112,3 +112,30 @@ def test_energy_plot_has_a_title_with_board_and_count(tmp_path: Path, saved: lis
         legend = ax.get_legend()
         if legend is not None:
             assert legend.get_window_extent().y1 <= ax.get_window_extent().y0 + 1
+
+
+def test_accuracy_vs_sigma_names_its_bands_and_the_target(
+    tmp_path: Path, saved: list[Figure]
+) -> None:
+    from xbar.training.robustness import NoisyAccuracy, plot_accuracy_vs_sigma
+
+    rng = np.random.default_rng(0)
+
+    def curve(top: float) -> list[NoisyAccuracy]:
+        points = []
+        for sigma in (0.0, 0.5, 1.0, 1.5):
+            draws = tuple(
+                float(v) for v in np.clip(top - 0.3 * sigma + rng.normal(0, 0.02, 8), 0, 1)
+            )
+            points.append(NoisyAccuracy(sigma, float(np.mean(draws)), float(np.std(draws)), draws))
+        return points
+
+    curves = {"bayesmulti": curve(0.98), "erm": curve(0.95)}
+    plot_accuracy_vs_sigma(
+        curves, tmp_path / "a.png", "digits 64-512-10, target pvk-median", [0.587]
+    )
+    fig = saved[-1]
+    _check(fig, ["digits", "pvk-median"])
+    texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert {"bayesmulti", "erm"} <= set(texts)
+    assert any("95 % interval" in t for t in texts) and any("σ = 0.587" in t for t in texts)

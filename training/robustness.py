@@ -223,12 +223,14 @@ def plot_accuracy_vs_sigma(
     title: str = "",
     marks: Sequence[float] = (),
 ) -> None:
-    """PNG: mean accuracy with its 95 % interval over the draws against σ, one line per
-    model; ``marks`` are σ values to show as vertical ticks (e.g. the published devices)."""
+    """PNG: mean accuracy with its 95 % interval over the draws (shaded band, named in the
+    legend) against σ, one line per model; ``marks`` are the σ values the model was trained
+    for (the target device), drawn as dashed lines across the plot and named in the legend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for name, points in curves.items():
@@ -240,12 +242,16 @@ def plot_accuracy_vs_sigma(
         ax.plot(s[order], m, marker="o", ms=3, label=name)
         ax.fill_between(s[order], low, high, alpha=0.2)
     for sigma in marks:
-        ax.axvline(sigma, ymin=0, ymax=0.03, color="k", lw=0.6)
+        ax.axvline(sigma, color="k", lw=1.0, ls="--", label=f"target device σ = {sigma:.3g}")
+    handles, _ = ax.get_legend_handles_labels()
+    handles.append(
+        Patch(facecolor="0.5", alpha=0.2, label="shaded: 95 % interval of the mean over draws")
+    )
     ax.set_xlabel("σ of ln(G/ḡ) (device noise, w·exp(ε))")
-    ax.set_ylabel("accuracy (mean over noise draws, 95 % interval)")
+    ax.set_ylabel("accuracy (mean over noise draws)")
     ax.set_ylim(0, 1.01)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower left")
+    ax.legend(handles=handles, loc="lower left", fontsize=8)
     if title:
         ax.set_title(title)
     fig.tight_layout()

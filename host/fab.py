@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 from xbar.training.fab import campaign
 from xbar.training.fab.campaign import CampaignError
@@ -22,7 +24,8 @@ def init(spec: str | Path, store_path: str | Path | None = None) -> None:
 
 def suggest(
     store_path: str | Path, batch: int | None = None, method: str | None = None, out: str = "."
-) -> None:
+) -> dict[str, Any]:
+    """Suggest a batch, write its lab sheets, print a line; returns the batch (`--json`)."""
     with CampaignStore.open(store_path) as store:
         suggestion = campaign.suggest(store, batch, method)
         csv_path, md_path = campaign.write_sheets(store, suggestion, out)
@@ -31,17 +34,27 @@ def suggest(
         + ", ".join(ident for ident, _ in suggestion.experiments)
     )
     print(f"wrote {csv_path} and {md_path}")
+    return {
+        "batch": suggestion.batch,
+        "method": suggestion.method,
+        "experiments": [{"id": i, "conditions": c} for i, c in suggestion.experiments],
+        "sheets": [str(csv_path), str(md_path)],
+    }
 
 
-def ingest(store_path: str | Path, files: list[str], who: str | None = None) -> None:
+def ingest(store_path: str | Path, files: list[str], who: str | None = None) -> list[dict]:
+    """Ingest result sheets or I–V files in order, printing a line each; returns what each
+    file did (`--json`)."""
     # Ingest reads I–V files (the device analysis, tqdm): imported here, so status and the
     # other steps start without it.
     from xbar.training.fab.ingest import ingest_file
 
+    done: list[dict] = []
     with CampaignStore.open(store_path) as store:
         store.check_spec_file()
         for name in files:
             report = ingest_file(store, name, who)
+            done.append(dataclasses.asdict(report))
             if report.skipped:
                 print(f"{name}: already ingested, nothing to do")
                 continue
@@ -59,6 +72,7 @@ def ingest(store_path: str | Path, files: list[str], who: str | None = None) -> 
             print(f"{name}: {report.rows} row(s): {'; '.join(parts) or 'nothing'}")
             for line in report.deviations:
                 print(f"  done differently from the suggestion: {line}")
+    return done
 
 
 def status(store_path: str | Path, as_json: bool = False) -> None:

@@ -30,7 +30,10 @@ RESULTS = [
     ("characterize",),
     ("bench", "energy"),
     ("fab", "status"),
+    ("fab", "suggest"),
+    ("fab", "ingest"),
     ("model", "show"),
+    ("train",),
 ]
 
 
@@ -146,3 +149,23 @@ def test_any_tqdm_bar_in_the_command_process_writes_lines_to_a_log() -> None:
     assert out.returncode == 0 and "\r" not in out.stderr
     lines = out.stderr.splitlines()
     assert lines[0] == "steps: 2/20 step" and lines[-1] == "steps: 20/20 step" and len(lines) == 10
+
+
+def test_fab_suggest_and_ingest_print_json(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from xbar.training.fab.perovskite import SPEC_PATH, write_past_sheet
+    from xbar.training.fab.spec import load_spec
+
+    monkeypatch.chdir(tmp_path)
+    store = str(tmp_path / "c.sqlite")
+    assert main(["fab", "init", "perovskite", "--store", store]) == 0
+    past = write_past_sheet(tmp_path / "past.csv", load_spec(SPEC_PATH), slice(0, 5))
+    capsys.readouterr()
+    assert main(["fab", "ingest", str(past), "--store", store, "--json"]) == 0
+    (report,) = json.loads(capsys.readouterr().out)
+    assert report["rows"] == 5 and len(report["experiments"]) == 5
+    assert main(["fab", "suggest", "--store", store, "--batch", "2", "--json"]) == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert batch["batch"] == 1 and len(batch["experiments"]) == 2
+    assert all(Path(p).is_file() for p in batch["sheets"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 
 from xbar.host import fab
+from xbar.host.cli.output import text_or_json
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
@@ -48,12 +49,14 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
         "--method", help="optimizer (default: the spec's; `xbar fab suggest --method list`)"
     )
     a.add_argument("--out", default=".", help="folder for the sheet (default: .)")
+    a.add_argument("--json", action="store_true", help="print the batch as JSON")
     a.set_defaults(func=run_suggest, parser=a)
 
     a = actions.add_parser("ingest", help="store measured results (CSV sheets, I–V files)")
     a.add_argument("files", nargs="+", help="results CSV, or an I–V file named E0007.csv/.xlsx")
     _store(a)
     _who(a)
+    a.add_argument("--json", action="store_true", help="print what each file did as JSON")
     a.set_defaults(func=run_ingest)
 
     a = actions.add_parser("amend", help="correct a measurement (the old value is kept)")
@@ -132,13 +135,13 @@ def run_suggest(args: argparse.Namespace) -> int:
         args.parser.error(
             f"argument --method: invalid choice: {args.method!r} (choose from {', '.join(METHODS)})"
         )
-    fab.suggest(args.store, args.batch, args.method, args.out)
-    return 0
+    return text_or_json(
+        args.json, lambda: fab.suggest(args.store, args.batch, args.method, args.out), dict
+    )
 
 
 def run_ingest(args: argparse.Namespace) -> int:
-    fab.ingest(args.store, args.files, args.by)
-    return 0
+    return text_or_json(args.json, lambda: fab.ingest(args.store, args.files, args.by), list)
 
 
 def run_correction(args: argparse.Namespace) -> int:

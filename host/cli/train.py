@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 from dataclasses import fields
+from pathlib import Path
 
 from xbar.host.cli import names
+from xbar.host.cli.output import text_or_json
 from xbar.host.train import METHOD_NAMES, TrainOptions, train
 
 
@@ -94,9 +97,13 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--log", help="search log to write or resume (default: OUT/search.jsonl)")
     p.add_argument("--no-baselines", action="store_true", help="skip ERM and fixed-noise runs")
     p.add_argument("--out", default="train-out", help="output folder (default: train-out)")
+    p.add_argument("--json", action="store_true", help="print OUT/summary.json when done")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    train(TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)}))
-    return 0
+    def job() -> Path:
+        train(TrainOptions(**{f.name: getattr(args, f.name) for f in fields(TrainOptions)}))
+        return Path(args.out) / "summary.json"
+
+    return text_or_json(args.json, job, lambda summary: json.loads(summary.read_text()))

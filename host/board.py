@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import secrets
 import struct
 import time
 import uuid
@@ -224,6 +225,9 @@ class Board:
     ) -> None:
         self.port_name = port if isinstance(port, str) else type(port).__name__
         self.link = Link(_open(port, baudrate), timeout, retries)
+        # Sequence numbers start anywhere: answers a killed or earlier client left owed
+        # (its requests, its probes) then almost never carry a number this one waits for.
+        self.link.seq = secrets.randbelow(0x10000)
         self._owned = isinstance(port, str)  # a port passed in stays the caller's
         try:
             self.link.flush()

@@ -225,9 +225,13 @@ class Board:
     ) -> None:
         self.port_name = port if isinstance(port, str) else type(port).__name__
         self.link = Link(_open(port, baudrate), timeout, retries)
-        # Sequence numbers start anywhere: answers a killed or earlier client left owed
-        # (its requests, its probes) then almost never carry a number this one waits for.
-        self.link.seq = secrets.randbelow(0x10000)
+        # On a port other clients may have used (a device, a pty) sequence numbers start
+        # anywhere: answers a killed or earlier client left owed (its requests, its
+        # probes) then almost never carry a number this one waits for. An emu:// board is
+        # this process's own, and a port passed in keeps its caller's numbering, so runs
+        # on them stay reproducible to the cycle.
+        if isinstance(port, str) and not port.startswith("emu://"):
+            self.link.seq = secrets.randbelow(0x10000)
         self._owned = isinstance(port, str)  # a port passed in stays the caller's
         try:
             self.link.flush()

@@ -92,6 +92,9 @@ def run_scheme(scheme: str, args: argparse.Namespace, work: Path) -> dict[str, A
     if code != 0:
         raise RuntimeError(f"xbar {' '.join(argv)} exited {code}")
     summary = json.loads((out / "summary.json").read_text())
+    if "artifact" in summary:  # named as in the shown command, not the temporary folder
+        shown = "train-" + scheme
+        summary["artifact"] = summary["artifact"].replace(str(out), shown, 1)
     return {
         "scheme": scheme,
         "command": _shown(argv),

@@ -64,6 +64,8 @@ class App:
         self.model = inference.Model(self.hal)
         self.dec = protocol.Decoder()
         self.enc = protocol.Encoder()
+        self.busy_enc = protocol.Encoder(struct.calcsize(protocol.BUSY_MSG))
+        self.t_busy = 0
         self.wdt = hal_mod.watchdog(profiles.WDT_MS) if watchdog else None
         self.exit = False
         self.counts = [0] * len(protocol.STATS_FIELDS)
@@ -160,6 +162,19 @@ class App:
             self.send_error(seq, code, protocol.E_HARDWARE, "%s: %s" % (type(e).__name__, e))
             return
         self.writer.write(self.enc.finish(code | protocol.RESPONSE, seq, n))
+
+    def busy(self, cmd, done, total):
+        """Tell the host, at most every `profiles.BUSY_MS`, that the board is alive and
+        running `cmd` (protocol.BUSY): a host that starts while a long command left by
+        an earlier one runs then waits for it rather than giving the board up."""
+        now = hal_mod.ticks_ms()
+        if hal_mod.ticks_diff(now, self.t_busy) < profiles.BUSY_MS:
+            return
+        self.t_busy = now
+        enc = self.busy_enc
+        struct.pack_into(protocol.BUSY_MSG, enc.payload, 0, cmd, done, total)
+        seq = self.dec.seq  # of the request being run: the decoder holds it until the next
+        self.writer.write(enc.finish(protocol.BUSY | protocol.RESPONSE, seq, len(enc.payload)))
 
     def send_error(self, seq, cmd, err, reason):
         self.counts[_N_ERRORS] += 1
@@ -393,6 +408,7 @@ class App:
         # Cells of one array switch alike: each cell starts one step below the amplitude
         # that first moved the cell before it in that direction, not from the bottom.
         start = [v_set, v_reset, v_set, v_reset]  # learned, then the host's floors
+        self.t_busy = hal_mod.ticks_ms()
         for i in range(n):
             row, col, target = cells[i]
             g, used, status = write_verify.converge(
@@ -400,6 +416,7 @@ class App:
             )
             struct.pack_into(protocol.PROGRAM_RESULT, out, 2 + i * rsz, g, used, status)
             self.counts[_N_PROGRAMMED] += 1
+            self.busy(protocol.PROGRAM, i + 1, n)
         return 2 + n * rsz
 
     def load_begin(self, p):

@@ -150,6 +150,7 @@ SAFE_HARD = (0.5, 4.0, 1_000_000, 1e-3)
 # hand (longer switch chains, slower interpreters) and uses the larger (Hal.min_width).
 PULSE_MIN_US = const(16)
 WDT_MS = const(8000)
+BUSY_MS = const(250)  # a long command's BUSY frames, at most one per this (protocol.BUSY)
 # Write-verify stops when a cell's reading is within (1 - VERIFY_GUARD) x the tolerance,
 # so that its true conductance, not only its reading, ends within the tolerance: the
 # board's reads of programmed cells differ from their true conductance (DAC and ADC

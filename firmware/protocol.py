@@ -41,6 +41,11 @@ STATS = 0x40
 RESET = 0x41
 SAFETY = 0x42
 EXIT = 0x43
+BUSY = 0x50
+"""Board -> host only, never a request: sent as `BUSY | RESPONSE` with the sequence
+number of the request being run, every `profiles.BUSY_MS` while a long command (PROGRAM)
+runs. A host that finds the board not answering HELLO because an earlier client left it
+mid-command hears these and waits instead of taking a busy board for a dead one."""
 
 COMMAND_NAMES = {
     HELLO: "HELLO",
@@ -114,6 +119,7 @@ PULSE_RESP = "<fIf"
 # SET start, RESET start, amplitude step (V), start width, max width (us); then n cells.
 PROGRAM_REQ = "<BBHHfffffII"
 PROGRAM_CELL = "<HHf"  # row, col, target conductance (S)
+BUSY_MSG = "<BHH"  # command being run, units done, units in all (cells for PROGRAM)
 PROGRAM_RESP = "<H"  # n, then n x PROGRAM_RESULT
 PROGRAM_RESULT = "<fHB"  # achieved conductance (S), pulses used, status
 ST_OK = 0

@@ -17,10 +17,11 @@ import importlib
 import os
 import secrets
 import struct
+import sys
 import time
 import uuid
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,6 +213,12 @@ def _open(port: str | SerialLike, baudrate: int = 115200) -> SerialLike:
     return dev
 
 
+def _say_on_stderr(line: str) -> None:
+    """What a board busy with an earlier client's command makes `Board` say while it
+    waits (one line; a wait of minutes with no word looks like a hang)."""
+    print(f"xbar: {line}", file=sys.stderr, flush=True)
+
+
 class Board:
     """One board on one port. `with Board("emu://xbar-10x10?seed=1") as b: b.hello()`."""
 
@@ -222,6 +229,7 @@ class Board:
         *,
         baudrate: int = 115200,
         retries: int = 3,
+        on_busy: Callable[[str], None] | None = _say_on_stderr,
     ) -> None:
         self.port_name = port if isinstance(port, str) else type(port).__name__
         self.link = Link(_open(port, baudrate), timeout, retries)
@@ -233,6 +241,7 @@ class Board:
         if isinstance(port, str) and not port.startswith("emu://"):
             self.link.seq = secrets.randbelow(0x10000)
         self._owned = isinstance(port, str)  # a port passed in stays the caller's
+        self.link.on_busy = on_busy
         try:
             self.link.flush()
             self.link.sync(timeout)

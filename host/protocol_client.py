@@ -16,9 +16,11 @@ tried at least `ADAPTIVE_RETRIES` times; `poll` takes whichever outstanding requ
 answered next, for streams that detect losses themselves. A request that may take long
 is probed with a HELLO behind it (`PROBE_AFTER_S`), so a board reset mid-command is
 found in seconds, not at the end of its timeout. Only frames that pass their
-CRC and answer an outstanding sequence number are ever returned. `sync` negotiates: a board that
-answers in another protocol version, with a MicroPython REPL, or not at all gets an
-error that says which and what to do.
+CRC and answer an outstanding sequence number are ever returned; the BUSY frames a board
+sends while a long command runs are taken apart (`busy`). `sync` negotiates: a board
+busy with a command an earlier client left is waited for as long as its BUSY frames
+keep coming, and one that answers in another protocol version, with a MicroPython REPL,
+or not at all gets an error that says which and what to do.
 """
 
 from __future__ import annotations
@@ -113,6 +115,11 @@ timeout. Later probes follow at doubling intervals up to `PROBE_MAX_S`."""
 
 PROBE_MAX_S = 8.0
 
+BUSY_PATIENCE = 4.0
+"""`sync` waits for a busy board while its last BUSY frame is younger than this many times
+the longest gap seen between two of them (and never less than its own timeout): the
+board's BUSY period is in board time, and an emulated board runs slower than a real one."""
+
 
 class Link:
     """Frames out, frames in, sequence numbers, timeouts and retries on a port."""
@@ -133,6 +140,10 @@ class Link:
         self._kept: dict[int, tuple[int, bytes]] = {}
         self._sniff: bytearray | None = None  # raw bytes, kept while sync() diagnoses
         self.adaptive = False  # faulty line: quick commands time out after `rto`
+        self.busy: tuple[str, int, int] | None = None  # last BUSY: command, done, total
+        self.busy_at = 0.0  # when it was heard (time.monotonic)
+        self.busy_gap = 0.0  # longest wall time seen between two BUSY frames
+        self.on_busy: Any = None  # called once per sync with a line saying what it waits for
         self.lost = 0  # answers given up on (never came or came corrupted)
         self.crc_errors = 0  # requests the board answered with E_CRC
         self._srtt: float | None = None  # smoothed round trip, s
@@ -204,7 +215,23 @@ class Link:
                 self.bytes_in += len(data)
                 if self._sniff is not None and len(self._sniff) < 4096:
                     self._sniff += data
-                self._ready.extend(self.decoder.feed(data))
+                for frame in self.decoder.feed(data):
+                    if frame[0] == P.BUSY | P.RESPONSE:
+                        self._heard_busy(frame[2])
+                    else:
+                        self._ready.append(frame)
+
+    def _heard_busy(self, payload: bytes) -> None:
+        """A BUSY frame: the board is alive and running a long command."""
+        try:
+            cmd, done, total = struct.unpack(P.BUSY_MSG, payload)
+        except struct.error:
+            return  # a BUSY of another layout says no more than that the board is alive
+        now = time.monotonic()
+        if self.busy is not None:
+            self.busy_gap = max(self.busy_gap, now - self.busy_at)
+        self.busy = (P.COMMAND_NAMES.get(cmd, f"0x{cmd:02x}"), done, total)
+        self.busy_at = now
 
     def receive(self, code: int, seq: int, timeout: float | None = None) -> bytes:
         """The payload of the response to request (code, seq); raises FirmwareError for
@@ -313,32 +340,61 @@ class Link:
 
         Until the firmware is in binary mode the board's stdin still treats 0x03 as
         Ctrl-C, so the HELLO frames sent here use sequence numbers whose wire bytes hold
-        no 0x03 (nor 0x04, soft reboot), and are repeated while the board boots. If no
-        answer comes, `diagnose` says why (other protocol version, REPL, silence).
+        no 0x03 (nor 0x04, soft reboot), and are repeated while the board boots. A board
+        that sends BUSY frames is running a command an earlier client left (killed
+        mid-PROGRAM): it reads nothing until that ends, so no more HELLOs are sent and
+        the wait lasts while BUSY frames keep coming (`BUSY_PATIENCE`); its answers to
+        the HELLOs already sent then end the wait. If no answer comes, `diagnose` says
+        why (other protocol version, REPL, silence).
         """
         deadline = time.monotonic() + timeout
         last: BoardError | None = None
+        sent: list[int] = []
+        told = False
+        self.busy = None
+        self.busy_gap = 0.0
         self._sniff = bytearray()
         try:
-            while time.monotonic() < deadline:
-                seq = self.next_seq()
-                wire = P.encode(P.HELLO, seq)
-                if 3 in wire or 4 in wire:
-                    continue
-                self.port.write(b"\x00" + wire)
-                self._outstanding.add(seq)
+            while True:
+                now = time.monotonic()
+                busy = self.busy is not None and now - self.busy_at < max(
+                    timeout, BUSY_PATIENCE * self.busy_gap
+                )
+                if now >= deadline and not busy:
+                    break
+                if busy and not told and self.on_busy is not None:
+                    name, done, total = self.busy or ("?", 0, 0)
+                    self.on_busy(
+                        f"the board is busy finishing {name} ({done} of {total}) left by an "
+                        "earlier client; waiting for it"
+                    )
+                    told = True
+                if not busy or not sent:
+                    seq = self.next_seq()
+                    wire = P.encode(P.HELLO, seq)
+                    if 3 in wire or 4 in wire:
+                        continue
+                    self.port.write(b"\x00" + wire)
+                    self._outstanding.add(seq)
+                    sent.append(seq)
                 try:
-                    payload = self.receive(P.HELLO, seq, timeout=min(0.5, self.timeout))
+                    answer = self.poll(min(0.5, self.timeout))
                 except LinkError as exc:
-                    self.forget(seq)
                     last = exc
                     continue
+                if answer is None:
+                    continue
+                _seq, code, payload = answer
+                if code != P.HELLO | P.RESPONSE:
+                    continue  # an error frame for a HELLO torn while the board booted
                 proto = payload[0] if payload else -1
                 if proto != P.VERSION:
                     raise VersionError(version_message(proto))
                 return payload
             raise self.diagnose(timeout) from last
         finally:
+            for seq in sent:
+                self.forget(seq)
             self._sniff = None
 
     def diagnose(self, timeout: float) -> LinkError:

@@ -84,3 +84,33 @@ def test_board_recovers_after_line_noise() -> None:
         board.link.request(P.HELLO, timeout=0.05)
     assert board.hello().profile == "xbar-10x10"  # the next frame resynchronises
     assert board.stats()["frames_dropped"] >= 1
+
+
+def test_a_board_busy_with_a_dead_clients_program_is_waited_for() -> None:
+    """A client killed mid-PROGRAM leaves the board write-verifying for seconds; it reads
+    nothing meanwhile. The next client hears its BUSY frames and waits past its own HELLO
+    timeout, saying so once, instead of declaring the board dead."""
+    import struct
+    import time
+
+    from xbar.emulator.runtime import InProcessBoard
+
+    n = 25  # cells far from reachable targets: each runs its 100 pulses (seconds in all)
+    body = bytearray(
+        struct.pack(P.PROGRAM_REQ, 0, 0, n, 100, 1e-9, 0.1, 2.0, 2.0, 0.25, 100, 10000)
+    )
+    for i in range(n):
+        body += struct.pack(P.PROGRAM_CELL, i // 10, i % 10, 5e-5 if i % 2 else 1e-6)
+    with InProcessBoard("xbar-10x10", 0, count_bytecodes=False) as emu:
+        first = Board(emu.port, timeout=5)
+        first.link.send(P.PROGRAM, bytes(body))
+        time.sleep(0.2)
+        first.link.port.close()  # killed: its answer is never taken
+        said: list[str] = []
+        t0 = time.monotonic()
+        with Board(emu.port, timeout=2.0, on_busy=said.append) as second:
+            waited = time.monotonic() - t0
+            assert second.hello()
+            assert second.link.busy is not None and second.link.busy[0] == "PROGRAM"
+    assert waited > 2.0  # longer than the HELLO timeout: the BUSY frames kept it waiting
+    assert len(said) == 1 and "busy finishing PROGRAM" in said[0], said

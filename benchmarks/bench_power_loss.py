@@ -802,14 +802,18 @@ def main(argv: list[str] | None = None) -> int:
         with postgres_server() as server:
             results["fab_postgresql"] = part_fab(args.fab_kills_pg, args.fab_rows, rng, server)
     meta = {**run_meta("bench_power_loss", args, parser), "wall_s": time.perf_counter() - t0}
+    # Where each part's figures come from (the command and date that ran it), carried
+    # through any number of merges.
+    meta["parts"] = {k: f"`{meta['command']}`, {meta['date']}" for k in results}
     earlier = Path(args.out) / "bench_power_loss.json"
     if args.merge and earlier.exists():
         old = json.loads(earlier.read_text())
         kept = {k: v for k, v in old["results"][0].items() if k != "summary" and k not in results}
         results = {**kept, **results}
-        meta["merged"] = ", ".join(
-            f"{k} (`{old['meta']['command']}`, {old['meta']['date']})" for k in kept
-        )
+        origin = old["meta"].get("parts", {})
+        for k in kept:
+            meta["parts"][k] = origin.get(k, f"`{old['meta']['command']}`, {old['meta']['date']}")
+        meta["merged"] = ", ".join(f"{k} ({meta['parts'][k]})" for k in kept)
     summary = summarize(results)
     write_results(
         "bench_power_loss",

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 
-def iris_artifact(folder: Path) -> Path:
-    """Train the iris MLP and export it as `folder/iris.xbar`; returns the path."""
+def iris_artifact(folder: Path, metadata: dict[str, Any] | None = None) -> Path:
+    """Train the iris MLP and export it as `folder/iris.xbar` (with `metadata` added to its
+    own); returns the path."""
     from sklearn.neural_network import MLPClassifier
     from xbar.training.artifact import export_artifact
     from xbar.training.devices.device_model import DeviceModel
@@ -31,7 +32,7 @@ def iris_artifact(folder: Path) -> Path:
         input_scale=1 / 255,
         device=DeviceModel.preset("pvk-best"),
         profile="xbar-10x10",
-        metadata={"task": "iris", "seed": 0},
+        metadata={"task": "iris", "seed": 0, **(metadata or {})},
     )
     return path
 

@@ -39,10 +39,10 @@ def run_meta(module: str, args: argparse.Namespace, parser: argparse.ArgumentPar
     """What every benchmark records of its run: the command (with non-default options),
     the machine and the date."""
     options = "".join(
-        f" --{k.replace('_', '-')} {v}"
+        f" --{k.replace('_', '-')}" + ("" if isinstance(v, bool) else f" {v}")
         for k, v in vars(args).items()
         if k != "out" and v != parser.get_default(k)
-    )
+    )  # a store_true flag set is written bare, as typed
     return {
         "command": f"python -m benchmarks.{module}{options}",
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, "

@@ -629,6 +629,26 @@ def checked_plan(
     return art, plan
 
 
+def scheme_tolerance(metadata: dict[str, Any], plan: CrossbarModel) -> tuple[float, str]:
+    """The write-verify tolerance (S) and where it comes from: the `verify` scheme the
+    model was trained for (`xbar train --program verify:TOL` stores TOL weight steps in
+    the artifact's `program` metadata), since its accuracy figures assume cells that
+    close; otherwise half a weight step. Raises ProgramError naming a malformed field."""
+    step = min(layer.g_unit for layer in plan.layers)
+    program = metadata.get("program")
+    if isinstance(program, dict) and "tolerance_steps" in program:
+        steps = program["tolerance_steps"]
+        if isinstance(steps, bool) or not isinstance(steps, int | float) or not 0 < steps < 1e3:
+            raise ProgramError(
+                f"the model's metadata program.tolerance_steps = {steps!r} is not a number of "
+                "weight steps in (0, 1000): retrain it, or give --tolerance"
+            )
+        return float(steps) * step, f"{steps:g} weight steps, as trained ({program.get('scheme')})"
+    scheme = program.get("scheme") if isinstance(program, dict) else None
+    trained_for = f" (the model was trained for {scheme})" if scheme else ""
+    return 0.5 * step, "half a weight step" + trained_for
+
+
 def limit_pulses_to_device(board: Board, device: Any) -> float:
     """Lower the board's line limit (SAFETY) so that no pulse can exceed what `device`
     may take (`DeviceModel.pulse_limit`; a pulse puts +-V/2 on two lines); never raises
@@ -726,7 +746,11 @@ def program_model(
     from xbar.host.energy_report import ledger_mark, write_verify_energy
     from xbar.training.artifact import load_artifact
 
-    load_artifact(model)  # a bad model file fails before the port is touched
+    trained = load_artifact(model)  # a bad model file fails before the port is touched
+    if tolerance is None:
+        tolerance, tol_source = scheme_tolerance(trained.metadata, trained.plan)
+    else:
+        tol_source = "--tolerance"
     report_path = Path(report or f"{model}.cells.csv")
     state_path = Path(state or f"{model}.progress.json")
     with Board.open(port, timeout=timeout) as board:
@@ -765,12 +789,14 @@ def program_model(
                 ) from None
         energy_line = write_verify_energy(energy, len(result.cells) - result.resumed)
     write_report(result, report_path)
-    tol = tolerance or 0.5 * min(layer.g_unit for layer in plan.layers)
+    tol = tolerance
     if as_json:
         data = summary_json(result, tol)
         data.update(report=str(report_path), progress=str(state_path), energy=energy_line or None)
+        data["tolerance_source"] = tol_source
         print(json.dumps(data, indent=2))
         return result
+    print(f"tolerance ±{tol:.3e} S: {tol_source}")
     for line in summary(result, tol):
         print(line)
     if energy_line:

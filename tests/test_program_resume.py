@@ -173,3 +173,33 @@ def test_progress_is_written_atomically_and_durably(
     with pytest.raises(OSError, match="power cut"):
         state.save()
     assert json.loads(path.read_text())["cells"] == {"0:0:0": [1e-5, 3, 0, 1]}
+
+
+def test_program_uses_the_tolerance_the_model_was_trained_for(
+    iris: Path, tmp_path: Path, capsys
+) -> None:
+    """An artifact trained for `verify:0.25` is programmed within 0.25 weight steps, not
+    the generic half step; --tolerance still wins; a malformed field is one clear error."""
+    from xbar.host.program import ProgramError, scheme_tolerance
+
+    art = load_artifact(iris)
+    step = min(layer.g_unit for layer in art.plan.layers)
+    trained = {"program": {"scheme": "verify:0.25", "tolerance_steps": 0.25}}
+    assert scheme_tolerance(trained, art.plan) == (
+        0.25 * step,
+        "0.25 weight steps, as trained (verify:0.25)",
+    )
+    half, why = scheme_tolerance({"program": {"scheme": "open-loop"}}, art.plan)
+    assert half == 0.5 * step and "trained for open-loop" in why
+    for bad in (0, -1, float("nan"), "0.25", True):
+        with pytest.raises(ProgramError, match=r"program\.tolerance_steps"):
+            scheme_tolerance({"program": {"tolerance_steps": bad}}, art.plan)
+
+    model = iris_artifact(tmp_path, metadata=trained)
+    argv = ["program", "--port", URL, str(model), "--json", "--passes", "1", "--max-pulses", "20"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["tolerance_S"] == pytest.approx(0.25 * step)
+    assert out["tolerance_source"] == "0.25 weight steps, as trained (verify:0.25)"
+    assert main([*argv, "--fresh", "--tolerance", str(0.4 * step)]) == 0
+    assert json.loads(capsys.readouterr().out)["tolerance_S"] == pytest.approx(0.4 * step)

@@ -20,7 +20,12 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--report", help="per-cell CSV (default: MODEL.cells.csv)")
     p.add_argument("--state", help="progress file for resuming (default: MODEL.progress.json)")
     p.add_argument("--fresh", action="store_true", help="ignore saved progress, program all")
-    p.add_argument("--tolerance", type=names.positive_float, help="S (default: half a weight step)")
+    p.add_argument(
+        "--tolerance",
+        type=names.positive_float,
+        help="S (default: the write-verify tolerance the model was trained for, "
+        "else half a weight step)",
+    )
     p.add_argument(
         "--max-pulses", type=names.positive_int, default=100, help="per cell (default: 100)"
     )

@@ -209,6 +209,7 @@ def stream_adaptive(
     recent: deque[tuple[float, int]] = deque(maxlen=16)  # (latency, inputs) of the last answers
     resent = lost = crc = sent = streak = 0
     last_cut = -1  # frames sent before the last shrink (one shrink per window of frames)
+    last_answer = 0.0  # when the board last answered a frame (it works through them in order)
     backoff = 1
     out0, in0 = link.bytes_out, link.bytes_in
     t0 = time.perf_counter()
@@ -271,7 +272,10 @@ def stream_adaptive(
         got = link.poll(max(0.0, since + wait - time.perf_counter()))
         if got is None:  # the oldest request's answer is late
             backoff = min(backoff * 2, 64)
-            if time.perf_counter() - front.sent < link.timeout:
+            # The front frame's own wait starts when it was sent or, if the board was
+            # still answering the frames before it, at the last answer: a loaded host or
+            # a slow board queues frames, it does not lose them.
+            if time.perf_counter() - max(front.sent, last_answer) < link.timeout:
                 # Late is not lost: a HELLO behind the frames in flight is answered after
                 # them if the board is only slow, before them if they were lost.
                 probes.append((link.send(P.HELLO), time.perf_counter(), sent))
@@ -317,7 +321,8 @@ def stream_adaptive(
             )
         y = np.frombuffer(bytes(payload[rs:]), dtype="<i2").astype(np.int64)
         outputs[frame.first : frame.first + frame.count] = y.reshape(frame.count, n_out)
-        latency = time.perf_counter() - frame.sent
+        last_answer = time.perf_counter()
+        latency = last_answer - frame.sent
         latencies.append(latency)
         recent.append((latency, frame.count))
         sizes.append(frame.count)

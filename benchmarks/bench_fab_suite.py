@@ -10,19 +10,26 @@ and until the pool's best row is. Per dataset and method: the median over seeds 
 not reached the best row after ``--cap`` experiments is counted as the cap (a censored
 figure, marked ≥).
 
-Datasets (no downloads; no public experimental-design table with a licence allowing
-redistribution was at hand, so the real one is the bundled campaign and the others are
-synthetic benchmark functions on fixed random pools):
+Datasets (no downloads). The bundled campaign, five published pools of real campaigns
+(``data/fab-suite/``: each with its source and licence in that folder's README) and two
+synthetic benchmark functions on fixed random pools, for shapes the real ones lack:
 
 - ``perovskite``: the 43 published devices (mixed: 6 continuous, 8 categorical
   conditions), usability from their I–V files.
-- ``bandgap-cat``: 4 × 3 × 4 × 2 categorical compositions (96 rows), an additive model
-  with pairwise interactions and noise, like a band-gap screen.
-- ``hartmann3``: the Hartmann 3-D function at 400 random points (continuous, one sharp
-  optimum), like a printed-structure sweep.
+- ``perovskites-hse``: band gaps (HSE06, computed) of 192 hybrid perovskites, 16 × 3 × 4
+  categorical compositions; minimised, as published.
+- ``buchwald-a``: yields of 792 Buchwald–Hartwig couplings (high-throughput experiments),
+  3 × 22 × 3 × 4 categorical reagents.
+- ``crossed-barrel``: toughness of 600 3-D printed crossed-barrel structures (mixed: an
+  integer count of barrels and 3 continuous dimensions).
+- ``fullerenes``: product fraction of fullerene adduct flow syntheses, a 6 × 6 × 6 grid of 3
+  continuous conditions (216 points; replicate runs averaged).
+- ``agnp``: spectrum score of 164 silver-nanoparticle flow syntheses (5 continuous flow
+  rates).
 - ``branin-mixed``: Branin on 2 continuous conditions plus a 3-level categorical that
-  shifts and scales it (300 rows, mixed).
-- ``rosen-int``: a 4-D Rosenbrock valley on an integer grid (6⁴ = 1296 points, 300 drawn).
+  shifts and scales it (300 rows, mixed, synthetic).
+- ``rosen-int``: a 4-D Rosenbrock valley on an integer grid (6⁴ = 1296 points, 300 drawn;
+  synthetic).
 
 Run: ``python -m benchmarks.bench_fab_suite`` (also ``python -m benchmarks.bench_fab_replay
 --suite``; options: --seeds, --methods, --datasets, --cap, --jobs, --out).
@@ -36,6 +43,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
+import csv  # noqa: E402
+import gzip  # noqa: E402
 import math  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -53,7 +62,61 @@ from xbar.training.search import DEFAULT_METHOD, Search  # noqa: E402
 from benchmarks.run_all import run_meta, write_results  # noqa: E402
 
 START = 3
-DATASETS = ("perovskite", "bandgap-cat", "hartmann3", "branin-mixed", "rosen-int")
+DATASETS = (
+    "perovskite",
+    "perovskites-hse",
+    "buchwald-a",
+    "crossed-barrel",
+    "fullerenes",
+    "agnp",
+    "branin-mixed",
+    "rosen-int",
+)
+DATA = Path(__file__).resolve().parent.parent / "data" / "fab-suite"
+
+
+@dataclass(frozen=True)
+class Published:
+    """A published campaign's pool in `data/fab-suite/` (its README gives the source)."""
+
+    file: str
+    shape: str
+    kinds: dict[str, str]  # parameter -> "categorical" | "float" | "int"
+    maximise: bool
+
+
+PUBLISHED = {
+    "perovskites-hse": Published(
+        "perovskites_hse.csv.gz",
+        "categorical, 192 computed",
+        {"organic": "categorical", "cation": "categorical", "anion": "categorical"},
+        maximise=False,
+    ),
+    "buchwald-a": Published(
+        "buchwald_a.csv.gz",
+        "categorical, 792 rows",
+        dict.fromkeys(("aryl_halide", "additive", "base", "ligand"), "categorical"),
+        maximise=True,
+    ),
+    "crossed-barrel": Published(
+        "crossed_barrel.csv.gz",
+        "mixed, 600 rows",
+        {"n": "int", "theta": "float", "r": "float", "t": "float"},
+        maximise=True,
+    ),
+    "fullerenes": Published(
+        "fullerenes.csv.gz",
+        "continuous, 216 points",
+        dict.fromkeys(("reaction_time", "sultine", "temperature"), "float"),
+        maximise=True,
+    ),
+    "agnp": Published(
+        "agnp.csv.gz",
+        "continuous, 164 rows",
+        dict.fromkeys(("q_agno3", "q_pva", "q_tsc", "q_seed", "q_tot"), "float"),
+        maximise=True,
+    ),
+}
 DEFAULT_METHODS = "gp,gp-ei,metamodel,de,random,uniform"
 
 
@@ -82,30 +145,8 @@ def load(name: str) -> Dataset:
         experiments = published_experiments(spec)
         outcome = np.array([analyse(d.curves).usability for d, _ in experiments])
         return Dataset(name, "mixed, 43 real devices", spec, [v for _, v in experiments], outcome)
-    if name == "bandgap-cat":
-        levels = {"a": ["MA", "FA", "Cs", "GA"], "b": ["Pb", "Sn", "Ge"],
-                  "x": ["I", "Br", "Cl", "BrI"], "phase": ["alpha", "delta"]}  # fmt: skip
-        params = tuple(Parameter(k, "categorical", choices=tuple(v)) for k, v in levels.items())
-        spec = Spec(name=name, parameters=params)
-        effects = {k: rng.normal(0, 1, len(v)) for k, v in levels.items()}
-        pair = rng.normal(0, 0.7, (4, 3, 4))
-        values, outcome = [], []
-        for i, a in enumerate(levels["a"]):
-            for j, b in enumerate(levels["b"]):
-                for k, x in enumerate(levels["x"]):
-                    for m, ph in enumerate(levels["phase"]):
-                        values.append({"a": a, "b": b, "x": x, "phase": ph})
-                        total = effects["a"][i] + effects["b"][j] + effects["x"][k]
-                        total += effects["phase"][m] + pair[i, j, k] + rng.normal(0, 0.2)
-                        outcome.append(total)
-        return Dataset(name, "categorical, 96 rows", spec, values, np.array(outcome))
-    if name == "hartmann3":
-        spec = Spec(
-            name=name,
-            parameters=tuple(Parameter(f"x{i}", "float", low=0.0, high=1.0) for i in range(3)),
-        )
-        x = rng.uniform(0, 1, (400, 3))
-        return Dataset(name, "continuous, 400 rows", spec, _floats(spec, x), -_hartmann3(x))
+    if name in PUBLISHED:
+        return _published(name, PUBLISHED[name])
     if name == "branin-mixed":
         params = (
             Parameter("u", "float", low=-5.0, high=10.0),
@@ -136,12 +177,34 @@ def load(name: str) -> Dataset:
     raise ValueError(f"unknown dataset {name!r}; have {', '.join(DATASETS)}")
 
 
-def _hartmann3(x: np.ndarray) -> np.ndarray:
-    alpha = np.array([1.0, 1.2, 3.0, 3.2])
-    a = np.array([[3.0, 10, 30], [0.1, 10, 35], [3.0, 10, 30], [0.1, 10, 35]])
-    p = 1e-4 * np.array([[3689, 1170, 2673], [4699, 4387, 7470], [1091, 8732, 5547],
-                         [381, 5743, 8828]])  # fmt: skip
-    return -np.sum(alpha * np.exp(-np.sum(a * (x[:, None, :] - p) ** 2, axis=2)), axis=1)
+def _published(name: str, source: Published) -> Dataset:
+    """A published pool: its conditions as the spec's parameters (bounds from the pool),
+    the outcome oriented so that larger is better, replicate runs of one condition
+    averaged (the lab's figure for that condition)."""
+    with gzip.open(DATA / source.file, "rt", newline="") as f:
+        header, *rows = list(csv.reader(f))
+    names = header[:-1]  # the last column is the campaign's objective
+    if names != list(source.kinds):
+        raise ValueError(f"{source.file}: columns {names}, expected {list(source.kinds)}")
+    params = []
+    for i, (p, kind) in enumerate(source.kinds.items()):
+        column = [r[i] for r in rows]
+        if kind == "categorical":
+            params.append(Parameter(p, kind, choices=tuple(sorted(set(column)))))
+        else:
+            x = [float(v) for v in column]
+            params.append(Parameter(p, kind, low=min(x), high=max(x)))
+    spec = Spec(name=name, parameters=tuple(params))
+    sums: dict[tuple[Any, ...], list[float]] = {}
+    for r in rows:
+        key = tuple(
+            v if k == "categorical" else (int(float(v)) if k == "int" else float(v))
+            for v, k in zip(r[:-1], source.kinds.values(), strict=True)
+        )
+        sums.setdefault(key, []).append(float(r[-1]))
+    values = [dict(zip(names, key, strict=True)) for key in sums]
+    outcome = np.array([np.mean(v) for v in sums.values()])
+    return Dataset(name, source.shape, spec, values, outcome if source.maximise else -outcome)
 
 
 def _branin(x: np.ndarray) -> np.ndarray:

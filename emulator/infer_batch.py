@@ -1,7 +1,7 @@
 """The firmware's tiled inference for N inputs, computed from a board model's state.
 
 `predict(board, blob, inputs)` gives, for each input in order, what the firmware answers
-to INFER (`firmware/inference.py` ``Model.run``, ``hal.measure``, ``drivers.Adc.convert``) on
+to INFER (`firmware/inference.py` ``Model.run``, ``hal.scan``, ``drivers.Adc.scan``) on
 that board, without running the firmware: the same tiles, the same gain ranging per
 column, the same ADC frames and therefore the same per-chip sample counters, the same
 counter-based read noise (``board.sample_normals``), the same TIA/ADC quantisation
@@ -110,59 +110,67 @@ def parse_blob(blob: bytes) -> list[Layer]:
 
 class _Adcs:
     """The ADC chains' pipeline (channel pending per chip select) and sample counters,
-    stepped frame by frame as `drivers.Adc.convert` sends them."""
+    stepped frame by frame as `drivers.Adc.scan` sends them."""
 
     def __init__(self, board: BoardModel) -> None:
         p = board.profile
         self.chain = p.adc_chain
         self.chips = p.adc_chips
+        self.columns = p.columns
         self.n8 = fw.ADC_CHANNELS
         self.pending = [chain.pending for chain in board.adcs]
         self.counts = board.adc_samples.copy()
         self.start = self.counts.copy()
 
-    def convert(self, want: np.ndarray, lo: int, hi: int) -> np.ndarray:
-        """Sample counter of each wanted column in lo .. hi-1 (global column numbers;
-        `want` indexed from lo), -1 where not wanted."""
+    def _frame(self, sel: int, command: int | None) -> np.ndarray | None:
+        """CS falling edge: every chip of the chain samples the pending channel (its
+        counters before the frame, or None); then `command`'s channel is pending."""
+        first = sel * self.chain
+        n = min(self.chain, self.chips - first)
+        taken = None
+        if self.pending[sel] is not None:
+            taken = self.counts[first : first + n].copy()
+            self.counts[first : first + n] += 1
+        self.pending[sel] = command
+        return taken
+
+    def scan(self, want: np.ndarray) -> np.ndarray:
+        """One conversion pass over the wanted columns (bool, global columns): the sample
+        counter of each, -1 where not wanted. A MAN_Ch frame per select for its first
+        channel, then per select its other channels and STDBY (`kernels.adc_plan`)."""
         chain, n8 = self.chain, self.n8
-        counter = np.full(hi - lo, -1, dtype=np.int64)
-        chip_lo, chip_hi = lo // n8, (hi - 1) // n8
-        for sel in range(chip_lo // chain, chip_hi // chain + 1):
-            first = sel * chain
-            n = min(chain, self.chips - first)
-            p_lo = max(chip_lo - first, 0)
-            p_hi = min(chip_hi - first, chain - 1)
-            base = (first + p_lo) * n8
-            prev = -1
-            for ch in range(n8 + 1):
-                cols = [base + ch + n8 * q for q in range(p_hi - p_lo + 1)] if ch < n8 else []
-                need = any(lo <= c < hi and want[c - lo] for c in cols)
-                if not need and prev < 0:
-                    continue
-                # CS falling edge: every chip of the chain samples the pending channel.
-                taken = None
-                if self.pending[sel] is not None:
-                    taken = self.counts[first : first + n].copy()
-                    self.counts[first : first + n] += 1
-                if prev >= 0 and taken is not None:
-                    for p in range(p_lo, p_hi + 1):
-                        c = (first + p) * n8 + prev
-                        if lo <= c < hi and want[c - lo]:
-                            counter[c - lo] = taken[p]
-                if need:
-                    self.pending[sel] = ch
-                prev = ch if need else -1
-            # hal.power_down after the measurement: the STDBY frame samples what is
-            # pending, then nothing is (firmware/hal.py, power states).
-            if self.pending[sel] is not None:
-                self.counts[first : first + n] += 1
-                self.pending[sel] = None
+        counter = np.full(self.columns, -1, dtype=np.int64)
+        cols = np.flatnonzero(want)
+        if not cols.size:
+            return counter
+        s_lo, s_hi = cols[0] // (n8 * chain), cols[-1] // (n8 * chain)
+        plan = []
+        for sel in range(s_lo, s_hi + 1):
+            chans = [
+                ch
+                for ch in range(n8)
+                if any(
+                    c < self.columns and want[c]
+                    for c in (sel * chain * n8 + ch + n8 * p for p in range(chain))
+                )
+            ]
+            if chans:
+                plan.append((sel, chans))
+        for sel, chans in plan:
+            self._frame(sel, chans[0])
+        for sel, chans in plan:
+            for j, prev in enumerate(chans):
+                taken = self._frame(sel, chans[j + 1] if j + 1 < len(chans) else None)
+                for p in range(chain):
+                    c = (sel * chain + p) * n8 + prev
+                    if taken is not None and c < self.columns and want[c]:
+                        counter[c] = taken[p]
         return counter
 
 
 class _Measurement:
-    """`hal.measure` of one tile on the board model: line voltages in, gain-ranged codes
-    out, with the ADC frames and read noise the firmware's conversions take."""
+    """`hal.scan` of a group of tiles on the board model: line voltages in, gain-ranged
+    codes out, with the ADC frames and read noise the firmware's conversions take."""
 
     def __init__(self, board: BoardModel) -> None:
         self.board = board
@@ -171,57 +179,76 @@ class _Measurement:
         self.epoch = board.cells.drift_epoch(board.clock.seconds)
         self.operators: dict[tuple[int, int, int], Operator] = {}
         p = self.p
-        self.ranges = {}
-        for chip in range(p.adc_chips):
+        low = np.zeros(p.columns)
+        high = np.zeros(p.columns)
+        for c in range(p.columns):
+            chip, ch = divmod(c, fw.ADC_CHANNELS)
             chain = board.adcs[chip // p.adc_chain]
-            for ch in range(fw.ADC_CHANNELS):
-                self.ranges[chip, ch] = chain.range_of(chip % p.adc_chain, ch)
+            low[c], high[c] = chain.range_of(chip % p.adc_chain, ch)
+        self.low, self.high = low, high
 
     def operator(self, t: Tile) -> Operator:
         key = (t.array, t.col0, t.out_len)
         if key not in self.operators:
             b, p = self.board, self.p
-            # hal.measure: every line grounded or driven, the tile's columns on TIAs.
+            # hal.scan: every line grounded or driven, the tile's columns on TIAs.
             modes = np.full(p.lines_per_array, DRIVEN, dtype=b.line_modes(t.array).dtype)
             modes[p.rows + t.col0 : p.rows + t.col0 + 2 * t.out_len] = TIA
             g = b.cells.conductance(t.array, self.epoch)
             self.operators[key] = b.network.operator(g, modes)
         return self.operators[key]
 
-    def tile(self, t: Tile, x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(codes − ADC_MID, gain index) of the tile's 2·out_len columns for input x."""
+    def group(
+        self, tiles: list[Tile], x: np.ndarray, k: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(codes − ADC_MID, gain index) of each tile's 2·out_len columns for input x, the
+        tiles (on distinct arrays) measured together as the firmware's scan does."""
         b, p = self.board, self.p
-        v = np.zeros(p.lines_per_array)
-        xs = x[t.in_start : t.in_start + t.in_len]
-        # Rows at mid-code (input 0) are grounded, not driven: 0 V either way.
-        v[t.row0 : t.row0 + t.in_len] = np.where(xs != 0, line_volts(DAC_MID + xs * k), 0.0)
-        ncols = 2 * t.out_len
-        contrib = self.operator(t).tia[p.rows + t.col0 + np.arange(ncols)] * v
-        current = contrib.sum(axis=1)  # reduced as the byte path reduces one column
-        sumsq = (contrib * contrib).sum(axis=1)
-        lo = t.array * p.cols + t.col0
-        chip, channel = np.divmod(lo + np.arange(ncols), fw.ADC_CHANNELS)
-        rng = [self.ranges[c, h] for c, h in zip(chip, channel, strict=True)]
-        low = np.array([r[0] for r in rng])
-        high = np.array([r[1] for r in rng])
-        want = np.ones(ncols, dtype=bool)
-        codes = np.zeros(ncols, dtype=np.int64)
-        gains = np.zeros(ncols, dtype=np.int64)
+        current = np.zeros(p.columns)
+        sumsq = np.zeros(p.columns)
+        want = np.zeros(p.columns, dtype=bool)
+        spans = []
+        for t in tiles:
+            v = np.zeros(p.lines_per_array)
+            xs = x[t.in_start : t.in_start + t.in_len]
+            # Rows at mid-code (input 0) are grounded, not driven: 0 V either way.
+            v[t.row0 : t.row0 + t.in_len] = np.where(xs != 0, line_volts(DAC_MID + xs * k), 0.0)
+            ncols = 2 * t.out_len
+            contrib = self.operator(t).tia[p.rows + t.col0 + np.arange(ncols)] * v
+            lo = t.array * p.cols + t.col0
+            current[lo : lo + ncols] = contrib.sum(axis=1)  # as the byte path reduces a column
+            sumsq[lo : lo + ncols] = (contrib * contrib).sum(axis=1)
+            want[lo : lo + ncols] = True
+            spans.append((lo, lo + ncols))
+        codes = np.zeros(p.columns, dtype=np.int64)
+        gains = np.zeros(p.columns, dtype=np.int64)
         gi = fw.N_GAINS - 1
         while True:  # every column starts at the highest gain, a decade down while railed
-            counter = self.adcs.convert(want, lo, lo + ncols)
+            counter = self.adcs.scan(want)
             w = np.flatnonzero(want)
-            eps = (
-                sample_normals(b.noise_key, chip[w], counter[w]) if b.noise.read_noise_on else None
+            chip = w // fw.ADC_CHANNELS
+            eps = sample_normals(b.noise_key, chip, counter[w]) if b.noise.read_noise_on else None
+            raw, _ = convert(
+                current[w], sumsq[w], eps, fw.TIA_RF[gi], self.low[w], self.high[w], b.noise
             )
-            raw, _ = convert(current[w], sumsq[w], eps, fw.TIA_RF[gi], low[w], high[w], b.noise)
             codes[w] = raw.astype(np.int64) - fw.ADC_MID
             gains[w] = gi
             railed = np.abs(codes[w]) > fw.ADC_SAT if gi > 0 else np.zeros(w.size, dtype=bool)
             want[w[~railed]] = False
             if not railed.any():
-                return codes, gains
+                return [(codes[lo:hi], gains[lo:hi]) for lo, hi in spans]
             gi -= 1
+
+
+def scans(tiles: tuple[Tile, ...]) -> list[list[Tile]]:
+    """A layer's tiles in the groups the firmware measures together (inference.Model
+    ._plan): consecutive tiles on distinct arrays."""
+    groups: list[list[Tile]] = []
+    for t in tiles:
+        if not groups or any(u.array == t.array for u in groups[-1]):
+            groups.append([])
+        groups[-1].append(t)
+    return groups
 
 
 def predict(board: BoardModel, blob: bytes, inputs: np.ndarray) -> Prediction:
@@ -242,14 +269,14 @@ def predict(board: BoardModel, blob: bytes, inputs: np.ndarray) -> Prediction:
         for layer in layers:
             acc = np.zeros(layer.n_out, dtype=np.int64)
             mul, qsh = np.asarray(layer.mul), np.asarray(layer.qshift)
-            for t in layer.tiles:
-                codes, gains = measure.tile(t, x, layer.k)
-                # Pair j: G+ on column 2j, G− on 2j + 1; the TIA inverts.
-                plus, minus = codes[0::2], codes[1::2]
-                gp, gm = gains[0::2], gains[1::2]
-                acc[t.out_start : t.out_start + t.out_len] += requant.convert(
-                    minus, mul[gm], qsh[gm]
-                ) - requant.convert(plus, mul[gp], qsh[gp])
+            for group in scans(layer.tiles):
+                for t, (codes, gains) in zip(group, measure.group(group, x, layer.k), strict=True):
+                    # Pair j: G+ on column 2j, G− on 2j + 1; the TIA inverts.
+                    plus, minus = codes[0::2], codes[1::2]
+                    gp, gm = gains[0::2], gains[1::2]
+                    acc[t.out_start : t.out_start + t.out_len] += requant.convert(
+                        minus, mul[gm], qsh[gm]
+                    ) - requant.convert(plus, mul[gp], qsh[gp])
             acc += layer.biases
             x = requant.requant(acc, layer.m, layer.shift, layer.lo, layer.hi, layer.relu)
         outputs[n], accs[n] = x, acc

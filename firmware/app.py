@@ -1,9 +1,9 @@
 """Command loop: frames in, one response or error frame out per request.
 
 `run(reader, writer)` is the entry point on the board (main.py) and in the emulator.
-reader: `.readinto(buf[, n])` returning the byte count, None when no byte is ready yet
-(the watchdog is fed and the loop polls again) or 0 at end of stream; with an `any()`
-method it is read in chunks of what is ready. writer: `.write(buf)`.
+reader: `.readinto(buf)` returning the byte count, None when no byte is ready yet (the
+watchdog is fed and the loop polls again) or 0 at end of stream; it is read a byte at a
+time. writer: `.write(buf)`.
 The board profile comes from the `profile` argument, else from an optional flat module
 `xbar_profile` (`PROFILE = "xbar-4x64"`) on the flash, else profiles.DEFAULT_PROFILE.
 """
@@ -11,6 +11,7 @@ The board profile comes from the `profile` argument, else from an optional flat 
 
 import gc
 import struct
+from array import array
 
 import drivers
 import hal as hal_mod
@@ -23,7 +24,6 @@ import write_verify
 from micropython import const
 
 _MID = const(32768)
-_CHUNK = const(256)
 # Indices into App.counts, in protocol.STATS_FIELDS order.
 _N_PROGRAMMED = const(2)
 _N_INFER = const(3)
@@ -41,6 +41,35 @@ class Fail(Exception):
         super().__init__(reason)
         self.err = err
         self.reason = reason
+
+
+class Decoder(protocol.Decoder):
+    """protocol.Decoder whose state can be handed to kernels.cobs_read and back, so the
+    bytes inside a frame are read and decoded in a kernel."""
+
+    def __init__(self):
+        super().__init__()
+        self.st = array("i", [0, 0, 0, 0])
+
+    def lend(self):
+        """The state into self.st; False while only push() may decode (a frame being
+        dropped, or a CR at a frame boundary waiting for its second byte)."""
+        if self.bad or self.lead:
+            return False
+        st = self.st
+        st[0] = self.n
+        st[1] = self.remain
+        st[2] = self.block
+        st[3] = 1 if self.started else 0
+        return True
+
+    def restore(self):
+        """The state back from self.st."""
+        st = self.st
+        self.n = st[0]
+        self.remain = st[1]
+        self.block = st[2]
+        self.started = st[3] != 0
 
 
 def _need(payload, fmt, exact=True):
@@ -62,8 +91,9 @@ class App:
         self.geom = profiles.Geometry(profile or profiles.DEFAULT_PROFILE)
         self.hal = hal_mod.Hal(self.geom)
         self.model = inference.Model(self.hal)
-        self.dec = protocol.Decoder()
+        self.dec = Decoder()
         self.enc = protocol.Encoder()
+        self.enc.cobs = kernels.cobs_encode
         self.busy_enc = protocol.Encoder(struct.calcsize(protocol.BUSY_MSG))
         self.t_busy = 0
         self.wdt = hal_mod.watchdog(profiles.WDT_MS) if watchdog else None
@@ -98,42 +128,40 @@ class App:
         """Read, decode and dispatch until EXIT, a terminal's Ctrl-C between frames
         (protocol.DROP_INTERRUPT: the board returns to its REPL) or end of stream.
 
-        A reader with `any()` (bytes ready) is read in chunks of what is ready via
-        `readinto(buf, n)`; otherwise one byte per call, since the board's stdin blocks
-        until the whole buffer is filled. The watchdog is fed at every frame boundary
-        (a frame or a dropped one) and whenever the reader's poll times out (None), not
-        per byte: a machine call per byte costs more than decoding it.
+        The reader is read one byte per call, since the board's stdin blocks until the
+        whole buffer is filled; inside a frame by a kernel that also decodes
+        (kernels.cobs_read), the bytes that end, drop or may interrupt a frame by the
+        decoder's push(). The watchdog is fed at every frame boundary (a frame or a
+        dropped one) and whenever the reader's poll times out (None), not per byte: a
+        machine call per byte costs more than decoding it.
         """
-        avail = getattr(reader, "any", None)
-        buf = bytearray(_CHUNK if avail is not None else 1)
         dec = self.dec
+        one = bytearray(1)
+        readinto = reader.readinto
         while not self.exit:
-            if avail is not None:
-                k = avail()
-                n = reader.readinto(buf, k if 0 < k < _CHUNK else (_CHUNK if k else 1))
+            if dec.lend():
+                b = kernels.cobs_read(readinto, one, one, None, dec.buf, dec.cap, dec.st)
+                dec.restore()
             else:
-                n = reader.readinto(buf)
-            if n is None:  # nothing arrived within the poll timeout
+                n = readinto(one)
+                b = 256 if n is None else (one[0] if n else 257)
+            if b == 256:  # nothing arrived within the poll timeout
                 self.feed()
                 continue
-            if n == 0:
+            if b == 257:
                 break
-            for i in range(n):
-                r = dec.push(buf[i])
-                if r == protocol.FRAME:
-                    self.feed()
-                    self.dispatch(dec.code, dec.seq, dec.payload)
-                    self.hal.power_down()  # idle: analog parts off (hal.py, power states)
-                    if self.exit:
-                        break
-                elif r == protocol.DROPPED:
-                    self.feed()
-                    if dec.last_drop == protocol.DROP_CRC:
-                        self.send_error(dec.seq, dec.code, protocol.E_CRC, "frame CRC mismatch")
-                    elif dec.last_drop == protocol.DROP_INTERRUPT:  # mpremote, a terminal
-                        self.hal.safe()
-                        self.exit = True
-                        break
+            r = dec.push(b)
+            if r == protocol.FRAME:
+                self.feed()
+                self.dispatch(dec.code, dec.seq, dec.payload)
+                self.hal.power_down()  # idle: analog parts off (hal.py, power states)
+            elif r == protocol.DROPPED:
+                self.feed()
+                if dec.last_drop == protocol.DROP_CRC:
+                    self.send_error(dec.seq, dec.code, protocol.E_CRC, "frame CRC mismatch")
+                elif dec.last_drop == protocol.DROP_INTERRUPT:  # mpremote, a terminal
+                    self.hal.safe()
+                    self.exit = True
 
     def dispatch(self, code, seq, payload):
         """Run one command; every failure becomes an error frame and leaves lines safe."""

@@ -8,6 +8,7 @@ chip, and the first word on the wire ends in the last chip of the chain.
 """
 # ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
 
+import time
 from array import array
 
 import kernels
@@ -45,6 +46,7 @@ class Dac:
         self.views = [mv[f * flen : (f + 1) * flen] for f in range(nf)]
         self.fsel = bytearray(nf)
         self.delta = array("i", [0])
+        self.send = spi.write  # bound once: a method fetched per call allocates
 
     def _out(self, sel):
         cs = self.cs[sel]
@@ -139,9 +141,12 @@ class Dac:
 
     def power(self, chip_lo, chip_hi, on):
         """Power chips chip_lo .. chip_hi (all eight channels) up, or down with their
-        outputs 1 kOhm to ground (AD5676R command 0x4); registers keep their codes.
-        One frame per chip select, no-ops for the chips outside the range."""
-        data = 0 if on else profiles.DAC_PD_1K
+        outputs 1 kOhm to ground (AD5676R command 0x4); registers keep their codes."""
+        self.command(chip_lo, chip_hi, profiles.DAC_CMD_POWER, 0 if on else profiles.DAC_PD_1K)
+
+    def command(self, chip_lo, chip_hi, cmd, data):
+        """(cmd, data) to chips chip_lo .. chip_hi: one frame per chip select, no-ops for
+        the chips outside the range."""
         chain = self.chain
         buf = self.buf
         for sel in range(chip_lo // chain, chip_hi // chain + 1):
@@ -151,7 +156,7 @@ class Dac:
                 chain,
                 max(chip_lo - sel * chain, 0),
                 min(chip_hi - sel * chain, chain - 1),
-                profiles.DAC_CMD_POWER << 4,
+                cmd << 4,
                 data >> 8,
                 data & 0xFF,
             )
@@ -237,14 +242,6 @@ class Switches:
             self.wire, self.n - 1, line0, n, codes, c0 if c0 >= 0 else -1, profiles.SW_GND, mode
         )
 
-    def mode(self, line):
-        """Staged mode of a line (FLOAT when no switch is closed)."""
-        for k in range(3):
-            s = 3 * line + k
-            if self.wire[self.n - 1 - (s >> 3)] & (1 << (s & 7)):
-                return k
-        return self.FLOAT
-
     def all(self, mode):
         """Stage every line to ground or floating (the safe and power-up states)."""
         self.wire[:] = self.grounded if mode == profiles.SW_GND else self.floating
@@ -280,6 +277,18 @@ class Adc:
         self.tx = bytearray(2 + 2 * self.chain)
         self.rx = bytearray(2 + 2 * self.chain)
         self.conversions = 0
+        # scan(): one conversion pass, planned into this buffer by a kernel and sent from
+        # views made here (at most nine frames per chip select: eight channels, STDBY);
+        # each frame's answer overwrites its command (write_readinto, one buffer).
+        flen = len(self.tx)
+        nf = 9 * len(cs)
+        self.frames = bytearray(flen * nf)
+        mv = memoryview(self.frames)
+        self.views = [mv[f * flen : (f + 1) * flen] for f in range(nf)]
+        self.fsel = bytearray(nf)
+        self.fprev = bytearray(nf)
+        self.chans = bytearray(nf)
+        self.xfer = spi.write_readinto  # bound once: a method fetched per call allocates
 
     def _frame(self, sel, cmd):
         self.tx[0] = cmd >> 8
@@ -305,42 +314,46 @@ class Adc:
         """STDBY on every chip of chip select `sel`; the next MAN_Ch_n wakes them."""
         self._frame(sel, profiles.ADC_CMD_STDBY)
 
-    def wake(self, sel):
-        """Leave STDBY with a MAN_AUX frame: the AUX input (not wired) is selected, so no
-        channel's sample is pending (the next frame converts nothing of ours)."""
-        self._frame(sel, profiles.ADC_CMD_MAN_AUX)
+    def scan(self, want, s_lo, s_hi, codes):
+        """Convert every wanted column (want[c] != 0) on chip selects s_lo .. s_hi, which
+        are in standby, and leave them in standby; codes[c] = result - 32768.
 
-    def convert(self, want, codes, lo, hi):
-        """Convert every column c in lo .. hi-1 with want[c] != 0; codes[c] = result -
-        32768.
-
-        Per chip select, one frame per channel number that any chip of the chain needs;
-        each frame returns the previous selection's results, hence one flush frame. Only
-        the chain positions holding columns lo .. hi-1 are scanned.
-        """
-        chain = self.chain
-        n8 = profiles.ADC_CHANNELS
-        chip_lo = lo // n8
-        chip_hi = (hi - 1) // n8
-        rx = self.rx
-        for sel in range(chip_lo // chain, chip_hi // chain + 1):
-            p_lo = max(chip_lo - sel * chain, 0)
-            npos = min(chip_hi - sel * chain, chain - 1) - p_lo + 1
-            base = (sel * chain + p_lo) * n8  # column of channel 0 at position p_lo
-            prev = -1
-            for ch in range(n8 + 1):
-                need = ch < n8 and kernels.adc_need(want, base + ch, npos, lo, hi)
-                if not need and prev < 0:
-                    continue
-                self._frame(
-                    sel, profiles.ADC_CMD_MAN + (ch << 10) if need else profiles.ADC_CMD_NOOP
-                )
-                if prev >= 0:
-                    taken = kernels.adc_take(
-                        rx, codes, want, base + prev, p_lo, npos, lo, hi, profiles.ADC_MID
-                    )
-                    self.conversions = (self.conversions + taken) & _COUNT_MASK
-                prev = ch if need else -1
+        One frame per select selects its first needed channel, which also wakes the
+        chain; after ADC_WAKE_US (which also covers the rows' settling) each select gets
+        one frame per other needed channel and a STDBY frame, each returning the results
+        of the channel before it. Returns the conversions taken."""
+        flen = len(self.tx)
+        r = kernels.adc_plan(
+            want, self.columns, s_lo, s_hi, self.chain, self.frames, flen, self.fsel, self.fprev,
+            self.chans, profiles.ADC_CMD_MAN, profiles.ADC_CMD_STDBY,
+        )  # fmt: skip
+        nw = r & 0xFF
+        if not nw:
+            return 0
+        nf = r >> 8
+        css = self.cs
+        fsel = self.fsel
+        views = self.views
+        xfer = self.xfer
+        for f in range(nw):
+            cs = css[fsel[f]]
+            v = views[f]
+            cs.off()
+            xfer(v, v)
+            cs.on()
+        time.sleep_us(profiles.ADC_WAKE_US)
+        for f in range(nw, nf):
+            cs = css[fsel[f]]
+            v = views[f]
+            cs.off()
+            xfer(v, v)
+            cs.on()
+        taken = kernels.adc_results(
+            self.frames, flen, nf, fsel, self.fprev, self.chain, want, codes, self.columns,
+            profiles.ADC_MID,
+        )  # fmt: skip
+        self.conversions = (self.conversions + taken) & _COUNT_MASK
+        return taken
 
 
 class Gain:

@@ -26,6 +26,33 @@ from micropython import const
 _MID = const(32768)
 
 
+class Scan:
+    """Everything measuring a group of tiles at once needs that does not depend on the
+    input, built at LOAD (`Hal.plan`), so that `Hal.scan` only fills in the row codes:
+    the DAC frames with their command bytes and a slot per row, the power and 0 V
+    frames of the rows' DAC chips, the power gates, the switch frame with the columns
+    on their TIAs, the wanted columns (c_lo .. c_hi-1 spans them) and the ADC selects
+    s_lo .. s_hi holding them; its tiles t0 .. t1-1 (set by the model)."""
+
+    def __init__(self, rows, frames, slots, stage, up, down, zero, gates, sw, want, c, s):
+        self.rows = rows
+        self.frames = frames
+        self.slots = slots
+        self.stage = stage
+        self.up = up
+        self.down = down
+        self.zero = zero
+        self.gates = gates
+        self.sw = sw
+        self.want = want
+        self.c_lo = c[0]
+        self.c_hi = c[1]
+        self.s_lo = s[0]
+        self.s_hi = s[1]
+        self.t0 = 0
+        self.t1 = 0
+
+
 class Hal:
     def __init__(self, geom):
         self.geom = geom
@@ -63,7 +90,6 @@ class Hal:
         self.gains = bytearray(geom.columns)
         self.want = bytearray(geom.columns)
         self.row_codes = array("H", [_MID] * geom.rows)
-        self.mid_rows = array("H", [_MID] * geom.rows)
         self.col_codes = array("H", [_MID] * geom.cols)
         self.pulses = 0
         self.busy_us = 0
@@ -76,7 +102,7 @@ class Hal:
         self.gate_on = bytearray(geom.gates)
         self.dac_on = bytearray(geom.dac_chips)
         self.adc_on = bytearray(geom.adc_selects)
-        self.up = bytearray(geom.arrays)  # 1: array ready to pulse, 2: also to measure
+        self.up = bytearray(geom.arrays)  # 1: array powered (its DAC chips and gate)
         self.powered = False
         self._apply_limits()
         self.boot()
@@ -153,13 +179,13 @@ class Hal:
         self.power_down()
 
     # ---- power states --------------------------------------------------------------
-    def power_up(self, arr, adc):
-        """Power what array `arr` needs (adc: also its ADC chains) and wait the longest
+    def power_up(self, arr):
+        """Power what array `arr` needs (its DAC chips, its gate) and wait the longest
         wake-up time among the parts that were off. Nothing is energised: every line is
-        still on its ground switch and every DAC register at 0 V."""
+        still on its ground switch and every DAC register at 0 V. (The ADCs wake for
+        their conversions: Adc.scan.)"""
         up = self.up
-        need = 2 if adc else 1
-        if up[arr] >= need:
+        if up[arr]:
             return
         g = self.geom
         wait = 0
@@ -177,10 +203,8 @@ class Hal:
             self.gate_on[k] = 1
             if wait < profiles.AFE_WAKE_US:
                 wait = profiles.AFE_WAKE_US
-        if adc and self._adc_wake(arr) and wait < profiles.ADC_WAKE_US:
-            wait = profiles.ADC_WAKE_US
         self.powered = True
-        up[arr] = need
+        up[arr] = 1
         if wait:
             time.sleep_us(wait)
 
@@ -201,20 +225,6 @@ class Hal:
             kernels.fill(on, 0, len(on), 0)
         kernels.fill(self.up, 0, len(self.up), 0)
         self.powered = False
-
-    def _adc_wake(self, arr):
-        """Wake the ADC chains holding array arr's columns (no wait); True if any slept."""
-        g = self.geom
-        chain = g.adc_chain
-        c0 = arr * g.cols
-        woke = False
-        for sel in range((c0 >> 3) // chain, ((c0 + g.cols - 1) >> 3) // chain + 1):
-            if not self.adc_on[sel]:
-                self.adc.wake(sel)
-                self.adc_on[sel] = 1
-                woke = True
-        self.powered = True
-        return woke
 
     def _adc_standby(self):
         """Every awake ADC chain to STDBY (its pending sample is taken, then none is)."""
@@ -287,31 +297,212 @@ class Hal:
             sw.route(col_line + col0, ncols, rc, -1, profiles.SW_TIA)
             kernels.fill(want, c_lo, c_hi, 1)
             dac.stage(row_line + r0, rc, r0, nr, False)
-            self.power_up(arr, False)
+            self.power_up(arr)
             sw.commit()
             dac.load()
-            self._adc_wake(arr)
-            time.sleep_us(profiles.ADC_WAKE_US)  # >= DAC_SETTLE_US: the rows settle too
             codes = self.codes
             gains = self.gains
+            n = profiles.ADC_CHANNELS * self.adc.chain
             gi = profiles.N_GAINS - 1
             while True:
                 self.gain.set(gi)
-                time.sleep_us(profiles.DAC_SETTLE_US)
-                self.adc.convert(want, codes, c_lo, c_hi)
+                # wakes the ADCs, waits ADC_WAKE_US (>= DAC_SETTLE_US: the rows settle too)
+                self.adc.scan(want, c_lo // n, (c_hi - 1) // n, codes)
                 if not kernels.ranged(want, codes, gains, c_lo, c_hi, gi, profiles.ADC_SAT):
                     break
                 gi -= 1
+        except BaseException:
+            kernels.fill(self.adc_on, 0, len(self.adc_on), 1)  # a scan may have woken them
+            raise
         finally:
             kernels.fill(want, c_lo, c_hi, 0)
             self._adc_standby()
             sw.all(profiles.SW_GND)
             sw.commit()  # every line on its ground switch: the drivers may go off
             self.power_down()
-            if dac.dirty:
-                dac.stage(row_line + r0, self.mid_rows, 0, nr, False)  # ~8 frames, not nr
+            if dac.dirty:  # every channel of the rows' chips to 0 V: a frame per chip select
+                lo = (row_line + r0) >> 3
+                hi = (row_line + r0 + nr - 1) >> 3
+                dac.command(lo, hi, profiles.DAC_CMD_WRITE_ALL_UPDATE, _MID)
+                dac.dirty -= kernels.reset16(dac.staged, lo << 3, (hi + 1) << 3, _MID)
             self._dac_zero()
             self.busy_us = (self.busy_us + time.ticks_diff(time.ticks_us(), t0)) & 0x3FFFFFFF
+
+    # ---- inference: tiles of a layer measured together -------------------------------
+    def plan(self, tiles):
+        """A Scan measuring `tiles` at once: (array, row0, rows, input0, col0, columns)
+        each, on distinct arrays (their lines, TIAs and cells are apart; they share the
+        SPI frames, the waits and the gain steps). Allocates; for LOAD."""
+        g = self.geom
+        dac = self.dac
+        chain = dac.chain
+        flen = 3 * chain
+        rows = []
+        for t in tiles:
+            line = g.row_line(t[0], t[1])
+            for i in range(t[2]):
+                rows.append((line + i, t[3] + i))
+        keys = sorted(set([((r[0] >> 3) // chain, r[0] & 7) for r in rows]))
+        frames = bytearray(flen * len(keys))
+        slots = array("H", [0] * (3 * len(rows)))
+        cmd = profiles.DAC_CMD_WRITE << 4
+        for j in range(len(rows)):
+            line, idx = rows[j]
+            chip = line >> 3
+            sel = chip // chain
+            b = keys.index((sel, line & 7)) * flen + 3 * (chain - 1 - (chip - sel * chain))
+            frames[b] = cmd | (line & 7)
+            slots[3 * j] = b + 1
+            slots[3 * j + 1] = idx
+            slots[3 * j + 2] = line
+        mv = memoryview(frames)
+        stage = [(dac.cs[keys[f][0]], mv[f * flen : (f + 1) * flen]) for f in range(len(keys))]
+        chips = sorted(set([r[0] >> 3 for r in rows]))
+        gates = []
+        sw = self.sw
+        sw.all(profiles.SW_GND)
+        want = bytearray(g.columns)
+        lo = g.columns
+        hi = 0
+        for t in tiles:
+            pin = self.shdn[g.gate(t[0])]
+            if pin not in gates:
+                gates.append(pin)
+            sw.route(g.col_line(t[0], t[4]), t[5], self.row_codes, -1, profiles.SW_TIA)
+            c = t[0] * g.cols + t[4]
+            kernels.fill(want, c, c + t[5], 1)
+            lo = min(lo, c)
+            hi = max(hi, c + t[5])
+        wire = bytes(sw.wire)
+        sw.all(profiles.SW_GND)
+        n = profiles.ADC_CHANNELS * self.adc.chain
+        return Scan(
+            len(rows),
+            frames,
+            slots,
+            stage,
+            self._chip_frames(chips, profiles.DAC_CMD_POWER, 0),
+            self._chip_frames(chips, profiles.DAC_CMD_POWER, profiles.DAC_PD_1K),
+            self._chip_frames(chips, profiles.DAC_CMD_WRITE_ALL_UPDATE, _MID),
+            gates,
+            wire,
+            bytes(want),
+            (lo, hi),
+            (lo // n, (hi - 1) // n),
+        )
+
+    def _chip_frames(self, chips, cmd, data):
+        """[(chip select, frame)]: one DAC frame per select holding any of `chips`, with
+        (cmd, data) for those chips and no-ops for the others."""
+        chain = self.dac.chain
+        out = []
+        for sel in sorted(set([c // chain for c in chips])):
+            frame = bytearray(3 * chain)
+            for c in chips:
+                if c // chain == sel:
+                    k = 3 * (chain - 1 - (c - sel * chain))
+                    frame[k] = cmd << 4
+                    frame[k + 1] = data >> 8
+                    frame[k + 2] = data & 0xFF
+            out.append((self.dac.cs[sel], frame))
+        return out
+
+    def scan(self, s, x, off, k):
+        """Measure the tiles of Scan s at once with inputs x[off + input] (row code 32768 +
+        x * k; rows whose input is 0 stay grounded): self.codes / self.gains for their
+        columns, gain-ranged as `measure` does. Allocates nothing.
+
+        Power as in `measure`, for these rows' DAC chips and these arrays' gates: the row
+        codes staged while the DACs are down, DACs and gates up for the span the lines are
+        switched in (one AFE_WAKE_US wait), the ADCs awake only for their conversions
+        (Adc.scan); then every line grounded, gates shut, the DACs down and back at 0 V
+        (one all-channel write per chip select)."""
+        sw = self.sw
+        wire = sw.wire
+        wire[:] = s.sw
+        j = kernels.tile_rows(
+            s.frames, s.slots, s.rows, x, off, k, self.read_codes, wire, sw.n - 1,
+            profiles.SW_GND, profiles.SW_DAC,
+        )  # fmt: skip
+        if j >= 0:
+            wire[:] = sw.grounded
+            self.safety_trips += 1
+            raise drivers.SafetyError(
+                "line %d read code %d beyond read limit"
+                % (s.slots[3 * j + 2], _MID + x[off + s.slots[3 * j + 1]] * k)
+            )
+        if self.dac.dirty:
+            self._dac_zero()  # every DAC register at 0 V before any is written
+        want = self.want
+        want[:] = s.want
+        write = self.dac.send
+        try:
+            for cs, v in s.stage:
+                cs.off()
+                write(v)
+                cs.on()
+            for cs, v in s.up:
+                cs.off()
+                write(v)
+                cs.on()
+            for pin in s.gates:
+                pin.off()
+            time.sleep_us(profiles.AFE_WAKE_US)  # >= DAC_WAKE_US
+            cs = sw.cs
+            cs.off()
+            write(wire)
+            cs.on()
+            ldac = self.dac.ldac
+            ldac.off()
+            ldac.on()
+            codes = self.codes
+            gains = self.gains
+            gi = profiles.N_GAINS - 1
+            while True:
+                self.gain.set(gi)
+                self.adc.scan(want, s.s_lo, s.s_hi, codes)
+                if not kernels.ranged(want, codes, gains, s.c_lo, s.c_hi, gi, profiles.ADC_SAT):
+                    break
+                gi -= 1
+            wire[:] = sw.grounded
+            cs.off()
+            write(wire)
+            cs.on()
+            for pin in s.gates:
+                pin.on()
+            for cs, v in s.down:
+                cs.off()
+                write(v)
+                cs.on()
+            for cs, v in s.zero:
+                cs.off()
+                write(v)
+                cs.on()
+        except BaseException:
+            self._unwind()
+            raise
+
+    def _unwind(self):
+        """After a failure inside `scan`: every chip select released, every line
+        grounded, every DAC reset to 0 V, then every part off."""
+        for cs in self.dac.cs:
+            cs.on()
+        for cs in self.adc.cs:
+            cs.on()
+        self.sw.cs.on()
+        kernels.fill(self.want, 0, len(self.want), 0)
+        self.sw.all(profiles.SW_GND)
+        self.sw.commit()
+        self.dac.reset()
+        kernels.fill(self.dac_on, 0, len(self.dac_on), 1)
+        kernels.fill(self.gate_on, 0, len(self.gate_on), 1)
+        kernels.fill(self.adc_on, 0, len(self.adc_on), 1)
+        self.powered = True
+        self.power_down()
+
+    def busy(self, t0):
+        """Add the time since ticks_us() = t0 to busy_us (STATS)."""
+        self.busy_us = (self.busy_us + time.ticks_diff(time.ticks_us(), t0)) & 0x3FFFFFFF
 
     # ---- pulse ---------------------------------------------------------------------
     def pulse(self, arr, row, col, volts, width_us):
@@ -336,7 +527,7 @@ class Hal:
         cl = g.col_line(arr, col)
         sw = self.sw
         dac = self.dac
-        self.power_up(arr, False)
+        self.power_up(arr)
         t_start = time.ticks_us()
         self.led.on()
         try:

@@ -12,7 +12,9 @@ so acc_j += conv(c_minus) - conv(c_plus) with conv the per-gain fixed-point fact
 """
 # ruff: noqa: UP031 (%-formatting: the cheapest formatting path on every MicroPython build)
 
+import gc
 import struct
+import time
 from array import array
 
 import kernels
@@ -22,7 +24,7 @@ import quant
 from micropython import const
 
 _MID = const(32768)
-_LF = const(19)  # layer table fields
+_LF = const(21)  # layer table fields
 _L_NIN = const(0)
 _L_NOUT = const(1)
 _L_ACT = const(2)
@@ -36,6 +38,8 @@ _L_LO = const(9)
 _L_HI = const(10)
 _L_MUL = const(11)  # 4 gains
 _L_QSH = const(15)  # 4 gains
+_L_G0 = const(19)  # the layer's first scan (Model.scans)
+_L_NG = const(20)  # its scans
 _TF = const(7)  # tile table fields: array, row0, col0, in_start, in_len, out_start, out_len
 
 IDLE = 0
@@ -57,10 +61,12 @@ class Model:
         self.acc = array("i", [0] * profiles.MAX_WIDTH)
         self.out = array("h", [0] * profiles.MAX_WIDTH)
         self.act = bytearray(profiles.MAX_WIDTH)
+        self.scans = []  # hal.Scan per group of tiles measured together, built at LOAD
         self.unload()
 
     def unload(self):
         self.state = IDLE
+        self.scans = []
         self.n_layers = 0
         self.n_tiles = 0
         self.size = 0
@@ -218,8 +224,37 @@ class Model:
         if off != len(mv):
             raise ModelError("%d trailing bytes after the last layer" % (len(mv) - off))
         self._check_overlap(nt_all)
+        self._plan(nl)
         self.n_layers = nl
         self.n_tiles = nt_all
+
+    def _plan(self, nl):
+        """Group each layer's tiles into scans measured together: consecutive tiles on
+        distinct arrays (gc first: the scans' frames are this model's only allocation)."""
+        self.scans = []
+        gc.collect()
+        L = self.layers
+        T = self.tiles
+        for li in range(nl):
+            b = li * _LF
+            L[b + _L_G0] = len(self.scans)
+            t0 = L[b + _L_T0]
+            end = t0 + L[b + _L_NT]
+            while t0 < end:
+                t1 = t0
+                arrays = []
+                while t1 < end and T[t1 * _TF] not in arrays:
+                    arrays.append(T[t1 * _TF])
+                    t1 += 1
+                tiles = []
+                for t in range(t0 * _TF, t1 * _TF, _TF):
+                    tiles.append((T[t], T[t + 1], T[t + 4], T[t + 3], T[t + 2], 2 * T[t + 6]))
+                s = self.hal.plan(tiles)
+                s.t0 = t0
+                s.t1 = t1
+                self.scans.append(s)
+                t0 = t1
+            L[b + _L_NG] = len(self.scans) - L[b + _L_G0]
 
     def _check_overlap(self, nt):
         """Two tiles sharing a cell would need two weights in one device."""
@@ -253,7 +288,7 @@ class Model:
         hal = self.hal
         L = self.layers
         T = self.tiles
-        rc = hal.row_codes
+        scans = self.scans
         codes = hal.codes
         gains = hal.gains
         acc = self.acc
@@ -263,50 +298,52 @@ class Model:
         nxt = self.act
         out = self.out
         blob = self.blob
-        for li in range(self.n_layers):
-            b = li * _LF
-            n_out = L[b + _L_NOUT]
-            k = L[b + _L_K]
-            kernels.zero(acc, n_out)
-            t_end = L[b + _L_T0] + L[b + _L_NT]
-            for t in range(L[b + _L_T0] * _TF, t_end * _TF, _TF):
-                arr = T[t]
-                r0 = T[t + 1]
-                c0 = T[t + 2]
-                o0 = T[t + 5]
-                no = T[t + 6]
-                ni = T[t + 4]
-                kernels.stage_rows(rc, r0, x, off + T[t + 3], ni, k)
-                hal.measure(arr, r0, ni, c0, 2 * no)
-                cp = arr * cols + c0
-                j = kernels.accumulate(
-                    acc, o0, no, codes, gains, cp, L, b + _L_MUL, b + _L_QSH, guard
-                )
+        t_start = time.ticks_us()
+        hal.led.on()
+        try:
+            for li in range(self.n_layers):
+                b = li * _LF
+                n_out = L[b + _L_NOUT]
+                k = L[b + _L_K]
+                kernels.zero(acc, n_out)
+                g0 = L[b + _L_G0]
+                for g in range(g0, g0 + L[b + _L_NG]):
+                    s = scans[g]
+                    hal.scan(s, x, off, k)
+                    for t in range(s.t0 * _TF, s.t1 * _TF, _TF):
+                        o0 = T[t + 5]
+                        no = T[t + 6]
+                        cp = T[t] * cols + T[t + 2]
+                        j = kernels.accumulate(
+                            acc, o0, no, codes, gains, cp, L, b + _L_MUL, b + _L_QSH, guard
+                        )
+                        if j >= 0:
+                            self._accumulate(li, j, o0 + no, cp + 2 * (j - o0))
+                sh = L[b + _L_SH]
+                j = 0
+                if 11 <= sh <= 40:
+                    j = kernels.requant(
+                        acc,
+                        blob,
+                        L[b + _L_B0],
+                        n_out,
+                        L[b + _L_M],
+                        sh,
+                        L[b + _L_LO],
+                        L[b + _L_HI],
+                        1 if L[b + _L_ACT] == protocol.ACT_RELU else 0,
+                        nxt,
+                        out,
+                        1 if li == last else 0,
+                        quant.ACC_LIMIT,
+                    )
                 if j >= 0:
-                    self._accumulate(li, j, o0 + no, cp + 2 * (j - o0))
-            hal.power_down()  # the layer's arrays off until the next layer's power_up
-            sh = L[b + _L_SH]
-            j = 0
-            if 11 <= sh <= 40:
-                j = kernels.requant(
-                    acc,
-                    blob,
-                    L[b + _L_B0],
-                    n_out,
-                    L[b + _L_M],
-                    sh,
-                    L[b + _L_LO],
-                    L[b + _L_HI],
-                    1 if L[b + _L_ACT] == protocol.ACT_RELU else 0,
-                    nxt,
-                    out,
-                    1 if li == last else 0,
-                    quant.ACC_LIMIT,
-                )
-            if j >= 0:
-                self._requant(li, j, n_out, li == last)
-            x = nxt
-            off = 0
+                    self._requant(li, j, n_out, li == last)
+                x = nxt
+                off = 0
+        finally:
+            hal.led.off()
+            hal.busy(t_start)
         return self.n_out()
 
     def _accumulate(self, li, j0, end, cp):

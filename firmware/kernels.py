@@ -42,6 +42,17 @@ def fill(buf: ptr8, lo: int, hi: int, v: int):
 
 
 @micropython.viper
+def reset16(buf: ptr16, lo: int, hi: int, v: int) -> int:
+    """buf[lo:hi] = v; returns how many of them were not v before."""
+    n = 0
+    for i in range(lo, hi):
+        if int(buf[i]) != v:
+            buf[i] = v
+            n += 1
+    return n
+
+
+@micropython.viper
 def find(buf: ptr8, lo: int, hi: int, v: int) -> int:
     """Index of the first of buf[lo:hi] equal to v, or -1."""
     for i in range(lo, hi):
@@ -132,32 +143,6 @@ def dac_frames(
 
 
 @micropython.viper
-def adc_need(want: ptr8, col: int, n: int, lo: int, hi: int) -> int:
-    """1 if any of columns col, col+8, ... (n of them) in lo .. hi-1 is wanted."""
-    for _ in range(n):
-        if lo <= col and col < hi and want[col]:
-            return 1
-        col += 8
-    return 0
-
-
-@micropython.viper
-def adc_take(
-    rx: ptr8, codes: ptr16, want: ptr8, col: int, p: int, n: int, lo: int, hi: int, mid: int
-) -> int:
-    """The results of a chain frame for columns col, col+8, ... at chain positions p,
-    p+1, ...: codes[c] = result - mid where wanted. Returns how many were taken."""
-    taken = 0
-    for _ in range(n):
-        if lo <= col and col < hi and want[col]:
-            codes[col] = ((rx[2 + 2 * p] << 8) | rx[3 + 2 * p]) - mid
-            taken += 1
-        col += 8
-        p += 1
-    return taken
-
-
-@micropython.viper
 def ranged(want: ptr8, codes: ptr16, gains: ptr8, lo: int, hi: int, gi: int, sat: int) -> int:
     """After a conversion at gain gi: record gi for the wanted columns in lo .. hi-1; those
     near the rail (|code| > sat, gi > 0) stay wanted. Returns 1 if any does."""
@@ -173,13 +158,6 @@ def ranged(want: ptr8, codes: ptr16, gains: ptr8, lo: int, hi: int, gi: int, sat
             else:
                 want[c] = 0
     return more
-
-
-@micropython.viper
-def stage_rows(rc: ptr16, r0: int, x: ptr8, i0: int, n: int, k: int):
-    """Row DAC codes of a tile: rc[r0 + i] = 32768 + x[i0 + i] * k."""
-    for i in range(n):
-        rc[r0 + i] = 32768 + x[i0 + i] * k
 
 
 @micropython.viper
@@ -298,3 +276,210 @@ def put_i16(out: ptr8, o: int, src: ptr16, n: int) -> int:
         out[o + 1] = (v >> 8) & 0xFF
         o += 2
     return o
+
+
+@micropython.viper
+def cobs_read(readinto, one, b1: ptr8, nothing, dst: ptr8, cap: int, st: ptr32) -> int:
+    """Read bytes one at a time (`readinto(one)`, `one` a 1-byte buffer, at b1) and
+    COBS-decode them into dst as protocol.Decoder.push would, with its state in st
+    (bytes stored, data bytes left in the block, block code, frame started), while they
+    are the inside or the first byte of a frame. Returns the byte it leaves to push()
+    (0x00 ends a frame; a CR at a frame boundary; a byte that would overflow cap), 256
+    when readinto returned `nothing` (None: no byte within the poll timeout) or 257 at
+    end of stream. (Calls from viper into Python objects, readinto here, are runtime
+    calls; the emulator charges them as viper opcodes.)"""
+    k = int(st[0])
+    remain = int(st[1])
+    block = int(st[2])
+    started = int(st[3])
+    r = 0
+    while True:
+        n = readinto(one)
+        if n == nothing:
+            r = 256
+            break
+        if int(n) == 0:
+            r = 257
+            break
+        b = b1[0]
+        if b == 0:
+            break
+        if remain == 0:
+            if started:
+                if block != 0xFF:
+                    if k >= cap:
+                        r = b
+                        break
+                    dst[k] = 0
+                    k += 1
+            elif b == 13:
+                r = 13
+                break
+            started = 1
+            block = b
+            remain = b - 1
+        else:
+            if k >= cap:
+                r = b
+                break
+            remain -= 1
+            dst[k] = b
+            k += 1
+    st[0] = k
+    st[1] = remain
+    st[2] = block
+    st[3] = started
+    return r
+
+
+@micropython.viper
+def cobs_encode(src: ptr8, n: int, dst: ptr8) -> int:
+    """protocol.cobs_encode: src[:n] COBS-encoded into dst (no delimiter); the length."""
+    code_i = 0
+    out = 1
+    code = 1
+    for i in range(n):
+        b = src[i]
+        if b == 0:
+            dst[code_i] = code
+            code_i = out
+            out += 1
+            code = 1
+        else:
+            dst[out] = b
+            out += 1
+            code += 1
+            if code == 0xFF:
+                dst[code_i] = code
+                code_i = out
+                out += 1
+                code = 1
+    dst[code_i] = code
+    return out
+
+
+@micropython.viper
+def tile_rows(
+    frames: ptr8,
+    slots: ptr16,
+    n: int,
+    x: ptr8,
+    off: int,
+    k: int,
+    lim: int,
+    w: ptr8,
+    last: int,
+    gnd: int,
+    mode: int,
+) -> int:
+    """The row codes of a scan (hal.Scan) into its DAC frames and switch frame: row j
+    (slots[3j]: byte of its code in `frames`, slots[3j+1]: its input index, slots[3j+2]:
+    its line) gets code 32768 + x[off + input] * k; rows with a nonzero input move from
+    ground to `mode` in switch frame w (last byte index `last`), the others stay grounded.
+    Returns the first row whose code is beyond `lim` codes from 32768 (nothing sent
+    yet), else -1."""
+    for j in range(n):
+        q = 3 * j
+        v = x[off + int(slots[q + 1])] * k
+        if v > lim:
+            return j
+        b = int(slots[q])
+        code = 32768 + v
+        frames[b] = code >> 8
+        frames[b + 1] = code & 0xFF
+        if v:
+            line3 = 3 * int(slots[q + 2])
+            s = line3 + gnd
+            i = last - (s >> 3)
+            w[i] = w[i] & (0xFF ^ (1 << (s & 7)))
+            s = line3 + mode
+            i = last - (s >> 3)
+            w[i] = w[i] | (1 << (s & 7))
+    return -1
+
+
+@micropython.viper
+def adc_plan(
+    want: ptr8,
+    columns: int,
+    s_lo: int,
+    s_hi: int,
+    chain: int,
+    tx: ptr8,
+    flen: int,
+    fsel: ptr8,
+    fprev: ptr8,
+    chans: ptr8,
+    man: int,
+    last: int,
+) -> int:
+    """The frames of one conversion pass over the wanted columns of ADC selects s_lo ..
+    s_hi, all starting in standby: first one frame per select that selects its first
+    needed channel (MAN_Ch: it also wakes the chain), then per select the frames of its
+    other needed channels and a last command `last` (STDBY), each returning the result
+    of the channel before it. Frame f: command at tx[f * flen], select fsel[f], the
+    channel whose results it carries fprev[f] (255: none). `chans`: 9 bytes per select
+    of scratch. Returns wake frames | (all frames << 8)."""
+    nw = 0
+    for s in range(s_lo, s_hi + 1):
+        q = 9 * (s - s_lo)
+        m = 0
+        for ch in range(8):
+            col = ((s * chain) << 3) + ch
+            for _ in range(chain):
+                if col < columns and want[col]:
+                    chans[q + m] = ch
+                    m += 1
+                    break
+                col += 8
+        chans[q + 8] = m
+        if m:
+            cmd = man + (chans[q] << 10)
+            tx[nw * flen] = cmd >> 8
+            tx[nw * flen + 1] = cmd & 0xFF
+            fsel[nw] = s
+            fprev[nw] = 255
+            nw += 1
+    f = nw
+    for s in range(s_lo, s_hi + 1):
+        q = 9 * (s - s_lo)
+        m = int(chans[q + 8])
+        for j in range(1, m + 1):
+            cmd = man + (chans[q + j] << 10) if j < m else last
+            tx[f * flen] = cmd >> 8
+            tx[f * flen + 1] = cmd & 0xFF
+            fsel[f] = s
+            fprev[f] = chans[q + j - 1]
+            f += 1
+    return nw | (f << 8)
+
+
+@micropython.viper
+def adc_results(
+    rx: ptr8,
+    flen: int,
+    nf: int,
+    fsel: ptr8,
+    fprev: ptr8,
+    chain: int,
+    want: ptr8,
+    codes: ptr16,
+    columns: int,
+    mid: int,
+) -> int:
+    """The results of a pass planned by adc_plan (frame f received at rx[f * flen]):
+    codes[c] = result - mid for every wanted column; returns how many were taken."""
+    taken = 0
+    for f in range(nf):
+        ch = fprev[f]
+        if ch == 255:
+            continue
+        col = ((fsel[f] * chain) << 3) + ch
+        b = f * flen + 2
+        for _ in range(chain):
+            if col < columns and want[col]:
+                codes[col] = ((rx[b] << 8) | rx[b + 1]) - mid
+                taken += 1
+            col += 8
+            b += 2
+    return taken

@@ -52,6 +52,7 @@ DAC_LSB = 20.0 / 65536.0
 DAC_SETTLE_US = const(5)  # AD5676 datasheet t_settle
 DAC_CMD_WRITE = const(0x1)  # write input register, applied on LDAC falling edge
 DAC_CMD_WRITE_UPDATE = const(0x3)
+DAC_CMD_WRITE_ALL_UPDATE = const(0xB)  # every channel's input and DAC register
 DAC_CMD_RESET = const(0x6)
 DAC_RESET_DATA = const(0x1234)  # AD5676 software reset key
 DAC_CMD_DCEN = const(0x8)  # daisy-chain enable (data bit 0)

@@ -66,7 +66,10 @@ def test_static_power_is_zero_while_powered_down() -> None:
     spent = model.ledger.since(mark)
     assert [spent[c] for c in ANALOG] == [0.0] * 4
     assert spent["mcu"] == pytest.approx(figures.mcu_idle_w * 1e-3)
-    hal.power_up(0, True)
+    hal.power_up(0)
+    for sel in range(len(hal.adc_on)):  # the ADCs awake, as in a conversion pass
+        hal.adc._frame(sel, 0xE000)  # MAN_AUX: leaves STDBY, converts nothing of ours
+        hal.adc_on[sel] = 1
     p = model.profile
     assert model.ledger.power("line_drivers") == pytest.approx(p.lines * figures.driver_static_w)
     assert model.ledger.power("tia") == pytest.approx(p.columns * figures.tia_static_w)

@@ -130,6 +130,8 @@ class SimBoard:
                 self.dac_in[chip, ch] = self.dac_out[chip, ch] = code
             elif cmd == 0x6:
                 self.dac_in[chip, :] = self.dac_out[chip, :] = 0
+            elif cmd == 0xB:  # every channel's input and DAC register
+                self.dac_in[chip, :] = self.dac_out[chip, :] = code
         self._check()
 
     def _switch(self, tx: bytes) -> None:

@@ -60,3 +60,29 @@ def test_ctrl_c_is_one_line_and_exit_130(
     monkeypatch.setattr(cli, "build_parser", lambda: parser)
     assert cli.main([]) == 130
     assert capsys.readouterr().err == "xbar: interrupted\n"
+
+
+def test_a_command_imports_its_own_module_only(tmp_path: Path) -> None:
+    # Each command is registered under its module's name, which is how a line that starts
+    # with a command's name gets a parser with that command alone (build_parser(name)).
+    import argparse
+    import subprocess
+    import sys
+
+    from xbar.host.cli.main import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert list(sub.choices) == [m.rsplit(".", 1)[-1] for m in COMMANDS]
+    store = tmp_path / "c.sqlite"
+    code = (
+        "import sys\nfrom xbar.host.cli.main import main\n"
+        f"assert main(['fab', 'init', {str(SPEC_PATH)!r}, '--store', {str(store)!r}]) == 0\n"
+        f"assert main(['fab', 'status', '--store', {str(store)!r}]) == 0\n"
+        "print(' '.join(sorted(sys.modules)))"
+    )
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True).stdout.split())  # fmt: skip
+    assert "xbar.host.cli.fab" in loaded
+    others = {m for m in COMMANDS if not m.endswith(".fab")}
+    heavy = {"torch", "nevergrad", "sklearn", "matplotlib", "dask", "scipy"}
+    assert not loaded & (others | heavy)

@@ -269,7 +269,13 @@ class BatchSession:
             rows_i = np.flatnonzero(epochs == e)
             pc, ps = self._powers(a, b.operator_at(a, int(e)), volts[rows_i], p.lines_per_array)
             p_cells[rows_i], p_src[rows_i] = pc, ps
-        self.ledger.log_array(a, self.offsets[j] + plan.ldac, volts[-1], p_cells, p_src)
+        self.ledger.log_array(
+            a,
+            self.offsets[j] + plan.ldac,
+            volts[-1],
+            (float(p_cells.sum()), float(p_cells[-1])),
+            (float(p_src.sum()), float(p_src[-1])),
+        )
         self.ledger.record_step(j, codes, plan)
         return out
 
@@ -319,13 +325,10 @@ class BatchSession:
                     eps = self._normals(chips, first, stride, r0, r1)
                 conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
                 self.ledger.saturations += saturated
-            # Quadratic forms v·Q_s·v for every step s at once: the outer products v vᵀ
-            # (flattened) times the flattened forms [Q_1 … Q_S].
-            outer = (volts[:, :, None] * volts[:, None, :]).reshape(n, p.rows * p.rows)
-            forms = [quads] + ([srcs] if noise.ir_drop else [])
-            powers = [outer @ np.stack([q.ravel() for q in form], axis=1) for form in forms]
-            p_cells = powers[0]
-            p_src = powers[-1]
+            # Quadratic forms v·Q·v summed over the inferences are Σ_ij Q_ij (VᵀV)_ij: one
+            # small Gram matrix for the group instead of a form per inference (the ledger
+            # needs only the sum and the last inference's power, batch_ledger._ArrayLog).
+            gram, last = volts.T @ volts, volts[-1]
             full = np.zeros(p.lines_per_array)
             start = 0
             for i_m, m in enumerate(members):
@@ -342,12 +345,13 @@ class BatchSession:
                     out[:, plan.sample_cols[ks]] = block
                     outs[m] = out
                 full[: p.rows] = volts[-1]
+                cells = _summed_power(quads[i_m], gram, last)
                 self.ledger.log_array(
                     step.array,
                     self.offsets[j] + plan.ldac,
                     full.copy(),
-                    p_cells[:, i_m],
-                    p_src[:, i_m],
+                    cells,
+                    _summed_power(srcs[i_m], gram, last) if noise.ir_drop else cells,
                 )
                 self.ledger.record_step(j, codes, plan)
         return outs
@@ -401,6 +405,12 @@ class BatchSession:
             raise RuntimeError(f"batch finished after {self._next} of {len(self.steps)} steps")
         self._finished = True
         self.ledger.commit()
+
+
+def _summed_power(q: np.ndarray, gram: np.ndarray, last: np.ndarray) -> tuple[float, float]:
+    """A quadratic-form power v·Q·v summed over a batch (from the batch's Gram matrix VᵀV)
+    and for its last inference ``last``."""
+    return float(np.sum(q * gram)), float(last @ q @ last)
 
 
 def batch_mvm(board: BoardModel, array: int, codes: np.ndarray, exact: bool = False) -> np.ndarray:

@@ -22,11 +22,12 @@ from .parts import line_volts
 @dataclass
 class _ArrayLog:
     """LDAC edges of one array in each inference: cycle offsets in the inference and the
-    array power from each edge, per inference."""
+    array power from each edge as (sum over the batch's inferences, the last inference's):
+    all the energy integral needs, since every inference holds each edge equally long."""
 
     offsets: list[int]
-    p_cells: list[np.ndarray]
-    p_wire: list[np.ndarray]
+    p_cells: list[tuple[float, float]]
+    p_wire: list[tuple[float, float]]
     last_v: np.ndarray  # line voltages after the latest edge (lines_per_array,)
 
 
@@ -63,12 +64,21 @@ class BatchLedger:
         self._adc_last: dict[int, int] = {}
 
     def log_array(
-        self, a: int, offset: int, last_v: np.ndarray, p_cells: np.ndarray, p_src: np.ndarray
+        self,
+        a: int,
+        offset: int,
+        last_v: np.ndarray,
+        p_cells: tuple[float, float],
+        p_src: tuple[float, float],
     ) -> None:
         """Record an LDAC edge of array ``a`` at ``offset`` cycles into every inference and
-        the array power from it (ideal wiring dissipates nothing)."""
+        the array power from it: cell and source power, each as (sum over the batch's
+        inferences, the last inference's). The wiring dissipates the difference (nothing
+        with ideal wiring)."""
         b = self.board
-        p_wire = np.maximum(0.0, p_src - p_cells) if b.noise.ir_drop else np.zeros(self.n)
+        p_wire = (0.0, 0.0)
+        if b.noise.ir_drop:
+            p_wire = (max(0.0, p_src[0] - p_cells[0]), max(0.0, p_src[1] - p_cells[1]))
         log = self._logs.setdefault(a, _ArrayLog([], [], [], last_v))
         log.offsets.append(offset)
         log.p_cells.append(p_cells)
@@ -89,7 +99,7 @@ class BatchLedger:
     def _array_energy(self, a: int, log: _ArrayLog) -> tuple[float, float]:
         """Joules (cells, wiring) of array ``a`` over the batch: each power holds from its
         edge to the next edge of the same array (the first from the board's state)."""
-        b, n, hz = self.board, self.n, self.board.clock.mcu_hz
+        b, hz = self.board, self.board.clock.mcu_hz
         order = np.argsort(log.offsets, kind="stable")
         offs = np.asarray(log.offsets, dtype=np.int64)[order]
         hold = np.empty(offs.size)  # cycles each edge's power holds (but the very last)
@@ -97,9 +107,9 @@ class BatchLedger:
         hold[-1] = self.period - offs[-1] + offs[0]
         out = []
         for before, powers in ((b._p_cells[a], log.p_cells), (b._p_wire[a], log.p_wire)):
-            stacked = np.stack([powers[k] for k in order])  # (edges, n)
-            joules = before * offs[0] + float(np.dot(stacked.sum(axis=1), hold))
-            joules -= stacked[-1, n - 1] * offs[0]  # the last edge holds to the batch end
+            sums = np.array([powers[k][0] for k in order])  # (edges,) over the inferences
+            joules = before * offs[0] + float(np.dot(sums, hold))
+            joules -= powers[order[-1]][1] * offs[0]  # the last edge holds to the batch end
             out.append(joules / hz)
         return out[0], out[1]
 
@@ -138,7 +148,7 @@ class BatchLedger:
             e_cells += cells_j
             e_wire += wire_j
             last = int(np.argmax(log.offsets))
-            b._p_cells[a], b._p_wire[a] = log.p_cells[last][-1], log.p_wire[last][-1]
+            b._p_cells[a], b._p_wire[a] = log.p_cells[last][1], log.p_wire[last][1]
             last_time = self.t0 + (n - 1) * self.period + log.offsets[last]
             op = b.operator_at(a, int(drift_epochs(b, np.array([last_time]))[0]))
             b._vcell[a] = (op.cell_v @ log.last_v).reshape(p.rows, p.cols)

@@ -236,13 +236,20 @@ ADC_WAKE_US: int = fw.ADC_WAKE_US  # the firmware's wait after leaving STDBY
 REG_AUTO_SEQ_EN, REG_RANGE0 = 0x01, 0x05
 
 
-def adc_codes(volts: np.ndarray, low: np.ndarray | float, high: np.ndarray | float) -> np.ndarray:
+def adc_codes(
+    volts: np.ndarray,
+    low: np.ndarray | float,
+    high: np.ndarray | float,
+    in_place: bool = False,
+) -> np.ndarray:
     """Straight-binary codes of input voltages: round to the nearest code, clamp 0…65535.
 
     For ±10.24 V this is ``V = (code − 32768) · 20.48 / 65536`` (architecture.md).
+    ``in_place``: ``volts`` (a float64 array the caller no longer needs) is worked on
+    instead of a copy.
     """
     lsb = (np.asarray(high) - np.asarray(low)) / 65536.0
-    codes = np.array(volts, dtype=np.float64)  # a copy, worked on in place
+    codes = volts if in_place else np.array(volts, dtype=np.float64)
     codes -= low
     codes /= lsb
     codes += 0.5

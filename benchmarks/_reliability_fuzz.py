@@ -44,6 +44,7 @@ LINE_TOLERANCE_V = 20.0 / 65536.0  # one DAC step
 # ---- request layouts from the protocol module --------------------------------------------
 REQUEST_LAYOUT = {
     P.HELLO: "",
+    P.IDENT: "",
     P.INFO: "",
     P.READ: P.READ_REQ,
     P.PULSE: P.PULSE_REQ,

@@ -10,6 +10,7 @@ it from the shims in `emulator/mpy/`, the MicroPython one through the bridge
 from __future__ import annotations
 
 import hashlib
+import secrets
 import threading
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
@@ -79,6 +80,7 @@ class Hardware:
     def __init__(self, model: ModelLike, seed: int = 0) -> None:
         self.model = model
         self.seed = seed
+        self._token = secrets.token_hex(8)  # this board's own, for unique_id
         self.lock = threading.RLock()
         self.reset_cause_code = PWRON_RESET
         self.kbd_char = 3
@@ -320,7 +322,9 @@ class Hardware:
         return self.reset_cause_code
 
     def unique_id(self) -> bytes:
-        return hashlib.sha256(f"xbar-board-{self.seed}".encode()).digest()[:8]
+        """8 bytes, as the RP2040's flash id: from the seed and this object's own token,
+        since an emulated board is a new board (fresh cells) each time it is made."""
+        return hashlib.sha256(f"xbar-board-{self.seed}-{self._token}".encode()).digest()[:8]
 
     def kbd_intr(self, char: int) -> None:
         if self.before_kbd_change is not None and char != self.kbd_char:

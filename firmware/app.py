@@ -104,6 +104,7 @@ class App:
         self.handlers = {
             protocol.HELLO: self.hello,
             protocol.INFO: self.info,
+            protocol.IDENT: self.ident,
             protocol.READ: self.read,
             protocol.PULSE: self.pulse,
             protocol.PROGRAM: self.program,
@@ -230,6 +231,12 @@ class App:
             protocol.MAX_PAYLOAD,
         )
         return self._text(struct.calcsize(protocol.HELLO_RESP), self.geom.name)
+
+    def ident(self, p):
+        _need(p, "")
+        uid = hal_mod.unique_id()
+        self.enc.payload[: len(uid)] = uid
+        return len(uid)
 
     def info(self, p):
         _need(p, "")

@@ -593,6 +593,11 @@ class Hal:
         return 2 * self._half(volts) * profiles.DAC_LSB
 
 
+def unique_id():
+    """The MCU's unique id (rp2: the flash chip's 64-bit id)."""
+    return machine.unique_id()
+
+
 def watchdog(ms):
     """The hardware watchdog; the command loop feeds it after every byte or poll."""
     return machine.WDT(timeout=ms)

@@ -29,6 +29,7 @@ ERROR = 0xFF
 # Command codes.
 HELLO = 0x01
 INFO = 0x02
+IDENT = 0x03
 READ = 0x10
 PULSE = 0x11
 PROGRAM = 0x12
@@ -50,6 +51,7 @@ mid-command hears these and waits instead of taking a busy board for a dead one.
 COMMAND_NAMES = {
     HELLO: "HELLO",
     INFO: "INFO",
+    IDENT: "IDENT",
     READ: "READ",
     PULSE: "PULSE",
     PROGRAM: "PROGRAM",
@@ -94,6 +96,8 @@ ERROR_NAMES = {
 # ---- payload layouts (struct formats, little-endian) ----------------------------------
 # HELLO response: protocol version, fw major/minor/patch, max payload, then profile name.
 HELLO_RESP = "<BBBBH"
+# IDENT response: the MCU's unique id (machine.unique_id(): the RP2040's flash id, 8 bytes),
+# what tells one board from another across runs and ports.
 # INFO response: arrays, rows, cols, gains, DAC LSB (V), ADC LSB (V), free heap (B),
 # model capacity (B), max layers, max tiles, max width, stream window, the safety limits
 # in force (SAFETY_LIMITS: v_read_max, v_line_max, width_max_us, i_comp), profile name.

@@ -14,13 +14,10 @@ is re-exported here.
 from __future__ import annotations
 
 import importlib
-import os
 import secrets
 import struct
 import sys
 import time
-import uuid
-import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +65,6 @@ __all__ = [
 # the chip's unique id. Behind a USB-serial bridge (FTDI, CP210x, CH340) the serial number
 # is the cable's, which says nothing about the board on its far end.
 MCU_USB_VIDS = frozenset({0x2E8A, 0xF055})
-# An emulated board's cells live as long as its port is open: each one gets an id of its
-# own on top of the unique id its firmware sees (kept here, weakly, per board object).
-_EMULATED: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 
 CELL_BYTES = struct.calcsize(P.PROGRAM_CELL)
 MAX_PROGRAM_CELLS = (P.MAX_PAYLOAD - struct.calcsize(P.PROGRAM_REQ)) // CELL_BYTES
@@ -252,6 +246,7 @@ class Board:
                 exc.args = (str(exc).replace("PORT", port),)
             raise
         self._info: Info | None = None
+        self._identity: str | None = None
         self._shape: tuple[int, int] | None = None  # (n_in, n_out) of the loaded model
 
     @classmethod
@@ -292,35 +287,19 @@ class Board:
         return Hello(ver, (a, b, c), maxp, bytes(p[n:]).decode())
 
     def identity(self) -> str | None:
-        """What tells this board from another across runs, or None where nothing here
-        can prove it (a pty, a USB-serial bridge, a URL port): `usb:VID:PID:SERIAL` for
-        an MCU that is its own USB device (the serial number is its unique id), and
-        `emu:UID:INSTANCE` for an `emu://` board (its firmware's `machine.unique_id()`
-        and the board object, whose cells last only while its port is open). No request
-        is sent: the protocol carries no board id."""
-        emulated = getattr(self.link.port, "board", None)
-        hw = getattr(emulated, "hw", None)
-        if hw is not None and hasattr(hw, "unique_id"):
-            instance = _EMULATED.setdefault(emulated, uuid.uuid4().hex[:12])
-            return f"emu:{bytes(hw.unique_id()).hex()}:{instance}"
-        name = self.port_name
-        if "://" in name or not os.path.exists(name):
-            return None
-        try:
-            from serial.tools import list_ports
-
-            ports = list_ports.comports()
-        except (ImportError, OSError):
-            return None
-        device = os.path.realpath(name)
-        for info in ports:
-            if (
-                os.path.realpath(info.device) == device
-                and info.vid in MCU_USB_VIDS
-                and info.serial_number
-            ):
-                return f"usb:{info.vid:04x}:{info.pid:04x}:{info.serial_number}"
-        return None
+        """What tells this board from another across runs and ports: `mcu:HEX`, the MCU's
+        unique id from the firmware (IDENT: `machine.unique_id()`, the RP2040's flash id;
+        an emulated board gets a new one each time it is made, like its fresh cells), or
+        None for firmware that predates IDENT."""
+        if self._identity is None:
+            try:
+                uid = self.request(P.IDENT)
+            except FirmwareError as exc:
+                if exc.code != P.E_UNKNOWN:
+                    raise
+                return None
+            self._identity = f"mcu:{bytes(uid).hex()}"
+        return self._identity
 
     def info(self) -> Info:
         p = self.request(P.INFO)

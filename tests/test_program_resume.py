@@ -60,10 +60,10 @@ def test_resume_on_another_board_reads_the_done_cells_again(iris: Path, tmp_path
     finally:
         first.close()
     saved = json.loads(state.read_text())
-    assert saved["board"] == first_id and first_id is not None and first_id.startswith("emu:")
+    assert saved["board"] == first_id and first_id is not None and first_id.startswith("mcu:")
     assert len(saved["cells"]) == len(cells) and saved["complete"] is True
 
-    # A fresh board (same seed, so the same unique id from its firmware, but none of its
+    # A fresh board (same seed, but a board of its own: another unique id, none of its
     # cells written): every cell marked done is read again; those far from what they were
     # written to go again, with their pair partners (cells at g_min were right already).
     second = serial.serial_for_url(URL, timeout=0.05)
@@ -131,7 +131,7 @@ def test_cli_says_it_in_one_line(iris: Path, tmp_path: Path, capsys) -> None:
     argv += ["--max-pulses", "20", "--report", str(tmp_path / "cells.csv")]
     assert main(argv) == 0
     first = json.loads(state.read_text())
-    assert first["complete"] is True and first["board"].startswith("emu:")
+    assert first["complete"] is True and first["board"].startswith("mcu:")
     capsys.readouterr()
     assert main(argv) == 0
     out = capsys.readouterr().out

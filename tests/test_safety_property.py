@@ -77,6 +77,10 @@ class Rig:
         self.out.buf.clear()
         self.app.dispatch(code, self.seq, bytes(payload))
         frames = P.Decoder().feed(bytes(self.out.buf))
+        # A long PROGRAM says it is alive with BUSY frames before its answer.
+        busy = [f for f in frames[:-1] if f[0] == P.BUSY | P.RESPONSE]
+        assert all(code == P.PROGRAM for code, *_ in (f[2] for f in busy)), busy
+        frames = frames[len(busy) :]
         assert len(frames) == 1, frames
         rcode, rseq, body = frames[0]
         assert rseq == self.seq

@@ -159,3 +159,20 @@ def test_suggestions_respect_bounds_and_constraints(
             assert 0.0 <= c.value["a"] <= upper
             assert c.value["b"] == "p" or c.value["a"] <= limit * upper
             search.tell(c, c.value["a"])
+
+
+def test_gp_without_a_pool_also_weighs_neighbours_of_the_best() -> None:
+    # The trust region of a campaign without a pool: besides random samples (whose floats
+    # never equal a told one), options that keep some of the best point's conditions.
+    counts = {}
+    for method in ("gp", "gp-ei"):
+        search = Search(mixed_space(), method, seed=0, budget=20)
+        for _ in range(6):
+            (candidate,) = search.ask()
+            search.tell(candidate, loss(candidate.value))
+        best = search.recommend()
+        search.ask()
+        counts[method] = sum(
+            v != best and (v["x"] == best["x"] or v["y"] == best["y"]) for v in search._options
+        )
+    assert counts["gp-ei"] == 0 and counts["gp"] >= 8

@@ -420,7 +420,7 @@ def run_batch(
         name = (
             "ERROR " + P.ERROR_NAMES.get(body[0], "?")
             if c == P.ERROR and body
-            else P.COMMAND_NAMES.get(c & 0x7F, hex(c))
+            else P.COMMAND_NAMES.get(c & 0x7F, "BUSY" if c == P.BUSY | P.RESPONSE else hex(c))
         )
         stats.answers[name] = stats.answers.get(name, 0) + 1
         if c == P.ERROR and body and body[0] == P.E_HARDWARE:

@@ -3,8 +3,8 @@
 The digits MLP 64-64-64-10 (int8) runs through the board's own firmware, frame by frame
 over the emulated USB link, with INFER_STREAM, in both runtimes: in-process (the
 firmware under CPython, every bytecode charged) and MicroPython (the real unix-port
-interpreter with a 192 KB heap; its machine calls and per-byte frame work are charged,
-its other computation is not, so its board time is a lower bound).
+interpreter with a 192 KB heap, running the counted firmware, `emulator/work_count.py`):
+both charge the same calibrated clock (`emulator/clock.py`).
 
 Real-time factor = virtual board seconds ÷ wall seconds over the stream (above 1 the
 emulation is faster than the board would be). Conductances are placed directly with
@@ -137,10 +137,11 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "taken before and after the stream. Conductances placed directly; write-verify "
         "measured separately. Agreement: argmax of the board's int8 logits vs the integer "
         "reference `QuantizedModel.forward`; max |Δ| in output LSB.  ",
-        "In-process mode charges every firmware bytecode; MicroPython mode (the real "
-        "interpreter, `-X heapsize=192K`, `compute=calls`) charges only machine calls and "
-        "per-byte frame work, so its board time (and RTF, and MCU energy) is a lower "
-        f"bound. Target: RTF ≥ 1 in-process. Float MLP accuracy {meta['float_accuracy']:.4f}"
+        "In-process mode charges every firmware bytecode it traces; MicroPython mode (the real "
+        "interpreter, `-X heapsize=192K`) runs the counted firmware (`emulator/work_count.py`): "
+        "both on the calibrated clock of `emulator/clock.py`, so their board times agree. "
+        "RTF below 1: the emulation runs slower than the board would. "
+        f"Float MLP accuracy {meta['float_accuracy']:.4f}"
         f", int8 reference {meta['int8_accuracy']:.4f} (whole test set).",
         "",
         "| variant | profile | mode | noise | N | wall s/inference | board ms/inference "

@@ -331,25 +331,11 @@ class Adc:
         if not nw:
             return 0
         nf = r >> 8
-        css = self.cs
-        fsel = self.fsel
-        views = self.views
-        xfer = self.xfer
-        for f in range(nw):
-            cs = css[fsel[f]]
-            v = views[f]
-            cs.off()
-            xfer(v, v)
-            cs.on()
+        kernels.exchange(self.cs, self.fsel, self.views, 0, nw, self.xfer)
         time.sleep_us(profiles.ADC_WAKE_US)
-        for f in range(nw, nf):
-            cs = css[fsel[f]]
-            v = views[f]
-            cs.off()
-            xfer(v, v)
-            cs.on()
+        kernels.exchange(self.cs, self.fsel, self.views, nw, nf, self.xfer)
         taken = kernels.adc_results(
-            self.frames, flen, nf, fsel, self.fprev, self.chain, want, codes, self.columns,
+            self.frames, flen, nf, self.fsel, self.fprev, self.chain, want, codes, self.columns,
             profiles.ADC_MID,
         )  # fmt: skip
         self.conversions = (self.conversions + taken) & _COUNT_MASK

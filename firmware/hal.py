@@ -29,19 +29,18 @@ _MID = const(32768)
 class Scan:
     """Everything measuring a group of tiles at once needs that does not depend on the
     input, built at LOAD (`Hal.plan`), so that `Hal.scan` only fills in the row codes:
-    the DAC frames with their command bytes and a slot per row, the power and 0 V
-    frames of the rows' DAC chips, the power gates, the switch frame with the columns
+    the DAC frames with their command bytes and a slot per row, the frames before the
+    lines are switched in (`up`: row codes, DAC power-up) and after (`down`: DAC
+    power-down, 0 V), the power gates, the switch frame with the columns
     on their TIAs, the wanted columns (c_lo .. c_hi-1 spans them) and the ADC selects
     s_lo .. s_hi holding them; its tiles t0 .. t1-1 (set by the model)."""
 
-    def __init__(self, rows, frames, slots, stage, up, down, zero, gates, sw, want, c, s):
+    def __init__(self, rows, frames, slots, up, down, gates, sw, want, c, s):
         self.rows = rows
         self.frames = frames
         self.slots = slots
-        self.stage = stage
         self.up = up
         self.down = down
-        self.zero = zero
         self.gates = gates
         self.sw = sw
         self.want = want
@@ -356,8 +355,11 @@ class Hal:
             slots[3 * j + 1] = idx
             slots[3 * j + 2] = line
         mv = memoryview(frames)
-        stage = [(dac.cs[keys[f][0]], mv[f * flen : (f + 1) * flen]) for f in range(len(keys))]
+        up = [(dac.cs[keys[f][0]], mv[f * flen : (f + 1) * flen]) for f in range(len(keys))]
         chips = sorted(set([r[0] >> 3 for r in rows]))
+        up += self._chip_frames(chips, profiles.DAC_CMD_POWER, 0)
+        down = self._chip_frames(chips, profiles.DAC_CMD_POWER, profiles.DAC_PD_1K)
+        down += self._chip_frames(chips, profiles.DAC_CMD_WRITE_ALL_UPDATE, _MID)
         gates = []
         sw = self.sw
         sw.all(profiles.SW_GND)
@@ -380,10 +382,8 @@ class Hal:
             len(rows),
             frames,
             slots,
-            stage,
-            self._chip_frames(chips, profiles.DAC_CMD_POWER, 0),
-            self._chip_frames(chips, profiles.DAC_CMD_POWER, profiles.DAC_PD_1K),
-            self._chip_frames(chips, profiles.DAC_CMD_WRITE_ALL_UPDATE, _MID),
+            up,
+            down,
             gates,
             wire,
             bytes(want),
@@ -437,14 +437,7 @@ class Hal:
         want[:] = s.want
         write = self.dac.send
         try:
-            for cs, v in s.stage:
-                cs.off()
-                write(v)
-                cs.on()
-            for cs, v in s.up:
-                cs.off()
-                write(v)
-                cs.on()
+            kernels.send(s.up, write)
             for pin in s.gates:
                 pin.off()
             time.sleep_us(profiles.AFE_WAKE_US)  # >= DAC_WAKE_US
@@ -470,14 +463,7 @@ class Hal:
             cs.on()
             for pin in s.gates:
                 pin.on()
-            for cs, v in s.down:
-                cs.off()
-                write(v)
-                cs.on()
-            for cs, v in s.zero:
-                cs.off()
-                write(v)
-                cs.on()
+            kernels.send(s.down, write)
         except BaseException:
             self._unwind()
             raise

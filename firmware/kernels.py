@@ -483,3 +483,25 @@ def adc_results(
             col += 8
             b += 2
     return taken
+
+
+@micropython.viper
+def send(frames, write):
+    """Each (chip select, frame) of `frames`: select low, write(frame), select high.
+    The pin and SPI calls are runtime calls (charged as machine calls)."""
+    for cs, v in frames:
+        cs.off()
+        write(v)
+        cs.on()
+
+
+@micropython.viper
+def exchange(css, fsel: ptr8, views, lo: int, hi: int, xfer):
+    """Frames lo .. hi-1 planned by adc_plan, in place: select css[fsel[f]] low,
+    xfer(views[f], views[f]) (SPI write_readinto), select high."""
+    for f in range(lo, hi):
+        cs = css[fsel[f]]
+        v = views[f]
+        cs.off()
+        xfer(v, v)
+        cs.on()

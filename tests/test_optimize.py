@@ -176,3 +176,34 @@ def test_gp_without_a_pool_also_weighs_neighbours_of_the_best() -> None:
             v != best and (v["x"] == best["x"] or v["y"] == best["y"]) for v in search._options
         )
     assert counts["gp-ei"] == 0 and counts["gp"] >= 8
+
+
+def test_same_seed_same_suggestions_in_any_process() -> None:
+    """A campaign's next batch depends on its store and seed alone, not on the process's
+    string-hash seed (a killed `fab suggest` rerun must give the batch the first would
+    have): the default method, with its perturbations of the best points, in two
+    interpreters with different PYTHONHASHSEED."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import nevergrad as ng\n"
+        "from xbar.training.search import DEFAULT_METHOD, Search\n"
+        "space = ng.p.Dict(**{f'x{i}': ng.p.Scalar(lower=0.0, upper=1.0) for i in range(4)},\n"
+        "                  m=ng.p.Choice(['a', 'b', 'c']))\n"
+        "search = Search(space, DEFAULT_METHOD, seed=3, budget=40)\n"
+        "for _ in range(8):\n"
+        "    (c,) = search.ask()\n"
+        "    search.tell(c, sum((c.value[f'x{i}'] - 0.3) ** 2 for i in range(4)))\n"
+        "print([c.value for c in search.ask(4)])\n"
+    )
+    outs = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300
+        )
+        assert done.returncode == 0, done.stderr
+        outs.add(done.stdout)
+    assert len(outs) == 1, outs

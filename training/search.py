@@ -630,7 +630,7 @@ class Search:
             moved = {n for n in names if rng.random() < 2.0 / len(names)}
             moved.add(names[int(rng.integers(len(names)))])
             value = dict(centre)
-            for name in moved:
+            for name in (n for n in names if n in moved):  # spec order, not set order
                 value[name] = _towards(centre[name], draw[name], float(rng.uniform(0.05, 0.4)))
             value = plain(value)
             if self._canonical is not None:

@@ -746,15 +746,15 @@ def program_model(
     from xbar.host.energy_report import ledger_mark, write_verify_energy
     from xbar.training.artifact import load_artifact
 
-    trained = load_artifact(model)  # a bad model file fails before the port is touched
-    if tolerance is None:
-        tolerance, tol_source = scheme_tolerance(trained.metadata, trained.plan)
-    else:
-        tol_source = "--tolerance"
+    load_artifact(model)  # a bad model file fails before the port is touched
     report_path = Path(report or f"{model}.cells.csv")
     state_path = Path(state or f"{model}.progress.json")
     with Board.open(port, timeout=timeout) as board:
         art, plan = checked_plan(board, model, placed=False)  # program_plan places it
+        if tolerance is not None:
+            tol, tol_source = tolerance, "--tolerance"
+        else:
+            tol, tol_source = scheme_tolerance(art.metadata, plan)
         if art.device is not None:
             limit_pulses_to_device(board, art.device)
         cells = plan_cells(plan)
@@ -763,7 +763,6 @@ def program_model(
         energy = ledger_mark(board)
         with progress(total, "write-verify", "cell") as bar:
             try:
-                tol = tolerance
                 result = program_plan(
                     board,
                     plan,
@@ -789,7 +788,6 @@ def program_model(
                 ) from None
         energy_line = write_verify_energy(energy, len(result.cells) - result.resumed)
     write_report(result, report_path)
-    tol = tolerance
     if as_json:
         data = summary_json(result, tol)
         data.update(report=str(report_path), progress=str(state_path), energy=energy_line or None)

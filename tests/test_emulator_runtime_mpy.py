@@ -86,8 +86,17 @@ class Term:
         return out, err
 
     def enter_raw(self) -> None:
-        self.write(b"\r\x03\r\x01")
-        self.read_until(RAW_PROMPT)
+        """Ctrl-C, Ctrl-A. Bytes sent while the interpreter is still starting can be lost
+        (seen once on a loaded machine: the banner's prompt came, the raw one did not),
+        so they are sent again until the raw prompt comes."""
+        for attempt in range(3):
+            self.write(b"\r\x03\r\x01")
+            try:
+                self.read_until(RAW_PROMPT, timeout=5.0)
+                return
+            except AssertionError:
+                if attempt == 2:
+                    raise
 
 
 @pytest.fixture

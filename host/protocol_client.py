@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from xbar.firmware import protocol as P
@@ -143,7 +144,8 @@ class Link:
         self.busy: tuple[str, int, int] | None = None  # last BUSY: command, done, total
         self.busy_at = 0.0  # when it was heard (time.monotonic)
         self.busy_gap = 0.0  # longest wall time seen between two BUSY frames
-        self.on_busy: Any = None  # called once per sync with a line saying what it waits for
+        # Called once per sync with a line saying what it waits for (a busy board).
+        self.on_busy: Callable[[str], None] | None = None
         self.lost = 0  # answers given up on (never came or came corrupted)
         self.crc_errors = 0  # requests the board answered with E_CRC
         self._srtt: float | None = None  # smoothed round trip, s

@@ -226,3 +226,32 @@ def test_pareto_campaign_keeps_its_front(
     ]
     assert 2 <= len(front) < 6
     assert f"pareto     {', '.join(front)}\n" in out
+
+
+_IMPORTS_AFTER_SUGGEST = (
+    "import sys\n"
+    "from xbar.host.cli.main import main\n"
+    "code = main(['fab', 'suggest', '--store', sys.argv[1], '--out', sys.argv[2]] + sys.argv[3:])\n"
+    "print(code, 'nevergrad' in sys.modules, 'sklearn' in sys.modules)\n"
+)
+
+
+@pytest.mark.parametrize(("method", "loaded"), [(None, False), ("de", True)])
+def test_default_suggest_imports_neither_nevergrad_nor_sklearn(
+    campaign: Path, tmp_path: Path, method: str | None, loaded: bool
+) -> None:
+    """Each import costs about a second of CPU, the whole budget of a suggestion: the
+    default method needs neither; a Nevergrad method still loads them (Nevergrad imports
+    scikit-learn)."""
+    import subprocess
+    import sys
+
+    assert fab("ingest", past_sheet(tmp_path / "past.csv", slice(0, 6)), "--store", campaign) == 0
+    extra = ["--method", method] if method else []
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORTS_AFTER_SUGGEST, str(campaign), str(tmp_path), *extra],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split()[-3:] == ["0", str(loaded), str(loaded)]

@@ -3,7 +3,7 @@
 Fabrication campaigns (``xbar fab``) and the BayesMulti noise search both need the same
 thing: propose k points of a mixed space, learn the measured losses (minimised), resume
 after a restart, and do it reproducibly. :class:`Search` wraps a Nevergrad optimizer (or
-the scikit-learn Gaussian-process strategy below, which behaves the same way) over an
+the Gaussian-process strategy below, which behaves the same way) over an
 ``ng.p.Parameter`` and hides what differs between them:
 
 - **Plain values.** A :class:`Candidate` carries a stable integer id and the plain-Python
@@ -39,11 +39,13 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import nevergrad as ng
 import numpy as np
 from xbar.training.errors import XbarError
+
+if TYPE_CHECKING:  # Nevergrad takes over a second to import: only its methods need it
+    import nevergrad as ng
 
 
 class SearchError(XbarError, ValueError):
@@ -55,19 +57,26 @@ class Method:
     """One choice of optimizer: how to build it and whether it needs fantasy batching."""
 
     doc: str
-    nevergrad: Any = None  # a registered optimizer name or a ConfiguredOptimizer; None: GP
+    nevergrad: Any = None  # a registered optimizer name, or a function building one; None: GP
     sequential: bool = False  # one point at a time by design: batches use constant liar
-    gp: dict[str, Any] = field(default_factory=dict)  # options of the scikit-learn GP
+    gp: dict[str, Any] = field(default_factory=dict)  # options of the Gaussian process
     local: bool = False  # GP without a pool: options near the best points, besides samples
 
 
-def _bo(kind: str) -> Any:
-    return ng.optimizers.ParametrizedBO(utility_kind=kind, init_budget=2)
+def _bo(kind: str) -> Callable[[], Any]:
+    """Nevergrad's ParametrizedBO with this utility, built when first used."""
+
+    def build() -> Any:
+        import nevergrad as ng
+
+        return ng.optimizers.ParametrizedBO(utility_kind=kind, init_budget=2)
+
+    return build
 
 
 METHODS: dict[str, Method] = {
     "gp": Method(
-        "scikit-learn Gaussian process, Matérn 5/2 with one length scale and fitted noise, "
+        "Gaussian process, Matérn 5/2 with one length scale and fitted noise, "
         "on the encoding rescaled to [0, 1] per dimension and the losses' normal scores "
         "(ranks); expected improvement within a trust region: over the 30 % of the pool "
         "nearest the best point (all of it after 5 points without progress), or over random "
@@ -77,7 +86,7 @@ METHODS: dict[str, Method] = {
         local=True,
     ),
     "gp-ei": Method(
-        "scikit-learn GP with one length scale per dimension (ARD), expected improvement on "
+        "Gaussian process with one length scale per dimension (ARD), expected improvement on "
         "the losses themselves over the pool or random feasible samples",
         sequential=True,
         gp={"ard": True, "kappa": 0.0},
@@ -165,7 +174,8 @@ class Candidate:
 
 
 class _GaussianProcess:
-    """A scikit-learn GP choosing among a finite set of encoded options.
+    """A Gaussian process (:mod:`xbar.training.gaussian_process`, the model scikit-learn's
+    regressor fits, without its import) choosing among a finite set of encoded options.
 
     Chosen over Nevergrad's ``BO`` for its kernel choice (one length scale, or one per
     encoded dimension) and a fitted noise term: replicate devices differ, and a noise-free
@@ -269,38 +279,25 @@ class _GaussianProcess:
     def _fit_predict(
         self, train: np.ndarray, y: np.ndarray, x: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        from sklearn.gaussian_process import GaussianProcessRegressor
-        from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
-        from threadpoolctl import threadpool_limits  # installed with scikit-learn
+        from threadpoolctl import threadpool_limits
+        from xbar.training.gaussian_process import Bounds, MaternGP
 
         scale = 1.0 if self.unit else 6.0  # the width of the encoded space
+        seed = int(self.rng.integers(2**31))
+        # The batch's later points (after constant-liar fantasies) reuse the first fit's
+        # hyperparameters: one Cholesky each instead of a full fit.
         reuse = self.keep_kernel and self._kernel is not None
-        kernel = (
-            self._kernel
-            if reuse
-            else ConstantKernel(1.0, (1e-2, 1e2))
-            * Matern(
-                length_scale=np.full(train.shape[1] if self.ard else 1, 0.5 * scale),
-                length_scale_bounds=(0.05 * scale, 200.0 * scale),
-                nu=2.5,
-            )
-            + WhiteKernel(1e-2, (1e-6, 1.0))
+        gp = MaternGP(
+            train.shape[1] if self.ard else 1,
+            Bounds(length=(0.5 * scale, (0.05 * scale, 200.0 * scale))),
         )
-        gp = GaussianProcessRegressor(
-            kernel,
-            normalize_y=True,
-            # The batch's later points (after constant-liar fantasies) reuse the first
-            # fit's hyperparameters: one Cholesky each instead of a full fit.
-            optimizer=None if reuse else "fmin_l_bfgs_b",
-            n_restarts_optimizer=1,
-            random_state=int(self.rng.integers(2**31)),
-        )
+        if reuse:
+            gp.theta = self._kernel
         # One BLAS thread: the fit is many tiny solves, which threads only slow down (3x).
-        with warnings.catch_warnings(), threadpool_limits(1):
-            warnings.simplefilter("ignore")  # length scales at their bounds on tiny data
-            gp.fit(train, y)
-            mean, std = gp.predict(x, return_std=True)
-        self._kernel = gp.kernel_
+        with threadpool_limits(1):
+            gp.fit(train, y, optimize=not reuse, restarts=1, seed=seed)
+            mean, std = gp.predict(x)
+        self._kernel = gp.theta
         return mean, np.maximum(std, 1e-12)
 
 
@@ -310,9 +307,10 @@ class _NevergradEngine:
     def __init__(
         self, method: Method, parametrization: ng.p.Parameter, budget: int | None, workers: int
     ) -> None:
+        import nevergrad as ng
+
         factory = method.nevergrad
-        if isinstance(factory, str):
-            factory = ng.optimizers.registry[factory]
+        factory = ng.optimizers.registry[factory] if isinstance(factory, str) else factory()
         with warnings.catch_warnings():
             # ParametrizedBO warns on discrete spaces unless given a GP noise term; bayes_opt
             # already fits with alpha = 1e-6, and the measured comparisons used exactly that.
@@ -343,7 +341,10 @@ class Search:
     ``encoder`` maps a plain value to numbers for the Gaussian-process methods (any scaling:
     the GP rescales each dimension to [0, 1]) and must raise ValueError for a value outside
     the space: with it the GP methods never build a Nevergrad parameter per told point,
-    which costs milliseconds each (seconds on a 1000-row campaign).
+    which costs milliseconds each (seconds on a 1000-row campaign). ``feasible`` is the
+    space's constraint check on a plain value. ``parametrization`` may be a function that
+    builds it: with ``sampler``, ``encoder`` and ``feasible`` the GP methods never call it,
+    so a campaign's ``suggest`` does not import Nevergrad (over a second of its CPU).
     """
 
     SAMPLES_FIRST, SAMPLES_PER_BATCH, SAMPLES_MAX = 256, 64, 512  # GP options without a pool
@@ -351,7 +352,7 @@ class Search:
 
     def __init__(
         self,
-        parametrization: ng.p.Parameter,
+        parametrization: ng.p.Parameter | Callable[[], ng.p.Parameter],
         method: str = DEFAULT_METHOD,
         *,
         seed: int = 0,
@@ -362,6 +363,7 @@ class Search:
         sampler: Callable[[np.random.Generator], Any] | None = None,
         canonical: Callable[[Any], Any] | None = None,
         encoder: Callable[[Any], np.ndarray] | None = None,
+        feasible: Callable[[Any], bool] | None = None,
     ) -> None:
         if method not in METHODS:
             raise SearchError(f"unknown search method {method!r}; choose from {', '.join(METHODS)}")
@@ -369,33 +371,49 @@ class Search:
             raise SearchError(f"unknown liar {liar!r}; choose from {', '.join(_LIARS)}")
         if pool is not None and not pool:
             raise SearchError("the pool of values to choose from is empty")
-        self.parametrization = parametrization
         self.method = method
         self.seed = seed
+        self._space: ng.p.Parameter | None = None
+        self._build_space = parametrization if callable(parametrization) else None
+        if self._build_space is None:
+            self._use_space(parametrization)
         self.budget = budget
         self.batch = max(1, batch)
         self.liar = liar
         self._spec = METHODS[method]
-        parametrization.random_state = np.random.RandomState(seed)  # its samples, too
         self._told: list[tuple[Any, float]] = []  # (plain value, loss)
         self._pending: dict[int, Candidate] = {}
         self._next_id = 0
         self._engine: _GaussianProcess | _NevergradEngine | None = None
         self._live_asked: set[int] = set()  # ids the live engine asked itself
         # Finite option sets (the pool, or the GP's random samples): values and encodings.
-        self._scratch = parametrization.spawn_child()  # re-used to encode values quickly
         self._sampler = sampler
         self._canonical = canonical
         self._encoder = encoder if self._spec.nevergrad is None else None  # GP methods only
+        self._feasible = feasible
         self._sample_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
         self._pool = pool is not None
-        self._options = [plain(self._child(v).value) for v in pool] if pool is not None else []
+        self._options = [self._checked(v) for v in pool] if pool is not None else []
         self._options_x = self._encode_values(self._options)
         self._options_keys = [value_key(v) for v in self._options]
         self._used: Counter[str] = Counter()  # keys of told values
         self._local = self._spec.local
 
     # -- public interface ----------------------------------------------------------------
+    @property
+    def parametrization(self) -> ng.p.Parameter:
+        """The Nevergrad search space (built on first use when given as a function)."""
+        if self._space is None:
+            assert self._build_space is not None
+            self._use_space(self._build_space())
+        assert self._space is not None
+        return self._space
+
+    def _use_space(self, space: ng.p.Parameter) -> None:
+        space.random_state = np.random.RandomState(self.seed)  # its samples, too
+        self._space = space
+        self._scratch = space.spawn_child()  # re-used to encode values quickly
+
     @property
     def history(self) -> list[tuple[Any, float]]:
         """Every real ``(value, loss)`` told so far, in order (the log to resume from)."""
@@ -426,8 +444,7 @@ class Search:
             self._refresh_samples()
         batch: list[Candidate] = []
         for _ in range(k):
-            param = self._propose(engine, taken=[c.value for c in batch])
-            value = plain(param.value)  # a Log's value comes back as exp(log(x)): canonical again
+            value, param = self._propose(engine, taken=[c.value for c in batch])
             if self._canonical is not None:
                 value = self._canonical(value)
             candidate = Candidate(self._next_id, value, param)
@@ -483,6 +500,12 @@ class Search:
         except (ValueError, TypeError, KeyError) as exc:
             raise SearchError(f"value {value!r} does not fit the search space: {exc}") from None
 
+    def _satisfies(self, value: Any) -> bool:
+        """The space's constraints hold for a plain value."""
+        if self._feasible is not None:
+            return bool(self._feasible(value))
+        return bool(self._child(value).satisfies_constraints())
+
     def _checked(self, value: Any) -> Any:
         """A told or pending value, validated against the space, in plain form."""
         if self._encoder is None:
@@ -507,11 +530,12 @@ class Search:
             if not values:
                 return np.zeros((0, 0))
             return np.array([self._encode_value(v) for v in values])
+        dimension = self.parametrization.dimension  # built, and with it the scratch child
         rows = []
         for value in values:
             self._scratch.value = value
             rows.append(self._encode(self._scratch))
-        return np.array(rows).reshape(len(values), self.parametrization.dimension)
+        return np.array(rows).reshape(len(values), dimension)
 
     def _key(self, value: Any) -> str:
         """Identity of a point: its plain value in canonical form (:func:`value_key`), not
@@ -663,7 +687,8 @@ class Search:
 
     def _propose(
         self, engine: _GaussianProcess | _NevergradEngine, taken: list[Any]
-    ) -> ng.p.Parameter:
+    ) -> tuple[Any, ng.p.Parameter | None]:
+        """A new point as a plain value, with the engine's own parameter for it if any."""
         if isinstance(engine, _GaussianProcess) or self._pool:
             free = self._free_options(taken)
             if not free:
@@ -675,24 +700,23 @@ class Search:
             if isinstance(engine, _GaussianProcess):
                 while free:
                     index = free[engine.choose(self._options_x[free])]
-                    param = self._child(self._options[index])
-                    if param.satisfies_constraints():
-                        return param
+                    if self._satisfies(self._options[index]):
+                        return self._options[index], None
                     free.remove(index)
                 raise SearchError("no option left that satisfies the constraints")
             wanted = self._encode(engine.optimizer.ask())  # the nearest unused pool value
             distances = np.linalg.norm(self._options_x[free] - wanted, axis=1)
-            return self._child(self._options[free[int(np.argmin(distances))]])
+            return self._options[free[int(np.argmin(distances))]], None
         seen = set(self._used) | {self._key(v) for v in taken}
         seen |= {self._key(c.value) for c in self._pending.values()}
         for _ in range(_MAX_TRIES):
             param = self._canonical_param(engine.optimizer.ask())
             if param.satisfies_constraints() and self._key(param.value) not in seen:
-                return param
+                return plain(param.value), param  # a Log's value is exp(log(x)): see ask()
         for _ in range(_MAX_TRIES * 10):  # the optimizer is stuck: fall back to samples
             param = self._canonical_param(self.parametrization.sample())
             if param.satisfies_constraints() and self._key(param.value) not in seen:
-                return param
+                return plain(param.value), param
         raise SearchError(
             f"no new point satisfies the constraints after {_MAX_TRIES * 11} tries; "
             "the space may be exhausted or the constraints contradictory"

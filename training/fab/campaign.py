@@ -20,7 +20,7 @@ from .errors import FabError
 from .spec import DERIVED, NAME_PATTERN, Spec, load_spec
 from .store import STATES, CampaignStore, Experiment, StoreError, is_url
 
-if TYPE_CHECKING:  # nevergrad (through search) takes most of a second: suggest alone needs it
+if TYPE_CHECKING:  # search is imported where used: the commands that never suggest skip it
     from xbar.training.search import Search
 
 
@@ -168,7 +168,7 @@ def build_search(
             np.random.default_rng([spec.seed, batches]).dirichlet(np.ones(len(spec.objectives)))
         )
     search = Search(
-        spec.parametrization(),
+        spec.parametrization,  # built only by the Nevergrad methods
         method or spec.method or DEFAULT_METHOD,
         seed=seed,
         budget=spec.budget,
@@ -176,6 +176,7 @@ def build_search(
         sampler=spec.sample,
         canonical=spec.for_lab,
         encoder=spec.encode,
+        feasible=spec.is_feasible,
         pool=pool,
     )
     failed = []

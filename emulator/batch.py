@@ -43,13 +43,21 @@ from __future__ import annotations
 import numpy as np
 
 from .batch_ledger import BatchLedger, drift_epochs
-from .board_model import BoardModel, convert, sample_normals, settle_alpha
+from .board_model import (
+    NORMAL_MAX,
+    BoardModel,
+    chip_keys,
+    convert,
+    hashed_normals,
+    sample_normals,
+    settle_alpha,
+)
 from .cells import SHORTED
 from .crossbar import DRIVEN, TIA, Operator
 from .mvm_schedule import ChargeStep, MvmPlan, MvmStep, Step, plan_mvm, plan_mvms
-from .parts import DAC_MID, line_volts
+from .parts import DAC_MID, TIA_SAT_V, line_volts
 
-CHUNK = 1024  # inferences per block of elementwise work in the grouped batch path
+BLOCK = 65536  # samples per block of elementwise work in the grouped batch path
 
 
 class BatchSession:
@@ -104,6 +112,7 @@ class BatchSession:
         self._ready: set[int] = set()  # arrays checked ready (the board is frozen meanwhile)
         self._reach = [chain._reach() for chain in board.dacs]  # chips each DAC chain reaches
         self._consts: dict[int, tuple[Operator, tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+        self._scratch: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # _buffers
 
     # -- checks --------------------------------------------------------------------
     def _check_ready(self, array: int, plan: MvmPlan) -> None:
@@ -285,7 +294,6 @@ class BatchSession:
         """Steps without drift, matrix products over the row lines only (columns sit at
         virtual ground), one product per group of steps sharing an input array."""
         b, p, n = self.board, self.board.profile, self.n
-        rf, noise = b.tia_rf, b.noise
         outs: list[np.ndarray] = [np.empty(0, dtype=np.int64)] * len(taken)
         groups: dict[int, list[int]] = {}
         for m, original in enumerate(originals):
@@ -294,12 +302,14 @@ class BatchSession:
             codes = taken[members[0]][1]
             volts = line_volts(codes)  # (n, rows)
             tias, quads, srcs, lows, highs, ks_list, noise_of = [], [], [], [], [], [], []
+            sampled = []  # each step's sample columns
             for m in members:
                 j = taken[m][0]
                 step, plan = self.steps[j], self.plans[j]
                 assert isinstance(step, MvmStep) and plan is not None
                 op = b.operator_at(step.array, 0)
                 ks = np.flatnonzero(plan.sample_cols >= 0)
+                ks = ks[np.argsort(plan.sample_cols[ks], kind="stable")]  # in column order
                 consts = self._row_constants(step.array, op)
                 tias.append(consts[0][plan.sample_cols[ks]])
                 quads.append(consts[1])
@@ -308,23 +318,21 @@ class BatchSession:
                 lows.append(low)
                 highs.append(high)
                 ks_list.append(ks)
+                sampled.append(plan.sample_cols)
                 noise_of.append((j, plan, ks))
-            tia = np.concatenate(tias)  # (K, rows)
-            tia_t, tia_sq_t = tia.T.copy(), (tia * tia).T.copy()
-            low, high = np.concatenate(lows), np.concatenate(highs)
-            chips, first, stride = self._counters(noise_of)
-            conv = np.empty((n, tia.shape[0]), dtype=np.int64)
-            # Row blocks keep the elementwise conversion work in cache.
-            for r0 in range(0, n, CHUNK):
-                r1 = min(n, r0 + CHUNK)
-                v = volts[r0:r1]
-                current = v @ tia_t
-                sumsq = (v * v) @ tia_sq_t if noise.read_sigma > 0 else np.zeros(1)
-                eps = None
-                if noise.read_noise_on:
-                    eps = self._normals(chips, first, stride, r0, r1)
-                conv[r0:r1], saturated = convert(current, sumsq, eps, rf, low, high, noise)
-                self.ledger.saturations += saturated
+            # Tiles that sample every column once get an (n, cols) array each.
+            regular = all(
+                np.array_equal(cols[ks], np.arange(p.cols))
+                for cols, ks in zip(sampled, ks_list, strict=True)
+            )
+            conv = self._convert_group(
+                volts,
+                np.concatenate(tias),
+                np.concatenate(lows),
+                np.concatenate(highs),
+                noise_of,
+                len(members) if regular else 1,
+            )
             # Quadratic forms v·Q·v summed over the inferences are Σ_ij Q_ij (VᵀV)_ij: one
             # small Gram matrix for the group instead of a form per inference (the ledger
             # needs only the sum and the last inference's power, batch_ledger._ArrayLog).
@@ -336,14 +344,13 @@ class BatchSession:
                 step, plan = self.steps[j], self.plans[j]
                 assert isinstance(step, MvmStep) and plan is not None
                 ks = ks_list[i_m]
-                block = conv[:, start : start + ks.size]
-                start += ks.size
-                if np.array_equal(plan.sample_cols[ks], np.arange(p.cols)):
-                    outs[m] = block  # columns sampled in order: no reordering needed
+                if regular:
+                    outs[m] = conv[i_m]
                 else:
                     out = np.full((n, p.cols), -1, dtype=np.int64)
-                    out[:, plan.sample_cols[ks]] = block
+                    out[:, plan.sample_cols[ks]] = conv[0][:, start : start + ks.size]
                     outs[m] = out
+                start += ks.size
                 full[: p.rows] = volts[-1]
                 cells = _summed_power(quads[i_m], gram, last)
                 self.ledger.log_array(
@@ -351,10 +358,122 @@ class BatchSession:
                     self.offsets[j] + plan.ldac,
                     full.copy(),
                     cells,
-                    _summed_power(srcs[i_m], gram, last) if noise.ir_drop else cells,
+                    _summed_power(srcs[i_m], gram, last) if b.noise.ir_drop else cells,
                 )
                 self.ledger.record_step(j, codes, plan)
         return outs
+
+    def _convert_group(
+        self,
+        volts: np.ndarray,
+        tia: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+        noise_of: list[tuple[int, MvmPlan, np.ndarray]],
+        parts: int,
+    ) -> np.ndarray:
+        """ADC codes of K samples whose TIA rows over the row lines are ``tia`` (K, rows),
+        for line voltages ``volts`` (n, rows); ``noise_of``: their (step, plan, samples),
+        in the same order. Returned as (parts, n, K / parts): one contiguous array for
+        each run of K / parts samples.
+
+        Worked in blocks of rows small enough for the cache, each through the same
+        buffers (fresh arrays of this size cost page faults, more than the arithmetic).
+        """
+        b, n, k = self.board, self.n, tia.shape[0]
+        rf, noise = b.tia_rf, b.noise
+        shape = (parts, k // parts)
+        tia_t, tia_sq_t = tia.T.copy(), (tia * tia).T.copy()
+        squares = volts * volts if noise.read_sigma > 0 else None
+        rows = max(1, min(n, BLOCK // max(k, 1)))
+        # Two 8-byte buffers and a 4-byte one, each holding in turn what the next stage
+        # needs: the hash and its scratch, then the currents and Σ contribution².
+        grid = (rows, k)
+        wide, wide2, narrow = self._buffers(rows * k)
+        h, tmp, u1 = wide.reshape(grid), wide2.reshape(grid), narrow.reshape(grid)
+        u2 = wide2.view(np.float32)[: rows * k].reshape(grid)
+        current, sumsq = tmp.view(np.float64), h.view(np.float64)
+        conv = np.empty((parts, n, k // parts), dtype=np.int64)
+        # The same ADC range on every column (the usual case): scalars, which numpy
+        # broadcasts faster than a row of K.
+        lo: float | np.ndarray = low.reshape(shape)
+        hi: float | np.ndarray = high.reshape(shape)
+        if (low == low[0]).all() and (high == high[0]).all():
+            lo, hi = float(low[0]), float(high[0])
+        inside = self._inside(volts, tia, low, high)
+        if noise.read_noise_on:
+            chips, first, stride = self._counters(noise_of)
+            # Sample counters of the block's rows (first[c] + i · stride[c]), advanced a
+            # block at a time, and the chips' keys: whole blocks, so the hash's first
+            # steps are plain elementwise operations.
+            counts = (np.arange(rows)[:, None] * stride + first).astype(np.uint64)
+            advance = np.broadcast_to((rows * stride).astype(np.uint64), grid).copy()
+            keys = np.broadcast_to(chip_keys(b.noise_key, chips), grid).copy()
+        for r0 in range(0, n, rows):
+            r = min(n, r0 + rows) - r0
+            eps = None
+            if noise.read_noise_on:
+                np.bitwise_xor(counts[:r], keys[:r], out=h[:r])
+                counts += advance
+                eps = hashed_normals(h[:r], out=u1[:r], work=(tmp[:r], u2[:r]))
+                eps = eps.reshape(r, *shape)
+            np.matmul(volts[r0 : r0 + r], tia_t, out=current[:r])
+            if squares is not None:
+                np.matmul(squares[r0 : r0 + r], tia_sq_t, out=sumsq[:r])
+            else:
+                sumsq[:r] = 0.0
+            _, saturated = convert(
+                current[:r].reshape(r, *shape),
+                sumsq[:r].reshape(r, *shape),
+                eps,
+                rf,
+                lo,
+                hi,
+                noise,
+                out=conv[:, r0 : r0 + r].transpose(1, 0, 2),
+                owned=True,
+                inside=inside,
+            )
+            self.ledger.saturations += saturated
+        return conv
+
+    def _inside(
+        self,
+        volts: np.ndarray,
+        tia: np.ndarray,
+        low: np.ndarray,
+        high: np.ndarray,
+    ) -> bool:
+        """Whether every conversion of a group stays within the TIA's rails and the ADC's
+        range, by a bound from the largest line voltage: then no block needs the
+        saturation count or the clamp. The margin covers the rounding of the sums."""
+        b, noise = self.board, self.board.noise
+        peak = max(float(volts.max()), -float(volts.min()))  # volts on any row line
+        bound = peak * np.abs(tia).sum(axis=1)  # (K,) amperes
+        lsb = (high - low) / 65536.0
+        if noise.read_noise_on:
+            var = (
+                noise.read_sigma**2 * (peak * peak * (tia * tia).sum(axis=1))
+                + noise.tia_noise**2
+                + (noise.adc_noise_lsb * lsb / b.tia_rf) ** 2
+            )
+            bound = bound + NORMAL_MAX * np.sqrt(var)
+        bound = (b.tia_rf * (1 + 1e-6)) * bound  # volts
+        ok = (
+            (bound < TIA_SAT_V)
+            & (lsb > 0)
+            & ((bound - low) / lsb + 0.5 < 65536.0)
+            & ((-bound - low) / lsb + 0.5 >= 0)
+        )
+        return bool(np.all(ok))
+
+    def _buffers(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Flat scratch arrays of at least ``size`` elements (two uint64, one float32),
+        kept for the session."""
+        if self._scratch is None or self._scratch[0].size < size:
+            u8, f4 = np.uint64, np.float32
+            self._scratch = (np.empty(size, u8), np.empty(size, u8), np.empty(size, f4))
+        return self._scratch[0][:size], self._scratch[1][:size], self._scratch[2][:size]
 
     def _row_constants(self, a: int, op: Operator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per operator: TIA rows (cols, rows), cell-power and source-power forms

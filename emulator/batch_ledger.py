@@ -166,7 +166,8 @@ class BatchLedger:
 
     def _commit_dacs(self) -> None:
         """Leave the row DACs as the last inference left them (registers, settling)."""
-        b, p, n = self.board, self.board.profile, self.n
+        b, p = self.board, self.board.profile
+        changes: dict[tuple[int, bytes], np.ndarray] = {}  # arrays fed the same codes
         for a, codes in self._dac_codes.items():
             lines = np.array([p.row_line(a, r) for r in range(p.rows)])
             chips, channels = np.divmod(lines, 8)
@@ -177,9 +178,10 @@ class BatchLedger:
                     for s, q, c in zip(selects, positions, channels, strict=True)
                 ]
             )
-            history = np.vstack([before, codes])  # (n + 1, rows)
-            changed = history[1:] != history[:-1]
-            last = n - 1 - np.argmax(changed[::-1], axis=0)  # last inference that changed it
+            key = (id(codes), before.tobytes())
+            if key not in changes:
+                changes[key] = _last_changes(before, codes)
+            last = changes[key]  # the last inference that changed each row
             t_last = self.t0 + last * self.period + self._dac_offsets[a]
             for r in range(p.rows):
                 chain = b.dacs[int(selects[r])]
@@ -187,6 +189,27 @@ class BatchLedger:
                 chain.output[positions[r], channels[r]] = codes[-1, r]
                 line = int(lines[r])
                 b._dac_v[line] = float(line_volts(int(codes[-1, r])))
-                if changed[:, r].any():
-                    b._dac_prev_v[line] = float(line_volts(int(history[last[r], r])))
+                if last[r] >= 0:
+                    prev = codes[last[r] - 1, r] if last[r] > 0 else before[r]
+                    b._dac_prev_v[line] = float(line_volts(int(prev)))
                     b._dac_t[line] = int(t_last[r])
+
+
+def _last_changes(before: np.ndarray, codes: np.ndarray, tail: int = 64) -> np.ndarray:
+    """For each column of ``codes`` (n, rows), the last row whose value differs from the
+    row before it (``before`` before row 0); -1 where none does. The last ``tail`` rows
+    settle most columns (inputs change from one inference to the next); only the others
+    are scanned in full."""
+    n = codes.shape[0]
+    last = np.full(codes.shape[1], -1, dtype=np.int64)
+    todo = np.arange(codes.shape[1])
+    for start in (max(0, n - tail), 0):
+        if todo.size == 0:
+            break
+        window = codes[start:, todo]
+        prev = np.vstack([before[todo] if start == 0 else codes[start - 1, todo], window[:-1]])
+        changed = window != prev
+        hit = changed.any(axis=0)
+        last[todo[hit]] = start + window.shape[0] - 1 - np.argmax(changed[::-1, hit], axis=0)
+        todo = todo[~hit]
+    return last

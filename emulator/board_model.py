@@ -134,15 +134,15 @@ _T = TypeVar("_T")
 _M1, _M2, _GOLDEN = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB, 0x9E3779B97F4A7C15
 
 
-def _mix(x: np.ndarray, owned: bool = False) -> np.ndarray:
+def _mix(x: np.ndarray, owned: bool = False, tmp: np.ndarray | None = None) -> np.ndarray:
     """SplitMix64 finaliser (uint64 in, uint64 out; wrapping arithmetic). ``owned``: ``x``
     is a temporary of the caller's and is worked on in place (integer arithmetic: the same
-    values either way)."""
+    values either way); ``tmp``: a uint64 scratch array shaped like ``x``."""
     if owned:
         x += np.uint64(_GOLDEN)
     else:
         x = x + np.uint64(_GOLDEN)
-    t = x >> np.uint64(30)
+    t = np.right_shift(x, np.uint64(30), out=tmp)
     x ^= t
     x *= np.uint64(_M1)
     np.right_shift(x, np.uint64(27), out=t)
@@ -153,6 +153,53 @@ def _mix(x: np.ndarray, owned: bool = False) -> np.ndarray:
     return x
 
 
+def chip_keys(key: int, chip: np.ndarray | int) -> np.ndarray:
+    """The per-chip stream keys of :func:`sample_normals` (uint64, one per ``chip``)."""
+    return _mix(np.uint64(key) ^ np.atleast_1d(np.asarray(chip, dtype=np.uint64)), True)
+
+
+def hashed_normals(
+    h: np.ndarray,
+    out: np.ndarray | None = None,
+    work: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Float32 standard normals of hash inputs ``h = chip_key ^ count`` (uint64, a
+    temporary of the caller's: it is worked on in place). ``out`` (float32) and ``work``
+    (uint64 and float32 scratch) shaped like ``h`` spare the batch path fresh arrays per
+    block; ``work``'s two arrays may share memory (the float32 one is used once the
+    uint64 one is done with)."""
+    tmp, u2 = work if work is not None else (np.empty_like(h), np.empty(h.shape, np.float32))
+    u1 = np.empty(h.shape, np.float32) if out is None else out
+    h = _mix(h, True, tmp)
+    # Two 24-bit fields.
+    _float32_of(np.right_shift(h, np.uint64(40), out=tmp), u1)
+    u1 += np.float32(0.5)
+    u1 *= np.float32(2.0**-24)
+    h &= np.uint64(0xFFFFFF)
+    _float32_of(h, u2)
+    u2 *= np.float32(2.0 * np.pi * 2.0**-24)
+    np.log(u1, out=u1)
+    u1 *= np.float32(-2.0)
+    np.sqrt(u1, out=u1)
+    np.cos(u2, out=u2)
+    u1 *= u2
+    return u1
+
+
+def _float32_of(x: np.ndarray, out: np.ndarray) -> None:
+    """``out`` (float32) = ``x`` (uint64 below 2**24, so exact), converted by way of int32
+    in ``out``'s own memory: two casts that numpy runs faster than one from uint64 or
+    int64."""
+    as_int = out.view(np.int32)
+    np.copyto(as_int, x.view(np.int64), casting="unsafe")
+    np.copyto(out, as_int, casting="unsafe")
+
+
+# The largest |hashed_normals|: sqrt(−2 ln 2⁻²⁵) = 5.887 (the smallest uniform is 2⁻²⁵),
+# with room for float32 rounding.
+NORMAL_MAX = 5.9
+
+
 def sample_normals(key: int, chip: np.ndarray | int, count: np.ndarray | int) -> np.ndarray:
     """Standard normals for ADC samples (chip, count): counter-based, Box–Muller.
 
@@ -161,21 +208,8 @@ def sample_normals(key: int, chip: np.ndarray | int, count: np.ndarray | int) ->
     elementwise function (``chip`` and ``count`` broadcast), so the byte-level path (one
     sample at a time) and the batch path (arrays of samples) get bit-identical values.
     """
-    chip_key = _mix(np.uint64(key) ^ np.atleast_1d(np.asarray(chip, dtype=np.uint64)), True)
-    h = _mix(chip_key ^ np.atleast_1d(np.asarray(count, dtype=np.uint64)), True)
-    # 24-bit fields converted through int64 (exact, and much faster than from uint64).
-    u1 = (h >> np.uint64(40)).view(np.int64).astype(np.float32)
-    u1 += np.float32(0.5)
-    u1 *= np.float32(2.0**-24)
-    h &= np.uint64(0xFFFFFF)
-    u2 = h.view(np.int64).astype(np.float32)
-    u2 *= np.float32(2.0 * np.pi * 2.0**-24)
-    np.log(u1, out=u1)
-    u1 *= np.float32(-2.0)
-    np.sqrt(u1, out=u1)
-    np.cos(u2, out=u2)
-    u1 *= u2
-    return u1.astype(np.float64)
+    h = chip_keys(key, chip) ^ np.atleast_1d(np.asarray(count, dtype=np.uint64))
+    return hashed_normals(h).astype(np.float64)
 
 
 def settle_alpha(dt_s: float | np.ndarray) -> np.ndarray:
@@ -192,33 +226,56 @@ def convert(
     low: float | np.ndarray,
     high: float | np.ndarray,
     noise: NoiseConfig,
+    out: np.ndarray | None = None,
+    owned: bool = False,
+    inside: bool = False,
 ) -> tuple[np.ndarray, int]:
     """TIA and ADC of one or many conversions: (codes, number of TIA saturations).
 
     ``current`` is the noiseless current into the TIA, ``sumsq`` Σ (per-line current
     contribution)² for the cell read noise, ``eps`` the conversions' standard normals (None
     with read noise off). The byte-level path and the batch path both call this, so their
-    quantisation is the same code.
+    quantisation is the same code. For the batch path's blocks: ``out`` (int64) receives
+    the codes, and ``owned`` says ``current`` and ``sumsq`` are float64 temporaries of the
+    caller's, both of the conversions' shape, to be worked on in place (the same IEEE
+    operations in the same order, without fresh arrays: the batch path converts millions
+    of samples per call); ``inside`` says the caller has shown that every TIA voltage
+    lies within the TIA's rails and the ADC's range (nothing to count or clamp).
     """
     current = np.asarray(current, dtype=float)
     if eps is not None:
-        lsb_v = (np.asarray(high) - np.asarray(low)) / 65536.0
-        var = (
-            noise.read_sigma**2 * np.asarray(sumsq)
-            + noise.tia_noise**2
-            + (noise.adc_noise_lsb * lsb_v / rf) ** 2
-        )
-        # current + σ·ε, computed in one new array and worked on in place from here: the
-        # same IEEE operations in the same order as written out, with fewer temporaries
-        # (the batch path converts millions of samples per call).
-        volts = np.asarray(np.sqrt(var) * eps, dtype=float)
+        lsb_v = (high - low) / 65536.0
+        adc_var = (noise.adc_noise_lsb * lsb_v / rf) ** 2
+        if owned:
+            var = np.multiply(sumsq, noise.read_sigma**2, out=sumsq)
+            var += noise.tia_noise**2
+            var += adc_var
+            volts = np.sqrt(var, out=var)
+        else:
+            volts = np.sqrt(noise.read_sigma**2 * np.asarray(sumsq) + noise.tia_noise**2 + adc_var)
+        # current + σ·ε, worked on in place from here: the same IEEE operations in the same
+        # order as written out, with fewer temporaries.
+        volts = np.asarray(np.multiply(volts, eps, out=volts if owned else None, dtype=float))
         volts += current
         volts *= -rf
     else:
-        volts = np.array(current * -rf, dtype=float)  # tia_volts before clipping
-    saturated = int(np.count_nonzero(volts > TIA_SAT_V) + np.count_nonzero(volts < -TIA_SAT_V))
-    np.clip(volts, -TIA_SAT_V, TIA_SAT_V, out=volts)
-    return adc_codes(volts, low, high, in_place=True), saturated
+        volts = current if owned else np.array(current, dtype=float)
+        volts *= -rf  # tia_volts before clipping
+    saturated = 0
+    clamp = not inside  # the ADC's clamp to 0…65535 (a no-op unless volts pass its range)
+    if volts.size and not inside:
+        top, bottom = float(volts.max()), float(volts.min())
+        if top > TIA_SAT_V or bottom < -TIA_SAT_V:
+            saturated = int(
+                np.count_nonzero(volts > TIA_SAT_V) + np.count_nonzero(volts < -TIA_SAT_V)
+            )
+            np.clip(volts, -TIA_SAT_V, TIA_SAT_V, out=volts)
+            top, bottom = min(top, TIA_SAT_V), max(bottom, -TIA_SAT_V)
+        # Each step of the code arithmetic is monotonic, so the extremes bound every code.
+        lsb = (high - low) / 65536.0
+        fits = (lsb > 0) & ((top - low) / lsb + 0.5 < 65536.0) & ((bottom - low) / lsb + 0.5 >= 0)
+        clamp = not bool(np.all(fits))
+    return adc_codes(volts, low, high, in_place=True, out=out, clamp=clamp), saturated
 
 
 class BoardModel:

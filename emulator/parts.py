@@ -241,21 +241,31 @@ def adc_codes(
     low: np.ndarray | float,
     high: np.ndarray | float,
     in_place: bool = False,
+    out: np.ndarray | None = None,
+    clamp: bool = True,
 ) -> np.ndarray:
     """Straight-binary codes of input voltages: round to the nearest code, clamp 0…65535.
 
     For ±10.24 V this is ``V = (code − 32768) · 20.48 / 65536`` (architecture.md).
     ``in_place``: ``volts`` (a float64 array the caller no longer needs) is worked on
-    instead of a copy.
+    instead of a copy. ``out``: an int64 array of ``volts``' shape to write the codes into.
+    ``clamp=False``: the caller knows every code is within 0…65535 already.
     """
-    lsb = (np.asarray(high) - np.asarray(low)) / 65536.0
+    lsb = (high - low) / 65536.0
     codes = volts if in_place else np.array(volts, dtype=np.float64)
     codes -= low
     codes /= lsb
     codes += 0.5
-    np.floor(codes, out=codes)
-    np.clip(codes, 0, 65535, out=codes)
-    return codes.astype(np.int64)
+    if clamp:
+        np.clip(codes, 0, 65535, out=codes)
+    # Clamped to 0…65535 before the floor: the same codes (the bounds are integers), and
+    # the floor of a non-negative number is its truncation, the cast to integers. Codes
+    # known to lie within 0…65535 already (so not NaN) go through int32, two casts that
+    # are faster than the one to int64.
+    if out is None:
+        out = np.empty(codes.shape, dtype=np.int64)
+    np.copyto(out, codes if clamp else codes.astype(np.int32), casting="unsafe")
+    return out
 
 
 class ADS8688Chain:

@@ -155,3 +155,67 @@ def test_counter_based_noise_is_pure_and_normal():
     for i, k in zip(rng.integers(0, 4000, 200), rng.integers(0, 12, 200), strict=True):
         assert sample_normals(99, int(k), int(counts[i, k]))[0] == z[i, k]
     assert not np.array_equal(sample_normals(98, chips, counts[:1]), z[:1])
+
+
+def grouped_run(device, inputs, block=None, monkeypatch=None):
+    """Steps 0, 1 on a shared input and 2 on another (grouped path), and the board."""
+    if block is not None:
+        import xbar.emulator.batch as batch_module
+
+        monkeypatch.setattr(batch_module, "BLOCK", block)
+    board = programmed(device, "xbar-4x10x10-passive", NoiseConfig(drift_nu=0.0))
+    session = BatchSession(board, STEPS_GROUPED, len(inputs[0]))
+    got = session.mvms(inputs)
+    session.finish()
+    return got, board
+
+
+STEPS_GROUPED = [MvmStep(0), MvmStep(1), ChargeStep("add", 10), MvmStep(2)]
+
+
+def saturating_inputs(n):
+    """Inputs driving some conversions past the TIA's rails (12 codes per unit)."""
+    rng = np.random.default_rng(5)
+    loud = 32768 + 12 * rng.integers(0, 256, (n, 10))
+    quiet = 32768 + 4 * rng.integers(0, 256, (n, 10))
+    return [loud, loud, quiet]
+
+
+def test_grouped_saturations_match_byte_level(device):
+    inputs = saturating_inputs(12)
+    byte_board = programmed(device, "xbar-4x10x10-passive", NoiseConfig(drift_nu=0.0))
+    expect = run_bytes(byte_board, STEPS_GROUPED, inputs)
+    got, batch_board = grouped_run(device, inputs)
+    assert byte_board.diagnostics["tia_saturations"] > 0
+    for g, e in zip(got, expect, strict=True):
+        assert np.abs(g - e).max() <= 1 and np.mean(g == e) > 0.99
+    assert_same_board(byte_board, batch_board)
+
+
+def test_block_size_does_not_change_results(device, monkeypatch):
+    """The grouped path's blocks of rows are a matter of speed only: codes, saturation
+    counts and board state are the same whatever the block size."""
+    inputs = saturating_inputs(300)
+    whole, board = grouped_run(device, inputs)
+    blocked, blocked_board = grouped_run(device, inputs, block=64, monkeypatch=monkeypatch)
+    assert board.diagnostics["tia_saturations"] > 0
+    for a, b in zip(whole, blocked, strict=True):
+        assert a.shape == (300, 10) and np.array_equal(a, b)
+    assert_same_board(board, blocked_board)
+
+
+def test_last_changes_against_a_full_scan():
+    from xbar.emulator.batch_ledger import _last_changes
+
+    rng = np.random.default_rng(3)
+    for n in (1, 5, 64, 65, 200):
+        # Few distinct values, some columns constant: changes anywhere or nowhere.
+        codes = rng.integers(0, 2, (n, 6)) * (rng.random((n, 6)) < 0.05)
+        codes[:, 0] = 7
+        before = rng.integers(0, 2, 6)
+        history = np.vstack([before, codes])
+        changed = history[1:] != history[:-1]
+        want = [
+            int(np.flatnonzero(changed[:, r])[-1]) if changed[:, r].any() else -1 for r in range(6)
+        ]
+        assert _last_changes(before, codes).tolist() == want

@@ -96,6 +96,7 @@ class App:
         self.enc.cobs = kernels.cobs_encode
         self.busy_enc = protocol.Encoder(struct.calcsize(protocol.BUSY_MSG))
         self.t_busy = 0
+        self.busy_at = [0, 0, 0]  # the long command being run: command, units done, in all
         self.wdt = hal_mod.watchdog(profiles.WDT_MS) if watchdog else None
         self.exit = False
         self.counts = [0] * len(protocol.STATS_FIELDS)
@@ -192,16 +193,18 @@ class App:
             return
         self.writer.write(self.enc.finish(code | protocol.RESPONSE, seq, n))
 
-    def busy(self, cmd, done, total):
+    def busy(self):
         """Tell the host, at most every `profiles.BUSY_MS`, that the board is alive and
-        running `cmd` (protocol.BUSY): a host that starts while a long command left by
-        an earlier one runs then waits for it rather than giving the board up."""
+        running the command in busy_at (protocol.BUSY): a host that starts while a long
+        command left by an earlier one runs then waits for it rather than giving the
+        board up. Called per pulse, not per cell: one cell can outlast a host's timeout."""
         now = hal_mod.ticks_ms()
         if hal_mod.ticks_diff(now, self.t_busy) < profiles.BUSY_MS:
             return
         self.t_busy = now
         enc = self.busy_enc
-        struct.pack_into(protocol.BUSY_MSG, enc.payload, 0, cmd, done, total)
+        b = self.busy_at
+        struct.pack_into(protocol.BUSY_MSG, enc.payload, 0, b[0], b[1], b[2])
         seq = self.dec.seq  # of the request being run: the decoder holds it until the next
         self.writer.write(enc.finish(protocol.BUSY | protocol.RESPONSE, seq, len(enc.payload)))
 
@@ -444,14 +447,17 @@ class App:
         # that first moved the cell before it in that direction, not from the bottom.
         start = [v_set, v_reset, v_set, v_reset]  # learned, then the host's floors
         self.t_busy = hal_mod.ticks_ms()
+        b = self.busy_at
+        b[0] = protocol.PROGRAM
+        b[2] = n
         for i in range(n):
             row, col, target = cells[i]
+            b[1] = i
             g, used, status = write_verify.converge(
                 self, arr, row, col, target, tol, max_p, code, start, v_step, w0, w_max, v_max
             )
             struct.pack_into(protocol.PROGRAM_RESULT, out, 2 + i * rsz, g, used, status)
             self.counts[_N_PROGRAMMED] += 1
-            self.busy(protocol.PROGRAM, i + 1, n)
         return 2 + n * rsz
 
     def load_begin(self, p):

@@ -125,6 +125,7 @@ def converge(app, arr, row, col, target, tol, max_p, code, start, v_step, w0, w_
         g_prev = g
         err_prev = err
         g = app.read_cell(arr, row, col, code)
+        app.busy()
         moved = g - g_prev if d == 0 else g_prev - g
         fade[d] = 1 if moved < 0.5 * mv[d] else 0
         mv[d] = moved

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from scipy.stats import binomtest
 from tqdm import tqdm
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.runtime import InProcessBoard
@@ -34,6 +35,7 @@ from xbar.host.program import V_VERIFY
 from xbar.training.artifact import WINDOW
 from xbar.training.devices.device_model import WRITE_VERIFY_FILE
 from xbar.training.noise_model import STEPS
+from xbar.training.stats import LEVEL, mean_interval
 
 from benchmarks.run_all import run_meta, write_results
 
@@ -77,11 +79,15 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     ok = np.concatenate([r["ok"] for r in runs])
     pulses = np.concatenate([r["pulses"] for r in runs])
     conv = err[ok]
+    mean_ci = mean_interval(conv, "cells") if conv.size > 1 else None
+    missed = binomtest(int((~ok).sum()), int(ok.size)).proportion_ci(LEVEL, method="wilson")
     return {
         "cells": int(err.size),
         "residual_sigma_steps": float(conv.std()) if conv.size else float("nan"),
         "residual_mean_steps": float(conv.mean()) if conv.size else float("nan"),
+        "residual_mean_ci95": [mean_ci.low, mean_ci.high] if mean_ci else None,
         "miss_rate": float(1 - ok.mean()),
+        "miss_rate_ci95": [float(missed.low), float(missed.high)],
         "miss_sigma_steps": float(err[~ok].std()) if (~ok).sum() > 1 else 0.0,
         "mean_pulses": float(pulses.mean()),
     }
@@ -135,14 +141,20 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.cells} cells per tolerance, default board noise, `xbar program`'s pulse "
         f"settings; wall {wall:.0f} s.",
         "",
-        "| tolerance (steps) | cells | residual σ (steps) | residual mean | missed | "
-        "mean pulses/cell |",
+        "Converged cells' error (true conductance − target) and the cells given up, with "
+        "95 % intervals (Student t for the mean, Wilson for the fraction given up).",
+        "",
+        "| tolerance (steps) | cells | residual σ (steps) | residual mean [95 % CI] | "
+        "given up [95 % CI] | mean pulses/cell |",
         "|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        lo, hi = r["residual_mean_ci95"] or (float("nan"), float("nan"))
+        m_lo, m_hi = r["miss_rate_ci95"]
         md.append(
             f"| {r['tolerance_steps']:g} | {r['cells']} | {r['residual_sigma_steps']:.2f} | "
-            f"{r['residual_mean_steps']:+.2f} | {r['miss_rate']:.1%} | {r['mean_pulses']:.1f} |"
+            f"{r['residual_mean_steps']:+.2f} [{lo:+.2f}, {hi:+.2f}] | {r['miss_rate']:.1%} "
+            f"[{m_lo:.0%}, {m_hi:.0%}] | {r['mean_pulses']:.1f} |"
         )
     meta.update({"device": args.device, "wall_s": wall})
     write_results("bench_write_verify", meta, rows, "\n".join(md) + "\n", args.out)

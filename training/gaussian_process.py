@@ -45,8 +45,7 @@ class MaternGP:
     def __init__(self, dims: int, bounds: Bounds | None = None) -> None:
         if dims < 1:
             raise ValueError(f"a GP needs at least one length scale, got dims = {dims}")
-        self.bounds_spec = bounds or Bounds()
-        b = self.bounds_spec
+        b = bounds or Bounds()
         self.theta = np.log([b.constant[0], *([b.length[0]] * dims), b.noise[0]])
         self.bounds = np.log([b.constant[1], *([b.length[1]] * dims), b.noise[1]])  # (n_params, 2)
         self._x = np.zeros((0, 0))

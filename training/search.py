@@ -175,6 +175,15 @@ class Candidate:
     param: ng.p.Parameter | None = field(repr=False, compare=False)  # None: not built
 
 
+def _unit_box(*arrays: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Low end and width of every encoded dimension over the rows of ``arrays`` (a width
+    of 0 counted as 1): ``(v - low) / span`` puts each dimension in [0, 1]."""
+    rows = np.vstack(arrays)
+    span = np.ptp(rows, axis=0)
+    span[span == 0] = 1.0
+    return rows.min(axis=0), span
+
+
 class _GaussianProcess:
     """A Gaussian process (:mod:`xbar.training.gaussian_process`, the model scikit-learn's
     regressor fits, without its import) choosing among a finite set of encoded options.
@@ -245,9 +254,7 @@ class _GaussianProcess:
         integer valley of the replay suite: 12 experiments to its top 1 % without it, 6
         with it)."""
         x = np.array(self.x)
-        both = np.vstack([x, options])
-        low, span = both.min(axis=0), np.ptp(both, axis=0)
-        span[span == 0] = 1.0
+        low, span = _unit_box(x, options)
         to_centre = np.linalg.norm((options - low) / span - 0.5, axis=1)
         told = np.linalg.norm((x - low) / span - 0.5, axis=1)
         if to_centre.min() >= told.min() - 1e-9:
@@ -258,8 +265,7 @@ class _GaussianProcess:
         """The trust region: the fraction ``region`` of the options nearest the best point
         (each dimension scaled to [0, 1])."""
         x = np.array(self.x)
-        span = np.ptp(np.vstack([x, options]), axis=0)
-        span[span == 0] = 1.0
+        _, span = _unit_box(x, options)
         best = x[int(np.argmin(self.y))]
         distance = np.linalg.norm((options - best) / span, axis=1)
         keep = max(1, math.ceil(self.region * len(options)))
@@ -269,9 +275,7 @@ class _GaussianProcess:
         """Mean and std of the model at ``x``, and the training losses as modelled."""
         train, y = self._training_set()
         if self.unit:
-            both = np.vstack([train, x])
-            low, span = both.min(axis=0), np.ptp(both, axis=0)
-            span[span == 0] = 1.0
+            low, span = _unit_box(train, x)
             train, x = (train - low) / span, (x - low) / span
         if self.warp:
             # Normal scores of the ranks: a loss spanning decades (a yield of 0 beside 90 %,

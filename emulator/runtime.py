@@ -8,6 +8,7 @@ copies of the firmware modules and the shims (`FirmwareNamespace`), with a priva
 
 from __future__ import annotations
 
+import ast
 import builtins
 import contextlib
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from xbar.emulator import work_count
 from xbar.emulator.emulated_board import FIRMWARE_DIR, MPY_DIR, WIRE, EmulatedBoard
 from xbar.emulator.hardware import PWRON_RESET, BoardHalted, BoardReset, Hardware, ModelLike
 from xbar.emulator.link import LinkStream, PtyClosedError
@@ -95,6 +97,10 @@ class FirmwareNamespace:
         # Code objects of the firmware's @micropython.viper / @micropython.native
         # functions -> the cost-table op their opcodes are charged as (emulator/clock.py).
         self.emitted: dict[types.CodeType, str] = {}
+        # ... and, for viper code, the offsets of its object operations (charged as
+        # interpreted opcodes: emulator/work_count.py, viper_object_offsets).
+        self.object_ops: dict[types.CodeType, frozenset[int]] = {}
+        self._trees: dict[str, ast.Module] = {}
         self._builtins["print"] = self._print
         self._stdout = stdout
         self._lock = threading.RLock()
@@ -152,8 +158,27 @@ class FirmwareNamespace:
 
     def _emit(self, func: Any, op: str) -> Any:
         """`@micropython.viper` / `native`: run as Python, charged at the op's cost."""
-        self.emitted[func.__code__] = op
+        code = func.__code__
+        self.emitted[code] = op
+        if op == "viper_op":
+            self.object_ops[code] = work_count.viper_object_offsets(code, self._def_of(code))
         return func
+
+    def _def_of(self, code: types.CodeType) -> ast.FunctionDef:
+        """The firmware source's definition of a decorated function's code."""
+        tree = self._trees.get(code.co_filename)
+        if tree is None:
+            tree = ast.parse((self.firmware_dir / code.co_filename).read_text())
+            self._trees[code.co_filename] = tree
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.FunctionDef)
+                and node.name == code.co_name
+                and node.decorator_list
+                and node.decorator_list[0].lineno == code.co_firstlineno
+            ):
+                return node
+        raise LookupError(f"{code.co_filename}: no definition of {code.co_name}")
 
     def _sys_module(self, stdin: Any, stdout: Any) -> types.ModuleType:
         mod = types.ModuleType("sys")
@@ -296,17 +321,26 @@ class InProcessBoard(EmulatedBoard):
             frame.f_trace_lines = False
             ns = self.namespace
             op = ns.emitted.get(frame.f_code) if ns is not None else None
-            if op == "viper_op":
-                return self._trace_viper
+            if op == "viper_op" and ns is not None:
+                return self._viper_tracer(ns.object_ops.get(frame.f_code, frozenset()))
             if op == "native_op":
                 return self._trace_native
             return self._trace_opcode
         return None
 
-    def _trace_viper(self, frame: types.FrameType, event: str, arg: Any) -> Any:
-        if event == "opcode":
-            self.hw.pending_viper += 1
-        return self._trace_viper
+    def _viper_tracer(self, objects: frozenset[int]) -> Callable[..., Any]:
+        """A viper frame's tracer: its object operations count as interpreted opcodes."""
+        hw = self.hw
+
+        def trace(frame: types.FrameType, event: str, arg: Any) -> Any:
+            if event == "opcode":
+                if frame.f_lasti in objects:
+                    hw.pending_bytecodes += 1
+                else:
+                    hw.pending_viper += 1
+            return trace
+
+        return trace
 
     def _trace_native(self, frame: types.FrameType, event: str, arg: Any) -> Any:
         if event == "opcode":

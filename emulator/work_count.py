@@ -19,6 +19,8 @@ nothing (a small int stored in an ``array``), so ``micropython.heap_lock()`` sti
 from __future__ import annotations
 
 import ast
+import dis
+import types
 
 COUNTER = "_xw"
 """The counter array's name in instrumented modules (``from _emu_work import W as _xw``)."""
@@ -156,6 +158,167 @@ def _per_iteration(node: ast.For | ast.While) -> int:
     return _while_test(node) + 1  # test again, jump
 
 
+# -- object operations inside viper code ---------------------------------------------------
+# Viper compiles integer and pointer work to machine code, but an operation on a Python
+# object (an attribute or method, a call of anything but a cast, a subscript of anything
+# but a typed pointer, iterating a list or tuple) is still a call into the runtime, the
+# same call the interpreter makes. Those opcodes are charged as interpreted ones (the
+# cost table's "bytecode"); only the rest is charged as "viper_op".
+VIPER_CASTS = frozenset({"int", "uint", "ptr", "ptr8", "ptr16", "ptr32", "range"})
+"""Callables viper compiles inline (type casts, the `for ... in range` loop)."""
+POINTERS = frozenset({"ptr", "ptr8", "ptr16", "ptr32"})
+
+
+def viper_pointers(fn: ast.FunctionDef) -> frozenset[str]:
+    """Names that hold typed pointers in a viper function: annotated parameters and locals
+    assigned a pointer cast."""
+    names = {
+        a.arg
+        for a in fn.args.args
+        if isinstance(a.annotation, ast.Name) and a.annotation.id in POINTERS
+    }
+    for node in ast.walk(fn):
+        if (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Call)
+            and isinstance(node.value.func, ast.Name)
+            and node.value.func.id in POINTERS
+        ):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return frozenset(names)
+
+
+def viper_objects(fn: ast.FunctionDef, ptrs: frozenset[str]) -> frozenset[str]:
+    """Names that hold Python objects in a viper function: parameters without a type,
+    locals first assigned an object (a call other than a cast, an attribute, a subscript
+    of an object, another object) and the targets of a loop over an object."""
+    names = {a.arg for a in fn.args.args if a.annotation is None}
+    for node in ast.walk(fn):
+        if isinstance(node, ast.For) and _object_iteration(node):
+            names.update(n.id for n in ast.walk(node.target) if isinstance(n, ast.Name))
+        if isinstance(node, ast.Assign) and _is_object(node.value, ptrs, names):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return frozenset(names)
+
+
+def _is_object(e: ast.AST, ptrs: frozenset[str], objs: set[str] | frozenset[str]) -> bool:
+    if isinstance(e, ast.Call):
+        return not (isinstance(e.func, ast.Name) and e.func.id in VIPER_CASTS)
+    if isinstance(e, ast.Attribute):
+        return True
+    if isinstance(e, ast.Subscript):
+        return not (isinstance(e.value, ast.Name) and e.value.id in ptrs)
+    return isinstance(e, ast.Name) and e.id in objs
+
+
+def _object_iteration(node: ast.For) -> bool:
+    it = node.iter
+    return not (
+        isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range"
+    )
+
+
+_COMPARE = frozenset({"COMPARE_OP", "CONTAINS_OP"})
+
+
+def _value_ops(n: ast.Compare) -> int:
+    """Comparisons that call the runtime (`is` / `is not` compare identities inline)."""
+    return sum(1 for op in n.ops if not isinstance(op, ast.Is | ast.IsNot))
+
+
+def object_nodes(
+    node: ast.AST, ptrs: frozenset[str], objs: frozenset[str]
+) -> list[tuple[ast.AST, frozenset[str]]]:
+    """The object operations within an expression or statement of viper code (nested
+    bodies included), each with the opcodes CPython compiles it to (matched by the
+    source span they share). Arithmetic or a comparison (not `is`) with an object operand
+    is one."""
+    found: list[tuple[ast.AST, frozenset[str]]] = []
+    for n in ast.walk(node):
+        if isinstance(n, ast.Compare) and _value_ops(n):
+            if any(_is_object(e, ptrs, objs) for e in [n.left, *n.comparators]):
+                found.append((n, _COMPARE))
+        elif isinstance(n, ast.BinOp) and (
+            _is_object(n.left, ptrs, objs) or _is_object(n.right, ptrs, objs)
+        ):
+            found.append((n, frozenset({"BINARY_OP"})))
+        if isinstance(n, ast.Attribute):
+            found.append((n, frozenset({"LOAD_ATTR", "LOAD_METHOD", "STORE_ATTR"})))
+        elif isinstance(n, ast.Call):
+            f = n.func
+            if not (isinstance(f, ast.Name) and f.id in VIPER_CASTS):
+                found.append((n, frozenset({"PRECALL", "CALL"})))
+        elif isinstance(n, ast.Subscript):
+            v = n.value
+            if not (isinstance(v, ast.Name) and v.id in ptrs):
+                found.append((n, frozenset({"BINARY_SUBSCR", "STORE_SUBSCR"})))
+        elif isinstance(n, ast.For) and _object_iteration(n):
+            found.append((n, frozenset({"GET_ITER", "FOR_ITER"})))
+            if isinstance(n.target, ast.Tuple | ast.List):
+                found.append((n.target, frozenset({"UNPACK_SEQUENCE"})))
+    return found
+
+
+def _header_exprs(node: ast.stmt) -> list[ast.AST]:
+    """What a statement evaluates itself (a compound statement: its header only)."""
+    if isinstance(node, ast.If | ast.While):
+        return [node.test]
+    if isinstance(node, ast.For):
+        return [node.iter]
+    if isinstance(node, ast.With):
+        return [i.context_expr for i in node.items]
+    if isinstance(node, ast.Try | ast.FunctionDef | ast.ClassDef):
+        return []
+    return [node]
+
+
+def object_cost(node: ast.stmt, ptrs: frozenset[str], objs: frozenset[str]) -> int:
+    """The share of stmt_cost(node) that is object operations in viper code."""
+    n = 0
+    for e in _header_exprs(node):
+        for sub, _ops in object_nodes(e, ptrs, objs):
+            if isinstance(sub, ast.Call):
+                n += 2
+            elif isinstance(sub, ast.Compare):
+                n += _value_ops(sub)
+            else:
+                n += 1
+    t = node.target if isinstance(node, ast.AugAssign) else None
+    if isinstance(t, ast.Attribute) or (
+        isinstance(t, ast.Subscript) and not (isinstance(t.value, ast.Name) and t.value.id in ptrs)
+    ):
+        n += 1  # the target is read and written: LOAD_ATTR/BINARY_SUBSCR and the store
+    if isinstance(node, ast.For) and _object_iteration(node):
+        n += 2  # GET_ITER and the last FOR_ITER
+    return n
+
+
+def _object_per_iteration(node: ast.For | ast.While) -> int:
+    if isinstance(node, ast.For) and _object_iteration(node):
+        return 1 + (1 if isinstance(node.target, ast.Tuple | ast.List) else 0)
+    return 0
+
+
+def viper_object_offsets(code: types.CodeType, fn: ast.FunctionDef) -> frozenset[int]:
+    """Offsets of the opcodes in `code` (compiled from `fn`, at its place in its file)
+    that are object operations: what the in-process runtime charges as interpreted."""
+    spans: dict[tuple[int, int, int, int], frozenset[str]] = {}
+    ptrs = viper_pointers(fn)
+    for n, ops in object_nodes(fn, ptrs, viper_objects(fn, ptrs)):
+        if isinstance(n, ast.expr | ast.stmt) and n is not fn:
+            key = (n.lineno, n.end_lineno or n.lineno, n.col_offset, n.end_col_offset or 0)
+            spans[key] = spans.get(key, frozenset()) | ops
+    found = set()
+    for ins in dis.get_instructions(code):
+        p = ins.positions
+        if p is None or p.lineno is None:
+            continue
+        at = (p.lineno, p.end_lineno or p.lineno, p.col_offset or 0, p.end_col_offset or 0)
+        if ins.opname in spans.get(at, ()):
+            found.add(ins.offset)
+    return frozenset(found)
+
+
 # -- instrumentation ---------------------------------------------------------------------
 def _emitter(fn: ast.FunctionDef) -> int:
     for d in fn.decorator_list:
@@ -167,11 +330,15 @@ def _emitter(fn: ast.FunctionDef) -> int:
     return _INTERP
 
 
-def _counter(kind: int, k: int) -> ast.stmt:
+def _counter(kind: int, k: int, slot: int | None = None) -> ast.stmt:
+    """`counter[slot] += k` (slot defaults to kind; viper code writes through its pointer,
+    its object operations into the interpreted slot)."""
     target = VIPER_PTR if kind == _VIPER else COUNTER
     return ast.AugAssign(
         target=ast.Subscript(
-            value=ast.Name(target, ast.Load()), slice=ast.Constant(kind), ctx=ast.Store()
+            value=ast.Name(target, ast.Load()),
+            slice=ast.Constant(kind if slot is None else slot),
+            ctx=ast.Store(),
         ),
         op=ast.Add(),
         value=ast.Constant(k),
@@ -187,38 +354,56 @@ def _is_docstring(node: ast.stmt) -> bool:
 
 
 class _Instrument:
-    def block(self, body: list[ast.stmt], kind: int, extra: int = 0) -> list[ast.stmt]:
+    def __init__(self) -> None:
+        self.ptrs: frozenset[str] = frozenset()  # the viper function's pointers ...
+        self.objs: frozenset[str] = frozenset()  # ... and objects
+
+    def block(
+        self, body: list[ast.stmt], kind: int, extra: int = 0, extra_obj: int = 0
+    ) -> list[ast.stmt]:
         """The statements with a counter before each straight run; `extra` opcodes (loop
-        step, function entry) are added to the first run."""
+        step, function entry; `extra_obj` of them object operations) are added to the
+        first run. In viper code the object operations count as interpreted opcodes."""
         out: list[ast.stmt] = []
         run: list[ast.stmt] = []
         cost = extra
+        obj = extra_obj
 
         def close() -> None:
-            nonlocal cost
+            nonlocal cost, obj
             if run:
-                if cost:
-                    out.append(_counter(kind, cost))
+                if cost - obj:
+                    out.append(_counter(kind, cost - obj))
+                if obj:
+                    out.append(_counter(kind, obj, _INTERP))
                 out.extend(run)
                 run.clear()
-            cost = 0
+            cost = obj = 0
 
         for i, node in enumerate(body):
             if i == 0 and _is_docstring(node):
                 out.append(node)
                 continue
             run.append(self.stmt(node, kind))
-            cost += stmt_cost(node) if not _is_docstring(node) else 0
+            if not _is_docstring(node):
+                cost += stmt_cost(node)
+                if kind == _VIPER:
+                    obj += object_cost(node, self.ptrs, self.objs)
             if isinstance(node, ast.If | ast.For | ast.While | ast.Try | ast.With):
                 close()
         close()
         if extra and not out:
-            out.append(_counter(kind, extra))
+            out.append(_counter(kind, extra - extra_obj))
+            if extra_obj:
+                out.append(_counter(kind, extra_obj, _INTERP))
         return out or [ast.Pass()]
 
     def stmt(self, node: ast.stmt, kind: int) -> ast.stmt:
         if isinstance(node, ast.FunctionDef):
             inner = _emitter(node) or (kind if kind != _VIPER else _INTERP)
+            if inner == _VIPER:
+                self.ptrs = viper_pointers(node)
+                self.objs = viper_objects(node, self.ptrs)
             body = self.block(node.body, inner, extra=1)  # RESUME
             if inner == _VIPER:
                 ptr = ast.Assign(
@@ -237,7 +422,12 @@ class _Instrument:
             if node.orelse:
                 node.orelse = self.block(node.orelse, kind)
         elif isinstance(node, ast.For | ast.While):
-            node.body = self.block(node.body, kind, extra=_per_iteration(node))
+            node.body = self.block(
+                node.body,
+                kind,
+                extra=_per_iteration(node),
+                extra_obj=_object_per_iteration(node) if kind == _VIPER else 0,
+            )
             if node.orelse:
                 node.orelse = self.block(node.orelse, kind)
         elif isinstance(node, ast.Try):

@@ -286,8 +286,7 @@ def cobs_read(readinto, one, b1: ptr8, nothing, dst: ptr8, cap: int, st: ptr32) 
     are the inside or the first byte of a frame. Returns the byte it leaves to push()
     (0x00 ends a frame; a CR at a frame boundary; a byte that would overflow cap), 256
     when readinto returned `nothing` (None: no byte within the poll timeout) or 257 at
-    end of stream. (Calls from viper into Python objects, readinto here, are runtime
-    calls; the emulator charges them as viper opcodes.)"""
+    end of stream."""
     k = int(st[0])
     remain = int(st[1])
     block = int(st[2])

@@ -47,6 +47,91 @@ def test_counted_firmware_counts_the_calibration_loop_as_the_tracer_does() -> No
     assert per_step == pytest.approx(clock.opcodes_per_step(), abs=0.01)
 
 
+_VIPER_SAMPLE = """
+@micropython.viper
+def kernel(buf: ptr8, pins, frames, n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += buf[i] * 3
+        buf[i] = int(buf[i]) & 0xF
+        pins[i].off()
+    for cs, v in frames:
+        cs.on()
+        total += v
+    frames[0][1] += 1
+    p = pins[0]
+    if p is not None and n > 2:
+        total += 1
+    return total + len(frames)
+"""
+
+
+def test_viper_object_operations_are_counted_alike_by_both_runtimes() -> None:
+    """In viper code, attribute, call, subscript and iteration of Python objects are
+    runtime calls, charged as interpreted opcodes: the tracer (by opcode offset) and the
+    counted firmware (by statement) split the same opcodes the same way."""
+    import ast
+    import sys
+    import types
+    from array import array
+
+    from xbar.emulator import work_count
+    from xbar.emulator.runtime import VIPER_BUILTINS
+
+    class Pin:
+        def off(self) -> None: ...
+
+        def on(self) -> None: ...
+
+    def args() -> tuple:
+        return bytearray(range(8)), [Pin() for _ in range(8)], [[Pin(), 5], [Pin(), 7]], 8
+
+    micropython = types.SimpleNamespace(viper=lambda f: f)
+    fn = ast.parse(_VIPER_SAMPLE).body[0]
+    assert isinstance(fn, ast.FunctionDef)
+    code = compile(_VIPER_SAMPLE, "sample", "exec")
+    ns: dict = {"micropython": micropython, **VIPER_BUILTINS}
+    exec(code, ns)
+    kernel = ns["kernel"]
+    objects = work_count.viper_object_offsets(kernel.__code__, fn)
+    traced = [0, 0]
+
+    def trace(frame, event, arg):  # type: ignore[no-untyped-def]
+        if frame.f_code is kernel.__code__:
+            frame.f_trace_opcodes = True
+            frame.f_trace_lines = False
+            if event == "opcode":
+                traced[0 if frame.f_lasti in objects else 1] += 1
+            return trace
+        return None
+
+    sys.settrace(trace)
+    try:
+        kernel(*args())
+    finally:
+        sys.settrace(None)
+
+    work = types.ModuleType("_emu_work")
+    work.W = array("i", [0, 0, 0])  # type: ignore[attr-defined]
+    sys.modules["_emu_work"] = work
+    try:
+        counted = work_count.instrument(_VIPER_SAMPLE)
+        ns = {"micropython": micropython, **VIPER_BUILTINS}
+        exec(compile(counted, "counted", "exec"), ns)
+        work.W[0] = work.W[1] = 0  # the module's own statements
+        ns["kernel"](*args())
+    finally:
+        del sys.modules["_emu_work"]
+    # pins[i].off(): 4 object opcodes a step; for cs, v in frames: GET_ITER, FOR_ITER per
+    # item and at the end, UNPACK, cs.on(); frames[0][1] += 1; pins[0]; p is not None;
+    # len(frames).
+    assert traced[0] == 8 * 4 + 2 + 2 * 2 + 2 * 3 + 3 + 1 + 1 + 2
+    assert work.W[0] == traced[0]
+    # The rest is counted per statement (a short-circuit, `is not None` fused into a jump
+    # by CPython): a few opcodes apart.
+    assert work.W[1] == pytest.approx(traced[1], rel=0.03)
+
+
 def test_link_limit_names_the_bottleneck() -> None:
     from xbar.host.stream import LINKS, link_limit
 

@@ -91,6 +91,7 @@ class Hardware:
         self._wdt_deadline = 0
         self._reset_request: int | None = None
         self.calls = 0
+        self.calls_by_kind: dict[str, int] = {}  # the same, per kind (COST_OP's keys)
         self.bytecodes = 0  # firmware bytecodes charged so far (in-process runtime)
         self.pending_bytecodes = 0  # counted by the tracer, charged at the next call
         self.pending_viper = 0  # opcodes of @micropython.viper code, idem
@@ -223,6 +224,7 @@ class Hardware:
             raise BoardHalted
         self.take_reset()
         self.calls += 1
+        self.calls_by_kind[kind] = self.calls_by_kind.get(kind, 0) + 1
         self.flush_compute()
         self.model.charge(self.COST_OP[kind])
         if self._wdt_timeout_cycles and self.model.clock.cycles > self._wdt_deadline:

@@ -543,7 +543,7 @@ class App:
         h = self.hal
         c = self.counts
         vals = (
-            h.adc.conversions,
+            h.adc.count[0],
             h.pulses,
             c[_N_PROGRAMMED],
             c[_N_INFER],
@@ -559,7 +559,7 @@ class App:
             struct.pack_into("<I", self.enc.payload, off, v & 0xFFFFFFFF)
             off += 4
         if flags & 1:
-            h.adc.conversions = h.pulses = h.busy_us = h.safety_trips = 0
+            h.adc.count[0] = h.pulses = h.busy_us = h.safety_trips = 0
             self.dec.frames = self.dec.dropped = 0
             for i in range(len(c)):
                 c[i] = 0

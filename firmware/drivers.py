@@ -276,7 +276,6 @@ class Adc:
         self.columns = geom.columns
         self.tx = bytearray(2 + 2 * self.chain)
         self.rx = bytearray(2 + 2 * self.chain)
-        self.conversions = 0
         # scan(): one conversion pass, planned into this buffer by a kernel and sent from
         # views made here (at most nine frames per chip select: eight channels, STDBY);
         # each frame's answer overwrites its command (write_readinto, one buffer).
@@ -289,6 +288,25 @@ class Adc:
         self.fprev = bytearray(nf)
         self.chans = bytearray(nf)
         self.xfer = spi.write_readinto  # bound once: a method fetched per call allocates
+        self.count = array("i", [0])  # conversions taken, wrapping at 2^30 (STATS)
+        # kernels.adc_pass's context: its kernels, bound calls, buffers and constants.
+        k = [flen, self.chain, self.columns, profiles.ADC_CMD_MAN, profiles.ADC_CMD_STDBY]
+        k += [profiles.ADC_WAKE_US, profiles.ADC_MID, profiles.ADC_SAT]
+        self.ctx = (
+            kernels.adc_plan,
+            kernels.adc_results,
+            [c.off for c in cs],
+            [c.on for c in cs],
+            self.views,
+            self.xfer,
+            time.sleep_us,
+            self.frames,
+            self.fsel,
+            self.fprev,
+            self.chans,
+            self.count,
+            array("i", k),
+        )
 
     def _frame(self, sel, cmd):
         self.tx[0] = cmd >> 8
@@ -314,32 +332,17 @@ class Adc:
         """STDBY on every chip of chip select `sel`; the next MAN_Ch_n wakes them."""
         self._frame(sel, profiles.ADC_CMD_STDBY)
 
-    def scan(self, want, s_lo, s_hi, codes):
+    def scan(self, want, s_lo, s_hi, codes, gains, gi):
         """Convert every wanted column (want[c] != 0) on chip selects s_lo .. s_hi, which
-        are in standby, and leave them in standby; codes[c] = result - 32768.
+        are in standby, at gain gi, and leave them in standby: codes[c] = result - 32768,
+        gains[c] = gi, and want[c] cleared unless the column is near the rail with a lower
+        gain left. Returns nonzero while any column stays wanted.
 
         One frame per select selects its first needed channel, which also wakes the
         chain; after ADC_WAKE_US (which also covers the rows' settling) each select gets
         one frame per other needed channel and a STDBY frame, each returning the results
-        of the channel before it. Returns the conversions taken."""
-        flen = len(self.tx)
-        r = kernels.adc_plan(
-            want, self.columns, s_lo, s_hi, self.chain, self.frames, flen, self.fsel, self.fprev,
-            self.chans, profiles.ADC_CMD_MAN, profiles.ADC_CMD_STDBY,
-        )  # fmt: skip
-        nw = r & 0xFF
-        if not nw:
-            return 0
-        nf = r >> 8
-        kernels.exchange(self.cs, self.fsel, self.views, 0, nw, self.xfer)
-        time.sleep_us(profiles.ADC_WAKE_US)
-        kernels.exchange(self.cs, self.fsel, self.views, nw, nf, self.xfer)
-        taken = kernels.adc_results(
-            self.frames, flen, nf, self.fsel, self.fprev, self.chain, want, codes, self.columns,
-            profiles.ADC_MID,
-        )  # fmt: skip
-        self.conversions = (self.conversions + taken) & _COUNT_MASK
-        return taken
+        of the channel before it (kernels.adc_pass)."""
+        return kernels.adc_pass(self.ctx, want, s_lo, s_hi, codes, gains, gi)
 
 
 class Gain:

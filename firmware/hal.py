@@ -32,24 +32,18 @@ class Scan:
     the DAC frames with their command bytes and a slot per row, the frames before the
     lines are switched in (`up`: row codes, DAC power-up) and after (`down`: DAC
     power-down, 0 V), the power gates, the switch frame with the columns
-    on their TIAs, the wanted columns (c_lo .. c_hi-1 spans them) and the ADC selects
-    s_lo .. s_hi holding them; its tiles t0 .. t1-1 (set by the model)."""
+    on their TIAs, the wanted columns and the ADC selects s_lo .. s_hi holding them.
+    Frames to send are (DAC chip select, frame); gates are indices into Hal.shdn."""
 
-    def __init__(self, rows, frames, slots, up, down, gates, sw, want, c, s):
+    def __init__(self, rows, frames, slots, up, down, gates, sw, want, s):
         self.rows = rows
         self.frames = frames
         self.slots = slots
-        self.up = up
-        self.down = down
-        self.gates = gates
+        self.plan = (up, down, gates)  # kernels.scan
         self.sw = sw
         self.want = want
-        self.c_lo = c[0]
-        self.c_hi = c[1]
         self.s_lo = s[0]
         self.s_hi = s[1]
-        self.t0 = 0
-        self.t1 = 0
 
 
 class Hal:
@@ -102,6 +96,26 @@ class Hal:
         self.dac_on = bytearray(geom.dac_chips)
         self.adc_on = bytearray(geom.adc_selects)
         self.up = bytearray(geom.arrays)  # 1: array powered (its DAC chips and gate)
+        sw = self.sw
+        ldac = self.dac.ldac
+        # kernels.scan's context: the calls and frames of every scan, bound once.
+        self.mach = (
+            self.dac.send,
+            [c.off for c in self.dac.cs],
+            [c.on for c in self.dac.cs],
+            [p.off for p in self.shdn],
+            [p.on for p in self.shdn],
+            sw.cs.off,
+            sw.cs.on,
+            ldac.off,
+            ldac.on,
+            time.sleep_us,
+            profiles.AFE_WAKE_US,  # >= DAC_WAKE_US
+            sw.wire,
+            sw.grounded,
+            self.gain.set,
+            profiles.N_GAINS - 1,
+        )
         self.powered = False
         self._apply_limits()
         self.boot()
@@ -299,17 +313,8 @@ class Hal:
             self.power_up(arr)
             sw.commit()
             dac.load()
-            codes = self.codes
-            gains = self.gains
             n = profiles.ADC_CHANNELS * self.adc.chain
-            gi = profiles.N_GAINS - 1
-            while True:
-                self.gain.set(gi)
-                # wakes the ADCs, waits ADC_WAKE_US (>= DAC_SETTLE_US: the rows settle too)
-                self.adc.scan(want, c_lo // n, (c_hi - 1) // n, codes)
-                if not kernels.ranged(want, codes, gains, c_lo, c_hi, gi, profiles.ADC_SAT):
-                    break
-                gi -= 1
+            self._convert(c_lo // n, (c_hi - 1) // n)
         except BaseException:
             kernels.fill(self.adc_on, 0, len(self.adc_on), 1)  # a scan may have woken them
             raise
@@ -326,6 +331,19 @@ class Hal:
                 dac.dirty -= kernels.reset16(dac.staged, lo << 3, (hi + 1) << 3, _MID)
             self._dac_zero()
             self.busy_us = (self.busy_us + time.ticks_diff(time.ticks_us(), t0)) & 0x3FFFFFFF
+
+    def _convert(self, s_lo, s_hi):
+        """Convert the wanted columns (self.want) on ADC selects s_lo .. s_hi with gain
+        ranging: every column starts at the highest gain and steps down a decade while
+        its TIA is near the rail. Each pass wakes the ADCs and waits ADC_WAKE_US
+        (>= DAC_SETTLE_US: the rows settle too)."""
+        adc = self.adc
+        gain = self.gain
+        gi = profiles.N_GAINS - 1
+        gain.set(gi)
+        while adc.scan(self.want, s_lo, s_hi, self.codes, self.gains, gi):
+            gi -= 1
+            gain.set(gi)
 
     # ---- inference: tiles of a layer measured together -------------------------------
     def plan(self, tiles):
@@ -355,7 +373,7 @@ class Hal:
             slots[3 * j + 1] = idx
             slots[3 * j + 2] = line
         mv = memoryview(frames)
-        up = [(dac.cs[keys[f][0]], mv[f * flen : (f + 1) * flen]) for f in range(len(keys))]
+        up = [(keys[f][0], mv[f * flen : (f + 1) * flen]) for f in range(len(keys))]
         chips = sorted(set([r[0] >> 3 for r in rows]))
         up += self._chip_frames(chips, profiles.DAC_CMD_POWER, 0)
         down = self._chip_frames(chips, profiles.DAC_CMD_POWER, profiles.DAC_PD_1K)
@@ -367,9 +385,9 @@ class Hal:
         lo = g.columns
         hi = 0
         for t in tiles:
-            pin = self.shdn[g.gate(t[0])]
-            if pin not in gates:
-                gates.append(pin)
+            k = g.gate(t[0])
+            if k not in gates:
+                gates.append(k)
             sw.route(g.col_line(t[0], t[4]), t[5], self.row_codes, -1, profiles.SW_TIA)
             c = t[0] * g.cols + t[4]
             kernels.fill(want, c, c + t[5], 1)
@@ -387,7 +405,6 @@ class Hal:
             gates,
             wire,
             bytes(want),
-            (lo, hi),
             (lo // n, (hi - 1) // n),
         )
 
@@ -404,7 +421,7 @@ class Hal:
                     frame[k] = cmd << 4
                     frame[k + 1] = data >> 8
                     frame[k + 2] = data & 0xFF
-            out.append((self.dac.cs[sel], frame))
+            out.append((sel, frame))
         return out
 
     def scan(self, s, x, off, k):
@@ -435,38 +452,14 @@ class Hal:
             self._dac_zero()  # every DAC register at 0 V before any is written
         want = self.want
         want[:] = s.want
-        write = self.dac.send
         try:
-            kernels.send(s.up, write)
-            for pin in s.gates:
-                pin.off()
-            time.sleep_us(profiles.AFE_WAKE_US)  # >= DAC_WAKE_US
-            cs = sw.cs
-            cs.off()
-            write(wire)
-            cs.on()
-            ldac = self.dac.ldac
-            ldac.off()
-            ldac.on()
-            codes = self.codes
-            gains = self.gains
-            gi = profiles.N_GAINS - 1
-            while True:
-                self.gain.set(gi)
-                self.adc.scan(want, s.s_lo, s.s_hi, codes)
-                if not kernels.ranged(want, codes, gains, s.c_lo, s.c_hi, gi, profiles.ADC_SAT):
-                    break
-                gi -= 1
-            wire[:] = sw.grounded
-            cs.off()
-            write(wire)
-            cs.on()
-            for pin in s.gates:
-                pin.on()
-            kernels.send(s.down, write)
+            kernels.scan(
+                self.mach, s.plan, want, s.s_lo, s.s_hi, self.adc.ctx, self.codes, self.gains
+            )
         except BaseException:
             self._unwind()
             raise
+        wire[:] = sw.grounded  # what the switches hold now
 
     def _unwind(self):
         """After a failure inside `scan`: every chip select released, every line

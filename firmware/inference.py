@@ -24,7 +24,7 @@ import quant
 from micropython import const
 
 _MID = const(32768)
-_LF = const(21)  # layer table fields
+_LF = const(19)  # layer table fields
 _L_NIN = const(0)
 _L_NOUT = const(1)
 _L_ACT = const(2)
@@ -38,8 +38,6 @@ _L_LO = const(9)
 _L_HI = const(10)
 _L_MUL = const(11)  # 4 gains
 _L_QSH = const(15)  # 4 gains
-_L_G0 = const(19)  # the layer's first scan (Model.scans)
-_L_NG = const(20)  # its scans
 _TF = const(7)  # tile table fields: array, row0, col0, in_start, in_len, out_start, out_len
 
 IDLE = 0
@@ -55,18 +53,19 @@ class Model:
     def __init__(self, hal):
         self.hal = hal
         g = hal.geom
+        gc.collect()  # the largest buffer, allocated before the heap fragments further
         self.blob = bytearray(g.model_bytes)
         self.layers = array("i", [0] * (profiles.MAX_LAYERS * _LF))
         self.tiles = array("H", [0] * (profiles.MAX_TILES * _TF))
         self.acc = array("i", [0] * profiles.MAX_WIDTH)
         self.out = array("h", [0] * profiles.MAX_WIDTH)
         self.act = bytearray(profiles.MAX_WIDTH)
-        self.scans = []  # hal.Scan per group of tiles measured together, built at LOAD
+        self.steps = []  # per layer, what INFER reads (Model._plan)
         self.unload()
 
     def unload(self):
         self.state = IDLE
-        self.scans = []
+        self.steps = []
         self.n_layers = 0
         self.n_tiles = 0
         self.size = 0
@@ -229,17 +228,19 @@ class Model:
         self.n_tiles = nt_all
 
     def _plan(self, nl):
-        """Group each layer's tiles into scans measured together: consecutive tiles on
-        distinct arrays (gc first: the scans' frames are this model's only allocation)."""
-        self.scans = []
+        """Group each layer's tiles into scans measured together (consecutive tiles on
+        distinct arrays: (hal.Scan, first tile, end tile)) and gather what INFER reads per
+        layer into one tuple (self.steps), so its loop unpacks instead of indexing (gc
+        first: these are this model's only allocations)."""
+        self.steps = []
         gc.collect()
         L = self.layers
         T = self.tiles
         for li in range(nl):
             b = li * _LF
-            L[b + _L_G0] = len(self.scans)
             t0 = L[b + _L_T0]
             end = t0 + L[b + _L_NT]
+            scans = []
             while t0 < end:
                 t1 = t0
                 arrays = []
@@ -249,12 +250,25 @@ class Model:
                 tiles = []
                 for t in range(t0 * _TF, t1 * _TF, _TF):
                     tiles.append((T[t], T[t + 1], T[t + 4], T[t + 3], T[t + 2], 2 * T[t + 6]))
-                s = self.hal.plan(tiles)
-                s.t0 = t0
-                s.t1 = t1
-                self.scans.append(s)
+                scans.append((self.hal.plan(tiles), t0, t1))
                 t0 = t1
-            L[b + _L_NG] = len(self.scans) - L[b + _L_G0]
+            self.steps.append(
+                (
+                    li,
+                    L[b + _L_NOUT],
+                    L[b + _L_K],
+                    scans,
+                    b + _L_MUL,
+                    b + _L_QSH,
+                    L[b + _L_B0],
+                    L[b + _L_M],
+                    L[b + _L_SH],
+                    L[b + _L_LO],
+                    L[b + _L_HI],
+                    1 if L[b + _L_ACT] == protocol.ACT_RELU else 0,
+                    1 if li == nl - 1 else 0,
+                )
+            )
 
     def _check_overlap(self, nt):
         """Two tiles sharing a cell would need two weights in one device."""
@@ -288,57 +302,34 @@ class Model:
         hal = self.hal
         L = self.layers
         T = self.tiles
-        scans = self.scans
         codes = hal.codes
         gains = hal.gains
         acc = self.acc
         cols = hal.geom.cols
         guard = quant.ACC_GUARD
-        last = self.n_layers - 1
         nxt = self.act
         out = self.out
         blob = self.blob
+        accumulate = kernels.accumulate
         t_start = time.ticks_us()
         hal.led.on()
         try:
-            for li in range(self.n_layers):
-                b = li * _LF
-                n_out = L[b + _L_NOUT]
-                k = L[b + _L_K]
+            for li, n_out, k, scans, mul, qsh, b0, m, sh, lo, hi, relu, last in self.steps:
                 kernels.zero(acc, n_out)
-                g0 = L[b + _L_G0]
-                for g in range(g0, g0 + L[b + _L_NG]):
-                    s = scans[g]
+                for s, t0, t1 in scans:
                     hal.scan(s, x, off, k)
-                    for t in range(s.t0 * _TF, s.t1 * _TF, _TF):
-                        o0 = T[t + 5]
-                        no = T[t + 6]
-                        cp = T[t] * cols + T[t + 2]
-                        j = kernels.accumulate(
-                            acc, o0, no, codes, gains, cp, L, b + _L_MUL, b + _L_QSH, guard
-                        )
-                        if j >= 0:
-                            self._accumulate(li, j, o0 + no, cp + 2 * (j - o0))
-                sh = L[b + _L_SH]
+                    r = accumulate(acc, T, t0, t1, cols, codes, gains, L, mul, qsh, guard)
+                    while r >= 0:  # tile r >> 16 from output r & 0xFFFF: small ints
+                        t = r >> 16
+                        self._accumulate(li, t, r & 0xFFFF)
+                        r = accumulate(acc, T, t + 1, t1, cols, codes, gains, L, mul, qsh, guard)
                 j = 0
                 if 11 <= sh <= 40:
                     j = kernels.requant(
-                        acc,
-                        blob,
-                        L[b + _L_B0],
-                        n_out,
-                        L[b + _L_M],
-                        sh,
-                        L[b + _L_LO],
-                        L[b + _L_HI],
-                        1 if L[b + _L_ACT] == protocol.ACT_RELU else 0,
-                        nxt,
-                        out,
-                        1 if li == last else 0,
-                        quant.ACC_LIMIT,
+                        acc, blob, b0, n_out, m, sh, lo, hi, relu, nxt, out, last, quant.ACC_LIMIT
                     )
                 if j >= 0:
-                    self._requant(li, j, n_out, li == last)
+                    self._requant(li, j, n_out, last)
                 x = nxt
                 off = 0
         finally:
@@ -346,10 +337,14 @@ class Model:
             hal.busy(t_start)
         return self.n_out()
 
-    def _accumulate(self, li, j0, end, cp):
-        """Outputs j0 .. end-1 of the tile just measured, in small ints (quant.convert)."""
+    def _accumulate(self, li, t, j0):
+        """Outputs j0 .. of tile t, just measured, in small ints (quant.convert)."""
         L = self.layers
         b = li * _LF
+        T = self.tiles
+        f = t * _TF
+        end = T[f + 5] + T[f + 6]
+        cp = T[f] * self.hal.geom.cols + T[f + 2] + 2 * (j0 - T[f + 5])
         codes = self.hal.codes
         gains = self.hal.gains
         acc = self.acc

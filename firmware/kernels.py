@@ -143,24 +143,6 @@ def dac_frames(
 
 
 @micropython.viper
-def ranged(want: ptr8, codes: ptr16, gains: ptr8, lo: int, hi: int, gi: int, sat: int) -> int:
-    """After a conversion at gain gi: record gi for the wanted columns in lo .. hi-1; those
-    near the rail (|code| > sat, gi > 0) stay wanted. Returns 1 if any does."""
-    more = 0
-    for c in range(lo, hi):
-        if want[c]:
-            gains[c] = gi
-            v = int(codes[c])
-            if v >= 32768:
-                v -= 65536
-            if gi > 0 and (v > sat or -v > sat):
-                more = 1
-            else:
-                want[c] = 0
-    return more
-
-
-@micropython.viper
 def zero(acc: ptr32, n: int):
     for j in range(n):
         acc[j] = 0
@@ -169,41 +151,52 @@ def zero(acc: ptr32, n: int):
 @micropython.viper
 def accumulate(
     acc: ptr32,
-    o0: int,
-    no: int,
+    tiles: ptr16,
+    t: int,
+    t1: int,
+    cols: int,
     codes: ptr16,
     gains: ptr8,
-    cp: int,
     table: ptr32,
     mul0: int,
     qsh0: int,
     guard: int,
 ) -> int:
-    """acc[j] += convert(G- code) - convert(G+ code) for the tile's outputs o0 .. o0+no-1
-    (pairs from column cp on), convert(c) = round(c * mul / 2^s) with the gain's (mul, s)
-    at table[mul0 + gain], table[qsh0 + gain] (quant.convert). Returns the first output it
-    could not do within int32 (a left shift, or a sum at or beyond +-guard), else -1."""
+    """For tiles t .. t1-1 of the tile table (7 fields a tile: array, row0, col0, input0,
+    inputs, output0, outputs): acc[j] += convert(G- code) - convert(G+ code) for each
+    output j, its pair in columns array * cols + col0 + 2 (j - output0) and the one
+    after, convert(c) = round(c * mul / 2^s) with the gain's (mul, s) at
+    table[mul0 + gain], table[qsh0 + gain] (quant.convert). Returns (tile << 16) | the
+    first output it could not do within int32 (a left shift, or a sum at or beyond
+    +-guard), else -1."""
     sx = int(_SX)
-    j = o0
-    while j < o0 + no:
-        c = int(codes[cp])
-        if c >= 32768:
-            c -= 65536
-        d = int(codes[cp + 1])
-        if d >= 32768:
-            d -= 65536
-        sp = (int(table[qsh0 + gains[cp]]) << sx) >> sx
-        sm = (int(table[qsh0 + gains[cp + 1]]) << sx) >> sx
-        if sp <= 0 or sm <= 0:
-            return j
-        plus = (c * int(table[mul0 + gains[cp]]) + (1 << (sp - 1))) >> sp
-        minus = (d * int(table[mul0 + gains[cp + 1]]) + (1 << (sm - 1))) >> sm
-        a = ((int(acc[j]) << sx) >> sx) + minus - plus
-        if a >= guard or a <= -guard:
-            return j
-        acc[j] = a
-        cp += 2
-        j += 1
+    while t < t1:
+        f = 7 * t
+        j = int(tiles[f + 5])
+        end = j + int(tiles[f + 6])
+        cp = int(tiles[f]) * cols + int(tiles[f + 2])
+        while j < end:
+            c = int(codes[cp])
+            if c >= 32768:
+                c -= 65536
+            d = int(codes[cp + 1])
+            if d >= 32768:
+                d -= 65536
+            gp = int(gains[cp])
+            gm = int(gains[cp + 1])
+            sp = (int(table[qsh0 + gp]) << sx) >> sx
+            sm = (int(table[qsh0 + gm]) << sx) >> sx
+            if sp <= 0 or sm <= 0:
+                return (t << 16) | j
+            plus = (c * int(table[mul0 + gp]) + (1 << (sp - 1))) >> sp
+            minus = (d * int(table[mul0 + gm]) + (1 << (sm - 1))) >> sm
+            a = ((int(acc[j]) << sx) >> sx) + minus - plus
+            if a >= guard or a <= -guard:
+                return (t << 16) | j
+            acc[j] = a
+            cp += 2
+            j += 1
+        t += 1
     return -1
 
 
@@ -465,10 +458,16 @@ def adc_results(
     codes: ptr16,
     columns: int,
     mid: int,
+    gains: ptr8,
+    gi: int,
+    sat: int,
 ) -> int:
-    """The results of a pass planned by adc_plan (frame f received at rx[f * flen]):
-    codes[c] = result - mid for every wanted column; returns how many were taken."""
+    """The results of a pass planned by adc_plan (frame f received at rx[f * flen]) at
+    gain gi: codes[c] = result - mid and gains[c] = gi for every wanted column; a column
+    near the rail (|code| > sat) stays wanted while a lower gain is left (gi > 0).
+    Returns the columns taken | (1 << 16 if any stays wanted)."""
     taken = 0
+    more = 0
     for f in range(nf):
         ch = fprev[f]
         if ch == 255:
@@ -477,30 +476,83 @@ def adc_results(
         b = f * flen + 2
         for _ in range(chain):
             if col < columns and want[col]:
-                codes[col] = ((rx[b] << 8) | rx[b + 1]) - mid
+                v = ((rx[b] << 8) | rx[b + 1]) - mid
+                codes[col] = v
+                gains[col] = gi
                 taken += 1
+                if gi > 0 and (v > sat or -v > sat):
+                    more = 1 << 16
+                else:
+                    want[col] = 0
             col += 8
             b += 2
-    return taken
+    return taken | more
 
 
 @micropython.viper
-def send(frames, write):
-    """Each (chip select, frame) of `frames`: select low, write(frame), select high.
-    The pin and SPI calls are runtime calls (charged as machine calls)."""
-    for cs, v in frames:
-        cs.off()
-        write(v)
-        cs.on()
-
-
-@micropython.viper
-def exchange(css, fsel: ptr8, views, lo: int, hi: int, xfer):
-    """Frames lo .. hi-1 planned by adc_plan, in place: select css[fsel[f]] low,
-    xfer(views[f], views[f]) (SPI write_readinto), select high."""
-    for f in range(lo, hi):
-        cs = css[fsel[f]]
+def adc_pass(ctx, want: ptr8, s_lo: int, s_hi: int, codes: ptr16, gains: ptr8, gi: int) -> int:
+    """One conversion pass at gain gi (drivers.Adc.scan); nonzero while a column stays
+    wanted. ctx: drivers.Adc.ctx."""
+    (plan, results, lows, highs, views, xfer, sleep_us, frames, fsel_b, fprev, chans,
+     count_a, k_a) = ctx  # fmt: skip
+    fsel = ptr8(fsel_b)
+    count = ptr32(count_a)
+    k = ptr32(k_a)
+    flen = k[0]
+    chain = k[1]
+    columns = k[2]
+    r = int(plan(want, columns, s_lo, s_hi, chain, frames, flen, fsel_b, fprev, chans,
+                 k[3], k[4]))  # fmt: skip
+    nw = r & 0xFF
+    if nw == 0:
+        return 0
+    nf = r >> 8
+    f = 0
+    while f < nf:
+        if f == nw:
+            sleep_us(k[5])
+        sel = fsel[f]
         v = views[f]
-        cs.off()
+        lows[sel]()
         xfer(v, v)
-        cs.on()
+        highs[sel]()
+        f += 1
+    r = int(results(frames, flen, nf, fsel_b, fprev, chain, want, codes, columns, k[6],
+                    gains, gi, k[7]))  # fmt: skip
+    count[0] = (count[0] + (r & 0xFFFF)) & 0x3FFFFFFF
+    return r >> 16
+
+
+@micropython.viper
+def scan(mach, plan, want: ptr8, s_lo: int, s_hi: int, adc, codes: ptr16, gains: ptr8):
+    """hal.Hal.scan's machine sequence, its frames staged (mach: hal.Hal.mach, plan:
+    hal.Scan.plan, adc: drivers.Adc.ctx)."""
+    (write, sel_low, sel_high, gate_low, gate_high, sw_low, sw_high, ldac_low, ldac_high,
+     sleep_us, wake_us, wire, grounded, gain, top) = mach  # fmt: skip
+    up, down, gates = plan
+    for sel, v in up:
+        sel_low[sel]()
+        write(v)
+        sel_high[sel]()
+    for g in gates:
+        gate_low[g]()
+    sleep_us(wake_us)
+    sw_low()
+    write(wire)
+    sw_high()
+    ldac_low()
+    ldac_high()
+    gi = int(top)
+    gain(gi)
+    while adc_pass(adc, want, s_lo, s_hi, codes, gains, gi):
+        gi -= 1
+        gain(gi)
+    sw_low()
+    write(grounded)
+    sw_high()
+    for g in gates:
+        gate_high[g]()
+    for sel, v in down:
+        sel_low[sel]()
+        write(v)
+        sel_high[sel]()

@@ -431,18 +431,24 @@ class Encoder:
         # size (INFER, INFER_STREAM) slices nothing new: the board allocates nothing.
         self.views = [[None] * 4, [None] * 4]
         self.turn = [0, 0]
+        self.last = [None, None]  # the view of each handed out last: tried first
         self.cobs = cobs_encode  # the board puts a kernel with the same contract here
 
     def _view(self, k, mv, n):
+        v = self.last[k]
+        if v is not None and len(v) == n:
+            return v
         views = self.views[k]
         for i in range(4):
             v = views[i]
             if v is not None and len(v) == n:
+                self.last[k] = v
                 return v
         v = mv[:n]
         i = self.turn[k]
         views[i] = v
         self.turn[k] = (i + 1) & 3
+        self.last[k] = v
         return v
 
     def finish(self, code, seq, n):

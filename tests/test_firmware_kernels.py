@@ -35,7 +35,13 @@ for trial in range(300):
         table[g], table[4 + g] = quant.fixed(q)
     acc = array("i", [random.randint(-1 << 20, 1 << 20) for _ in range(n)])
     ref = array("i", acc)
-    j = kernels.accumulate(acc, 0, n, codes, gains, 0, table, 0, 4, quant.ACC_GUARD)
+    # one tile: array 0, columns 0 .. 2n-1, outputs 0 .. n-1 (tile 3 of the table)
+    tiles = array("H", [0] * 35)
+    tiles[3 * 7 + 6] = n
+    j = kernels.accumulate(acc, tiles, 3, 4, 64, codes, gains, table, 0, 4, quant.ACC_GUARD)
+    if j >= 0:
+        assert j >> 16 == 3
+        j &= 0xFFFF
     stop = n if j < 0 else j
     for k in range(stop):
         ref[k] = (ref[k] + quant.convert(codes[2*k+1], table[gains[2*k+1]], table[4+gains[2*k+1]])
@@ -164,13 +170,16 @@ print("RESULT", j, list(acc), list(out16))
     assert j == -1 and mpy == f"{j} {list(acc)} {list(out)}"
 
 
-# The frame senders: chip selects and SPI calls in order, nothing allocated.
-FRAMES = """
+# One scan's machine sequence (kernels.scan with kernels.adc_pass): chip selects, SPI
+# calls, waits and gain steps in order, results in place, nothing allocated.
+SCAN = """
 import sys
 sys.path.insert(0, %(fw)r)
 import kernels, micropython
-ev = bytearray(32)
+from array import array
+ev = bytearray(64)
 at = [0]
+now = [0, 3]  # ADC select low, gain
 def put(b):
     ev[at[0]] = b
     at[0] += 1
@@ -179,35 +188,71 @@ class Pin:
         self.n = n
     def off(self):
         put(self.n)
+        now[0] = self.n
     def on(self):
         put(16 + self.n)
 def write(v):
     put(32 + v[0])
-def xfer(tx, rx):
+def xfer(tx, rx):  # the ADC on select 1 (pin 11) is near the rail at the top gain
     put(48 + tx[0])
-    rx[1] = tx[0] + 100
-css = [Pin(0), Pin(1), Pin(2)]
-buf = bytearray([1, 2, 3, 4, 5, 6])
-mv = memoryview(buf)
-views = [mv[0:2], mv[2:4], mv[4:6]]
-frames = [(css[2], views[0]), (css[0], views[1])]
-fsel = bytearray([1, 2, 0])
+    code = 32768 + (30000 if now[0] == 11 and now[1] == 3 else 100 * now[1])
+    rx[2] = code >> 8
+    rx[3] = code & 0xFF
+def gain(g):
+    put(64 + g)
+    now[1] = g
+def sleep_us(us):
+    put(80 + (us & 15))
+dac = [Pin(0), Pin(1), Pin(2)]
+gate = [Pin(4)]
+adc = [Pin(10), Pin(11)]
+sw, ldac = Pin(8), Pin(9)
+mach = (write, [p.off for p in dac], [p.on for p in dac], [p.off for p in gate],
+        [p.on for p in gate], sw.off, sw.on, ldac.off, ldac.on, sleep_us, 20,
+        bytearray([5]), bytes([6]), gain, 3)
+plan = ([(0, bytearray([1]))], [(2, bytearray([7]))], [0])
+frames = bytearray(4 * 18)
+mv = memoryview(frames)
+count = array("i", [0])
+ctx = (kernels.adc_plan, kernels.adc_results, [p.off for p in adc], [p.on for p in adc],
+       [mv[4 * f : 4 * f + 4] for f in range(18)], xfer, sleep_us, frames, bytearray(18),
+       bytearray(18), bytearray(18), count,
+       array("i", [4, 1, 16, 0xC000, 0x8200, 20, 32768, 29500]))
+want = bytearray(16)
+want[1] = want[9] = 1
+codes = array("h", [0] * 16)
+gains = bytearray(16)
 micropython.heap_lock()
-kernels.send(frames, write)
-kernels.exchange(css, fsel, views, 1, 3, xfer)
+kernels.scan(mach, plan, want, 0, 1, ctx, codes, gains)
 micropython.heap_unlock()
-r = (list(ev[: at[0]]), list(buf))
+r = (list(ev[: at[0]]), codes[1], gains[1], codes[9], gains[9], list(want), count[0])
 """
 
 
-def test_frame_senders_in_both_interpreters() -> None:
-    """send: each (select, frame) as select low, write, select high; exchange: frames
-    lo .. hi-1 on their selects, received in place; under MicroPython with the heap
-    locked, and the same sequence under CPython."""
-    want = ([2, 33, 18, 0, 35, 16, 2, 51, 18, 0, 53, 16], [1, 2, 3, 103, 5, 105])
+def test_scan_sequence_in_both_interpreters() -> None:
+    """kernels.scan: DAC frames up, gate on, wake-up wait, lines switched in, LDAC, then
+    adc_pass per gain (wake frames, ADC_WAKE_US, the other frames, each answered in
+    place) while a column is near the rail, lines grounded, gate off, DAC frames down;
+    under MicroPython with the heap locked, and the same sequence under CPython."""
+    man, stby = 48 + 0xC4, 48 + 0x82  # MAN_Ch1 and STDBY commands' first byte
+    events = [
+        *[0, 33, 16, 4, 84, 8, 37, 24, 9, 25, 67],  # up, gate, wait, switch in, LDAC, gain 3
+        *[10, man, 26, 11, man, 27, 84, 10, stby, 26, 11, stby, 27, 66],  # pass 1, gain 2
+        *[11, man, 27, 84, 11, stby, 27],  # pass 2: select 1 only
+        *[8, 38, 24, 20, 2, 39, 18],  # grounded, gate off, down
+    ]
+    want = (
+        events,
+        300,  # column 1 at the top gain
+        3,
+        200,  # column 9 after one step down
+        2,
+        [0] * 16,
+        3,  # conversions taken
+    )
     if MICROPYTHON.is_file():
         done = subprocess.run(
-            [str(MICROPYTHON), "-c", FRAMES % {"fw": str(FIRMWARE)} + "print('RESULT', r)"],
+            [str(MICROPYTHON), "-c", SCAN % {"fw": str(FIRMWARE)} + "print('RESULT', r)"],
             capture_output=True,
             text=True,
             timeout=60,
@@ -218,5 +263,5 @@ def test_frame_senders_in_both_interpreters() -> None:
     fake = types.ModuleType("micropython")
     fake.heap_lock = fake.heap_unlock = lambda: None  # type: ignore[attr-defined]
     ns = {"kernels": _cpython_kernels(), "micropython": fake}
-    exec(FRAMES.split("import kernels, micropython", 1)[1], ns)
+    exec(SCAN.split("import kernels, micropython", 1)[1], ns)
     assert ns["r"] == want

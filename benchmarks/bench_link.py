@@ -88,12 +88,14 @@ def run_stream(art: ModelArtifact, x: np.ndarray, baud: int, noise: str = "off")
             model = emulated.model
             c0, wall0 = model.clock.cycles, time.perf_counter()
             idle0, compute0 = model.clock.idle_cycles, model.diagnostics["charge_cycles"]
+            starved0 = model.diagnostics["line_wait_cycles"]
             result = board.stream(x)
             emulated.settle()
             hz = emulated.hw.hz()
             board_s = (model.clock.cycles - c0) / hz
             idle_s = (model.clock.idle_cycles - idle0) / hz
             compute_s = (model.diagnostics["charge_cycles"] - compute0) / hz
+            starved_s = (model.diagnostics["line_wait_cycles"] - starved0) / hz
             wall = time.perf_counter() - wall0
     finally:
         port.close()
@@ -131,15 +133,19 @@ def run_stream(art: ModelArtifact, x: np.ndarray, baud: int, noise: str = "off")
         ),
         "wire_ms_per_inference": result.wire_bytes_out / n / line * 1e3,
         # Stream accounting: how busy the board and the line were over the stream's board
-        # time (board: its computation and SPI transfers; the MCU's waits, settling
-        # included, count as not busy, so this is a lower bound), and per link profile
+        # time (board: everything but waiting for the line's bytes, i.e. computation, SPI
+        # transfers and the settling waits an inference needs), and per link profile
         # which one limits a stream of this model (xbar.host.stream.link_limit, the board
-        # taking its computation and SPI time per inference).
-        "board_busy": (board_s - idle_s) / board_s,
+        # taking that time per inference).
+        "line_wait_ms_per_inference": starved_s / n * 1e3,
+        "board_busy": (board_s - starved_s) / board_s,
         "line_busy": result.wire_bytes_out / capacity,
         "links": {
             k: link_limit(
-                (board_s - idle_s) / n, result.wire_bytes_out / n, result.wire_bytes_in / n, link
+                (board_s - starved_s) / n,
+                result.wire_bytes_out / n,
+                result.wire_bytes_in / n,
+                link,
             )
             for k, link in LINKS.items()
         },
@@ -182,12 +188,13 @@ def markdown(results: list[dict], meta: dict) -> str:
         )
     lines += [
         "",
-        "Stream accounting (measured at this baud: board busy = computation + SPI time ÷ "
-        "the stream's board time, a lower bound as waits count as idle; line busy = bytes "
-        "sent ÷ the line's capacity over that time), and projected per link profile "
-        "(`xbar.host.stream.link_limit`: the board's computation + SPI time per inference "
-        "against the line time of the bytes each inference took; USB-CDC: full-speed bulk, "
-        "19 × 64 B per 1 ms frame, baud ignored):",
+        "Stream accounting (measured at this baud: board busy = the share of the stream's "
+        "board time the board was not waiting for the line's bytes — computing, on the SPI "
+        "wires or in the settling waits an inference needs; line busy = bytes sent ÷ the "
+        "line's capacity over that time), and projected per link profile "
+        "(`xbar.host.stream.link_limit`: the board's own time per inference against the "
+        "line time of the bytes each inference took; USB-CDC: full-speed bulk, 19 × 64 B "
+        "per 1 ms frame, baud ignored):",
         "",
         "| model | board busy | line busy | "
         + " | ".join(f"{LINKS[k].name}: inf/s, limit (board / line busy)" for k in LINKS)
@@ -216,7 +223,8 @@ def markdown(results: list[dict], meta: dict) -> str:
             f"{r['compute_ms_per_inference']:.3f} ms is the firmware's interpreted "
             f"computation, {r['spi_ms_per_inference']:.3f} ms SPI transfers to the DACs, "
             f"switches and ADCs, and {r['idle_ms_per_inference']:.3f} ms waits (settling, "
-            "and line bytes where the board outruns the line). A firmware that computed in "
+            f"and {r['line_wait_ms_per_inference']:.3f} ms for line bytes where the board "
+            "outruns the line). A firmware that computed in "
             "no time would still need the transfers and waits: at most "
             f"{r['no_compute_ceiling']:.4f}. A board that took no time at all: "
             f"{r['framing_ceiling']:.4f} (payload ÷ wire bytes at {r['per_frame']} inputs "

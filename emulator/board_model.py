@@ -106,6 +106,7 @@ DIAGNOSTIC_KEYS = (
     "damage_events",
     "operator_solves",
     "charge_cycles",
+    "line_wait_cycles",  # the MCU waiting for host bytes still on the wire (paced link)
     # Ratings (PowerFigures): a part driven outside its rated range or state. The total
     # is rating_errors; per part: a line beyond its switches' signal range or its
     # driver's output swing, a line switched to a shut-down driver or a column to a

@@ -84,16 +84,16 @@ def opcodes_per_step(steps: int = 1000) -> float:
 BYTECODE_CYCLES = round(LOOP_CYCLES_PER_STEP / opcodes_per_step())
 """RP2040 cycles per interpreted opcode (91 on CPython 3.11: 998 / 11)."""
 
-NATIVE_SPEEDUP = {"viper": 60.0, "native": 2.7}
+NATIVE_SPEEDUP = {"viper": 32.0, "native": 1.5}
 """How much faster a ``@micropython.viper`` / ``@micropython.native`` function runs than
 the same source interpreted. Calibrated on the unix port (x64), not on an RP2040: an
 accumulate-and-round kernel over 256 int32/uint16 elements (``acc[i] = acc[i] +
-((codes[i]*mul + r) >> s)``, 19 CPython opcodes per element) took 172 ns/element
-interpreted, 2.83 viper and 62.6 native (best of 7 runs, MicroPython 1.29 unix,
-``time.time_ns``; `python -m benchmarks.bench_board_time` reruns it and reports the ratio
-it measures beside these); no published RP2040 viper figure is at hand, so that ratio is
-assumed to carry over (Thumb-1 code is less dense than x64: treat viper figures as
-optimistic within ~2x)."""
+((codes[i]*mul + r) >> s)``, 19 CPython opcodes per element) took 91.5–123 ns/element
+interpreted, 2.83–3.0 viper and 61–62 native: viper 31.0–33.0×, native 1.48–1.49×
+faster (best of 7 runs each, three runs, MicroPython 1.29.0-preview unix, ``time.time_ns``;
+`python -m benchmarks.bench_board_time` reruns it and reports the ratio it measures
+beside these). No published RP2040 viper figure is at hand, so that ratio is assumed to
+carry over (Thumb-1 code is less dense than x64: treat viper figures as optimistic)."""
 
 # Cycles of RP2040 (Cortex-M0+, 125 MHz) MicroPython work the firmware charges with
 # ``BoardModel.charge(op, count)``. "bytecode", "viper_op" and "native_op" are

@@ -202,6 +202,7 @@ class Hardware:
             if ledger is not None and power is not None:
                 ledger.set_power("mcu", power.mcu_idle_w)
             self.model.clock.advance(wait, idle=True)
+            self.model.diagnostics["line_wait_cycles"] += wait  # starved by the line
             if ledger is not None and power is not None:
                 ledger.set_power("mcu", power.mcu_active_w)
 

@@ -89,8 +89,10 @@ class App:
     def __init__(self, writer, profile=None, watchdog=True):
         self.writer = writer
         self.geom = profiles.Geometry(profile or profiles.DEFAULT_PROFILE)
+        gc.collect()
+        blob = bytearray(self.geom.model_bytes)  # the largest buffer, while the heap is whole
         self.hal = hal_mod.Hal(self.geom)
-        self.model = inference.Model(self.hal)
+        self.model = inference.Model(self.hal, blob)
         self.dec = Decoder()
         self.enc = protocol.Encoder()
         self.enc.cobs = kernels.cobs_encode

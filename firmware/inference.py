@@ -50,11 +50,9 @@ class ModelError(Exception):
 
 
 class Model:
-    def __init__(self, hal):
+    def __init__(self, hal, blob):
         self.hal = hal
-        g = hal.geom
-        gc.collect()  # the largest buffer, allocated before the heap fragments further
-        self.blob = bytearray(g.model_bytes)
+        self.blob = blob  # geometry's model_bytes, allocated first (app.App)
         self.layers = array("i", [0] * (profiles.MAX_LAYERS * _LF))
         self.tiles = array("H", [0] * (profiles.MAX_TILES * _TF))
         self.acc = array("i", [0] * profiles.MAX_WIDTH)

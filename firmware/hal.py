@@ -361,17 +361,24 @@ class Hal:
                 rows.append((line + i, t[3] + i))
         keys = sorted(set([((r[0] >> 3) // chain, r[0] & 7) for r in rows]))
         frames = bytearray(flen * len(keys))
-        slots = array("H", [0] * (3 * len(rows)))
+        slots = array("H", [0] * (6 * len(rows)))
         cmd = profiles.DAC_CMD_WRITE << 4
+        last = self.sw.n - 1
         for j in range(len(rows)):
             line, idx = rows[j]
             chip = line >> 3
             sel = chip // chain
             b = keys.index((sel, line & 7)) * flen + 3 * (chain - 1 - (chip - sel * chain))
             frames[b] = cmd | (line & 7)
-            slots[3 * j] = b + 1
-            slots[3 * j + 1] = idx
-            slots[3 * j + 2] = line
+            gnd = 3 * line + profiles.SW_GND
+            drive = 3 * line + profiles.SW_DAC
+            q = 6 * j
+            slots[q] = b + 1
+            slots[q + 1] = idx
+            slots[q + 2] = line
+            slots[q + 3] = last - (gnd >> 3)  # the switch byte of its ground switch ...
+            slots[q + 4] = last - (drive >> 3)  # ... and of its DAC switch; their masks:
+            slots[q + 5] = (0xFF ^ (1 << (gnd & 7))) | ((1 << (drive & 7)) << 8)
         mv = memoryview(frames)
         up = [(keys[f][0], mv[f * flen : (f + 1) * flen]) for f in range(len(keys))]
         chips = sorted(set([r[0] >> 3 for r in rows]))
@@ -437,16 +444,13 @@ class Hal:
         sw = self.sw
         wire = sw.wire
         wire[:] = s.sw
-        j = kernels.tile_rows(
-            s.frames, s.slots, s.rows, x, off, k, self.read_codes, wire, sw.n - 1,
-            profiles.SW_GND, profiles.SW_DAC,
-        )  # fmt: skip
+        j = kernels.tile_rows(s.frames, s.slots, s.rows, x, off, k, self.read_codes, wire)
         if j >= 0:
             wire[:] = sw.grounded
             self.safety_trips += 1
             raise drivers.SafetyError(
                 "line %d read code %d beyond read limit"
-                % (s.slots[3 * j + 2], _MID + x[off + s.slots[3 * j + 1]] * k)
+                % (s.slots[6 * j + 2], _MID + x[off + s.slots[6 * j + 1]] * k)
             )
         if self.dac.dirty:
             self._dac_zero()  # every DAC register at 0 V before any is written

@@ -352,26 +352,17 @@ def cobs_encode(src: ptr8, n: int, dst: ptr8) -> int:
 
 @micropython.viper
 def tile_rows(
-    frames: ptr8,
-    slots: ptr16,
-    n: int,
-    x: ptr8,
-    off: int,
-    k: int,
-    lim: int,
-    w: ptr8,
-    last: int,
-    gnd: int,
-    mode: int,
+    frames: ptr8, slots: ptr16, n: int, x: ptr8, off: int, k: int, lim: int, w: ptr8
 ) -> int:
-    """The row codes of a scan (hal.Scan) into its DAC frames and switch frame: row j
-    (slots[3j]: byte of its code in `frames`, slots[3j+1]: its input index, slots[3j+2]:
-    its line) gets code 32768 + x[off + input] * k; rows with a nonzero input move from
-    ground to `mode` in switch frame w (last byte index `last`), the others stay grounded.
-    Returns the first row whose code is beyond `lim` codes from 32768 (nothing sent
-    yet), else -1."""
-    for j in range(n):
-        q = 3 * j
+    """The row codes of a scan (hal.Scan) into its DAC frames and switch frame w: row j's
+    six slots (hal.Hal.plan) are the byte of its code in `frames`, its input index, its
+    line, the switch bytes of its ground and drive switches, and their masks (clear |
+    set << 8). Its code is 32768 + x[off + input] * k; a row with a nonzero input moves
+    from ground to its drive switch. Returns the first row beyond `lim` codes from 32768
+    (nothing sent yet), else -1."""
+    j = 0
+    q = 0
+    while j < n:
         v = x[off + int(slots[q + 1])] * k
         if v > lim:
             return j
@@ -380,13 +371,13 @@ def tile_rows(
         frames[b] = code >> 8
         frames[b + 1] = code & 0xFF
         if v:
-            line3 = 3 * int(slots[q + 2])
-            s = line3 + gnd
-            i = last - (s >> 3)
-            w[i] = w[i] & (0xFF ^ (1 << (s & 7)))
-            s = line3 + mode
-            i = last - (s >> 3)
-            w[i] = w[i] | (1 << (s & 7))
+            bits = int(slots[q + 5])
+            i = int(slots[q + 3])
+            w[i] = w[i] & bits
+            i = int(slots[q + 4])
+            w[i] = w[i] | (bits >> 8)
+        j += 1
+        q += 6
     return -1
 
 

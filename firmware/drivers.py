@@ -35,7 +35,9 @@ class Dac:
         self.buf = bytearray(3 * self.chain)
         self.nops = bytes(3 * self.chain)
         self.limit = 0  # set by the HAL from the safety limits
-        self.staged = array("H", [profiles.DAC_MID] * (geom.dac_chips * profiles.DAC_CHANNELS))
+        n = geom.dac_chips * profiles.DAC_CHANNELS
+        self.staged = array("H", bytes(2 * n))  # zeroed without a list as long (heap)
+        kernels.reset16(self.staged, 0, n, profiles.DAC_MID)
         self.dirty = 0  # lines whose last written code is not 0 V
         # stage(): every frame of a block of lines built at once (one per channel and chip
         # select), sent from views made here, so staging allocates nothing.

@@ -79,11 +79,13 @@ class Hal:
             Pin(profiles.PIN_GAIN0, out, value=0), Pin(profiles.PIN_GAIN1, out, value=0)
         )
         # Measurement results for the columns of one array: code - 32768 and gain index.
-        self.codes = array("h", [0] * geom.columns)
+        self.codes = array("h", bytes(2 * geom.columns))
         self.gains = bytearray(geom.columns)
         self.want = bytearray(geom.columns)
-        self.row_codes = array("H", [_MID] * geom.rows)
-        self.col_codes = array("H", [_MID] * geom.cols)
+        self.row_codes = array("H", bytes(2 * geom.rows))
+        self.col_codes = array("H", bytes(2 * geom.cols))
+        kernels.reset16(self.row_codes, 0, geom.rows, _MID)
+        kernels.reset16(self.col_codes, 0, geom.cols, _MID)
         self.pulses = 0
         self.busy_us = 0
         self.safety_trips = 0
@@ -361,7 +363,7 @@ class Hal:
                 rows.append((line + i, t[3] + i))
         keys = sorted(set([((r[0] >> 3) // chain, r[0] & 7) for r in rows]))
         frames = bytearray(flen * len(keys))
-        slots = array("H", [0] * (6 * len(rows)))
+        slots = array("H", bytes(12 * len(rows)))
         cmd = profiles.DAC_CMD_WRITE << 4
         last = self.sw.n - 1
         for j in range(len(rows)):

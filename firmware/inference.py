@@ -53,10 +53,11 @@ class Model:
     def __init__(self, hal, blob):
         self.hal = hal
         self.blob = blob  # geometry's model_bytes, allocated first (app.App)
-        self.layers = array("i", [0] * (profiles.MAX_LAYERS * _LF))
-        self.tiles = array("H", [0] * (profiles.MAX_TILES * _TF))
-        self.acc = array("i", [0] * profiles.MAX_WIDTH)
-        self.out = array("h", [0] * profiles.MAX_WIDTH)
+        # zeroed from bytes, not from a list as long: no large temporary on the heap
+        self.layers = array("i", bytes(4 * profiles.MAX_LAYERS * _LF))
+        self.tiles = array("H", bytes(2 * profiles.MAX_TILES * _TF))
+        self.acc = array("i", bytes(4 * profiles.MAX_WIDTH))
+        self.out = array("h", bytes(2 * profiles.MAX_WIDTH))
         self.act = bytearray(profiles.MAX_WIDTH)
         self.steps = []  # per layer, what INFER reads (Model._plan)
         self.unload()

@@ -440,9 +440,9 @@ class Hal:
 
         Power as in `measure`, for these rows' DAC chips and these arrays' gates: the row
         codes staged while the DACs are down, DACs and gates up for the span the lines are
-        switched in (one AFE_WAKE_US wait), the ADCs awake only for their conversions
-        (Adc.scan); then every line grounded, gates shut, the DACs down and back at 0 V
-        (one all-channel write per chip select)."""
+        switched in (one AFE_WAKE_US wait), the ADCs awake only for their conversions;
+        then every line grounded, gates shut, the DACs down and back at 0 V (one
+        all-channel write per chip select): kernels.scan and kernels.adc_pass."""
         sw = self.sw
         wire = sw.wire
         wire[:] = s.sw

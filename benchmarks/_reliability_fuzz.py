@@ -37,6 +37,7 @@ import serial
 import xbar.emulator  # noqa: F401 - registers emu://
 from xbar.firmware import profiles
 from xbar.firmware import protocol as P
+from xbar.training.plan import layer_record
 
 HARD_V_LINE = profiles.SAFE_HARD[1]
 LINE_TOLERANCE_V = 20.0 / 65536.0  # one DAC step
@@ -119,7 +120,7 @@ TOY_G_UNIT = (2e-6 - 1e-8) / 127
 def toy_model() -> bytes:
     """A one-layer 10 -> 5 model blob for xbar-10x10 (as tests/test_firmware_limits)."""
     out = struct.pack(P.MODEL_HEADER, P.MODEL_MAGIC, 1, 0, 0)
-    out += struct.pack(P.MODEL_LAYER, 10, 5, P.ACT_NONE, 3, 1, 0, TOY_G_UNIT, 40000, 24, -128, 127)
+    out += layer_record(10, 5, False, 3, 1, TOY_G_UNIT, 40000, 24, -128, 127)
     out += struct.pack(P.MODEL_TILE, 0, 0, 0, 0, 0, 10, 0, 5)
     return out + struct.pack("<5i", *([0] * 5))
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from xbar.firmware import profiles as fw
 from xbar.firmware import protocol as P
-from xbar.firmware import quant
 from xbar.training import requant
 from xbar.training.plan import Tile
 
@@ -73,9 +72,10 @@ def parse_blob(blob: bytes) -> list[Layer]:
     off = struct.calcsize(P.MODEL_HEADER)
     layers = []
     for _ in range(n_layers):
-        n_in, n_out, act, k, nt, _, g_unit, m, sh, lo, hi = struct.unpack_from(
-            P.MODEL_LAYER, blob, off
-        )
+        fields = struct.unpack_from(P.MODEL_LAYER, blob, off)
+        n_in, n_out, act, k, nt, _, g_unit, m, sh, lo, hi = fields[:11]
+        n = len(fw.TIA_RF)
+        factors = list(zip(fields[11 : 11 + n], fields[11 + n : 11 + 2 * n], strict=True))
         off += struct.calcsize(P.MODEL_LAYER)
         tiles = []
         for _ in range(nt):
@@ -84,10 +84,6 @@ def parse_blob(blob: bytes) -> list[Layer]:
             tiles.append(Tile(arr, r0, c0, i0, ni, o0, no))
         biases = np.frombuffer(blob, dtype="<i4", count=n_out, offset=off).astype(np.int64)
         off += 4 * n_out
-        factors = [
-            quant.fixed(quant.codes_per_unit(g_unit, k, fw.DAC_LSB, fw.ADC_LSB, rf))
-            for rf in fw.TIA_RF
-        ]
         layers.append(
             Layer(
                 n_in,

@@ -120,9 +120,8 @@ class Model:
         for li in range(nl):
             if off + lsz > len(mv):
                 raise ModelError("layer %d header past the end of the blob" % li)
-            (n_in, n_out, act, k, nt, _, g_unit, m, sh, lo, hi) = struct.unpack_from(
-                protocol.MODEL_LAYER, mv, off
-            )
+            f = struct.unpack_from(protocol.MODEL_LAYER, mv, off)
+            n_in, n_out, act, k, nt, _, g_unit, m, sh, lo, hi = f[:11]
             off += lsz
             where = "layer %d: " % li
             if n_in < 1 or n_out < 1 or n_in > profiles.MAX_WIDTH or n_out > profiles.MAX_WIDTH:
@@ -139,14 +138,12 @@ class Model:
                 raise ModelError(where + "input step k=%d: 255*k codes beyond the read limit" % k)
             if not g_unit > 0 or g_unit > 1.0:
                 raise ModelError(where + "g_unit %r S must be in (0, 1]" % g_unit)
-            # One ADC code at the starting (largest) Rf must be < Q_START_MAX units;
-            # compared without dividing by g_unit (no underflow to 0 in f32).
-            rf_top = profiles.TIA_RF[profiles.N_GAINS - 1]
-            scale = profiles.DAC_LSB * rf_top * quant.Q_START_MAX / profiles.ADC_LSB
-            if not g_unit * k * scale > 1.0:
+            # The host's conversion factors (quant.fixed: multiplier in 2^14 .. 2^15-1):
+            # one ADC code at the starting (largest) Rf must be < 2^15 units (shift >= 0).
+            if f[10 + 2 * profiles.N_GAINS] < 0:
                 raise ModelError(
-                    where + "g_unit %.3g S with k=%d: one ADC code would be >= %g accumulator units"
-                    " (needs k*g_unit > %.3g S)" % (g_unit, k, quant.Q_START_MAX, 1.0 / scale)
+                    where + "g_unit %.3g S with k=%d: one ADC code would be >= %d accumulator"
+                    " units at the top gain" % (g_unit, k, 1 << 15)
                 )
             if m < 1 or m >= quant.MULT_LIMIT or sh >= quant.SHIFT_LIMIT:
                 raise ModelError(where + "multiplier %d / shift %d out of range" % (m, sh))
@@ -166,14 +163,16 @@ class Model:
             L[b + _L_LO] = lo
             L[b + _L_HI] = hi
             for gi in range(profiles.N_GAINS):
-                q = quant.codes_per_unit(
-                    g_unit, k, profiles.DAC_LSB, profiles.ADC_LSB, profiles.TIA_RF[gi]
-                )
-                mul, qs = quant.fixed(q)
+                mul = f[11 + gi]
+                qs = f[11 + profiles.N_GAINS + gi]
                 if qs > quant.SHIFT_MAX:
                     raise ModelError(
-                        where + "g_unit %.3g S with k=%d: %.3g units per ADC code at gain %d rounds"
-                        " every reading to 0" % (g_unit, k, q, gi)
+                        where + "g_unit %.3g S with k=%d: at gain %d (shift %d) one ADC code"
+                        " rounds every reading to 0" % (g_unit, k, gi, qs)
+                    )
+                if mul < 1 << 14 or mul >= 1 << 15 or qs < -quant.SHIFT_MAX:
+                    raise ModelError(
+                        where + "gain %d: conversion factor %d / 2^%d out of range" % (gi, mul, qs)
                     )
                 L[b + _L_MUL + gi] = mul
                 L[b + _L_QSH + gi] = qs

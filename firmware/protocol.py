@@ -162,11 +162,13 @@ STATS_FIELDS = (
 )
 
 # ---- model blob (LOAD) ----------------------------------------------------------------
-MODEL_MAGIC = b"XBM1"
+MODEL_MAGIC = b"XBM2"
 MODEL_HEADER = "<4sBBH"  # magic, n_layers, reserved, reserved
 # n_in, n_out, activation, k (DAC codes per input step), n_tiles, reserved,
-# g_unit (S), multiplier, shift, out_min, out_max.
-MODEL_LAYER = "<HHBBBBfiBhh"
+# g_unit (S), multiplier, shift, out_min, out_max, then per TIA gain the accumulator
+# units one ADC code is worth as 4 multipliers and 4 shifts (quant.fixed, computed by
+# the host: the board does no floating-point arithmetic on them).
+MODEL_LAYER = "<HHBBBBfiBhh4H4b"
 ACT_NONE = 0
 ACT_RELU = 1
 MODEL_TILE = "<BBHHHHHH"  # array, reserved, row0, col0, in_start, in_len, out_start, out_len

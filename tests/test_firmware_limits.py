@@ -17,6 +17,7 @@ from test_firmware_app import ask, expect_error
 from test_firmware_sim import FirmwareSim
 from xbar.firmware import profiles
 from xbar.firmware import protocol as P
+from xbar.training.plan import gain_factors, layer_record
 
 HARD_V_LINE = profiles.SAFE_HARD[1]
 TOY_G_UNIT = (2e-6 - 1e-8) / 127
@@ -32,11 +33,21 @@ def blob(
     bias: int = 0,
     n_in: int = 10,
     n_out: int = 5,
+    row0: int = 0,
+    col0: int = 0,
+    factors: list[tuple[int, int]] | None = None,
 ) -> bytes:
-    """A one-layer, one-tile model blob for xbar-10x10 with the given layer fields."""
+    """A one-layer, one-tile model blob with the given layer fields. Its conversion
+    factors are the host's (`gain_factors`); where none exists (g_unit 0, NaN, so small
+    that a code is worth 2^100 units), the largest the format holds, which LOAD refuses."""
+    if factors is None:
+        try:
+            factors = gain_factors(g_unit, k)
+        except ValueError:
+            factors = [((1 << 15) - 1, -30)] * profiles.N_GAINS
     out = struct.pack(P.MODEL_HEADER, P.MODEL_MAGIC, 1, 0, 0)
-    out += struct.pack(P.MODEL_LAYER, n_in, n_out, P.ACT_NONE, k, 1, 0, g_unit, m, sh, lo, hi)
-    out += struct.pack(P.MODEL_TILE, 0, 0, 0, 0, 0, n_in, 0, n_out)
+    out += layer_record(n_in, n_out, False, k, 1, g_unit, m, sh, lo, hi, factors)
+    out += struct.pack(P.MODEL_TILE, 0, 0, row0, col0, 0, n_in, 0, n_out)
     return out + struct.pack(f"<{n_out}i", *([bias] * n_out))
 
 
@@ -100,6 +111,30 @@ def test_smallest_accepted_g_unit_infers_without_overflow() -> None:
     rcode, body = ask(sim, P.INFER, struct.pack(P.INFER_REQ, 1, 10) + bytes([255] * 10))
     assert rcode == P.ERROR and P.parse_error(body)[0] == P.E_RANGE, body
     assert "accumulator" in P.parse_error(body)[2]
+    alive(sim)
+
+
+def test_load_takes_the_conversion_factors_from_the_blob() -> None:
+    """The board converts ADC codes with the blob's factors (the host's, in double
+    precision), not factors of its own from g_unit; it refuses factors quant.fixed cannot
+    produce."""
+    sim = FirmwareSim()
+    x = struct.pack(P.INFER_REQ, 1, 10) + bytes([200] * 10)
+    outs = []
+    for scale in (1, 2):
+        factors = [(m, s + scale - 1) for m, s in gain_factors(TOY_G_UNIT, 3)]
+        assert load(sim, blob(factors=factors))[0] == P.LOAD_END | P.RESPONSE
+        rcode, body = ask(sim, P.INFER, x)
+        assert rcode == P.INFER | P.RESPONSE, body
+        (n,) = struct.unpack_from(P.INFER_RESP, body, 0)
+        outs.append(struct.unpack_from(f"<{n}i", body, 2 + 2 * n))  # the accumulators
+    # Half the units per code: every accumulator about halves (rounding apart).
+    assert all(abs(2 * b - a) <= 2 for a, b in zip(outs[0], outs[1], strict=True)), outs
+    assert any(a != 0 for a in outs[0])
+    for bad in [(1 << 15, 20), ((1 << 14) - 1, 20), (20000, -31)]:
+        factors = [bad, *gain_factors(TOY_G_UNIT, 3)[1:]]
+        rcode, body = load(sim, blob(factors=factors))
+        assert rcode == P.ERROR and "gain 0" in P.parse_error(body)[2], body
     alive(sim)
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_firmware_limits import TOY_G_UNIT, blob
 from xbar.emulator.board_model import BoardModel
 from xbar.emulator.crossbar import TIA
 from xbar.emulator.events import LineEvent, holds
@@ -42,7 +43,6 @@ EXAMPLES = (
 # The cell's conductance is read (noisy, quantised, IR drop) just before the pulse; the
 # current the pulse then drives may exceed the prediction by that read's error.
 COMPLIANCE_READ_TOL = 1.10
-TOY_G_UNIT = (2e-6 - 1e-8) / 127
 
 # Numbers seen over the session, reported by test_report (and printed with -s).
 FOUND: dict[str, float] = {"max_line_v": 0.0, "max_cell_v": 0.0, "max_tail_us": -math.inf}
@@ -186,15 +186,6 @@ def _read() -> st.SearchStrategy[Cmd]:
     return st.builds(make, st.sampled_from([0, 1, 2, 3]), _idx, _idx, _read_v)
 
 
-def model_blob(
-    n_in: int, n_out: int, row0: int, col0: int, k: int, m: int, sh: int, g_unit: float
-) -> bytes:
-    out = struct.pack(P.MODEL_HEADER, P.MODEL_MAGIC, 1, 0, 0)
-    out += struct.pack(P.MODEL_LAYER, n_in, n_out, P.ACT_NONE, k, 1, 0, g_unit, m, sh, -128, 127)
-    out += struct.pack(P.MODEL_TILE, 0, 0, row0, col0, 0, n_in, 0, n_out)
-    return out + struct.pack(f"<{n_out}i", *([0] * n_out))
-
-
 def _load() -> st.SearchStrategy[Cmd]:
     @st.composite
     def make(draw: st.DrawFn) -> Cmd:
@@ -211,7 +202,7 @@ def _load() -> st.SearchStrategy[Cmd]:
             m = draw(st.sampled_from([0, 1, 40000, 65536]))
             sh = draw(st.integers(0, 60))
             g_unit = draw(st.sampled_from([1e-20, 1e-9, TOY_G_UNIT, 1.0, math.nan]))
-        data = model_blob(n_in, n_out, row0, col0, k, m, sh, g_unit)
+        data = blob(g_unit, k, m, sh, n_in=n_in, n_out=n_out, row0=row0, col0=col0)
         if not valid and draw(st.booleans()):
             i = draw(st.integers(0, len(data) - 1))
             data = data[:i] + bytes([draw(st.integers(0, 255))]) + data[i + 1 :]

@@ -26,6 +26,8 @@ __all__ = [
     "Tile",
     "TileLayer",
     "conversion_problem",
+    "gain_factors",
+    "layer_record",
     "level_steps",
     "plan_tiles",
     "snap_weights",
@@ -55,11 +57,61 @@ def conversion_problem(g_unit: float, k: int) -> str | None:
             f"g_unit {g_unit:.3g} S with k={k}: one ADC code would be worth "
             f"{quant.Q_START_MAX:g} accumulator units or more"
         )
-    for gain, rf in enumerate(profiles.TIA_RF):
-        q = quant.codes_per_unit(g, k, profiles.DAC_LSB, profiles.ADC_LSB, rf)
-        if quant.fixed(q)[1] > quant.SHIFT_MAX:
+    for gain, (_, shift) in enumerate(gain_factors(g, k)):
+        if shift > quant.SHIFT_MAX:
             return f"g_unit {g_unit:.3g} S with k={k}: every reading at gain {gain} rounds to 0"
     return None
+
+
+def gain_factors(g_unit: float, k: int) -> list[tuple[int, int]]:
+    """Per TIA gain, (multiplier, shift) of the accumulator units one ADC code is worth
+    (`quant.fixed` of `quant.codes_per_unit`), in double precision from g_unit as the blob
+    carries it (float32). The LOAD blob ships them, so the board, the emulator's batch path
+    and the host reference convert alike; raises ValueError where no factor exists."""
+    if k < 1:
+        raise ValueError(f"input step k={k} must be >= 1")
+    g = float(np.float32(g_unit))
+    if not g > 0:  # also NaN, and a g_unit that float32 rounds to 0
+        raise ValueError(f"g_unit {g_unit!r} S must be > 0 in float32")
+    return [
+        quant.fixed(quant.codes_per_unit(g, k, profiles.DAC_LSB, profiles.ADC_LSB, rf))
+        for rf in profiles.TIA_RF
+    ]
+
+
+def layer_record(
+    n_in: int,
+    n_out: int,
+    relu: bool,
+    k: int,
+    n_tiles: int,
+    g_unit: float,
+    multiplier: int,
+    shift: int,
+    out_min: int,
+    out_max: int,
+    factors: list[tuple[int, int]] | None = None,
+) -> bytes:
+    """One layer's header in the LOAD blob (`protocol.MODEL_LAYER`); `factors` default to
+    `gain_factors(g_unit, k)`."""
+    fs = gain_factors(g_unit, k) if factors is None else factors
+    act = P.ACT_RELU if relu else P.ACT_NONE
+    return struct.pack(
+        P.MODEL_LAYER,
+        n_in,
+        n_out,
+        act,
+        k,
+        n_tiles,
+        0,
+        g_unit,
+        multiplier,
+        shift,
+        out_min,
+        out_max,
+        *(m for m, _ in fs),
+        *(s for _, s in fs),
+    )
 
 
 # ---- model -------------------------------------------------------------------------------
@@ -378,15 +430,12 @@ class CrossbarModel:
         self.validate()
         out = bytearray(struct.pack(P.MODEL_HEADER, P.MODEL_MAGIC, len(self.layers), 0, 0))
         for layer in self.layers:
-            act = P.ACT_RELU if layer.relu else P.ACT_NONE
-            out += struct.pack(
-                P.MODEL_LAYER,
+            out += layer_record(
                 layer.n_in,
                 layer.n_out,
-                act,
+                layer.relu,
                 layer.k,
                 len(layer.tiles),
-                0,
                 layer.g_unit,
                 layer.multiplier,
                 layer.shift,

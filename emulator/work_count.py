@@ -162,8 +162,9 @@ def _per_iteration(node: ast.For | ast.While) -> int:
 # Viper compiles integer and pointer work to machine code, but an operation on a Python
 # object (an attribute or method, a call of anything but a cast, a subscript of anything
 # but a typed pointer, iterating a list or tuple, arithmetic or a comparison with an
-# object) is still a call into the runtime, the same call the interpreter makes. Those opcodes are charged as interpreted ones (the
-# cost table's "bytecode"); only the rest is charged as "viper_op".
+# object) is still a call into the runtime, the same call the interpreter makes. Those
+# opcodes are charged as interpreted ones (the cost table's "bytecode"); only the rest is
+# charged as "viper_op".
 VIPER_CASTS = frozenset({"int", "uint", "ptr", "ptr8", "ptr16", "ptr32", "range"})
 """Callables viper compiles inline (type casts, the `for ... in range` loop)."""
 POINTERS = frozenset({"ptr", "ptr8", "ptr16", "ptr32"})

@@ -21,8 +21,10 @@ ADC_LSB = 20.48 / 65536.0
 
 
 def ask(sim: FirmwareSim, code: int, payload: bytes = b"", seq: int = 1) -> tuple[int, bytes]:
-    """One request straight into the firmware; returns (response code, payload)."""
+    """One request straight into the firmware; returns (response code, payload). A long
+    command's BUSY frames (at most one per BUSY_MS of board time) come before its answer."""
     frames = P.Decoder().feed(sim.feed(P.encode(code, seq, payload)))
+    frames = [f for f in frames if f[0] != P.BUSY | P.RESPONSE]
     assert len(frames) == 1, frames
     rcode, rseq, body = frames[0]
     assert rseq == seq

@@ -73,10 +73,13 @@ def gain_factors(g_unit: float, k: int) -> list[tuple[int, int]]:
     g = float(np.float32(g_unit))
     if not g > 0:  # also NaN, and a g_unit that float32 rounds to 0
         raise ValueError(f"g_unit {g_unit!r} S must be > 0 in float32")
-    return [
+    factors = [
         quant.fixed(quant.codes_per_unit(g, k, profiles.DAC_LSB, profiles.ADC_LSB, rf))
         for rf in profiles.TIA_RF
     ]
+    if any(not -128 <= s <= 127 for _, s in factors):
+        raise ValueError(f"g_unit {g_unit!r} S with k={k}: a shift beyond the blob's i8")
+    return factors
 
 
 def layer_record(
